@@ -1,0 +1,94 @@
+//! `send_receipt`: the one email a buyer gets for a payment — a receipt when the order was
+//! fulfilled, a refund notice when it could not be. An email cannot be un-sent, so the step
+//! records it in `emails_sent` (unique per payment and kind) in the transaction that marks
+//! the step done, and gives the message a deterministic `Message-ID` so that the rare resend
+//! after a crash between "sent" and "recorded" is recognisable as the same message.
+
+use crate::RetryPolicy;
+
+/// SMTP servers greylist and rate-limit: be patient.
+pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 10, base_ms: 5_000, cap_ms: 1_800_000 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Receipt,
+    RefundNotice,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Receipt => "receipt",
+            Kind::RefundNotice => "refund_notice",
+        }
+    }
+}
+
+/// One order line as the buyer sees it.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub name: String,
+    pub qty: i64,
+    pub amount: String,
+}
+
+/// Everything the email says; amounts arrive already formatted for the currency.
+#[derive(Debug, Clone)]
+pub struct Content {
+    pub kind: Kind,
+    pub order_id: String,
+    pub invoice_number: Option<String>,
+    pub lines: Vec<Line>,
+    pub total: String,
+}
+
+/// Subject and plain-text body.
+pub fn render(c: &Content) -> (String, String) {
+    let mut body = String::new();
+    let subject = match c.kind {
+        Kind::Receipt => {
+            body.push_str("Thank you for your order. Your payment was received.\n\n");
+            format!("Your receipt for order {}", c.order_id)
+        }
+        Kind::RefundNotice => {
+            body.push_str(
+                "We are sorry: an item in your order sold out before we could reserve it for you.\n\
+                 Your payment has been refunded in full; it will appear on your statement in a few days.\n\n",
+            );
+            format!("Your order {} was refunded", c.order_id)
+        }
+    };
+    body.push_str(&format!("Order: {}\n", c.order_id));
+    if let Some(n) = &c.invoice_number {
+        body.push_str(&format!("Invoice: {n}\n"));
+    }
+    body.push('\n');
+    for l in &c.lines {
+        body.push_str(&format!("  {} x {}  {}\n", l.qty, l.name, l.amount));
+    }
+    let label = if c.kind == Kind::Receipt { "Total paid" } else { "Refunded" };
+    body.push_str(&format!("\n{label}: {}\n", c.total));
+    (subject, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_and_refund_notice_say_different_things() {
+        let mut c = Content {
+            kind: Kind::Receipt,
+            order_id: "ord_1".into(),
+            invoice_number: Some("INV-000001".into()),
+            lines: vec![Line { name: "Seat".into(), qty: 2, amount: "20.00 USD".into() }],
+            total: "20.00 USD".into(),
+        };
+        let (s, b) = render(&c);
+        assert!(s.contains("receipt") && b.contains("INV-000001") && b.contains("Total paid: 20.00 USD"));
+        c.kind = Kind::RefundNotice;
+        c.invoice_number = None;
+        let (s, b) = render(&c);
+        assert!(s.contains("refunded") && b.contains("Refunded: 20.00 USD") && !b.contains("Invoice"));
+    }
+}

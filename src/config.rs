@@ -1,0 +1,358 @@
+//! Layered configuration: the compiled-in `config/default.toml` < `./config/local.toml`
+//! (if present) < `--config FILE` < `FULFILLD__SECTION__KEY` environment variables. Then
+//! validation, so that a missing or malformed setting stops start-up with a message that
+//! names the key rather than failing later in a request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The documented defaults; also the reference for every key.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub http: Http,
+    pub store: Store,
+    pub queue: Queue,
+    pub admin: Admin,
+    pub checkout: Checkout,
+    pub invoice: Invoice,
+    pub email: Email,
+    pub entitlements: Entitlements,
+    pub providers: Providers,
+    pub sandbox: Sandbox,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Http {
+    pub addr: String,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Store {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Queue {
+    pub url: String,
+    pub concurrency: usize,
+    pub sweep_interval_ms: u64,
+    pub requeue_after_ms: u64,
+    pub lease_ms: u64,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct Admin {
+    pub token: String,
+    pub generate_token: bool,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").field("token", &redact(&self.token)).finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Checkout {
+    pub success_url: String,
+    pub cancel_url: String,
+    pub reservation_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Invoice {
+    pub series: String,
+    pub tax_rate_bps: u32,
+    pub tax_name: String,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct Email {
+    pub transport: String,
+    pub outbox_dir: PathBuf,
+    pub smtp_url: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("transport", &self.transport)
+            .field("outbox_dir", &self.outbox_dir)
+            .field("smtp_url", &redact(&self.smtp_url))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entitlements {
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Grant {
+    pub feature: String,
+    #[serde(default)]
+    pub duration_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Providers {
+    pub stripe: Stripe,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct Stripe {
+    pub secret_key: String,
+    pub webhook_secrets: Vec<String>,
+    pub api_base: String,
+    pub webhook_tolerance_secs: u64,
+}
+
+impl std::fmt::Debug for Stripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stripe")
+            .field("secret_key", &redact(&self.secret_key))
+            .field("webhook_secrets", &format!("[{} redacted]", self.webhook_secrets.len()))
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sandbox {
+    pub addr: String,
+    pub webhook_target: String,
+}
+
+fn redact(s: &str) -> &'static str {
+    if s.is_empty() { "<empty>" } else { "<redacted>" }
+}
+
+/// A configuration problem, always naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, `./config/local.toml`, `file`, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env, true)
+    }
+
+    /// The layering with an explicit environment, for tests: `env` holds
+    /// `FULFILLD__…` pairs exactly as the process environment would.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        local_file: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if local_file {
+            b = b.add_source(config::File::with_name("config/local").required(false));
+        }
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError(format!("--config {}: no such file", f.display())));
+            }
+            b = b.add_source(config::File::from(f));
+        }
+        let vars: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("FULFILLD__"))
+            .cloned()
+            .collect();
+        b = b.add_source(
+            config::Environment::with_prefix("FULFILLD")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("providers.stripe.webhook_secrets")
+                .try_parsing(true)
+                .source(Some(vars)),
+        );
+        let cfg: Config = b
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if let Err(e) = self.http.addr.parse::<SocketAddr>() {
+            return bad("http.addr", format!("{:?} is not host:port ({e})", self.http.addr));
+        }
+        if let Err(e) = self.sandbox.addr.parse::<SocketAddr>() {
+            return bad("sandbox.addr", format!("{:?} is not host:port ({e})", self.sandbox.addr));
+        }
+        if self.http.max_body_bytes == 0 {
+            return bad("http.max_body_bytes", "must be positive".into());
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres:")) {
+            return bad("store.url", "must start with sqlite: or postgres:".into());
+        }
+        if !self.queue.url.is_empty() {
+            return bad(
+                "queue.url",
+                "only the embedded queue (empty: beside the store) is available in this version"
+                    .into(),
+            );
+        }
+        if self.queue.concurrency == 0 {
+            return bad("queue.concurrency", "must be at least 1".into());
+        }
+        if self.store.max_connections == 0 {
+            return bad("store.max_connections", "must be at least 1".into());
+        }
+        if self.admin.token.is_empty() && !self.admin.generate_token {
+            return bad("admin.token", "is empty; set FULFILLD__ADMIN__TOKEN".into());
+        }
+        let s = &self.providers.stripe;
+        if s.secret_key.is_empty() {
+            return bad(
+                "providers.stripe.secret_key",
+                "is empty; set FULFILLD__PROVIDERS__STRIPE__SECRET_KEY".into(),
+            );
+        }
+        if s.webhook_secrets.is_empty() || s.webhook_secrets.iter().any(|w| w.trim().is_empty()) {
+            return bad(
+                "providers.stripe.webhook_secrets",
+                "needs at least one non-empty secret; set FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS"
+                    .into(),
+            );
+        }
+        if url::Url::parse(&s.api_base).is_err() {
+            return bad("providers.stripe.api_base", format!("{:?} is not a URL", s.api_base));
+        }
+        if url::Url::parse(&self.sandbox.webhook_target).is_err() {
+            return bad(
+                "sandbox.webhook_target",
+                format!("{:?} is not a URL", self.sandbox.webhook_target),
+            );
+        }
+        match self.email.transport.as_str() {
+            "file" => {}
+            "smtp" => {
+                if self.email.smtp_url.is_empty() {
+                    return bad("email.smtp_url", "is empty while email.transport = \"smtp\"; set FULFILLD__EMAIL__SMTP_URL".into());
+                }
+            }
+            other => return bad("email.transport", format!("{other:?} is not \"file\" or \"smtp\"")),
+        }
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            return bad("email.from", format!("{:?} is not a mailbox", self.email.from));
+        }
+        for url_key in [
+            ("checkout.success_url", &self.checkout.success_url),
+            ("checkout.cancel_url", &self.checkout.cancel_url),
+        ] {
+            if url::Url::parse(url_key.1).is_err() {
+                return bad(url_key.0, format!("{:?} is not a URL", url_key.1));
+            }
+        }
+        if self.invoice.tax_rate_bps > 10_000 {
+            return bad("invoice.tax_rate_bps", "must be at most 10000 (100 %)".into());
+        }
+        if self.invoice.series.is_empty() {
+            return bad("invoice.series", "must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The grant configured for a SKU. Matched without regard to case, because keys set
+    /// through environment variables arrive lower-cased.
+    pub fn grant_for(&self, sku: &str) -> Option<&Grant> {
+        let grants = &self.entitlements.grants;
+        grants
+            .get(sku)
+            .or_else(|| grants.iter().find(|(k, _)| k.eq_ignore_ascii_case(sku)).map(|(_, g)| g))
+    }
+
+    /// Providers whose API base is not the real one: start-up warns about each.
+    pub fn sandboxed_providers(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.providers.stripe.api_base.starts_with("https://api.stripe.com") {
+            v.push("stripe");
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load_and_env_overrides_nest() {
+        let c = Config::load_from(None, &[], false).expect("defaults are valid");
+        assert_eq!(c.http.addr, "127.0.0.1:8080");
+        assert!(c.store.url.starts_with("sqlite://data/"));
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("FULFILLD__HTTP__ADDR", "127.0.0.1:9000"),
+                ("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS", "whsec_new,whsec_old"),
+                ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "sk_test_x"),
+                ("FULFILLD__QUEUE__CONCURRENCY", "3"),
+            ]),
+            false,
+        )
+        .expect("valid overrides");
+        assert_eq!(c.http.addr, "127.0.0.1:9000");
+        assert_eq!(c.providers.stripe.webhook_secrets, vec!["whsec_new", "whsec_old"]);
+        assert_eq!(c.providers.stripe.secret_key, "sk_test_x");
+        assert_eq!(c.queue.concurrency, 3);
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        for (k, v, key) in [
+            ("FULFILLD__HTTP__ADDR", "nonsense", "http.addr"),
+            ("FULFILLD__QUEUE__CONCURRENCY", "many", "concurrency"),
+            ("FULFILLD__STORE__URL", "mysql://x", "store.url"),
+            ("FULFILLD__EMAIL__TRANSPORT", "pigeon", "email.transport"),
+            ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "", "providers.stripe.secret_key"),
+        ] {
+            let err = Config::load_from(None, &env(&[(k, v)]), false).expect_err(k).to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn production_overlay_demands_secrets() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
+        let err = Config::load_from(Some(&path), &[], false).expect_err("no secrets").to_string();
+        assert!(err.contains("admin.token"), "{err}");
+        let ok = Config::load_from(
+            Some(&path),
+            &env(&[
+                ("FULFILLD__ADMIN__TOKEN", "t"),
+                ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "sk_live_x"),
+                ("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS", "whsec_x"),
+                ("FULFILLD__EMAIL__SMTP_URL", "smtps://u:p@mail.example:465"),
+            ]),
+            false,
+        )
+        .expect("complete production config");
+        assert!(ok.sandboxed_providers().is_empty());
+        let dbg = format!("{ok:?}");
+        assert!(!dbg.contains("sk_live_x") && !dbg.contains("u:p@"), "secrets leak in Debug");
+    }
+}

@@ -1,0 +1,200 @@
+//! Domain newtypes that can only hold valid values: each has a fallible `parse`, so once a
+//! value exists nothing downstream re-checks it. Money is integer minor units plus an ISO
+//! currency code — never floats.
+
+use std::fmt;
+
+/// Why a value was refused; `field` is what the API reports back to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// An ISO 4217 code, upper case (providers that speak lower case are converted at the edge).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(field: &str, s: &str) -> Result<Currency, Invalid> {
+        if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            Ok(Currency(s.to_ascii_uppercase()))
+        } else {
+            Err(Invalid::new(field, format!("{s:?} is not a three-letter ISO 4217 currency code")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Digits after the decimal point (ISO 4217). Zero-decimal currencies have no minor unit.
+    pub fn exponent(&self) -> u32 {
+        match self.0.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF"
+            | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            _ => 2,
+        }
+    }
+
+    /// `1234` minor units of USD → `"12.34 USD"`; of JPY → `"1234 JPY"`.
+    pub fn format(&self, minor: i64) -> String {
+        let e = self.exponent();
+        if e == 0 {
+            return format!("{minor} {}", self.0);
+        }
+        let div = 10i64.pow(e);
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        let div = div as u64;
+        format!("{sign}{}.{:0width$} {}", abs / div, abs % div, self.0, width = e as usize)
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A catalogue key: 1–64 characters of letters, digits, `-`, `_`, `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sku(String);
+
+impl Sku {
+    pub fn parse(field: &str, s: &str) -> Result<Sku, Invalid> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(Sku(s.to_owned()))
+        } else {
+            Err(Invalid::new(field, format!("{s:?} is not a SKU (1-64 of A-Z a-z 0-9 - _ .)")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A buyer's address. Deliberately modest: one `@`, a dotted domain, no spaces or control
+/// characters, and something an SMTP server will accept as a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(field: &str, s: &str) -> Result<EmailAddress, Invalid> {
+        let bad = || Invalid::new(field, format!("{s:?} is not an email address"));
+        let s = s.trim();
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        if local.is_empty() || domain.contains('@') || !domain.contains('.') {
+            return Err(bad());
+        }
+        if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+            return Err(bad());
+        }
+        s.parse::<lettre::Address>().map_err(|_| bad())?;
+        Ok(EmailAddress(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Our order ids: `ord_` + a ULID (sortable by creation time, unguessable enough to be
+/// put in a success-page URL).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderId(String);
+
+impl OrderId {
+    pub fn new() -> OrderId {
+        OrderId(new_id("ord"))
+    }
+
+    pub fn parse(field: &str, s: &str) -> Result<OrderId, Invalid> {
+        match s.strip_prefix("ord_") {
+            Some(rest) if rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Ok(OrderId(s.to_owned()))
+            }
+            _ => Err(Invalid::new(field, format!("{s:?} is not an order id (ord_…)"))),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for OrderId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `prefix_` + a lower-case ULID.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+}
+
+/// A quantity in an order line: 1 to 10,000.
+pub fn parse_qty(field: &str, q: i64) -> Result<i64, Invalid> {
+    if (1..=10_000).contains(&q) {
+        Ok(q)
+    } else {
+        Err(Invalid::new(field, format!("{q} is not a quantity between 1 and 10000")))
+    }
+}
+
+/// Milliseconds since the Unix epoch: the store's only time representation (portable
+/// across SQLite and Postgres, and unambiguous).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        assert_eq!(Currency::parse("c", "usd").map(|c| c.0), Ok("USD".into()));
+        assert!(Currency::parse("c", "US").is_err());
+        assert!(Currency::parse("c", "U$D").is_err());
+        assert_eq!(Currency::parse("c", "usd").map(|c| c.format(1234)), Ok("12.34 USD".into()));
+        assert_eq!(Currency::parse("c", "jpy").map(|c| c.format(1234)), Ok("1234 JPY".into()));
+        assert_eq!(Currency::parse("c", "kwd").map(|c| c.format(5)), Ok("0.005 KWD".into()));
+        assert!(Sku::parse("s", "SEAT-1_a.b").is_ok());
+        assert!(Sku::parse("s", "").is_err());
+        assert!(Sku::parse("s", "a b").is_err());
+        assert!(EmailAddress::parse("e", "buyer@example.com").is_ok());
+        for bad in ["", "buyer", "buyer@", "@x.com", "a@b", "a b@c.com", "a@b..com", "a@@b.com"] {
+            assert!(EmailAddress::parse("e", bad).is_err(), "{bad}");
+        }
+        let id = OrderId::new();
+        assert_eq!(OrderId::parse("id", id.as_str()), Ok(id));
+        assert!(OrderId::parse("id", "ord_x").is_err());
+        assert!(parse_qty("q", 0).is_err() && parse_qty("q", -1).is_err() && parse_qty("q", 3).is_ok());
+    }
+}

@@ -1,0 +1,33 @@
+//! The intake: axum routes for provider webhooks, the shop's API and health. Thin by design:
+//! verify, normalize, commit one transaction, wake the pipeline, answer. No provider calls
+//! except creating a checkout, no email, no stock work in a webhook's request path.
+//!
+//! Each resource file ends in `pub fn router()`; they are merged here.
+
+mod admin;
+mod error;
+mod orders;
+mod payments;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+
+pub use error::ApiError;
+
+use crate::Engine;
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let limit = engine.config.http.max_body_bytes;
+    Router::new()
+        .merge(admin::router())
+        .merge(orders::router())
+        .merge(payments::router())
+        .merge(webhooks::router())
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(engine)
+}

@@ -1,0 +1,119 @@
+//! `POST /api/payments/create-order`: open a provider checkout for an order, reserving its
+//! stock. Calling it again for an order with an open checkout returns the same checkout.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::Engine;
+use crate::domain::{Invalid, OrderId};
+use crate::providers::{CheckoutLine, CheckoutRequest};
+use crate::store::payments::BeginCheckout;
+
+#[derive(Debug, Deserialize)]
+struct CreatePayment {
+    order_id: String,
+    provider: String,
+}
+
+async fn create_order(
+    State(e): State<Arc<Engine>>,
+    body: Result<Json<CreatePayment>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(b) = body?;
+    let order_id = OrderId::parse("order_id", &b.order_id)?;
+    if b.provider != "stripe" {
+        return Err(Invalid::new(
+            "provider",
+            format!("{:?} is not a supported provider (supported: \"stripe\")", b.provider),
+        )
+        .into());
+    }
+    let ttl_ms = e.config.checkout.reservation_ttl_secs as i64 * 1000;
+    let (payment_id, order, items) =
+        match e.store.begin_checkout(order_id.as_str(), &b.provider, ttl_ms).await? {
+            BeginCheckout::Started { payment_id, order, items } => (payment_id, order, items),
+            BeginCheckout::Existing(p) => {
+                return Ok((
+                    StatusCode::OK,
+                    Json(json!({
+                        "provider": p.provider,
+                        "provider_order_id": p.provider_order_id,
+                        "checkout_url": p.checkout_url,
+                        "amount_minor": p.amount_minor,
+                        "currency": p.currency,
+                    })),
+                ));
+            }
+            BeginCheckout::NotFound => return Err(ApiError::not_found("order")),
+            BeginCheckout::InProgress => {
+                return Err(ApiError::conflict(
+                    "checkout_in_progress",
+                    "a checkout for this order is being created; retry in a moment",
+                ));
+            }
+            BeginCheckout::OutOfStock { sku } => {
+                return Err(ApiError::conflict(
+                    "out_of_stock",
+                    format!("not enough stock of {sku:?} to reserve for this order"),
+                ));
+            }
+            BeginCheckout::NotPayable { status } => {
+                return Err(ApiError::conflict(
+                    "order_not_payable",
+                    format!("the order is {status}; only a created order can be paid"),
+                ));
+            }
+        };
+    let fill = |t: &str| t.replace("{order_id}", &order.id);
+    let req = CheckoutRequest {
+        order_id: order.id.clone(),
+        payment_id: payment_id.clone(),
+        customer_email: order.customer_email.clone(),
+        currency: order.currency.clone(),
+        lines: items
+            .iter()
+            .map(|i| CheckoutLine { name: i.name.clone(), qty: i.qty, unit_amount_minor: i.unit_price_minor })
+            .collect(),
+        success_url: fill(&e.config.checkout.success_url),
+        cancel_url: fill(&e.config.checkout.cancel_url),
+    };
+    let checkout = match e.stripe.create_checkout(&req).await {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(order_id = %order.id, error = %err, "checkout creation failed");
+            e.store.checkout_failed(&payment_id, &order.id).await?;
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_error",
+                format!("the payment provider refused or did not answer: {err}"),
+            ));
+        }
+    };
+    if checkout.amount_minor != order.total_minor {
+        tracing::warn!(order_id = %order.id, provider = checkout.amount_minor, ours = order.total_minor,
+            "provider computed a different total; confirm_capture will refuse to fulfil");
+    }
+    let p = e.store.checkout_created(&payment_id, &checkout.provider_order_id, &checkout.url).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "provider": p.provider,
+            "provider_order_id": p.provider_order_id,
+            "checkout_url": p.checkout_url,
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+        })),
+    ))
+}
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new().route("/api/payments/create-order", post(create_order))
+}

@@ -1,0 +1,154 @@
+//! # fulfilld
+//!
+//! Turns "the payment provider says this was paid" into everything a shop must do next —
+//! confirm the capture, deduct stock, issue the invoice, send the receipt, grant access —
+//! exactly once per order, however often, late or out of order the provider's webhooks
+//! arrive.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (compiled-in defaults < files < `FULFILLD__*`).
+//! - [`domain`]: newtypes that can only hold valid values (money, SKUs, ids, emails).
+//! - [`intake`]: the axum routes — webhooks, the shop API, health.
+//! - [`providers`]: signature checks, event normalization and API clients per provider.
+//! - [`store`]: the SQL source of truth (SQLite or Postgres), one module per aggregate.
+//! - [`queue`]: wake-ups for the workers, and the sweeper that makes losing them harmless.
+//! - [`pipeline`]: apalis workers running the fulfilment steps, one file per step.
+//! - [`email`]: outgoing mail (file outbox or SMTP).
+//! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
+//! - `jobs` (a crate of its own): the job contract — step kinds, payloads, retry policies.
+//!
+//! [`run`] is the one entry point for `fulfilld serve` and for every test: it takes a bound
+//! listener and a shutdown future, so tests run the real engine on a random port.
+
+pub mod config;
+pub mod domain;
+pub mod email;
+pub mod intake;
+pub mod pipeline;
+pub mod providers;
+pub mod queue;
+pub mod sandbox;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+use email::Mailer;
+use providers::stripe;
+use queue::Queue;
+use store::Store;
+
+/// Everything a request handler or a step needs, shared.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Config,
+    pub store: Store,
+    pub stripe: stripe::Client,
+    pub mailer: Mailer,
+    pub queue: Queue,
+    /// The admin bearer token in force (configured, or generated at start).
+    pub admin_token: String,
+}
+
+/// Where `serve` writes a generated admin token when none is configured.
+pub const ADMIN_TOKEN_FILE: &str = "data/admin-token";
+
+/// Connects to the store and applies its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.store.url, config.store.max_connections)
+        .await
+        .with_context(|| "store.url: cannot open the store")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Runs the whole engine — intake, workers and sweeper — until `shutdown` completes, then
+/// stops taking requests, lets in-flight steps finish, and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    for p in config.sandboxed_providers() {
+        tracing::warn!(provider = p, "provider API points at a sandbox, not the real provider: no real money moves");
+    }
+    let store = open_store(&config).await?;
+    let admin_token = admin_token(&config)?;
+    let mailer = Mailer::from_config(&config.email)?;
+    let stripe = stripe::Client::new(&config.providers.stripe.api_base, &config.providers.stripe.secret_key);
+    let (queue, rx) = queue::memory::channel();
+    let engine = Arc::new(Engine { config, store, stripe, mailer, queue, admin_token });
+
+    let stop = CancellationToken::new();
+    let q = &engine.config.queue;
+    let sweeper = tokio::spawn(queue::sweeper::run(
+        engine.store.clone(),
+        engine.queue.clone(),
+        Duration::from_millis(q.sweep_interval_ms),
+        Duration::from_millis(q.requeue_after_ms),
+        stop.clone(),
+    ));
+    let workers = tokio::spawn(pipeline::run_workers(engine.clone(), rx, stop.clone()));
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = ?engine.store.backend, "fulfilld serving");
+    let stop_http = stop.clone();
+    let served = axum::serve(listener, intake::router(engine.clone()))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop_http.cancelled() => {}
+            }
+        })
+        .await;
+    stop.cancel();
+    let _ = sweeper.await;
+    let _ = workers.await;
+    engine.store.pool.close().await;
+    served.context("http server")?;
+    Ok(())
+}
+
+/// The configured admin token, or a generated one written to [`ADMIN_TOKEN_FILE`]
+/// (mode 0600). The token itself is never logged.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if !config.admin.token.is_empty() {
+        return Ok(config.admin.token.clone());
+    }
+    let path = std::path::Path::new(ADMIN_TOKEN_FILE);
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let t = existing.trim().to_owned();
+        if !t.is_empty() {
+            tracing::info!(file = ADMIN_TOKEN_FILE, "admin token read from file");
+            return Ok(t);
+        }
+    }
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    let token = hex::encode(bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_private(path, &token).with_context(|| format!("writing {ADMIN_TOKEN_FILE}"))?;
+    tracing::warn!(file = ADMIN_TOKEN_FILE, "no admin.token configured: generated one and wrote it to this file");
+    Ok(token)
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, s: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(s.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, s: &str) -> std::io::Result<()> {
+    std::fs::write(path, s)
+}

@@ -1,0 +1,107 @@
+//! The `fulfilld` command line: parses arguments, loads configuration, and hands over to the
+//! library. Nothing else lives here.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fulfilld::config::Config;
+
+/// fulfilld — verified payments in, exactly-once fulfilment out.
+///
+/// Configuration: compiled-in defaults (see config/default.toml) < ./config/local.toml <
+/// --config FILE < FULFILLD__SECTION__KEY environment variables.
+#[derive(Debug, Parser)]
+#[command(name = "fulfilld", version, about, long_about)]
+struct Cli {
+    /// A TOML file overlaid on the defaults (e.g. config/production.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process: intake, workers and sweeper (migrates first).
+    Serve,
+    /// Apply the store's migrations and exit.
+    Migrate,
+    /// Run the provider emulator (Stripe API + signed webhook delivery) for local use and tests.
+    Sandbox,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulfilld: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(&config.http.addr)
+                .await
+                .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
+            fulfilld::run(config, listener, shutdown_signal()).await
+        }
+        Command::Migrate => {
+            fulfilld::open_store(&config).await?;
+            println!("migrations applied to {}", redact_url(&config.store.url));
+            Ok(())
+        }
+        Command::Sandbox => {
+            let listener = tokio::net::TcpListener::bind(&config.sandbox.addr)
+                .await
+                .with_context(|| format!("sandbox.addr: cannot listen on {}", config.sandbox.addr))?;
+            fulfilld::sandbox::run(config, listener, shutdown_signal()).await
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// A store URL without its password, for printing.
+fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        _ => u.to_owned(),
+    }
+}

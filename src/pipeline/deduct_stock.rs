@@ -1,0 +1,63 @@
+//! `deduct_stock`: consume the reservations with a conditional decrement; when the stock is
+//! gone, switch the order to the refund path (see `jobs::deduct_stock`).
+
+use std::collections::HashMap;
+
+use jobs::StepKind;
+use jobs::deduct_stock::Outcome;
+
+use super::{StepResult, complete};
+use crate::Engine;
+use crate::domain::now_ms;
+use crate::store::steps::{self, Lease};
+use crate::store::{StoreError, catalogue, orders, payments};
+
+pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
+    let order_id = &lease.step.order_id;
+    let mut tx = e.store.begin().await?;
+    let items = orders::items_in(&mut tx, order_id).await?;
+    let held: HashMap<String, i64> = sqlx::query_as(
+        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'held'",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StoreError::from)?
+    .into_iter()
+    .collect();
+    let mut all_deducted = true;
+    for it in &items {
+        let held_qty = held.get(&it.sku).copied().unwrap_or(0).min(it.qty);
+        if !catalogue::try_deduct(&mut tx, &it.sku, it.qty, held_qty).await? {
+            all_deducted = false;
+            break;
+        }
+    }
+    if all_deducted {
+        sqlx::query(
+            "UPDATE stock_reservations SET status = 'consumed', updated_at = $1
+             WHERE order_id = $2 AND status = 'held'",
+        )
+        .bind(now_ms())
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        return complete(tx, lease, Outcome::Deducted.as_str()).await;
+    }
+    // Some line found no stock: undo the lines already deducted, and refund instead.
+    tx.rollback().await.map_err(StoreError::from)?;
+    let mut tx = e.store.begin().await?;
+    payments::release_reservations(&mut tx, order_id).await?;
+    steps::skip(
+        &mut tx,
+        order_id,
+        &[StepKind::IssueInvoice, StepKind::GrantEntitlement],
+        "out of stock: order refunded",
+    )
+    .await?;
+    steps::insert(&mut tx, order_id, &lease.step.payment_id, StepKind::RefundPayment, "waiting")
+        .await?;
+    orders::transition(&mut tx, order_id, &["paid"], "refund_pending").await?;
+    complete(tx, lease, Outcome::OutOfStock.as_str()).await
+}

@@ -1,0 +1,48 @@
+//! `grant_entitlement`: what each paid SKU grants, from `entitlements.grants` (expiry:
+//! `jobs::grant_entitlement`).
+
+use jobs::StepError;
+use jobs::grant_entitlement::expires_at_ms;
+
+use super::{StepResult, complete};
+use crate::Engine;
+use crate::domain::now_ms;
+use crate::store::steps::Lease;
+use crate::store::{StoreError, orders};
+
+pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
+    let order_id = &lease.step.order_id;
+    let mut tx = e.store.begin().await?;
+    let order = orders::get_in(&mut tx, order_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
+    let items = orders::items_in(&mut tx, order_id).await?;
+    let now = now_ms();
+    let mut granted = Vec::new();
+    for it in &items {
+        let Some(grant) = e.config.grant_for(&it.sku) else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO entitlements (order_id, sku, customer_email, feature, granted_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (order_id, sku) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(&it.sku)
+        .bind(&order.customer_email)
+        .bind(&grant.feature)
+        .bind(now)
+        .bind(expires_at_ms(now, grant.duration_days))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        granted.push(grant.feature.as_str());
+    }
+    let outcome = if granted.is_empty() {
+        "nothing to grant".to_owned()
+    } else {
+        format!("granted {}", granted.join(", "))
+    };
+    complete(tx, lease, &outcome).await
+}

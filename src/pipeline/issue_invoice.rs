@@ -1,0 +1,116 @@
+//! `issue_invoice`: gapless number, tax, HTML rendering and ledger rows, in the transaction
+//! that marks the step done (arithmetic: `jobs::issue_invoice`).
+
+use jobs::StepError;
+use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
+
+use super::{StepResult, complete};
+use crate::Engine;
+use crate::domain::{new_id, now_ms};
+use crate::store::steps::Lease;
+use crate::store::{StoreError, orders};
+
+pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
+    let cfg = &e.config.invoice;
+    let order_id = &lease.step.order_id;
+    let mut tx = e.store.begin().await?;
+    let order = orders::get_in(&mut tx, order_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
+    let items = orders::items_in(&mut tx, order_id).await?;
+    // The counter row is locked by this update until commit: concurrent invoices queue here,
+    // and a rollback gives the number back, so numbers have no gaps.
+    let n: i64 = sqlx::query_scalar(
+        "INSERT INTO invoice_counters (series, last_number) VALUES ($1, 1)
+         ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + 1
+         RETURNING last_number",
+    )
+    .bind(&cfg.series)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    let invoice_number = number(&cfg.series, n);
+    let tax = inclusive_tax(order.total_minor, cfg.tax_rate_bps);
+    let currency = orders::currency_of(&order);
+    let now = now_ms();
+    let html = render_html(&invoice_number, &order, &items, tax, &cfg.tax_name, cfg.tax_rate_bps, &currency);
+    let invoice_id = new_id("inv");
+    sqlx::query(
+        "INSERT INTO invoices (id, series, number, invoice_number, order_id, payment_id, currency,
+                               subtotal_minor, tax_minor, total_minor, tax_name, tax_rate_bps, html, issued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&invoice_id)
+    .bind(&cfg.series)
+    .bind(n)
+    .bind(&invoice_number)
+    .bind(order_id)
+    .bind(&lease.step.payment_id)
+    .bind(&order.currency)
+    .bind(order.total_minor - tax)
+    .bind(tax)
+    .bind(order.total_minor)
+    .bind(&cfg.tax_name)
+    .bind(i64::from(cfg.tax_rate_bps))
+    .bind(html)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    for line in sale_lines(order.total_minor, tax) {
+        sqlx::query(
+            "INSERT INTO ledger_entries (order_id, reference, account, debit_minor, credit_minor, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(order_id)
+        .bind(&invoice_number)
+        .bind(line.account)
+        .bind(line.debit_minor)
+        .bind(line.credit_minor)
+        .bind(&order.currency)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    }
+    complete(tx, lease, &invoice_number).await
+}
+
+fn render_html(
+    invoice_number: &str,
+    order: &orders::OrderRow,
+    items: &[orders::ItemRow],
+    tax: i64,
+    tax_name: &str,
+    tax_rate_bps: u32,
+    currency: &crate::domain::Currency,
+) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    };
+    let mut rows = String::new();
+    for it in items {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&it.name),
+            it.qty,
+            currency.format(it.unit_price_minor),
+            currency.format(it.unit_price_minor * it.qty)
+        ));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Invoice {n}</title></head><body>\
+         <h1>Invoice {n}</h1><p>Order {o}<br>Billed to {to}</p>\
+         <table><tr><th>Item</th><th>Qty</th><th>Unit</th><th>Amount</th></tr>{rows}</table>\
+         <p>Net: {net}<br>{tax_name} {rate}% (included): {tax}<br><strong>Total: {total}</strong></p>\
+         </body></html>",
+        n = esc(invoice_number),
+        o = esc(&order.id),
+        to = esc(&order.customer_email),
+        net = currency.format(order.total_minor - tax),
+        tax_name = esc(tax_name),
+        rate = f64::from(tax_rate_bps) / 100.0,
+        tax = currency.format(tax),
+        total = currency.format(order.total_minor),
+    )
+}

@@ -1,0 +1,127 @@
+//! The fulfilment pipeline: apalis workers that turn a wake-up into one step run.
+//!
+//! A run claims the step row under a lease (a duplicate or stale wake-up claims nothing and
+//! ends here), runs the step's file below, and either marks it done — in the same
+//! transaction as the step's effect, then wakes the next step — or records the failure with
+//! the step's retry policy. Handlers never return errors to apalis for step failures: the
+//! retry schedule lives in the store, where it survives restarts.
+//!
+//! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment`, `issue_invoice`,
+//! `send_receipt`, `grant_entitlement`. Each one's retry policy and pure logic sit in the
+//! file of the same name in the `jobs` crate.
+
+mod confirm_capture;
+mod deduct_stock;
+mod grant_entitlement;
+mod issue_invoice;
+mod refund_payment;
+mod send_receipt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use jobs::{StepError, StepKind, Wake};
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+use crate::queue::memory::Receiver;
+use crate::store::steps::{self, Failed, Lease};
+use crate::store::{StoreError, Tx};
+
+/// A step run's result: the step ids to wake after its commit.
+pub type StepResult = Result<Vec<i64>, StepError>;
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> StepError {
+        StepError::Transient(e.to_string())
+    }
+}
+
+/// Marks the leased step done and moves the pipeline on, then commits everything the step
+/// wrote in `tx`. If the lease was lost meanwhile the whole transaction is rolled back, so
+/// the step's effect happens only with the run that owns the step.
+pub async fn complete(mut tx: Tx, lease: &Lease, outcome: &str) -> StepResult {
+    if !steps::finish(&mut tx, lease, outcome).await? {
+        tx.rollback().await.map_err(StoreError::from)?;
+        tracing::warn!(step_id = lease.step.id, "lease lost before commit; effect rolled back");
+        return Ok(Vec::new());
+    }
+    let wake = steps::advance(&mut tx, &lease.step.order_id).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(wake)
+}
+
+/// The apalis handler: one wake-up, at most one step run.
+async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
+    run_step(&engine, wake.step_id).await.map_err(Into::into)
+}
+
+/// Claims and runs one step. Errors returned here are store errors while recording the
+/// outcome; the step's lease then expires and the sweeper hands it out again.
+#[tracing::instrument(skip(engine))]
+pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
+    let Some(lease) = engine.store.claim(step_id, engine.config.queue.lease_ms).await? else {
+        return Ok(());
+    };
+    let kind = StepKind::parse(&lease.step.kind);
+    let result = match kind {
+        Some(StepKind::ConfirmCapture) => confirm_capture::run(engine, &lease).await,
+        Some(StepKind::DeductStock) => deduct_stock::run(engine, &lease).await,
+        Some(StepKind::RefundPayment) => refund_payment::run(engine, &lease).await,
+        Some(StepKind::IssueInvoice) => issue_invoice::run(engine, &lease).await,
+        Some(StepKind::SendReceipt) => send_receipt::run(engine, &lease).await,
+        Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, &lease).await,
+        None => Err(StepError::Permanent(format!("unknown step kind {:?}", lease.step.kind))),
+    };
+    match result {
+        Ok(wake) => {
+            tracing::info!(order_id = %lease.step.order_id, kind = %lease.step.kind, "step done");
+            engine.queue.wake(&wake);
+        }
+        Err(err) => {
+            let kind = kind.unwrap_or(StepKind::ConfirmCapture);
+            match engine.store.fail(&lease, &err, kind).await? {
+                Failed::RetryAt(at) => tracing::warn!(
+                    order_id = %lease.step.order_id, kind = %lease.step.kind,
+                    attempts = lease.step.attempts, retry_at_ms = at, error = %err, "step failed; will retry"
+                ),
+                Failed::Dead => tracing::error!(
+                    order_id = %lease.step.order_id, kind = %lease.step.kind,
+                    attempts = lease.step.attempts, error = %err, "step dead; order needs review"
+                ),
+                Failed::LostLease => {
+                    tracing::warn!(step_id, "lease lost while failing; another worker owns the step")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs this process's workers until `shutdown`, then lets in-flight steps finish (up to
+/// the grace period; a step cut off is handed out again when its lease expires).
+pub async fn run_workers(engine: Arc<Engine>, rx: Receiver, shutdown: CancellationToken) {
+    let concurrency = engine.config.queue.concurrency;
+    // Unique per process start and per restart: apalis tracks workers by name.
+    let base = format!("fulfilld-{}-{}", std::process::id(), crate::domain::new_id("w"));
+    let monitor = Monitor::new()
+        .register(move |restart| {
+            WorkerBuilder::new(format!("{base}-{restart}"))
+                .backend(rx.backend())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .catch_panic()
+                .data(engine.clone())
+                .build(handle)
+        })
+        .should_restart(|_, _| true)
+        .shutdown_timeout(Duration::from_secs(30));
+    let signal = async move {
+        shutdown.cancelled().await;
+        Ok(())
+    };
+    if let Err(e) = monitor.run_with_signal(signal).await {
+        tracing::error!(error = %e, "worker monitor stopped with an error");
+    }
+}

@@ -1,0 +1,283 @@
+//! Stripe: webhook signatures, event normalization, and the API client (Checkout Sessions
+//! and Refunds).
+//!
+//! Signature scheme (`Stripe-Signature: t=…,v1=…[,v1=…]`): HMAC-SHA256 over
+//! `"{t}.{raw body}"`, hex encoded. The event is genuine if any `v1` matches under any of our
+//! configured secrets (several during a secret rotation); it is refused if `t` is older than
+//! the tolerance (replay protection). Comparison is constant-time (`Mac::verify_slice`).
+
+pub mod wire;
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{Checkout, CheckoutRequest, PaymentChange, PaymentState, ProviderError, ProviderEvent};
+
+const NAME: &str = "stripe";
+
+/// Why a webhook was refused. The message is safe to return to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing Stripe-Signature header")]
+    Missing,
+    #[error("malformed Stripe-Signature header")]
+    Malformed,
+    #[error("timestamp outside the tolerance window")]
+    Stale,
+    #[error("no signature matches the payload")]
+    Mismatch,
+}
+
+/// Verifies `header` for `body` against `secrets`, at time `now` (Unix seconds).
+pub fn verify(
+    header: Option<&str>,
+    body: &[u8],
+    secrets: &[String],
+    tolerance_secs: u64,
+    now: i64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut t: Option<i64> = None;
+    let mut sigs: Vec<Vec<u8>> = Vec::new();
+    for part in header.split(',') {
+        let Some((k, v)) = part.trim().split_once('=') else {
+            continue;
+        };
+        match k {
+            "t" => t = Some(v.parse().map_err(|_| SignatureError::Malformed)?),
+            // A v1 that is not hex cannot match; skip it like Stripe's libraries do.
+            "v1" => sigs.extend(hex::decode(v).ok()),
+            _ => {}
+        }
+    }
+    let t = t.ok_or(SignatureError::Malformed)?;
+    if sigs.is_empty() {
+        return Err(SignatureError::Mismatch);
+    }
+    if t < now - tolerance_secs as i64 {
+        return Err(SignatureError::Stale);
+    }
+    for secret in secrets {
+        let mac = mac(secret, t, body);
+        if sigs.iter().any(|sig| mac.clone().verify_slice(sig).is_ok()) {
+            return Ok(());
+        }
+    }
+    Err(SignatureError::Mismatch)
+}
+
+fn mac(secret: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so new_from_slice cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The `Stripe-Signature` header Stripe would send for `body` at time `t`.
+pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
+}
+
+/// Reads a verified event body. Unknown event types normalize to `Ignored`; a body that is
+/// not a Stripe event at all is an error.
+pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
+    let ev: wire::Event =
+        serde_json::from_slice(body).map_err(|e| format!("not a Stripe event: {e}"))?;
+    let session = || -> Result<wire::CheckoutSession, String> {
+        serde_json::from_value(ev.data.object.clone())
+            .map_err(|e| format!("{}: data.object is not a checkout.session: {e}", ev.kind))
+    };
+    let (provider_order_id, change) = match ev.kind.as_str() {
+        "checkout.session.completed" => {
+            let s = session()?;
+            let pi = s.payment_intent.clone();
+            let change = match s.payment_status.as_str() {
+                "paid" | "no_payment_required" => PaymentChange::Paid { provider_payment_id: pi },
+                _ => PaymentChange::AwaitingSettlement { provider_payment_id: pi },
+            };
+            (Some(s.id), change)
+        }
+        "checkout.session.async_payment_succeeded" => {
+            let s = session()?;
+            (Some(s.id), PaymentChange::Paid { provider_payment_id: s.payment_intent })
+        }
+        "checkout.session.async_payment_failed" => (Some(session()?.id), PaymentChange::Failed),
+        "checkout.session.expired" => (Some(session()?.id), PaymentChange::Expired),
+        _ => (None, PaymentChange::Ignored),
+    };
+    Ok(ProviderEvent {
+        provider: NAME,
+        event_id: ev.id,
+        event_type: ev.kind,
+        provider_order_id,
+        change,
+    })
+}
+
+/// The Stripe API client. Every POST carries an idempotency key derived from our own ids,
+/// so a retry after a timeout cannot create a second session or a second refund.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    secret_key: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("stripe::Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, secret_key: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Client { http, base: base.trim_end_matches('/').to_owned(), secret_key: secret_key.to_owned() }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ProviderError> {
+        let res = req
+            .bearer_auth(&self.secret_key)
+            .header("Stripe-Version", "2024-06-20")
+            .send()
+            .await
+            .map_err(|e| ProviderError::Transport { provider: NAME, message: e.to_string() })?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ProviderError::Transport { provider: NAME, message: e.to_string() })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<wire::ErrorEnvelope>(&bytes)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(ProviderError::Status { provider: NAME, status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ProviderError::Decode { provider: NAME, message: e.to_string() })
+    }
+
+    /// `POST /v1/checkout/sessions` (mode=payment, inline prices).
+    pub async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
+        let mut form: Vec<(String, String)> = vec![
+            ("mode".into(), "payment".into()),
+            ("success_url".into(), r.success_url.clone()),
+            ("cancel_url".into(), r.cancel_url.clone()),
+            ("client_reference_id".into(), r.order_id.clone()),
+            ("customer_email".into(), r.customer_email.clone()),
+            ("metadata[order_id]".into(), r.order_id.clone()),
+            ("metadata[payment_id]".into(), r.payment_id.clone()),
+        ];
+        let currency = r.currency.to_ascii_lowercase();
+        for (i, l) in r.lines.iter().enumerate() {
+            let p = format!("line_items[{i}]");
+            form.push((format!("{p}[quantity]"), l.qty.to_string()));
+            form.push((format!("{p}[price_data][currency]"), currency.clone()));
+            form.push((format!("{p}[price_data][unit_amount]"), l.unit_amount_minor.to_string()));
+            form.push((format!("{p}[price_data][product_data][name]"), l.name.clone()));
+        }
+        let req = self
+            .http
+            .post(format!("{}/v1/checkout/sessions", self.base))
+            .header("Idempotency-Key", format!("fulfilld-checkout:{}", r.payment_id))
+            .form(&form);
+        let s: wire::CheckoutSession = self.call(req).await?;
+        let url = s.url.clone().ok_or_else(|| ProviderError::Decode {
+            provider: NAME,
+            message: format!("session {} has no url", s.id),
+        })?;
+        Ok(Checkout { provider_order_id: s.id, url, amount_minor: s.amount_total.unwrap_or(0) })
+    }
+
+    /// `GET /v1/checkout/sessions/{id}`: the session's own record of what was paid.
+    pub async fn payment_state(&self, session_id: &str) -> Result<PaymentState, ProviderError> {
+        let req = self.http.get(format!("{}/v1/checkout/sessions/{session_id}", self.base));
+        let s: wire::CheckoutSession = self.call(req).await?;
+        let status = s.status.clone().unwrap_or_default();
+        Ok(PaymentState {
+            paid: status == "complete" && s.payment_status == "paid",
+            state: format!("status={status}, payment_status={}", s.payment_status),
+            amount_minor: s.amount_total.unwrap_or(0),
+            currency: s.currency.unwrap_or_default(),
+            provider_payment_id: s.payment_intent,
+        })
+    }
+
+    /// `POST /v1/refunds` for the whole payment intent. Returns the refund id.
+    pub async fn refund(
+        &self,
+        payment_intent: &str,
+        idempotency_key: &str,
+    ) -> Result<wire::Refund, ProviderError> {
+        let form = [("payment_intent", payment_intent), ("reason", "requested_by_customer")];
+        let req = self
+            .http
+            .post(format!("{}/v1/refunds", self.base))
+            .header("Idempotency-Key", idempotency_key)
+            .form(&form);
+        self.call(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = br#"{"id":"evt_1","object":"event","created":1,"data":{"object":{}},"type":"x"}"#;
+
+    #[test]
+    fn verifies_like_stripe() {
+        let secrets = vec!["whsec_new".to_string(), "whsec_old".to_string()];
+        let now = 1_700_000_000;
+        let good = sign("whsec_old", now - 10, BODY);
+        assert_eq!(verify(Some(&good), BODY, &secrets, 300, now), Ok(()));
+        // Several v1 entries, one of which matches (Stripe sends one per active secret).
+        let sig = good.split_once("v1=").map(|x| x.1).unwrap_or_default();
+        let multi = format!("t={},v1={},v1={sig},v0=abc", now - 10, "00".repeat(32));
+        assert_eq!(verify(Some(&multi), BODY, &secrets, 300, now), Ok(()));
+        assert_eq!(verify(None, BODY, &secrets, 300, now), Err(SignatureError::Missing));
+        assert_eq!(verify(Some("garbage"), BODY, &secrets, 300, now), Err(SignatureError::Malformed));
+        assert_eq!(verify(Some("t=abc,v1=00"), BODY, &secrets, 300, now), Err(SignatureError::Malformed));
+        let old = sign("whsec_new", now - 301, BODY);
+        assert_eq!(verify(Some(&old), BODY, &secrets, 300, now), Err(SignatureError::Stale));
+        let wrong = sign("whsec_other", now, BODY);
+        assert_eq!(verify(Some(&wrong), BODY, &secrets, 300, now), Err(SignatureError::Mismatch));
+        let mut tampered = BODY.to_vec();
+        tampered[8] = b'2';
+        assert_eq!(verify(Some(&good), &tampered, &secrets, 300, now), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
+    fn normalizes_checkout_events() {
+        let ev = |kind: &str, payment_status: &str| {
+            serde_json::json!({
+                "id": "evt_9", "object": "event", "created": 1, "type": kind,
+                "data": {"object": {"id": "cs_1", "object": "checkout.session", "created": 1,
+                    "expires_at": 2, "livemode": false, "mode": "payment",
+                    "payment_status": payment_status, "payment_intent": "pi_1"}}
+            })
+            .to_string()
+        };
+        let paid = normalize(ev("checkout.session.completed", "paid").as_bytes()).expect("event");
+        assert_eq!(paid.change, PaymentChange::Paid { provider_payment_id: Some("pi_1".into()) });
+        assert_eq!(paid.provider_order_id.as_deref(), Some("cs_1"));
+        let unpaid = normalize(ev("checkout.session.completed", "unpaid").as_bytes()).expect("event");
+        assert!(matches!(unpaid.change, PaymentChange::AwaitingSettlement { .. }));
+        let expired = normalize(ev("checkout.session.expired", "unpaid").as_bytes()).expect("event");
+        assert_eq!(expired.change, PaymentChange::Expired);
+        let other = normalize(ev("customer.created", "x").as_bytes()).expect("event");
+        assert_eq!(other.change, PaymentChange::Ignored);
+        assert!(normalize(b"{}").is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! The sweeper: every `queue.sweep_interval_ms` it gives back steps whose worker lease
+//! expired and re-sends a wake-up for every due step that has none in flight. Its first
+//! pass after start re-sends every due step, because the in-process queue starts empty.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Queue;
+use crate::domain::now_ms;
+use crate::store::Store;
+
+/// Steps re-sent per pass; the rest wait for the next pass, which keeps a huge backlog from
+/// flooding the queue all at once.
+const BATCH: i64 = 1_000;
+
+pub async fn run(
+    store: Store,
+    queue: Queue,
+    interval: Duration,
+    requeue_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut first = true;
+    loop {
+        if let Err(e) = pass(&store, &queue, first, requeue_after).await {
+            tracing::warn!(error = %e, "sweeper pass failed; trying again next tick");
+        } else {
+            first = false;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One pass; returns how many steps were woken.
+pub async fn pass(
+    store: &Store,
+    queue: &Queue,
+    everything_due: bool,
+    requeue_after: Duration,
+) -> crate::store::Result<usize> {
+    let released = store.release_expired_leases().await?;
+    if released > 0 {
+        tracing::warn!(released, "released steps whose worker lease expired");
+    }
+    let requeue_before =
+        if everything_due { now_ms() } else { now_ms() - requeue_after.as_millis() as i64 };
+    let ids = store.take_due(requeue_before, BATCH).await?;
+    if !ids.is_empty() {
+        tracing::debug!(count = ids.len(), "sweeper woke due steps");
+        queue.wake(&ids);
+    }
+    Ok(ids.len())
+}

@@ -1,0 +1,585 @@
+//! The Stripe part of the sandbox: Checkout Sessions (create, retrieve, expire), Refunds,
+//! idempotency keys, Stripe's error envelope, and signed event delivery.
+//!
+//! Buyer and provider controls (not Stripe API):
+//! - `POST /sandbox/stripe/checkout/sessions/{id}/pay`
+//!   `{"webhook": "once"|"twice"|"none", "delay_ms": N, "payment_status": "paid"|"unpaid"}` —
+//!   completes the session (an `unpaid` completion is a delayed payment method) and delivers
+//!   `checkout.session.completed`. The answer carries the event and each delivery's status.
+//! - `POST /sandbox/stripe/checkout/sessions/{id}/settle` `{"outcome": "succeeded"|"failed", …}`
+//!   — settles a delayed payment: `checkout.session.async_payment_succeeded|failed`.
+//! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
+//! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::providers::stripe::{sign, wire};
+
+const API_VERSION: &str = "2024-06-20";
+
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    secret_key: String,
+    webhook_secret: String,
+    webhook_target: String,
+    base: String,
+    http: reqwest::Client,
+    state: Mutex<State_>,
+}
+
+#[derive(Default)]
+struct State_ {
+    sessions: HashMap<String, wire::CheckoutSession>,
+    refunds: Vec<wire::Refund>,
+    /// Idempotency-Key → (request fingerprint, status, response body).
+    idempotency: HashMap<String, (String, u16, Value)>,
+}
+
+impl Sandbox {
+    pub fn new(config: &Config, base: &str) -> Sandbox {
+        let s = &config.providers.stripe;
+        Sandbox {
+            inner: Arc::new(Inner {
+                secret_key: s.secret_key.clone(),
+                webhook_secret: s.webhook_secrets.first().cloned().unwrap_or_default(),
+                webhook_target: config.sandbox.webhook_target.clone(),
+                base: base.to_owned(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap_or_default(),
+                state: Mutex::new(State_::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State_> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn rand_id(prefix: &str, len: usize) -> String {
+    let s: String = rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect();
+    format!("{prefix}{s}")
+}
+
+fn now_s() -> i64 {
+    crate::domain::now_ms() / 1000
+}
+
+/// Stripe's error envelope with its status.
+fn stripe_error(status: StatusCode, kind: &str, message: &str, param: Option<&str>) -> Response {
+    let body = wire::ErrorEnvelope {
+        error: wire::ErrorBody {
+            kind: kind.into(),
+            message: message.into(),
+            code: None,
+            param: param.map(Into::into),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Stripe accepts the secret key as a bearer token or as the Basic-auth user name.
+fn authorized(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let key = if let Some(k) = auth.strip_prefix("Bearer ") {
+        k.to_owned()
+    } else if let Some(b) = auth.strip_prefix("Basic ") {
+        base64_decode(b).and_then(|s| s.split(':').next().map(str::to_owned)).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    if key.is_empty() {
+        return Err(stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            None,
+        ));
+    }
+    if key != sb.inner.secret_key {
+        let shown: String = key.chars().take(8).collect();
+        return Err(stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            &format!("Invalid API Key provided: {shown}****"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// Minimal base64 (standard alphabet) for Basic auth; returns None on bad input.
+fn base64_decode(s: &str) -> Option<String> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.trim().bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&x| x == c)? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Replays the stored answer for a reused Idempotency-Key, or refuses a reuse with other
+/// parameters — as Stripe does.
+fn idempotent_replay(sb: &Sandbox, headers: &HeaderMap, fingerprint: &str) -> Option<Response> {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok())?;
+    let st = sb.state();
+    let (fp, status, body) = st.idempotency.get(key)?;
+    if fp != fingerprint {
+        return Some(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "idempotency_error",
+            &format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."),
+            None,
+        ));
+    }
+    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+    Some((status, Json(body.clone())).into_response())
+}
+
+fn remember(sb: &Sandbox, headers: &HeaderMap, fingerprint: &str, body: &Value) {
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        sb.state()
+            .idempotency
+            .insert(key.to_owned(), (fingerprint.to_owned(), 200, body.clone()));
+    }
+}
+
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&sb, &headers) {
+        return r;
+    }
+    let fingerprint = format!("POST /v1/checkout/sessions {}", String::from_utf8_lossy(&body));
+    if let Some(r) = idempotent_replay(&sb, &headers, &fingerprint) {
+        return r;
+    }
+    let f = form(&body);
+    let get = |k: &str| f.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let mode = get("mode").unwrap_or_default();
+    if mode != "payment" {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "The sandbox supports mode=payment only.",
+            Some("mode"),
+        );
+    }
+    let mut total: i64 = 0;
+    let mut currency: Option<String> = None;
+    let mut i = 0;
+    while let Some(qty) = get(&format!("line_items[{i}][quantity]")) {
+        let p = format!("line_items[{i}][price_data]");
+        let (Ok(qty), Some(cur), Some(Ok(unit))) = (
+            qty.parse::<i64>(),
+            get(&format!("{p}[currency]")),
+            get(&format!("{p}[unit_amount]")).map(|u| u.parse::<i64>()),
+        ) else {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("Invalid line_items[{i}]: quantity, price_data[currency] and price_data[unit_amount] are required integers."),
+                Some(&format!("line_items[{i}]")),
+            );
+        };
+        if currency.as_ref().is_some_and(|c| *c != cur) {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "All line items must use the same currency.",
+                Some("line_items"),
+            );
+        }
+        currency = Some(cur);
+        total += qty * unit;
+        i += 1;
+    }
+    let Some(currency) = currency else {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Missing required param: line_items.",
+            Some("line_items"),
+        );
+    };
+    let id = rand_id("cs_test_", 58);
+    let metadata = f
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[").and_then(|r| r.strip_suffix(']')).map(|k| (k.to_owned(), v.clone()))
+        })
+        .collect();
+    let now = now_s();
+    let session = wire::CheckoutSession {
+        id: id.clone(),
+        object: "checkout.session".into(),
+        amount_subtotal: Some(total),
+        amount_total: Some(total),
+        cancel_url: get("cancel_url"),
+        client_reference_id: get("client_reference_id"),
+        created: now,
+        currency: Some(currency),
+        customer_email: get("customer_email"),
+        expires_at: now + 86_400,
+        livemode: false,
+        metadata,
+        mode,
+        payment_intent: None,
+        payment_status: "unpaid".into(),
+        status: Some("open".into()),
+        success_url: get("success_url"),
+        url: Some(format!("{}/c/pay/{id}", sb.inner.base)),
+    };
+    let value = serde_json::to_value(&session).unwrap_or(Value::Null);
+    sb.state().sessions.insert(id, session);
+    remember(&sb, &headers, &fingerprint, &value);
+    Json(value).into_response()
+}
+
+fn no_such_session(id: &str) -> Response {
+    stripe_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        &format!("No such checkout.session: '{id}'"),
+        Some("session"),
+    )
+}
+
+async fn get_session(State(sb): State<Sandbox>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&sb, &headers) {
+        return r;
+    }
+    match sb.state().sessions.get(&id) {
+        Some(s) => Json(s.clone()).into_response(),
+        None => no_such_session(&id),
+    }
+}
+
+async fn expire_session(State(sb): State<Sandbox>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&sb, &headers) {
+        return r;
+    }
+    let session = {
+        let mut st = sb.state();
+        let Some(s) = st.sessions.get_mut(&id) else {
+            return no_such_session(&id);
+        };
+        if s.status.as_deref() != Some("open") {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".", s.status.as_deref().unwrap_or("")),
+                None,
+            );
+        }
+        s.status = Some("expired".into());
+        s.clone()
+    };
+    let ev = event("checkout.session.expired", &session);
+    let deliveries = deliver(&sb, &ev, 1, 0).await;
+    Json(json!({ "session": session, "deliveries": deliveries })).into_response()
+}
+
+async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&sb, &headers) {
+        return r;
+    }
+    let fingerprint = format!("POST /v1/refunds {}", String::from_utf8_lossy(&body));
+    if let Some(r) = idempotent_replay(&sb, &headers, &fingerprint) {
+        return r;
+    }
+    let f = form(&body);
+    let get = |k: &str| f.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let Some(pi) = get("payment_intent") else {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "One of the following params should be provided for this request: payment_intent or charge.",
+            None,
+        );
+    };
+    let refund = {
+        let mut st = sb.state();
+        let Some(session) = st.sessions.values().find(|s| s.payment_intent.as_deref() == Some(pi.as_str())).cloned() else {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("No such payment_intent: '{pi}'"),
+                Some("payment_intent"),
+            );
+        };
+        if st.refunds.iter().any(|r| r.payment_intent.as_deref() == Some(pi.as_str())) {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("Charge for payment_intent {pi} has already been refunded."),
+                None,
+            );
+        }
+        let refund = wire::Refund {
+            id: rand_id("re_", 24),
+            object: "refund".into(),
+            amount: get("amount").and_then(|a| a.parse().ok()).unwrap_or(session.amount_total.unwrap_or(0)),
+            created: now_s(),
+            currency: session.currency.clone().unwrap_or_default(),
+            metadata: Default::default(),
+            payment_intent: Some(pi),
+            reason: get("reason"),
+            status: "succeeded".into(),
+        };
+        st.refunds.push(refund.clone());
+        refund
+    };
+    let value = serde_json::to_value(&refund).unwrap_or(Value::Null);
+    remember(&sb, &headers, &fingerprint, &value);
+    Json(value).into_response()
+}
+
+async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
+    let st = sb.state();
+    Json(json!({ "object": "list", "data": st.refunds }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delivery {
+    #[serde(default)]
+    webhook: Option<String>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    payment_status: Option<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+impl Delivery {
+    fn parse(body: &[u8]) -> Result<Delivery, Response> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Delivery::default());
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})))
+                .into_response()
+        })
+    }
+
+    fn copies(&self) -> Result<usize, Response> {
+        match self.webhook.as_deref().unwrap_or("once") {
+            "once" => Ok(1),
+            "twice" => Ok(2),
+            "none" => Ok(0),
+            other => Err((
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "invalid_field", "field": "webhook",
+                    "message": format!("{other:?} is not \"once\", \"twice\" or \"none\"")}})),
+            )
+                .into_response()),
+        }
+    }
+}
+
+fn event(kind: &str, session: &wire::CheckoutSession) -> wire::Event {
+    wire::Event {
+        id: rand_id("evt_", 24),
+        object: "event".into(),
+        api_version: Some(API_VERSION.into()),
+        created: now_s(),
+        data: wire::EventData { object: serde_json::to_value(session).unwrap_or(Value::Null) },
+        livemode: false,
+        pending_webhooks: 1,
+        request: Some(wire::EventRequest { id: None, idempotency_key: None }),
+        kind: kind.into(),
+    }
+}
+
+/// Delivers `ev` `copies` times (concurrently, as retries racing each other would), after
+/// `delay_ms`. Without a delay it waits for the answers and reports their statuses; with
+/// one it returns at once.
+async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: usize, delay_ms: u64) -> Vec<Value> {
+    let body = match serde_json::to_vec(ev) {
+        Ok(b) => b,
+        Err(_) => return Vec::new(),
+    };
+    let send = {
+        let sb = sb.clone();
+        move |body: Vec<u8>| {
+            let sb = sb.clone();
+            async move {
+                let sig = sign(&sb.inner.webhook_secret, now_s(), &body);
+                let res = sb
+                    .inner
+                    .http
+                    .post(&sb.inner.webhook_target)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+                    .header("stripe-signature", sig)
+                    .body(body)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) => json!({ "status": r.status().as_u16() }),
+                    Err(e) => json!({ "error": e.to_string() }),
+                }
+            }
+        }
+    };
+    if delay_ms > 0 {
+        for _ in 0..copies {
+            let send = send.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let r = send(body).await;
+                tracing::info!(result = %r, "sandbox delivered a delayed webhook");
+            });
+        }
+        return vec![json!({ "scheduled_in_ms": delay_ms }); copies];
+    }
+    futures::future::join_all((0..copies).map(|_| send(body.clone()))).await
+}
+
+async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d = match Delivery::parse(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let copies = match d.copies() {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let status = d.payment_status.clone().unwrap_or_else(|| "paid".into());
+    if status != "paid" && status != "unpaid" {
+        return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "payment_status must be \"paid\" or \"unpaid\"", Some("payment_status"));
+    }
+    let session = {
+        let mut st = sb.state();
+        let Some(s) = st.sessions.get_mut(&id) else {
+            return no_such_session(&id);
+        };
+        if s.status.as_deref() != Some("open") {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("This Checkout Session is {} and can no longer be paid.", s.status.as_deref().unwrap_or("")),
+                None,
+            );
+        }
+        s.status = Some("complete".into());
+        s.payment_status = status;
+        s.payment_intent = Some(rand_id("pi_", 24));
+        s.clone()
+    };
+    let ev = event("checkout.session.completed", &session);
+    let deliveries = deliver(&sb, &ev, copies, d.delay_ms.unwrap_or(0)).await;
+    Json(json!({ "session": session, "event": ev, "deliveries": deliveries })).into_response()
+}
+
+async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d = match Delivery::parse(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let copies = match d.copies() {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let succeeded = match d.outcome.as_deref().unwrap_or("succeeded") {
+        "succeeded" => true,
+        "failed" => false,
+        _ => return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "outcome must be \"succeeded\" or \"failed\"", Some("outcome")),
+    };
+    let session = {
+        let mut st = sb.state();
+        let Some(s) = st.sessions.get_mut(&id) else {
+            return no_such_session(&id);
+        };
+        if s.status.as_deref() != Some("complete") || s.payment_status != "unpaid" {
+            return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "Only a completed, unpaid (delayed) payment can be settled.", None);
+        }
+        if succeeded {
+            s.payment_status = "paid".into();
+        }
+        s.clone()
+    };
+    let kind = if succeeded {
+        "checkout.session.async_payment_succeeded"
+    } else {
+        "checkout.session.async_payment_failed"
+    };
+    let ev = event(kind, &session);
+    let deliveries = deliver(&sb, &ev, copies, d.delay_ms.unwrap_or(0)).await;
+    Json(json!({ "session": session, "event": ev, "deliveries": deliveries })).into_response()
+}
+
+async fn checkout_page(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
+    let Some(s) = sb.state().sessions.get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, Html("<h1>No such checkout session</h1>".to_owned())).into_response();
+    };
+    let amount = s.amount_total.unwrap_or(0);
+    let cur = s.currency.clone().unwrap_or_default().to_uppercase();
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sandbox checkout</title></head><body>\
+         <h1>fulfilld sandbox — Stripe Checkout</h1><p>Session {id}: {amount} minor units of {cur}, status {st}.</p>\
+         <button onclick=\"fetch('/sandbox/stripe/checkout/sessions/{id}/pay',{{method:'POST'}}).then(r=>r.json()).then(j=>{{document.body.insertAdjacentHTML('beforeend','<pre>'+JSON.stringify(j.deliveries)+'</pre>');if('{ok}')location.href='{ok}'}})\">Pay</button>\
+         </body></html>",
+        st = s.status.unwrap_or_default(),
+        ok = s.success_url.unwrap_or_default().replace('\'', "%27"),
+    ))
+    .into_response()
+}
+
+async fn unknown(uri: axum::http::Uri) -> Response {
+    stripe_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        &format!("Unrecognized request URL (path: {}). The sandbox implements Checkout Sessions and Refunds.", uri.path()),
+        None,
+    )
+}
+
+pub fn router(sb: Sandbox) -> Router {
+    Router::new()
+        .route("/v1/checkout/sessions", post(create_session))
+        .route("/v1/checkout/sessions/{id}", get(get_session))
+        .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
+        .route("/v1/refunds", post(create_refund))
+        .route("/sandbox/stripe/checkout/sessions/{id}/pay", post(pay))
+        .route("/sandbox/stripe/checkout/sessions/{id}/settle", post(settle))
+        .route("/sandbox/stripe/refunds", get(list_refunds))
+        .route("/c/pay/{id}", get(checkout_page))
+        .fallback(unknown)
+        .with_state(sb)
+}

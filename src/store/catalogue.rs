@@ -1,0 +1,114 @@
+//! The catalogue: SKUs with their price and stock. `on_hand` is physical stock; `reserved`
+//! is the part of it promised to checkouts in progress. Both only ever change through
+//! conditional updates, so neither can go negative whatever races.
+
+use serde::Serialize;
+use super::{Result, Store, Tx};
+use crate::domain::{Currency, Sku, now_ms};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SkuRow {
+    pub sku: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    /// Stock on hand.
+    #[sqlx(rename = "on_hand")]
+    pub stock: i64,
+    pub reserved: i64,
+}
+
+impl Store {
+    /// Creates or replaces a SKU. Setting `stock` is a stock count (a stocktake): it sets
+    /// stock on hand and leaves reservations as they are.
+    #[tracing::instrument(skip(self, name))]
+    pub async fn put_sku(
+        &self,
+        sku: &Sku,
+        name: &str,
+        price_minor: i64,
+        currency: &Currency,
+        stock: i64,
+    ) -> Result<SkuRow> {
+        let row = sqlx::query_as::<_, SkuRow>(
+            "INSERT INTO skus (sku, name, price_minor, currency, on_hand, reserved, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6)
+             ON CONFLICT (sku) DO UPDATE SET name = $2, price_minor = $3, currency = $4,
+                 on_hand = $5, updated_at = $6
+             RETURNING sku, name, price_minor, currency, on_hand, reserved",
+        )
+        .bind(sku.as_str())
+        .bind(name)
+        .bind(price_minor)
+        .bind(currency.as_str())
+        .bind(stock)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    pub async fn get_sku(&self, sku: &str) -> Result<Option<SkuRow>> {
+        Ok(sqlx::query_as::<_, SkuRow>(
+            "SELECT sku, name, price_minor, currency, on_hand, reserved FROM skus WHERE sku = $1",
+        )
+        .bind(sku)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// Reserves `qty` of `sku` if that much is available (on hand and not already reserved).
+pub async fn try_reserve(tx: &mut Tx, sku: &str, qty: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE skus SET reserved = reserved + $1 WHERE sku = $2 AND on_hand - reserved >= $1",
+    )
+    .bind(qty)
+    .bind(sku)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Gives back a reservation without touching stock on hand.
+pub async fn unreserve(tx: &mut Tx, sku: &str, qty: i64) -> Result<()> {
+    sqlx::query("UPDATE skus SET reserved = reserved - $1 WHERE sku = $2 AND reserved >= $1")
+        .bind(qty)
+        .bind(sku)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The conditional decrement at the heart of "never oversell": stock on hand goes down by
+/// `qty` only if at least `qty` is on hand, and `held` (the order's still-held reservation
+/// of this SKU, 0 if it was released) is consumed. Returns false, changing nothing, when
+/// the stock is gone.
+pub async fn try_deduct(tx: &mut Tx, sku: &str, qty: i64, held: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE skus SET on_hand = on_hand - $1, reserved = reserved - $2
+         WHERE sku = $3 AND on_hand >= $1 AND reserved >= $2",
+    )
+    .bind(qty)
+    .bind(held)
+    .bind(sku)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The catalogue rows of the given SKUs (those that exist), read inside the transaction
+/// that prices an order.
+pub async fn lookup(tx: &mut Tx, skus: &[&str]) -> Result<Vec<SkuRow>> {
+    let mut out = Vec::with_capacity(skus.len());
+    for s in skus {
+        let row = sqlx::query_as::<_, SkuRow>(
+            "SELECT sku, name, price_minor, currency, on_hand, reserved FROM skus WHERE sku = $1",
+        )
+        .bind(*s)
+        .fetch_optional(&mut **tx)
+        .await?;
+        out.extend(row);
+    }
+    Ok(out)
+}

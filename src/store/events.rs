@@ -1,0 +1,108 @@
+//! Webhook events: every verified event is stored with its raw body, once. Recording an
+//! event and applying what it means to the payment, the order, the stock and the
+//! fulfilment pipeline happen in one transaction — either all of it is durable before the
+//! provider hears 200, or none of it is and the provider retries.
+
+use super::{Result, Store, orders, payments, steps};
+use crate::domain::now_ms;
+use crate::providers::{PaymentChange, ProviderEvent};
+
+/// What recording an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The event id was seen before: nothing happened.
+    pub duplicate: bool,
+    /// A short description stored with the event (`paid`, `no change: payment is paid`, …).
+    pub outcome: String,
+    /// Steps to wake after commit.
+    pub wake: Vec<i64>,
+}
+
+impl Store {
+    #[tracing::instrument(skip(self, ev, raw), fields(provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type))]
+    pub async fn record_event(&self, ev: &ProviderEvent, raw: &[u8]) -> Result<Recorded> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, outcome, received_at)
+             VALUES ($1, $2, $3, $4, 'received', $5)
+             ON CONFLICT (provider, event_id) DO NOTHING",
+        )
+        .bind(ev.provider)
+        .bind(&ev.event_id)
+        .bind(&ev.event_type)
+        .bind(raw.to_vec())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            tx.rollback().await?;
+            return Ok(Recorded { duplicate: true, outcome: "duplicate".into(), wake: Vec::new() });
+        }
+        let payment = match &ev.provider_order_id {
+            Some(id) => payments::find_by_provider_order(&mut tx, ev.provider, id).await?,
+            None => None,
+        };
+        let mut wake = Vec::new();
+        let outcome = match (&payment, &ev.change) {
+            (_, PaymentChange::Ignored) => "ignored: event type not handled".to_owned(),
+            (None, _) => "ignored: no payment of ours matches".to_owned(),
+            (Some(p), PaymentChange::Paid { provider_payment_id }) => {
+                if payments::transition(&mut tx, &p.id, &["created", "pending"], "paid").await? {
+                    if let Some(ppid) = provider_payment_id {
+                        payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
+                    }
+                    orders::transition(&mut tx, &p.order_id, &["pending_payment"], "paid").await?;
+                    wake = steps::create_pipeline(&mut tx, &p.order_id, &p.id).await?;
+                    "paid".to_owned()
+                } else {
+                    // Already paid (another event got here first), or failed/expired before
+                    // the money arrived: the latter needs a human and comes with the
+                    // late-event rules.
+                    format!("no change: payment is {}", p.status)
+                }
+            }
+            (Some(p), PaymentChange::AwaitingSettlement { provider_payment_id }) => {
+                if payments::transition(&mut tx, &p.id, &["created"], "pending").await? {
+                    if let Some(ppid) = provider_payment_id {
+                        payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
+                    }
+                    "awaiting settlement".to_owned()
+                } else {
+                    format!("no change: payment is {}", p.status)
+                }
+            }
+            (Some(p), change @ (PaymentChange::Failed | PaymentChange::Expired)) => {
+                let to = if *change == PaymentChange::Failed { "failed" } else { "expired" };
+                if payments::transition(&mut tx, &p.id, &["created", "pending"], to).await? {
+                    payments::release_reservations(&mut tx, &p.order_id).await?;
+                    orders::transition(&mut tx, &p.order_id, &["pending_payment"], "payment_failed")
+                        .await?;
+                    format!("payment {to}; stock released")
+                } else {
+                    format!("no change: payment is {}", p.status)
+                }
+            }
+        };
+        sqlx::query(
+            "UPDATE webhook_events SET outcome = $1, payment_id = $2 WHERE provider = $3 AND event_id = $4",
+        )
+        .bind(&outcome)
+        .bind(payment.as_ref().map(|p| p.id.as_str()))
+        .bind(ev.provider)
+        .bind(&ev.event_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Recorded { duplicate: false, outcome, wake })
+    }
+
+    /// How many events are stored for a provider (used by tests and the admin overview).
+    pub async fn count_events(&self, provider: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events WHERE provider = $1")
+            .bind(provider)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

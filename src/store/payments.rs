@@ -1,0 +1,224 @@
+//! Payments (one provider checkout each) and the stock reservations that ride with them.
+//!
+//! Payment status: creating (stock reserved, provider call in flight) → created (checkout
+//! open) → pending (checkout complete, money not settled yet) → paid → refunded; or failed /
+//! expired (reservations released); or error (the provider call failed, the order can try
+//! again).
+
+use serde::Serialize;
+
+use super::{Result, Store, Tx, catalogue, orders};
+use crate::domain::{new_id, now_ms};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: String,
+    pub order_id: String,
+    pub provider: String,
+    pub provider_order_id: String,
+    pub provider_payment_id: Option<String>,
+    pub status: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub checkout_url: Option<String>,
+}
+
+const COLS: &str = "id, order_id, provider, provider_order_id, provider_payment_id, status, \
+                    amount_minor, currency, checkout_url";
+
+/// What `begin_checkout` found.
+#[derive(Debug)]
+pub enum BeginCheckout {
+    /// Stock is reserved and a payment row is `creating`: call the provider now.
+    Started { payment_id: String, order: orders::OrderRow, items: Vec<orders::ItemRow> },
+    /// The order already has an open checkout: hand it out again.
+    Existing(PaymentRow),
+    /// Another request is creating the checkout right now.
+    InProgress,
+    OutOfStock { sku: String },
+    NotPayable { status: String },
+    NotFound,
+}
+
+impl Store {
+    /// Reserves the order's stock and opens a payment row, in one transaction guarded by the
+    /// order's `created → pending_payment` transition, so two concurrent calls for one order
+    /// cannot both reserve.
+    #[tracing::instrument(skip(self))]
+    pub async fn begin_checkout(
+        &self,
+        order_id: &str,
+        provider: &str,
+        reservation_ttl_ms: i64,
+    ) -> Result<BeginCheckout> {
+        let mut tx = self.begin().await?;
+        let Some(order) = orders::get_in(&mut tx, order_id).await? else {
+            return Ok(BeginCheckout::NotFound);
+        };
+        match order.status.as_str() {
+            "created" => {}
+            "pending_payment" => {
+                let latest = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
+                )))
+                .bind(order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                return Ok(match latest {
+                    Some(p) if p.status == "creating" => BeginCheckout::InProgress,
+                    Some(p) => BeginCheckout::Existing(p),
+                    None => BeginCheckout::InProgress,
+                });
+            }
+            other => return Ok(BeginCheckout::NotPayable { status: other.to_owned() }),
+        }
+        let items = orders::items_in(&mut tx, order_id).await?;
+        let now = now_ms();
+        for it in &items {
+            if !catalogue::try_reserve(&mut tx, &it.sku, it.qty).await? {
+                return Ok(BeginCheckout::OutOfStock { sku: it.sku.clone() });
+            }
+            sqlx::query(
+                "INSERT INTO stock_reservations (order_id, sku, qty, status, expires_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'held', $4, $5, $5)
+                 ON CONFLICT (order_id, sku) DO UPDATE SET qty = $3, status = 'held', expires_at = $4, updated_at = $5",
+            )
+            .bind(order_id)
+            .bind(&it.sku)
+            .bind(it.qty)
+            .bind(now + reservation_ttl_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let payment_id = new_id("pay");
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, provider, provider_order_id, status, amount_minor, currency, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'creating', $5, $6, $7, $7)",
+        )
+        .bind(&payment_id)
+        .bind(order_id)
+        .bind(provider)
+        // Placeholder until the provider answers; unique like the real one.
+        .bind(format!("creating:{payment_id}"))
+        .bind(order.total_minor)
+        .bind(&order.currency)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        orders::transition(&mut tx, order_id, &["created"], "pending_payment").await?;
+        tx.commit().await?;
+        Ok(BeginCheckout::Started { payment_id, order, items })
+    }
+
+    /// The provider created the checkout: record its id and URL.
+    pub async fn checkout_created(
+        &self,
+        payment_id: &str,
+        provider_order_id: &str,
+        checkout_url: &str,
+    ) -> Result<PaymentRow> {
+        let row = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE payments SET provider_order_id = $1, checkout_url = $2, status = 'created', updated_at = $3
+             WHERE id = $4 RETURNING {COLS}"
+        )))
+        .bind(provider_order_id)
+        .bind(checkout_url)
+        .bind(now_ms())
+        .bind(payment_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// The provider call failed: give the stock back and let the order try again.
+    pub async fn checkout_failed(&self, payment_id: &str, order_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE payments SET status = 'error', updated_at = $1 WHERE id = $2 AND status = 'creating'")
+            .bind(now_ms())
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
+        release_reservations(&mut tx, order_id).await?;
+        orders::transition(&mut tx, order_id, &["pending_payment"], "created").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The order's most recent payment, if any.
+    pub async fn latest_payment(&self, order_id: &str) -> Result<Option<PaymentRow>> {
+        Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
+        )))
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn get_payment(&self, id: &str) -> Result<Option<PaymentRow>> {
+        Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM payments WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+pub async fn find_by_provider_order(
+    tx: &mut Tx,
+    provider: &str,
+    provider_order_id: &str,
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_order_id = $2"
+    )))
+    .bind(provider)
+    .bind(provider_order_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Moves the payment to `to` if it is in one of `from`; returns whether it moved.
+pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
+    let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
+    )))
+    .bind(to)
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_provider_payment_id(tx: &mut Tx, id: &str, provider_payment_id: &str) -> Result<()> {
+    sqlx::query("UPDATE payments SET provider_payment_id = $1 WHERE id = $2")
+        .bind(provider_payment_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Releases every held reservation of the order (payment failed, expired, or no stock).
+pub async fn release_reservations(tx: &mut Tx, order_id: &str) -> Result<()> {
+    let held: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'held'",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (sku, qty) in held {
+        catalogue::unreserve(tx, &sku, qty).await?;
+    }
+    sqlx::query(
+        "UPDATE stock_reservations SET status = 'released', updated_at = $1 WHERE order_id = $2 AND status = 'held'",
+    )
+    .bind(now_ms())
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Fulfilment steps: the durable queue. A wake-up in a queue backend only says "look at
+//! step N"; everything that matters — whether it is due, who holds it, how many attempts it
+//! had, why it last failed — is here, so losing every wake-up loses nothing.
+//!
+//! Life of a step: `waiting` (an earlier step of its order is not done) → `pending` (due at
+//! `next_run_at`) → `running` (claimed under a lease token) → `done` | `skipped` | `dead`.
+//! A failed attempt goes back to `pending` with a later `next_run_at`. Only the holder of
+//! the current lease token can finish or fail a step, so a worker that lost its lease (it
+//! stalled and another took over) cannot mark anything.
+
+use jobs::{StepError, StepKind};
+use serde::Serialize;
+
+use super::{Result, Store, Tx, orders};
+use crate::domain::{new_id, now_ms};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StepRow {
+    pub id: i64,
+    pub order_id: String,
+    pub payment_id: String,
+    pub kind: String,
+    pub position: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_run_at: i64,
+    pub last_error: Option<String>,
+    pub outcome: Option<String>,
+}
+
+const COLS: &str =
+    "id, order_id, payment_id, kind, position, status, attempts, next_run_at, last_error, outcome";
+
+/// A claimed step: only this token may finish or fail it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub step: StepRow,
+    pub token: String,
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    RetryAt(i64),
+    Dead,
+    /// The lease was lost meanwhile; someone else owns the step now.
+    LostLease,
+}
+
+/// Inserts a step; returns its id if it was new (the pair order + kind is unique, so a
+/// duplicate event creates nothing).
+pub async fn insert(
+    tx: &mut Tx,
+    order_id: &str,
+    payment_id: &str,
+    kind: StepKind,
+    status: &str,
+) -> Result<Option<i64>> {
+    let now = now_ms();
+    // A pending step is woken right after the commit; enqueued_at says so to the sweeper.
+    let enqueued_at = (status == "pending").then_some(now);
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)
+         ON CONFLICT (order_id, kind) DO NOTHING
+         RETURNING id",
+    )
+    .bind(order_id)
+    .bind(payment_id)
+    .bind(kind.as_str())
+    .bind(kind.position())
+    .bind(status)
+    .bind(now)
+    .bind(enqueued_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// Creates an order's fulfilment pipeline: the first step pending, the rest waiting.
+/// Returns the ids to wake (none if the pipeline already existed).
+pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Vec<i64>> {
+    let mut wake = Vec::new();
+    for (i, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
+        let status = if i == 0 { "pending" } else { "waiting" };
+        if let Some(id) = insert(tx, order_id, payment_id, kind, status).await? {
+            if i == 0 {
+                wake.push(id);
+            }
+        }
+    }
+    Ok(wake)
+}
+
+/// Marks the leased step done with `outcome`. False if the lease was lost: the caller must
+/// roll back the effects it wrote in the same transaction.
+pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE steps SET status = 'done', outcome = $1, last_error = NULL, lease_token = NULL,
+                          lease_until = NULL, updated_at = $2
+         WHERE id = $3 AND lease_token = $4 AND status = 'running'",
+    )
+    .bind(outcome)
+    .bind(now_ms())
+    .bind(lease.step.id)
+    .bind(&lease.token)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Marks the order's not-yet-started steps of these kinds as skipped.
+pub async fn skip(tx: &mut Tx, order_id: &str, kinds: &[StepKind], why: &str) -> Result<()> {
+    for k in kinds {
+        sqlx::query(
+            "UPDATE steps SET status = 'skipped', outcome = $1, updated_at = $2
+             WHERE order_id = $3 AND kind = $4 AND status IN ('waiting', 'pending')",
+        )
+        .bind(why)
+        .bind(now_ms())
+        .bind(order_id)
+        .bind(k.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves the pipeline on after a step finished: the first step not yet done or skipped
+/// becomes due if it was waiting. When nothing is left and the order is paid, the order is
+/// fulfilled. Returns the ids to wake after commit.
+pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
+    let next: Option<(i64, String)> = sqlx::query_as(
+        "SELECT id, status FROM steps WHERE order_id = $1 AND status NOT IN ('done', 'skipped')
+         ORDER BY position LIMIT 1",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match next {
+        Some((id, status)) if status == "waiting" => {
+            let now = now_ms();
+            sqlx::query(
+                "UPDATE steps SET status = 'pending', next_run_at = $1, enqueued_at = $1, updated_at = $1
+                 WHERE id = $2 AND status = 'waiting'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            Ok(vec![id])
+        }
+        Some(_) => Ok(Vec::new()),
+        None => {
+            orders::transition(tx, order_id, &["paid"], "fulfilled").await?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+impl Store {
+    /// Claims a due pending step for this worker. `None` when it is not due, already
+    /// running elsewhere, or finished — every duplicate wake-up ends here, harmlessly.
+    pub async fn claim(&self, step_id: i64, lease_ms: u64) -> Result<Option<Lease>> {
+        let now = now_ms();
+        let token = new_id("lease");
+        let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
+                              lease_until = $2, enqueued_at = NULL, updated_at = $3
+             WHERE id = $4 AND status = 'pending' AND next_run_at <= $3
+             RETURNING {COLS}"
+        )))
+        .bind(&token)
+        .bind(now + lease_ms as i64)
+        .bind(now)
+        .bind(step_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(step.map(|step| Lease { step, token }))
+    }
+
+    /// Records a failed attempt: rescheduled with backoff if transient and attempts remain,
+    /// dead otherwise (and the order then needs review: it cannot finish on its own).
+    pub async fn fail(&self, lease: &Lease, err: &StepError, kind: StepKind) -> Result<Failed> {
+        let policy = kind.policy();
+        let attempts = u32::try_from(lease.step.attempts).unwrap_or(u32::MAX);
+        let dead = err.is_permanent() || policy.exhausted(attempts);
+        let now = now_ms();
+        let message = err.to_string();
+        let mut tx = self.begin().await?;
+        let (status, next) = if dead {
+            ("dead", now)
+        } else {
+            let delay = policy.delay_ms(attempts, &mut rand::rng());
+            ("pending", now + delay as i64)
+        };
+        let r = sqlx::query(
+            "UPDATE steps SET status = $1, next_run_at = $2, last_error = $3, lease_token = NULL,
+                              lease_until = NULL, enqueued_at = NULL, updated_at = $4
+             WHERE id = $5 AND lease_token = $6 AND status = 'running'",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(&message)
+        .bind(now)
+        .bind(lease.step.id)
+        .bind(&lease.token)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(Failed::LostLease);
+        }
+        if dead {
+            orders::transition(&mut tx, &lease.step.order_id, &["paid", "refund_pending"], "needs_review")
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(if dead { Failed::Dead } else { Failed::RetryAt(next) })
+    }
+
+    /// Steps due now whose wake-up is missing or older than `requeue_before`; marks them
+    /// as enqueued. With `requeue_before = now` every due step is returned (after a restart
+    /// the in-process queue is empty).
+    pub async fn take_due(&self, requeue_before: i64, limit: i64) -> Result<Vec<i64>> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM steps WHERE status = 'pending' AND next_run_at <= $1
+               AND (enqueued_at IS NULL OR enqueued_at <= $2)
+             ORDER BY next_run_at LIMIT $3",
+        )
+        .bind(now)
+        .bind(requeue_before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            sqlx::query("UPDATE steps SET enqueued_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// A worker that died or stalled past its lease gives its step back.
+    pub async fn release_expired_leases(&self) -> Result<u64> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE steps SET status = 'pending', lease_token = NULL, lease_until = NULL,
+                              enqueued_at = NULL, next_run_at = $1,
+                              last_error = 'lease expired: the worker stopped or stalled mid-step',
+                              updated_at = $1
+             WHERE status = 'running' AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn order_steps(&self, order_id: &str) -> Result<Vec<StepRow>> {
+        Ok(sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM steps WHERE order_id = $1 ORDER BY position"
+        )))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
