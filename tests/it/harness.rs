@@ -1,0 +1,299 @@
+//! `spawn()`: the engine and the sandbox on random ports, wired to each other, on a fresh
+//! store of the requested backend — built by the same `fulfilld::run` that `serve` uses.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fulfilld::config::Config;
+use fulfilld::store::Store;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const WEBHOOK_SECRET: &str = "whsec_test_suite";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for an `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        pub mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        pub mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub sandbox: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub outbox: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pg_db: Option<String>,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("FULFILLD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+async fn fresh_postgres() -> (String, String) {
+    let admin = postgres_admin_url();
+    let name = format!("fulfilld_t_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
+    let store = Store::connect(&admin, 1).await.unwrap_or_else(|e| {
+        panic!(
+            "Postgres tests need a server at {admin} (set FULFILLD_TEST_POSTGRES, or run \
+             scripts/test, which finds or starts one): {e}"
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&store.pool)
+        .await
+        .expect("create test database");
+    store.pool.close().await;
+    let mut url = url::Url::parse(&admin).expect("postgres url");
+    url.set_path(&format!("/{name}"));
+    (url.to_string(), name)
+}
+
+/// Starts sandbox + engine. `extra` holds more `FULFILLD__…` settings.
+pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store_url, pg_db) = match backend {
+        Backend::Sqlite => (format!("sqlite://{}/fulfilld.db", dir.path().display()), None),
+        Backend::Postgres => {
+            let (u, n) = fresh_postgres().await;
+            (u, Some(n))
+        }
+    };
+    let app_l = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+    let sb_l = TcpListener::bind("127.0.0.1:0").await.expect("bind sandbox");
+    let url = format!("http://{}", app_l.local_addr().expect("addr"));
+    let sandbox = format!("http://{}", sb_l.local_addr().expect("addr"));
+    let outbox = dir.path().join("outbox");
+    let mut env: Vec<(String, String)> = [
+        ("FULFILLD__STORE__URL", store_url.as_str()),
+        ("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN),
+        ("FULFILLD__PROVIDERS__STRIPE__API_BASE", sandbox.as_str()),
+        ("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS", WEBHOOK_SECRET),
+        ("FULFILLD__EMAIL__OUTBOX_DIR", outbox.to_str().expect("utf-8 path")),
+        ("FULFILLD__QUEUE__SWEEP_INTERVAL_MS", "200"),
+        ("FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE", "conference-pass"),
+        ("FULFILLD__ENTITLEMENTS__GRANTS__SEAT__DURATION_DAYS", "30"),
+        ("FULFILLD__INVOICE__TAX_RATE_BPS", "2000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let target = format!("{url}/webhooks/stripe");
+    env.push(("FULFILLD__SANDBOX__WEBHOOK_TARGET".into(), target));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::load_from(None, &env, false).expect("test config");
+
+    let (stop_sb, rx_sb) = oneshot::channel::<()>();
+    let (stop_app, rx_app) = oneshot::channel::<()>();
+    let sb_task = tokio::spawn({
+        let config = config.clone();
+        async move {
+            fulfilld::sandbox::run(config, sb_l, async move {
+                let _ = rx_sb.await;
+            })
+            .await
+            .expect("sandbox runs");
+        }
+    });
+    let store = fulfilld::open_store(&config).await.expect("store opens");
+    let app_task = tokio::spawn(async move {
+        fulfilld::run(config, app_l, async move {
+            let _ = rx_app.await;
+        })
+        .await
+        .expect("engine runs");
+    });
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let app = TestApp {
+        url,
+        sandbox,
+        http,
+        store,
+        outbox,
+        _dir: dir,
+        stop: vec![stop_app, stop_sb],
+        tasks: vec![app_task, sb_task],
+        pg_db,
+    };
+    app.wait_healthy().await;
+    app
+}
+
+impl TestApp {
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "engine did not become healthy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops engine and sandbox, and drops a Postgres test database.
+    pub async fn finish(mut self) {
+        for s in self.stop.drain(..) {
+            let _ = s.send(());
+        }
+        for t in self.tasks.drain(..) {
+            t.await.expect("task ends cleanly");
+        }
+        self.store.pool.close().await;
+        if let Some(db) = &self.pg_db {
+            if let Ok(admin) = Store::connect(&postgres_admin_url(), 1).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+                    .execute(&admin.pool)
+                    .await;
+                admin.pool.close().await;
+            }
+        }
+    }
+
+    pub async fn put_sku(&self, sku: &str, price_minor: i64, stock: i64) -> Value {
+        let r = self
+            .http
+            .put(format!("{}/api/admin/skus/{sku}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": format!("{sku} item"), "price_minor": price_minor, "currency": "usd", "stock": stock}))
+            .send()
+            .await
+            .expect("put sku");
+        assert_eq!(r.status(), 200, "put sku");
+        r.json().await.expect("json")
+    }
+
+    pub async fn create_order(&self, email: &str, items: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/orders", self.url))
+            .json(&json!({"customer_email": email, "items": items}))
+            .send()
+            .await
+            .expect("create order");
+        assert_eq!(r.status(), 201, "create order");
+        r.json().await.expect("json")
+    }
+
+    /// Opens a Stripe checkout for the order; returns the create-order answer.
+    pub async fn checkout(&self, order_id: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/payments/create-order", self.url))
+            .json(&json!({"order_id": order_id, "provider": "stripe"}))
+            .send()
+            .await
+            .expect("create-order");
+        assert_eq!(r.status(), 201, "create-order");
+        r.json().await.expect("json")
+    }
+
+    /// Asks the sandbox to complete the session; returns its answer (event, deliveries).
+    pub async fn pay(&self, session: &str, opts: Value) -> Value {
+        self.sandbox_post(&format!("/sandbox/stripe/checkout/sessions/{session}/pay"), opts).await
+    }
+
+    pub async fn sandbox_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.sandbox))
+            .json(&body)
+            .send()
+            .await
+            .expect("sandbox call");
+        assert_eq!(r.status(), 200, "sandbox {path}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let r = self.http.get(format!("{}/api/orders/{id}", self.url)).send().await.expect("get order");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("json")
+    }
+
+    /// Polls the order (as a success page would) until its status is one of `terminal`.
+    pub async fn wait_for(&self, id: &str, terminal: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = self.order(id).await;
+            if terminal.contains(&o["status"].as_str().unwrap_or("")) {
+                return o;
+            }
+            assert!(Instant::now() < deadline, "order {id} never reached {terminal:?}: {o:#}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Posts a raw webhook body with the given signature header (None: no header).
+    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<String>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/stripe", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            req = req.header("stripe-signature", s);
+        }
+        req.send().await.expect("post webhook")
+    }
+
+    pub async fn count(&self, sql: &'static str, arg: &str) -> i64 {
+        sqlx::query_scalar(sql).bind(arg).fetch_one(&self.store.pool).await.expect(sql)
+    }
+
+    pub fn outbox_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = match std::fs::read_dir(&self.outbox) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+}
+
+/// Stripe's signature header for `body`, `age_secs` in the past.
+pub fn signature(secret: &str, body: &[u8], age_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    fulfilld::providers::stripe::sign(secret, now - age_secs, body)
+}
+
+pub fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("expected a string, got {v}"))
+}

@@ -1,0 +1,10 @@
+//! The integration suite: one binary, every test run against the real engine and the real
+//! sandbox on random loopback ports, once on SQLite and once on Postgres (a fresh database
+//! per test). `scripts/test` makes sure a Postgres server is reachable first.
+
+mod harness;
+
+mod api;
+mod checkout;
+mod last_item;
+mod webhooks;
