@@ -55,7 +55,9 @@ pub struct Admin {
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin").field("token", &redact(&self.token)).finish()
+        f.debug_struct("Admin")
+            .field("token", &redact(&self.token))
+            .finish()
     }
 }
 
@@ -122,7 +124,10 @@ impl std::fmt::Debug for Stripe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stripe")
             .field("secret_key", &redact(&self.secret_key))
-            .field("webhook_secrets", &format!("[{} redacted]", self.webhook_secrets.len()))
+            .field(
+                "webhook_secrets",
+                &format!("[{} redacted]", self.webhook_secrets.len()),
+            )
             .field("api_base", &self.api_base)
             .finish()
     }
@@ -135,7 +140,11 @@ pub struct Sandbox {
 }
 
 fn redact(s: &str) -> &'static str {
-    if s.is_empty() { "<empty>" } else { "<redacted>" }
+    if s.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
 }
 
 /// A configuration problem, always naming the key.
@@ -164,7 +173,10 @@ impl Config {
         }
         if let Some(f) = file {
             if !f.exists() {
-                return Err(ConfigError(format!("--config {}: no such file", f.display())));
+                return Err(ConfigError(format!(
+                    "--config {}: no such file",
+                    f.display()
+                )));
             }
             b = b.add_source(config::File::from(f));
         }
@@ -193,10 +205,16 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
         if let Err(e) = self.http.addr.parse::<SocketAddr>() {
-            return bad("http.addr", format!("{:?} is not host:port ({e})", self.http.addr));
+            return bad(
+                "http.addr",
+                format!("{:?} is not host:port ({e})", self.http.addr),
+            );
         }
         if let Err(e) = self.sandbox.addr.parse::<SocketAddr>() {
-            return bad("sandbox.addr", format!("{:?} is not host:port ({e})", self.sandbox.addr));
+            return bad(
+                "sandbox.addr",
+                format!("{:?} is not host:port ({e})", self.sandbox.addr),
+            );
         }
         if self.http.max_body_bytes == 0 {
             return bad("http.max_body_bytes", "must be positive".into());
@@ -235,7 +253,10 @@ impl Config {
             );
         }
         if url::Url::parse(&s.api_base).is_err() {
-            return bad("providers.stripe.api_base", format!("{:?} is not a URL", s.api_base));
+            return bad(
+                "providers.stripe.api_base",
+                format!("{:?} is not a URL", s.api_base),
+            );
         }
         if url::Url::parse(&self.sandbox.webhook_target).is_err() {
             return bad(
@@ -247,13 +268,25 @@ impl Config {
             "file" => {}
             "smtp" => {
                 if self.email.smtp_url.is_empty() {
-                    return bad("email.smtp_url", "is empty while email.transport = \"smtp\"; set FULFILLD__EMAIL__SMTP_URL".into());
+                    return bad(
+                        "email.smtp_url",
+                        "is empty while email.transport = \"smtp\"; set FULFILLD__EMAIL__SMTP_URL"
+                            .into(),
+                    );
                 }
             }
-            other => return bad("email.transport", format!("{other:?} is not \"file\" or \"smtp\"")),
+            other => {
+                return bad(
+                    "email.transport",
+                    format!("{other:?} is not \"file\" or \"smtp\""),
+                );
+            }
         }
         if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
-            return bad("email.from", format!("{:?} is not a mailbox", self.email.from));
+            return bad(
+                "email.from",
+                format!("{:?} is not a mailbox", self.email.from),
+            );
         }
         for url_key in [
             ("checkout.success_url", &self.checkout.success_url),
@@ -264,7 +297,10 @@ impl Config {
             }
         }
         if self.invoice.tax_rate_bps > 10_000 {
-            return bad("invoice.tax_rate_bps", "must be at most 10000 (100 %)".into());
+            return bad(
+                "invoice.tax_rate_bps",
+                "must be at most 10000 (100 %)".into(),
+            );
         }
         if self.invoice.series.is_empty() {
             return bad("invoice.series", "must not be empty".into());
@@ -276,15 +312,23 @@ impl Config {
     /// through environment variables arrive lower-cased.
     pub fn grant_for(&self, sku: &str) -> Option<&Grant> {
         let grants = &self.entitlements.grants;
-        grants
-            .get(sku)
-            .or_else(|| grants.iter().find(|(k, _)| k.eq_ignore_ascii_case(sku)).map(|(_, g)| g))
+        grants.get(sku).or_else(|| {
+            grants
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(sku))
+                .map(|(_, g)| g)
+        })
     }
 
     /// Providers whose API base is not the real one: start-up warns about each.
     pub fn sandboxed_providers(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if !self.providers.stripe.api_base.starts_with("https://api.stripe.com") {
+        if !self
+            .providers
+            .stripe
+            .api_base
+            .starts_with("https://api.stripe.com")
+        {
             v.push("stripe");
         }
         v
@@ -296,7 +340,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -308,7 +355,10 @@ mod tests {
             None,
             &env(&[
                 ("FULFILLD__HTTP__ADDR", "127.0.0.1:9000"),
-                ("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS", "whsec_new,whsec_old"),
+                (
+                    "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS",
+                    "whsec_new,whsec_old",
+                ),
                 ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "sk_test_x"),
                 ("FULFILLD__QUEUE__CONCURRENCY", "3"),
             ]),
@@ -316,7 +366,10 @@ mod tests {
         )
         .expect("valid overrides");
         assert_eq!(c.http.addr, "127.0.0.1:9000");
-        assert_eq!(c.providers.stripe.webhook_secrets, vec!["whsec_new", "whsec_old"]);
+        assert_eq!(
+            c.providers.stripe.webhook_secrets,
+            vec!["whsec_new", "whsec_old"]
+        );
         assert_eq!(c.providers.stripe.secret_key, "sk_test_x");
         assert_eq!(c.queue.concurrency, 3);
     }
@@ -328,9 +381,15 @@ mod tests {
             ("FULFILLD__QUEUE__CONCURRENCY", "many", "concurrency"),
             ("FULFILLD__STORE__URL", "mysql://x", "store.url"),
             ("FULFILLD__EMAIL__TRANSPORT", "pigeon", "email.transport"),
-            ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "", "providers.stripe.secret_key"),
+            (
+                "FULFILLD__PROVIDERS__STRIPE__SECRET_KEY",
+                "",
+                "providers.stripe.secret_key",
+            ),
         ] {
-            let err = Config::load_from(None, &env(&[(k, v)]), false).expect_err(k).to_string();
+            let err = Config::load_from(None, &env(&[(k, v)]), false)
+                .expect_err(k)
+                .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");
         }
     }
@@ -338,7 +397,9 @@ mod tests {
     #[test]
     fn production_overlay_demands_secrets() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
-        let err = Config::load_from(Some(&path), &[], false).expect_err("no secrets").to_string();
+        let err = Config::load_from(Some(&path), &[], false)
+            .expect_err("no secrets")
+            .to_string();
         assert!(err.contains("admin.token"), "{err}");
         let ok = Config::load_from(
             Some(&path),
@@ -353,6 +414,9 @@ mod tests {
         .expect("complete production config");
         assert!(ok.sandboxed_providers().is_empty());
         let dbg = format!("{ok:?}");
-        assert!(!dbg.contains("sk_live_x") && !dbg.contains("u:p@"), "secrets leak in Debug");
+        assert!(
+            !dbg.contains("sk_live_x") && !dbg.contains("u:p@"),
+            "secrets leak in Debug"
+        );
     }
 }

@@ -12,8 +12,14 @@ use crate::config;
 
 #[derive(Clone)]
 pub enum Mailer {
-    File { dir: PathBuf, from: Mailbox },
-    Smtp { transport: AsyncSmtpTransport<Tokio1Executor>, from: Mailbox },
+    File {
+        dir: PathBuf,
+        from: Mailbox,
+    },
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+    },
 }
 
 impl std::fmt::Debug for Mailer {
@@ -51,7 +57,10 @@ impl Mailer {
                     .build();
                 Mailer::Smtp { transport, from }
             }
-            _ => Mailer::File { dir: c.outbox_dir.clone(), from },
+            _ => Mailer::File {
+                dir: c.outbox_dir.clone(),
+                from,
+            },
         })
     }
 
@@ -60,10 +69,9 @@ impl Mailer {
         let from = match self {
             Mailer::File { from, .. } | Mailer::Smtp { from, .. } => from.clone(),
         };
-        let to: Mailbox = m
-            .to
-            .parse()
-            .map_err(|e| StepError::Permanent(format!("recipient {:?}: {e}", m.to)))?;
+        let to: Mailbox =
+            m.to.parse()
+                .map_err(|e| StepError::Permanent(format!("recipient {:?}: {e}", m.to)))?;
         let msg = Message::builder()
             .from(from)
             .to(to)

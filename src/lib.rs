@@ -76,14 +76,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     for p in config.sandboxed_providers() {
-        tracing::warn!(provider = p, "provider API points at a sandbox, not the real provider: no real money moves");
+        tracing::warn!(
+            provider = p,
+            "provider API points at a sandbox, not the real provider: no real money moves"
+        );
     }
     let store = open_store(&config).await?;
     let admin_token = admin_token(&config)?;
     let mailer = Mailer::from_config(&config.email)?;
-    let stripe = stripe::Client::new(&config.providers.stripe.api_base, &config.providers.stripe.secret_key);
+    let stripe = stripe::Client::new(
+        &config.providers.stripe.api_base,
+        &config.providers.stripe.secret_key,
+    );
     let (queue, rx) = queue::memory::channel();
-    let engine = Arc::new(Engine { config, store, stripe, mailer, queue, admin_token });
+    let engine = Arc::new(Engine {
+        config,
+        store,
+        stripe,
+        mailer,
+        queue,
+        admin_token,
+    });
 
     let stop = CancellationToken::new();
     let q = &engine.config.queue;
@@ -136,7 +149,10 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     write_private(path, &token).with_context(|| format!("writing {ADMIN_TOKEN_FILE}"))?;
-    tracing::warn!(file = ADMIN_TOKEN_FILE, "no admin.token configured: generated one and wrote it to this file");
+    tracing::warn!(
+        file = ADMIN_TOKEN_FILE,
+        "no admin.token configured: generated one and wrote it to this file"
+    );
     Ok(token)
 }
 
@@ -144,7 +160,12 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
 fn write_private(path: &std::path::Path, s: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(s.as_bytes())
 }
 

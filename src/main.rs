@@ -66,7 +66,9 @@ async fn real_main() -> anyhow::Result<()> {
         Command::Sandbox => {
             let listener = tokio::net::TcpListener::bind(&config.sandbox.addr)
                 .await
-                .with_context(|| format!("sandbox.addr: cannot listen on {}", config.sandbox.addr))?;
+                .with_context(|| {
+                    format!("sandbox.addr: cannot listen on {}", config.sandbox.addr)
+                })?;
             fulfilld::sandbox::run(config, listener, shutdown_signal()).await
         }
     }

@@ -6,7 +6,11 @@
 use crate::{RetryPolicy, StepError};
 
 /// Provider reads are cheap and an outage is usually short: retry often at first.
-pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 10, base_ms: 1_000, cap_ms: 300_000 };
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 10,
+    base_ms: 1_000,
+    cap_ms: 300_000,
+};
 
 /// What the store says the buyer owes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +47,10 @@ pub fn check(expected: &Expected<'_>, observed: &Observed<'_>) -> Result<(), Ste
         )));
     }
     if !observed.paid {
-        return Err(StepError::Transient(format!("payment not captured yet ({})", observed.state)));
+        return Err(StepError::Transient(format!(
+            "payment not captured yet ({})",
+            observed.state
+        )));
     }
     Ok(())
 }
@@ -53,15 +60,35 @@ mod tests {
     use super::*;
 
     fn obs(paid: bool, amount: i64, cur: &str) -> Observed<'_> {
-        Observed { paid, state: "complete/paid".into(), amount_minor: amount, currency: cur }
+        Observed {
+            paid,
+            state: "complete/paid".into(),
+            amount_minor: amount,
+            currency: cur,
+        }
     }
 
     #[test]
     fn classifies_mismatches_as_permanent_and_unpaid_as_transient() {
-        let exp = Expected { amount_minor: 1000, currency: "USD" };
+        let exp = Expected {
+            amount_minor: 1000,
+            currency: "USD",
+        };
         assert_eq!(check(&exp, &obs(true, 1000, "usd")), Ok(()));
-        assert!(check(&exp, &obs(true, 999, "usd")).unwrap_err().is_permanent());
-        assert!(check(&exp, &obs(true, 1000, "eur")).unwrap_err().is_permanent());
-        assert!(!check(&exp, &obs(false, 1000, "usd")).unwrap_err().is_permanent());
+        assert!(
+            check(&exp, &obs(true, 999, "usd"))
+                .unwrap_err()
+                .is_permanent()
+        );
+        assert!(
+            check(&exp, &obs(true, 1000, "eur"))
+                .unwrap_err()
+                .is_permanent()
+        );
+        assert!(
+            !check(&exp, &obs(false, 1000, "usd"))
+                .unwrap_err()
+                .is_permanent()
+        );
     }
 }

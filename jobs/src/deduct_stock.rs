@@ -9,7 +9,11 @@
 use crate::RetryPolicy;
 
 /// Only the database is involved; failures are lock timeouts or a store restart.
-pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 8, base_ms: 500, cap_ms: 60_000 };
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    base_ms: 500,
+    cap_ms: 60_000,
+};
 
 /// What the step decided, recorded as the step's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,11 @@
 
 use crate::RetryPolicy;
 
-pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 8, base_ms: 500, cap_ms: 60_000 };
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    base_ms: 500,
+    cap_ms: 60_000,
+};
 
 /// When a grant made at `now_ms` ends; `None` is for life.
 pub fn expires_at_ms(now_ms: i64, duration_days: Option<u32>) -> Option<i64> {

@@ -5,7 +5,11 @@
 
 use crate::RetryPolicy;
 
-pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 8, base_ms: 500, cap_ms: 60_000 };
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    base_ms: 500,
+    cap_ms: 60_000,
+};
 
 /// Tax included in a gross amount at `rate_bps` basis points (2000 = 20 %), rounded half
 /// up to the minor unit. Prices in the catalogue are what the buyer pays, so tax is carved
@@ -39,9 +43,21 @@ pub struct LedgerLine {
 /// revenue and tax owed (credits).
 pub fn sale_lines(gross_minor: i64, tax_minor: i64) -> [LedgerLine; 3] {
     [
-        LedgerLine { account: "provider_clearing", debit_minor: gross_minor, credit_minor: 0 },
-        LedgerLine { account: "revenue", debit_minor: 0, credit_minor: gross_minor - tax_minor },
-        LedgerLine { account: "tax_payable", debit_minor: 0, credit_minor: tax_minor },
+        LedgerLine {
+            account: "provider_clearing",
+            debit_minor: gross_minor,
+            credit_minor: 0,
+        },
+        LedgerLine {
+            account: "revenue",
+            debit_minor: 0,
+            credit_minor: gross_minor - tax_minor,
+        },
+        LedgerLine {
+            account: "tax_payable",
+            debit_minor: 0,
+            credit_minor: tax_minor,
+        },
     ]
 }
 

@@ -38,7 +38,11 @@ mod tests {
 
     #[test]
     fn ceiling_doubles_and_caps() {
-        let p = RetryPolicy { max_attempts: 5, base_ms: 100, cap_ms: 1_000 };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_ms: 100,
+            cap_ms: 1_000,
+        };
         assert_eq!(p.ceiling_ms(1), 100);
         assert_eq!(p.ceiling_ms(2), 200);
         assert_eq!(p.ceiling_ms(4), 800);

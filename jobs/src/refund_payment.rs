@@ -5,7 +5,11 @@
 
 use crate::RetryPolicy;
 
-pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 12, base_ms: 2_000, cap_ms: 900_000 };
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 12,
+    base_ms: 2_000,
+    cap_ms: 900_000,
+};
 
 /// The key sent to the provider with the refund request. One full refund per payment.
 pub fn idempotency_key(payment_id: &str) -> String {

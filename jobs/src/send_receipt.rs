@@ -7,7 +7,11 @@
 use crate::RetryPolicy;
 
 /// SMTP servers greylist and rate-limit: be patient.
-pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 10, base_ms: 5_000, cap_ms: 1_800_000 };
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 10,
+    base_ms: 5_000,
+    cap_ms: 1_800_000,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -66,7 +70,11 @@ pub fn render(c: &Content) -> (String, String) {
     for l in &c.lines {
         body.push_str(&format!("  {} x {}  {}\n", l.qty, l.name, l.amount));
     }
-    let label = if c.kind == Kind::Receipt { "Total paid" } else { "Refunded" };
+    let label = if c.kind == Kind::Receipt {
+        "Total paid"
+    } else {
+        "Refunded"
+    };
     body.push_str(&format!("\n{label}: {}\n", c.total));
     (subject, body)
 }
@@ -81,14 +89,24 @@ mod tests {
             kind: Kind::Receipt,
             order_id: "ord_1".into(),
             invoice_number: Some("INV-000001".into()),
-            lines: vec![Line { name: "Seat".into(), qty: 2, amount: "20.00 USD".into() }],
+            lines: vec![Line {
+                name: "Seat".into(),
+                qty: 2,
+                amount: "20.00 USD".into(),
+            }],
             total: "20.00 USD".into(),
         };
         let (s, b) = render(&c);
-        assert!(s.contains("receipt") && b.contains("INV-000001") && b.contains("Total paid: 20.00 USD"));
+        assert!(
+            s.contains("receipt")
+                && b.contains("INV-000001")
+                && b.contains("Total paid: 20.00 USD")
+        );
         c.kind = Kind::RefundNotice;
         c.invoice_number = None;
         let (s, b) = render(&c);
-        assert!(s.contains("refunded") && b.contains("Refunded: 20.00 USD") && !b.contains("Invoice"));
+        assert!(
+            s.contains("refunded") && b.contains("Refunded: 20.00 USD") && !b.contains("Invoice")
+        );
     }
 }

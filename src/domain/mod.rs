@@ -14,7 +14,10 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Invalid { field: field.into(), message: message.into() }
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -27,7 +30,10 @@ impl Currency {
         if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
             Ok(Currency(s.to_ascii_uppercase()))
         } else {
-            Err(Invalid::new(field, format!("{s:?} is not a three-letter ISO 4217 currency code")))
+            Err(Invalid::new(
+                field,
+                format!("{s:?} is not a three-letter ISO 4217 currency code"),
+            ))
         }
     }
 
@@ -55,7 +61,13 @@ impl Currency {
         let sign = if minor < 0 { "-" } else { "" };
         let abs = minor.unsigned_abs();
         let div = div as u64;
-        format!("{sign}{}.{:0width$} {}", abs / div, abs % div, self.0, width = e as usize)
+        format!(
+            "{sign}{}.{:0width$} {}",
+            abs / div,
+            abs % div,
+            self.0,
+            width = e as usize
+        )
     }
 }
 
@@ -73,11 +85,15 @@ impl Sku {
     pub fn parse(field: &str, s: &str) -> Result<Sku, Invalid> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if ok {
             Ok(Sku(s.to_owned()))
         } else {
-            Err(Invalid::new(field, format!("{s:?} is not a SKU (1-64 of A-Z a-z 0-9 - _ .)")))
+            Err(Invalid::new(
+                field,
+                format!("{s:?} is not a SKU (1-64 of A-Z a-z 0-9 - _ .)"),
+            ))
         }
     }
 
@@ -129,7 +145,10 @@ impl OrderId {
             Some(rest) if rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 Ok(OrderId(s.to_owned()))
             }
-            _ => Err(Invalid::new(field, format!("{s:?} is not an order id (ord_…)"))),
+            _ => Err(Invalid::new(
+                field,
+                format!("{s:?} is not an order id (ord_…)"),
+            )),
         }
     }
 
@@ -152,7 +171,10 @@ impl fmt::Display for OrderId {
 
 /// `prefix_` + a lower-case ULID.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+    format!(
+        "{prefix}_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
 }
 
 /// A quantity in an order line: 1 to 10,000.
@@ -160,7 +182,10 @@ pub fn parse_qty(field: &str, q: i64) -> Result<i64, Invalid> {
     if (1..=10_000).contains(&q) {
         Ok(q)
     } else {
-        Err(Invalid::new(field, format!("{q} is not a quantity between 1 and 10000")))
+        Err(Invalid::new(
+            field,
+            format!("{q} is not a quantity between 1 and 10000"),
+        ))
     }
 }
 
@@ -182,19 +207,39 @@ mod tests {
         assert_eq!(Currency::parse("c", "usd").map(|c| c.0), Ok("USD".into()));
         assert!(Currency::parse("c", "US").is_err());
         assert!(Currency::parse("c", "U$D").is_err());
-        assert_eq!(Currency::parse("c", "usd").map(|c| c.format(1234)), Ok("12.34 USD".into()));
-        assert_eq!(Currency::parse("c", "jpy").map(|c| c.format(1234)), Ok("1234 JPY".into()));
-        assert_eq!(Currency::parse("c", "kwd").map(|c| c.format(5)), Ok("0.005 KWD".into()));
+        assert_eq!(
+            Currency::parse("c", "usd").map(|c| c.format(1234)),
+            Ok("12.34 USD".into())
+        );
+        assert_eq!(
+            Currency::parse("c", "jpy").map(|c| c.format(1234)),
+            Ok("1234 JPY".into())
+        );
+        assert_eq!(
+            Currency::parse("c", "kwd").map(|c| c.format(5)),
+            Ok("0.005 KWD".into())
+        );
         assert!(Sku::parse("s", "SEAT-1_a.b").is_ok());
         assert!(Sku::parse("s", "").is_err());
         assert!(Sku::parse("s", "a b").is_err());
         assert!(EmailAddress::parse("e", "buyer@example.com").is_ok());
-        for bad in ["", "buyer", "buyer@", "@x.com", "a@b", "a b@c.com", "a@b..com", "a@@b.com"] {
+        for bad in [
+            "",
+            "buyer",
+            "buyer@",
+            "@x.com",
+            "a@b",
+            "a b@c.com",
+            "a@b..com",
+            "a@@b.com",
+        ] {
             assert!(EmailAddress::parse("e", bad).is_err(), "{bad}");
         }
         let id = OrderId::new();
         assert_eq!(OrderId::parse("id", id.as_str()), Ok(id));
         assert!(OrderId::parse("id", "ord_x").is_err());
-        assert!(parse_qty("q", 0).is_err() && parse_qty("q", -1).is_err() && parse_qty("q", 3).is_ok());
+        assert!(
+            parse_qty("q", 0).is_err() && parse_qty("q", -1).is_err() && parse_qty("q", 3).is_ok()
+        );
     }
 }

@@ -25,7 +25,10 @@ pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<(), ApiError> {
         .unwrap_or("");
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected);
-    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
     if expected.is_empty() || given.is_empty() || diff != 0 {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -65,7 +68,11 @@ async fn put_sku(
         return Err(Invalid::new("stock", "must be between 0 and 1000000000").into());
     }
     let currency = Currency::parse("currency", &b.currency)?;
-    Ok(Json(e.store.put_sku(&sku, name, b.price_minor, &currency, b.stock).await?))
+    Ok(Json(
+        e.store
+            .put_sku(&sku, name, b.price_minor, &currency, b.stock)
+            .await?,
+    ))
 }
 
 pub fn router() -> Router<Arc<Engine>> {

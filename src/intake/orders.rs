@@ -62,11 +62,17 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = OrderId::parse("id", &id)?;
-    let order = e.store.get_order(id.as_str()).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = e
+        .store
+        .get_order(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     let items = e.store.order_items(id.as_str()).await?;
     let payment = e.store.latest_payment(id.as_str()).await?;
     let steps = e.store.order_steps(id.as_str()).await?;
-    let unfinished = steps.iter().find(|s| s.status != "done" && s.status != "skipped");
+    let unfinished = steps
+        .iter()
+        .find(|s| s.status != "done" && s.status != "skipped");
     let waiting_on = match order.status.as_str() {
         "fulfilled" | "refunded" | "payment_failed" => None,
         "created" | "pending_payment" => Some("payment".to_owned()),
@@ -99,5 +105,7 @@ async fn show(
 }
 
 pub fn router() -> Router<Arc<Engine>> {
-    Router::new().route("/api/orders", post(create)).route("/api/orders/{id}", get(show))
+    Router::new()
+        .route("/api/orders", post(create))
+        .route("/api/orders/{id}", get(show))
 }

@@ -32,46 +32,56 @@ async fn create_order(
     if b.provider != "stripe" {
         return Err(Invalid::new(
             "provider",
-            format!("{:?} is not a supported provider (supported: \"stripe\")", b.provider),
+            format!(
+                "{:?} is not a supported provider (supported: \"stripe\")",
+                b.provider
+            ),
         )
         .into());
     }
     let ttl_ms = e.config.checkout.reservation_ttl_secs as i64 * 1000;
-    let (payment_id, order, items) =
-        match e.store.begin_checkout(order_id.as_str(), &b.provider, ttl_ms).await? {
-            BeginCheckout::Started { payment_id, order, items } => (payment_id, order, items),
-            BeginCheckout::Existing(p) => {
-                return Ok((
-                    StatusCode::OK,
-                    Json(json!({
-                        "provider": p.provider,
-                        "provider_order_id": p.provider_order_id,
-                        "checkout_url": p.checkout_url,
-                        "amount_minor": p.amount_minor,
-                        "currency": p.currency,
-                    })),
-                ));
-            }
-            BeginCheckout::NotFound => return Err(ApiError::not_found("order")),
-            BeginCheckout::InProgress => {
-                return Err(ApiError::conflict(
-                    "checkout_in_progress",
-                    "a checkout for this order is being created; retry in a moment",
-                ));
-            }
-            BeginCheckout::OutOfStock { sku } => {
-                return Err(ApiError::conflict(
-                    "out_of_stock",
-                    format!("not enough stock of {sku:?} to reserve for this order"),
-                ));
-            }
-            BeginCheckout::NotPayable { status } => {
-                return Err(ApiError::conflict(
-                    "order_not_payable",
-                    format!("the order is {status}; only a created order can be paid"),
-                ));
-            }
-        };
+    let (payment_id, order, items) = match e
+        .store
+        .begin_checkout(order_id.as_str(), &b.provider, ttl_ms)
+        .await?
+    {
+        BeginCheckout::Started {
+            payment_id,
+            order,
+            items,
+        } => (payment_id, order, items),
+        BeginCheckout::Existing(p) => {
+            return Ok((
+                StatusCode::OK,
+                Json(json!({
+                    "provider": p.provider,
+                    "provider_order_id": p.provider_order_id,
+                    "checkout_url": p.checkout_url,
+                    "amount_minor": p.amount_minor,
+                    "currency": p.currency,
+                })),
+            ));
+        }
+        BeginCheckout::NotFound => return Err(ApiError::not_found("order")),
+        BeginCheckout::InProgress => {
+            return Err(ApiError::conflict(
+                "checkout_in_progress",
+                "a checkout for this order is being created; retry in a moment",
+            ));
+        }
+        BeginCheckout::OutOfStock { sku } => {
+            return Err(ApiError::conflict(
+                "out_of_stock",
+                format!("not enough stock of {sku:?} to reserve for this order"),
+            ));
+        }
+        BeginCheckout::NotPayable { status } => {
+            return Err(ApiError::conflict(
+                "order_not_payable",
+                format!("the order is {status}; only a created order can be paid"),
+            ));
+        }
+    };
     let fill = |t: &str| t.replace("{order_id}", &order.id);
     let req = CheckoutRequest {
         order_id: order.id.clone(),
@@ -80,7 +90,11 @@ async fn create_order(
         currency: order.currency.clone(),
         lines: items
             .iter()
-            .map(|i| CheckoutLine { name: i.name.clone(), qty: i.qty, unit_amount_minor: i.unit_price_minor })
+            .map(|i| CheckoutLine {
+                name: i.name.clone(),
+                qty: i.qty,
+                unit_amount_minor: i.unit_price_minor,
+            })
             .collect(),
         success_url: fill(&e.config.checkout.success_url),
         cancel_url: fill(&e.config.checkout.cancel_url),
@@ -101,7 +115,10 @@ async fn create_order(
         tracing::warn!(order_id = %order.id, provider = checkout.amount_minor, ours = order.total_minor,
             "provider computed a different total; confirm_capture will refuse to fulfil");
     }
-    let p = e.store.checkout_created(&payment_id, &checkout.provider_order_id, &checkout.url).await?;
+    let p = e
+        .store
+        .checkout_created(&payment_id, &checkout.provider_order_id, &checkout.url)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

@@ -27,21 +27,35 @@ async fn stripe_webhook(
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!("webhook bodies are limited to {} bytes", e.config.http.max_body_bytes),
+                format!(
+                    "webhook bodies are limited to {} bytes",
+                    e.config.http.max_body_bytes
+                ),
             )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", r.body_text())
         }
     })?;
     let cfg = &e.config.providers.stripe;
-    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
     let now = crate::domain::now_ms() / 1000;
-    stripe::verify(header, &body, &cfg.webhook_secrets, cfg.webhook_tolerance_secs, now).map_err(
-        |err| {
-            tracing::warn!(error = %err, "stripe webhook refused");
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", err.to_string())
-        },
-    )?;
+    stripe::verify(
+        header,
+        &body,
+        &cfg.webhook_secrets,
+        cfg.webhook_tolerance_secs,
+        now,
+    )
+    .map_err(|err| {
+        tracing::warn!(error = %err, "stripe webhook refused");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+            err.to_string(),
+        )
+    })?;
     let event = stripe::normalize(&body)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m))?;
     let recorded = e.store.record_event(&event, &body).await.map_err(|err| {
@@ -54,7 +68,9 @@ async fn stripe_webhook(
     })?;
     e.queue.wake(&recorded.wake);
     tracing::info!(event_id = %event.event_id, kind = %event.event_type, outcome = %recorded.outcome, "stripe webhook");
-    Ok(Json(json!({ "received": true, "duplicate": recorded.duplicate, "outcome": recorded.outcome })))
+    Ok(Json(
+        json!({ "received": true, "duplicate": recorded.duplicate, "outcome": recorded.outcome }),
+    ))
 }
 
 pub fn router() -> Router<Arc<Engine>> {

@@ -17,7 +17,10 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .ok_or_else(|| StepError::Permanent("payment row missing".into()))?;
     let state = e.stripe.payment_state(&payment.provider_order_id).await?;
     check(
-        &Expected { amount_minor: payment.amount_minor, currency: &payment.currency },
+        &Expected {
+            amount_minor: payment.amount_minor,
+            currency: &payment.currency,
+        },
         &Observed {
             paid: state.paid,
             state: state.state.clone(),

@@ -56,8 +56,14 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         "out of stock: order refunded",
     )
     .await?;
-    steps::insert(&mut tx, order_id, &lease.step.payment_id, StepKind::RefundPayment, "waiting")
-        .await?;
+    steps::insert(
+        &mut tx,
+        order_id,
+        &lease.step.payment_id,
+        StepKind::RefundPayment,
+        "waiting",
+    )
+    .await?;
     orders::transition(&mut tx, order_id, &["paid"], "refund_pending").await?;
     complete(tx, lease, Outcome::OutOfStock.as_str()).await
 }

@@ -33,7 +33,15 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let tax = inclusive_tax(order.total_minor, cfg.tax_rate_bps);
     let currency = orders::currency_of(&order);
     let now = now_ms();
-    let html = render_html(&invoice_number, &order, &items, tax, &cfg.tax_name, cfg.tax_rate_bps, &currency);
+    let html = render_html(
+        &invoice_number,
+        &order,
+        &items,
+        tax,
+        &cfg.tax_name,
+        cfg.tax_rate_bps,
+        &currency,
+    );
     let invoice_id = new_id("inv");
     sqlx::query(
         "INSERT INTO invoices (id, series, number, invoice_number, order_id, payment_id, currency,
@@ -86,7 +94,10 @@ fn render_html(
     currency: &crate::domain::Currency,
 ) -> String {
     let esc = |s: &str| {
-        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
     };
     let mut rows = String::new();
     for it in items {

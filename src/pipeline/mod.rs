@@ -44,7 +44,10 @@ impl From<StoreError> for StepError {
 pub async fn complete(mut tx: Tx, lease: &Lease, outcome: &str) -> StepResult {
     if !steps::finish(&mut tx, lease, outcome).await? {
         tx.rollback().await.map_err(StoreError::from)?;
-        tracing::warn!(step_id = lease.step.id, "lease lost before commit; effect rolled back");
+        tracing::warn!(
+            step_id = lease.step.id,
+            "lease lost before commit; effect rolled back"
+        );
         return Ok(Vec::new());
     }
     let wake = steps::advance(&mut tx, &lease.step.order_id).await?;
@@ -61,7 +64,11 @@ async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError
 /// outcome; the step's lease then expires and the sweeper hands it out again.
 #[tracing::instrument(skip(engine))]
 pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
-    let Some(lease) = engine.store.claim(step_id, engine.config.queue.lease_ms).await? else {
+    let Some(lease) = engine
+        .store
+        .claim(step_id, engine.config.queue.lease_ms)
+        .await?
+    else {
         return Ok(());
     };
     let kind = StepKind::parse(&lease.step.kind);
@@ -72,7 +79,10 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
         Some(StepKind::IssueInvoice) => issue_invoice::run(engine, &lease).await,
         Some(StepKind::SendReceipt) => send_receipt::run(engine, &lease).await,
         Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, &lease).await,
-        None => Err(StepError::Permanent(format!("unknown step kind {:?}", lease.step.kind))),
+        None => Err(StepError::Permanent(format!(
+            "unknown step kind {:?}",
+            lease.step.kind
+        ))),
     };
     match result {
         Ok(wake) => {
@@ -91,7 +101,10 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
                     attempts = lease.step.attempts, error = %err, "step dead; order needs review"
                 ),
                 Failed::LostLease => {
-                    tracing::warn!(step_id, "lease lost while failing; another worker owns the step")
+                    tracing::warn!(
+                        step_id,
+                        "lease lost while failing; another worker owns the step"
+                    )
                 }
             }
         }
@@ -104,7 +117,11 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
 pub async fn run_workers(engine: Arc<Engine>, rx: Receiver, shutdown: CancellationToken) {
     let concurrency = engine.config.queue.concurrency;
     // Unique per process start and per restart: apalis tracks workers by name.
-    let base = format!("fulfilld-{}-{}", std::process::id(), crate::domain::new_id("w"));
+    let base = format!(
+        "fulfilld-{}-{}",
+        std::process::id(),
+        crate::domain::new_id("w")
+    );
     let monitor = Monitor::new()
         .register(move |restart| {
             WorkerBuilder::new(format!("{base}-{restart}"))

@@ -16,12 +16,16 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .get_payment(&lease.step.payment_id)
         .await?
         .ok_or_else(|| StepError::Permanent("payment row missing".into()))?;
-    let pi = payment.provider_payment_id.as_deref().ok_or_else(|| {
-        StepError::Permanent("the provider gave no payment id to refund".into())
-    })?;
+    let pi = payment
+        .provider_payment_id
+        .as_deref()
+        .ok_or_else(|| StepError::Permanent("the provider gave no payment id to refund".into()))?;
     let refund = e.stripe.refund(pi, &idempotency_key(&payment.id)).await?;
     if matches!(refund.status.as_str(), "failed" | "canceled") {
-        return Err(StepError::Permanent(format!("refund {} is {}", refund.id, refund.status)));
+        return Err(StepError::Permanent(format!(
+            "refund {} is {}",
+            refund.id, refund.status
+        )));
     }
     let mut tx = e.store.begin().await?;
     sqlx::query(
@@ -39,6 +43,12 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     .await
     .map_err(StoreError::from)?;
     payments::transition(&mut tx, &payment.id, &["paid"], "refunded").await?;
-    orders::transition(&mut tx, &lease.step.order_id, &["refund_pending"], "refunded").await?;
+    orders::transition(
+        &mut tx,
+        &lease.step.order_id,
+        &["refund_pending"],
+        "refunded",
+    )
+    .await?;
     complete(tx, lease, &format!("refunded {}", refund.id)).await
 }

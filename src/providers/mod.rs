@@ -74,13 +74,23 @@ pub struct Checkout {
 pub enum ProviderError {
     /// The request never got an answer (connection refused, reset, timeout).
     #[error("{provider}: request failed: {message}")]
-    Transport { provider: &'static str, message: String },
+    Transport {
+        provider: &'static str,
+        message: String,
+    },
     /// The provider answered with an error status.
     #[error("{provider}: HTTP {status}: {message}")]
-    Status { provider: &'static str, status: u16, message: String },
+    Status {
+        provider: &'static str,
+        status: u16,
+        message: String,
+    },
     /// The provider answered 2xx with something we cannot read.
     #[error("{provider}: unexpected response: {message}")]
-    Decode { provider: &'static str, message: String },
+    Decode {
+        provider: &'static str,
+        message: String,
+    },
 }
 
 impl ProviderError {

@@ -79,7 +79,10 @@ fn mac(secret: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The `Stripe-Signature` header Stripe would send for `body` at time `t`.
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
+    format!(
+        "t={t},v1={}",
+        hex::encode(mac(secret, t, body).finalize().into_bytes())
+    )
 }
 
 /// Reads a verified event body. Unknown event types normalize to `Ignored`; a body that is
@@ -96,14 +99,23 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
             let s = session()?;
             let pi = s.payment_intent.clone();
             let change = match s.payment_status.as_str() {
-                "paid" | "no_payment_required" => PaymentChange::Paid { provider_payment_id: pi },
-                _ => PaymentChange::AwaitingSettlement { provider_payment_id: pi },
+                "paid" | "no_payment_required" => PaymentChange::Paid {
+                    provider_payment_id: pi,
+                },
+                _ => PaymentChange::AwaitingSettlement {
+                    provider_payment_id: pi,
+                },
             };
             (Some(s.id), change)
         }
         "checkout.session.async_payment_succeeded" => {
             let s = session()?;
-            (Some(s.id), PaymentChange::Paid { provider_payment_id: s.payment_intent })
+            (
+                Some(s.id),
+                PaymentChange::Paid {
+                    provider_payment_id: s.payment_intent,
+                },
+            )
         }
         "checkout.session.async_payment_failed" => (Some(session()?.id), PaymentChange::Failed),
         "checkout.session.expired" => (Some(session()?.id), PaymentChange::Expired),
@@ -129,7 +141,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("stripe::Client").field("base", &self.base).finish()
+        f.debug_struct("stripe::Client")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
@@ -140,7 +154,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
-        Client { http, base: base.trim_end_matches('/').to_owned(), secret_key: secret_key.to_owned() }
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            secret_key: secret_key.to_owned(),
+        }
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -152,20 +170,29 @@ impl Client {
             .header("Stripe-Version", "2024-06-20")
             .send()
             .await
-            .map_err(|e| ProviderError::Transport { provider: NAME, message: e.to_string() })?;
+            .map_err(|e| ProviderError::Transport {
+                provider: NAME,
+                message: e.to_string(),
+            })?;
         let status = res.status();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| ProviderError::Transport { provider: NAME, message: e.to_string() })?;
+        let bytes = res.bytes().await.map_err(|e| ProviderError::Transport {
+            provider: NAME,
+            message: e.to_string(),
+        })?;
         if !status.is_success() {
             let message = serde_json::from_slice::<wire::ErrorEnvelope>(&bytes)
                 .map(|e| e.error.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(ProviderError::Status { provider: NAME, status: status.as_u16(), message });
+            return Err(ProviderError::Status {
+                provider: NAME,
+                status: status.as_u16(),
+                message,
+            });
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ProviderError::Decode { provider: NAME, message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
+            provider: NAME,
+            message: e.to_string(),
+        })
     }
 
     /// `POST /v1/checkout/sessions` (mode=payment, inline prices).
@@ -184,25 +211,40 @@ impl Client {
             let p = format!("line_items[{i}]");
             form.push((format!("{p}[quantity]"), l.qty.to_string()));
             form.push((format!("{p}[price_data][currency]"), currency.clone()));
-            form.push((format!("{p}[price_data][unit_amount]"), l.unit_amount_minor.to_string()));
-            form.push((format!("{p}[price_data][product_data][name]"), l.name.clone()));
+            form.push((
+                format!("{p}[price_data][unit_amount]"),
+                l.unit_amount_minor.to_string(),
+            ));
+            form.push((
+                format!("{p}[price_data][product_data][name]"),
+                l.name.clone(),
+            ));
         }
         let req = self
             .http
             .post(format!("{}/v1/checkout/sessions", self.base))
-            .header("Idempotency-Key", format!("fulfilld-checkout:{}", r.payment_id))
+            .header(
+                "Idempotency-Key",
+                format!("fulfilld-checkout:{}", r.payment_id),
+            )
             .form(&form);
         let s: wire::CheckoutSession = self.call(req).await?;
         let url = s.url.clone().ok_or_else(|| ProviderError::Decode {
             provider: NAME,
             message: format!("session {} has no url", s.id),
         })?;
-        Ok(Checkout { provider_order_id: s.id, url, amount_minor: s.amount_total.unwrap_or(0) })
+        Ok(Checkout {
+            provider_order_id: s.id,
+            url,
+            amount_minor: s.amount_total.unwrap_or(0),
+        })
     }
 
     /// `GET /v1/checkout/sessions/{id}`: the session's own record of what was paid.
     pub async fn payment_state(&self, session_id: &str) -> Result<PaymentState, ProviderError> {
-        let req = self.http.get(format!("{}/v1/checkout/sessions/{session_id}", self.base));
+        let req = self
+            .http
+            .get(format!("{}/v1/checkout/sessions/{session_id}", self.base));
         let s: wire::CheckoutSession = self.call(req).await?;
         let status = s.status.clone().unwrap_or_default();
         Ok(PaymentState {
@@ -220,7 +262,10 @@ impl Client {
         payment_intent: &str,
         idempotency_key: &str,
     ) -> Result<wire::Refund, ProviderError> {
-        let form = [("payment_intent", payment_intent), ("reason", "requested_by_customer")];
+        let form = [
+            ("payment_intent", payment_intent),
+            ("reason", "requested_by_customer"),
+        ];
         let req = self
             .http
             .post(format!("{}/v1/refunds", self.base))
@@ -234,7 +279,8 @@ impl Client {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] = br#"{"id":"evt_1","object":"event","created":1,"data":{"object":{}},"type":"x"}"#;
+    const BODY: &[u8] =
+        br#"{"id":"evt_1","object":"event","created":1,"data":{"object":{}},"type":"x"}"#;
 
     #[test]
     fn verifies_like_stripe() {
@@ -246,16 +292,34 @@ mod tests {
         let sig = good.split_once("v1=").map(|x| x.1).unwrap_or_default();
         let multi = format!("t={},v1={},v1={sig},v0=abc", now - 10, "00".repeat(32));
         assert_eq!(verify(Some(&multi), BODY, &secrets, 300, now), Ok(()));
-        assert_eq!(verify(None, BODY, &secrets, 300, now), Err(SignatureError::Missing));
-        assert_eq!(verify(Some("garbage"), BODY, &secrets, 300, now), Err(SignatureError::Malformed));
-        assert_eq!(verify(Some("t=abc,v1=00"), BODY, &secrets, 300, now), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(None, BODY, &secrets, 300, now),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(Some("garbage"), BODY, &secrets, 300, now),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(Some("t=abc,v1=00"), BODY, &secrets, 300, now),
+            Err(SignatureError::Malformed)
+        );
         let old = sign("whsec_new", now - 301, BODY);
-        assert_eq!(verify(Some(&old), BODY, &secrets, 300, now), Err(SignatureError::Stale));
+        assert_eq!(
+            verify(Some(&old), BODY, &secrets, 300, now),
+            Err(SignatureError::Stale)
+        );
         let wrong = sign("whsec_other", now, BODY);
-        assert_eq!(verify(Some(&wrong), BODY, &secrets, 300, now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(Some(&wrong), BODY, &secrets, 300, now),
+            Err(SignatureError::Mismatch)
+        );
         let mut tampered = BODY.to_vec();
         tampered[8] = b'2';
-        assert_eq!(verify(Some(&good), &tampered, &secrets, 300, now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(Some(&good), &tampered, &secrets, 300, now),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -270,11 +334,21 @@ mod tests {
             .to_string()
         };
         let paid = normalize(ev("checkout.session.completed", "paid").as_bytes()).expect("event");
-        assert_eq!(paid.change, PaymentChange::Paid { provider_payment_id: Some("pi_1".into()) });
+        assert_eq!(
+            paid.change,
+            PaymentChange::Paid {
+                provider_payment_id: Some("pi_1".into())
+            }
+        );
         assert_eq!(paid.provider_order_id.as_deref(), Some("cs_1"));
-        let unpaid = normalize(ev("checkout.session.completed", "unpaid").as_bytes()).expect("event");
-        assert!(matches!(unpaid.change, PaymentChange::AwaitingSettlement { .. }));
-        let expired = normalize(ev("checkout.session.expired", "unpaid").as_bytes()).expect("event");
+        let unpaid =
+            normalize(ev("checkout.session.completed", "unpaid").as_bytes()).expect("event");
+        assert!(matches!(
+            unpaid.change,
+            PaymentChange::AwaitingSettlement { .. }
+        ));
+        let expired =
+            normalize(ev("checkout.session.expired", "unpaid").as_bytes()).expect("event");
         assert_eq!(expired.change, PaymentChange::Expired);
         let other = normalize(ev("customer.created", "x").as_bytes()).expect("event");
         assert_eq!(other.change, PaymentChange::Ignored);

@@ -32,7 +32,12 @@ pub struct Receiver {
 
 pub fn channel() -> (Queue, Receiver) {
     let (tx, rx) = unbounded();
-    (Queue { tx }, Receiver { rx: Arc::new(futures::lock::Mutex::new(rx)) })
+    (
+        Queue { tx },
+        Receiver {
+            rx: Arc::new(futures::lock::Mutex::new(rx)),
+        },
+    )
 }
 
 impl Queue {

@@ -46,8 +46,11 @@ pub async fn pass(
     if released > 0 {
         tracing::warn!(released, "released steps whose worker lease expired");
     }
-    let requeue_before =
-        if everything_due { now_ms() } else { now_ms() - requeue_after.as_millis() as i64 };
+    let requeue_before = if everything_due {
+        now_ms()
+    } else {
+        now_ms() - requeue_after.as_millis() as i64
+    };
     let ids = store.take_due(requeue_before, BATCH).await?;
     if !ids.is_empty() {
         tracing::debug!(count = ids.len(), "sweeper woke due steps");

@@ -25,6 +25,8 @@ pub async fn run(
     let base = format!("http://{}", listener.local_addr()?);
     let app = Router::new().merge(stripe::router(stripe::Sandbox::new(&config, &base)));
     tracing::info!(addr = %base, target = %config.sandbox.webhook_target, "sandbox serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

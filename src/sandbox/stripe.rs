@@ -11,6 +11,10 @@
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
 //! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
 
+// Handlers bail out early with a ready error `Response`; the emulator is not a hot path, so
+// the size of that `Err` does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,7 +82,11 @@ impl Sandbox {
 }
 
 fn rand_id(prefix: &str, len: usize) -> String {
-    let s: String = rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect();
+    let s: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect();
     format!("{prefix}{s}")
 }
 
@@ -101,11 +109,16 @@ fn stripe_error(status: StatusCode, kind: &str, message: &str, param: Option<&st
 
 /// Stripe accepts the secret key as a bearer token or as the Basic-auth user name.
 fn authorized(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let key = if let Some(k) = auth.strip_prefix("Bearer ") {
         k.to_owned()
     } else if let Some(b) = auth.strip_prefix("Basic ") {
-        base64_decode(b).and_then(|s| s.split(':').next().map(str::to_owned)).unwrap_or_default()
+        base64_decode(b)
+            .and_then(|s| s.split(':').next().map(str::to_owned))
+            .unwrap_or_default()
     } else {
         String::new()
     };
@@ -151,14 +164,18 @@ fn base64_decode(s: &str) -> Option<String> {
 /// Replays the stored answer for a reused Idempotency-Key, or refuses a reuse with other
 /// parameters — as Stripe does.
 fn idempotent_replay(sb: &Sandbox, headers: &HeaderMap, fingerprint: &str) -> Option<Response> {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok())?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())?;
     let st = sb.state();
     let (fp, status, body) = st.idempotency.get(key)?;
     if fp != fingerprint {
         return Some(stripe_error(
             StatusCode::BAD_REQUEST,
             "idempotency_error",
-            &format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."),
+            &format!(
+                "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+            ),
             None,
         ));
     }
@@ -175,14 +192,19 @@ fn remember(sb: &Sandbox, headers: &HeaderMap, fingerprint: &str, body: &Value) 
 }
 
 fn form(body: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&sb, &headers) {
         return r;
     }
-    let fingerprint = format!("POST /v1/checkout/sessions {}", String::from_utf8_lossy(&body));
+    let fingerprint = format!(
+        "POST /v1/checkout/sessions {}",
+        String::from_utf8_lossy(&body)
+    );
     if let Some(r) = idempotent_replay(&sb, &headers, &fingerprint) {
         return r;
     }
@@ -210,7 +232,9 @@ async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Byt
             return stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                &format!("Invalid line_items[{i}]: quantity, price_data[currency] and price_data[unit_amount] are required integers."),
+                &format!(
+                    "Invalid line_items[{i}]: quantity, price_data[currency] and price_data[unit_amount] are required integers."
+                ),
                 Some(&format!("line_items[{i}]")),
             );
         };
@@ -238,7 +262,9 @@ async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Byt
     let metadata = f
         .iter()
         .filter_map(|(k, v)| {
-            k.strip_prefix("metadata[").and_then(|r| r.strip_suffix(']')).map(|k| (k.to_owned(), v.clone()))
+            k.strip_prefix("metadata[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(|k| (k.to_owned(), v.clone()))
         })
         .collect();
     let now = now_s();
@@ -277,7 +303,11 @@ fn no_such_session(id: &str) -> Response {
     )
 }
 
-async fn get_session(State(sb): State<Sandbox>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn get_session(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(r) = authorized(&sb, &headers) {
         return r;
     }
@@ -287,7 +317,11 @@ async fn get_session(State(sb): State<Sandbox>, headers: HeaderMap, Path(id): Pa
     }
 }
 
-async fn expire_session(State(sb): State<Sandbox>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn expire_session(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(r) = authorized(&sb, &headers) {
         return r;
     }
@@ -300,7 +334,10 @@ async fn expire_session(State(sb): State<Sandbox>, headers: HeaderMap, Path(id):
             return stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                &format!("Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".", s.status.as_deref().unwrap_or("")),
+                &format!(
+                    "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
+                    s.status.as_deref().unwrap_or("")
+                ),
                 None,
             );
         }
@@ -332,7 +369,12 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
     };
     let refund = {
         let mut st = sb.state();
-        let Some(session) = st.sessions.values().find(|s| s.payment_intent.as_deref() == Some(pi.as_str())).cloned() else {
+        let Some(session) = st
+            .sessions
+            .values()
+            .find(|s| s.payment_intent.as_deref() == Some(pi.as_str()))
+            .cloned()
+        else {
             return stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -340,7 +382,11 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
                 Some("payment_intent"),
             );
         };
-        if st.refunds.iter().any(|r| r.payment_intent.as_deref() == Some(pi.as_str())) {
+        if st
+            .refunds
+            .iter()
+            .any(|r| r.payment_intent.as_deref() == Some(pi.as_str()))
+        {
             return stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -351,7 +397,9 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
         let refund = wire::Refund {
             id: rand_id("re_", 24),
             object: "refund".into(),
-            amount: get("amount").and_then(|a| a.parse().ok()).unwrap_or(session.amount_total.unwrap_or(0)),
+            amount: get("amount")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(session.amount_total.unwrap_or(0)),
             created: now_s(),
             currency: session.currency.clone().unwrap_or_default(),
             metadata: Default::default(),
@@ -391,7 +439,10 @@ impl Delivery {
             return Ok(Delivery::default());
         }
         serde_json::from_slice(body).map_err(|e| {
-            (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})))
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})),
+            )
                 .into_response()
         })
     }
@@ -403,8 +454,10 @@ impl Delivery {
             "none" => Ok(0),
             other => Err((
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"code": "invalid_field", "field": "webhook",
-                    "message": format!("{other:?} is not \"once\", \"twice\" or \"none\"")}})),
+                Json(
+                    json!({"error": {"code": "invalid_field", "field": "webhook",
+                    "message": format!("{other:?} is not \"once\", \"twice\" or \"none\"")}}),
+                ),
             )
                 .into_response()),
         }
@@ -417,10 +470,15 @@ fn event(kind: &str, session: &wire::CheckoutSession) -> wire::Event {
         object: "event".into(),
         api_version: Some(API_VERSION.into()),
         created: now_s(),
-        data: wire::EventData { object: serde_json::to_value(session).unwrap_or(Value::Null) },
+        data: wire::EventData {
+            object: serde_json::to_value(session).unwrap_or(Value::Null),
+        },
         livemode: false,
         pending_webhooks: 1,
-        request: Some(wire::EventRequest { id: None, idempotency_key: None }),
+        request: Some(wire::EventRequest {
+            id: None,
+            idempotency_key: None,
+        }),
         kind: kind.into(),
     }
 }
@@ -444,7 +502,10 @@ async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: usize, delay_ms: u64) -
                     .http
                     .post(&sb.inner.webhook_target)
                     .header("content-type", "application/json; charset=utf-8")
-                    .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+                    .header(
+                        "user-agent",
+                        "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                    )
                     .header("stripe-signature", sig)
                     .body(body)
                     .send()
@@ -482,7 +543,12 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
     };
     let status = d.payment_status.clone().unwrap_or_else(|| "paid".into());
     if status != "paid" && status != "unpaid" {
-        return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "payment_status must be \"paid\" or \"unpaid\"", Some("payment_status"));
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "payment_status must be \"paid\" or \"unpaid\"",
+            Some("payment_status"),
+        );
     }
     let session = {
         let mut st = sb.state();
@@ -493,7 +559,10 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
             return stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                &format!("This Checkout Session is {} and can no longer be paid.", s.status.as_deref().unwrap_or("")),
+                &format!(
+                    "This Checkout Session is {} and can no longer be paid.",
+                    s.status.as_deref().unwrap_or("")
+                ),
                 None,
             );
         }
@@ -519,7 +588,14 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
     let succeeded = match d.outcome.as_deref().unwrap_or("succeeded") {
         "succeeded" => true,
         "failed" => false,
-        _ => return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "outcome must be \"succeeded\" or \"failed\"", Some("outcome")),
+        _ => {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "outcome must be \"succeeded\" or \"failed\"",
+                Some("outcome"),
+            );
+        }
     };
     let session = {
         let mut st = sb.state();
@@ -527,7 +603,12 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
             return no_such_session(&id);
         };
         if s.status.as_deref() != Some("complete") || s.payment_status != "unpaid" {
-            return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "Only a completed, unpaid (delayed) payment can be settled.", None);
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "Only a completed, unpaid (delayed) payment can be settled.",
+                None,
+            );
         }
         if succeeded {
             s.payment_status = "paid".into();
@@ -546,7 +627,11 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
 
 async fn checkout_page(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     let Some(s) = sb.state().sessions.get(&id).cloned() else {
-        return (StatusCode::NOT_FOUND, Html("<h1>No such checkout session</h1>".to_owned())).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>No such checkout session</h1>".to_owned()),
+        )
+            .into_response();
     };
     let amount = s.amount_total.unwrap_or(0);
     let cur = s.currency.clone().unwrap_or_default().to_uppercase();
@@ -565,7 +650,10 @@ async fn unknown(uri: axum::http::Uri) -> Response {
     stripe_error(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
-        &format!("Unrecognized request URL (path: {}). The sandbox implements Checkout Sessions and Refunds.", uri.path()),
+        &format!(
+            "Unrecognized request URL (path: {}). The sandbox implements Checkout Sessions and Refunds.",
+            uri.path()
+        ),
         None,
     )
 }
@@ -577,7 +665,10 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route("/v1/refunds", post(create_refund))
         .route("/sandbox/stripe/checkout/sessions/{id}/pay", post(pay))
-        .route("/sandbox/stripe/checkout/sessions/{id}/settle", post(settle))
+        .route(
+            "/sandbox/stripe/checkout/sessions/{id}/settle",
+            post(settle),
+        )
         .route("/sandbox/stripe/refunds", get(list_refunds))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)

@@ -2,9 +2,9 @@
 //! is the part of it promised to checkouts in progress. Both only ever change through
 //! conditional updates, so neither can go negative whatever races.
 
-use serde::Serialize;
 use super::{Result, Store, Tx};
 use crate::domain::{Currency, Sku, now_ms};
+use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SkuRow {

@@ -38,7 +38,11 @@ impl Store {
             == 1;
         if !inserted {
             tx.rollback().await?;
-            return Ok(Recorded { duplicate: true, outcome: "duplicate".into(), wake: Vec::new() });
+            return Ok(Recorded {
+                duplicate: true,
+                outcome: "duplicate".into(),
+                wake: Vec::new(),
+            });
         }
         let payment = match &ev.provider_order_id {
             Some(id) => payments::find_by_provider_order(&mut tx, ev.provider, id).await?,
@@ -48,7 +52,12 @@ impl Store {
         let outcome = match (&payment, &ev.change) {
             (_, PaymentChange::Ignored) => "ignored: event type not handled".to_owned(),
             (None, _) => "ignored: no payment of ours matches".to_owned(),
-            (Some(p), PaymentChange::Paid { provider_payment_id }) => {
+            (
+                Some(p),
+                PaymentChange::Paid {
+                    provider_payment_id,
+                },
+            ) => {
                 if payments::transition(&mut tx, &p.id, &["created", "pending"], "paid").await? {
                     if let Some(ppid) = provider_payment_id {
                         payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
@@ -63,7 +72,12 @@ impl Store {
                     format!("no change: payment is {}", p.status)
                 }
             }
-            (Some(p), PaymentChange::AwaitingSettlement { provider_payment_id }) => {
+            (
+                Some(p),
+                PaymentChange::AwaitingSettlement {
+                    provider_payment_id,
+                },
+            ) => {
                 if payments::transition(&mut tx, &p.id, &["created"], "pending").await? {
                     if let Some(ppid) = provider_payment_id {
                         payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
@@ -74,11 +88,20 @@ impl Store {
                 }
             }
             (Some(p), change @ (PaymentChange::Failed | PaymentChange::Expired)) => {
-                let to = if *change == PaymentChange::Failed { "failed" } else { "expired" };
+                let to = if *change == PaymentChange::Failed {
+                    "failed"
+                } else {
+                    "expired"
+                };
                 if payments::transition(&mut tx, &p.id, &["created", "pending"], to).await? {
                     payments::release_reservations(&mut tx, &p.order_id).await?;
-                    orders::transition(&mut tx, &p.order_id, &["pending_payment"], "payment_failed")
-                        .await?;
+                    orders::transition(
+                        &mut tx,
+                        &p.order_id,
+                        &["pending_payment"],
+                        "payment_failed",
+                    )
+                    .await?;
                     format!("payment {to}; stock released")
                 } else {
                     format!("no change: payment is {}", p.status)
@@ -95,14 +118,20 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Recorded { duplicate: false, outcome, wake })
+        Ok(Recorded {
+            duplicate: false,
+            outcome,
+            wake,
+        })
     }
 
     /// How many events are stored for a provider (used by tests and the admin overview).
     pub async fn count_events(&self, provider: &str) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events WHERE provider = $1")
-            .bind(provider)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events WHERE provider = $1")
+                .bind(provider)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

@@ -59,7 +59,9 @@ impl Store {
         } else if url.starts_with("postgres:") {
             Backend::Postgres
         } else {
-            return Err(StoreError::Other(format!("store.url: unsupported scheme in {url:?}")));
+            return Err(StoreError::Other(format!(
+                "store.url: unsupported scheme in {url:?}"
+            )));
         };
         let url = match backend {
             Backend::Sqlite => prepare_sqlite_url(url)?,
@@ -91,8 +93,16 @@ impl Store {
     /// Applies the migrations of this backend (idempotent).
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -116,7 +126,9 @@ impl Store {
 /// `sqlite://data/x.db` → an absolute-or-relative file URL with `mode=rwc`, its directory
 /// created.
 fn prepare_sqlite_url(url: &str) -> Result<String> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::Other(
@@ -124,12 +136,13 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
                 .into(),
         ));
     }
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Other(format!("store.url: cannot create {}: {e}", dir.display()))
-            })?;
-        }
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Other(format!("store.url: cannot create {}: {e}", dir.display()))
+        })?;
     }
     let mut q = query.to_owned();
     if !q.contains("mode=") {

@@ -78,7 +78,10 @@ impl Store {
                 Some(_) => {}
             }
             let Some(line_total) = row.price_minor.checked_mul(*qty) else {
-                return Ok(Err(Invalid::new(format!("items[{i}].qty"), "amount too large")));
+                return Ok(Err(Invalid::new(
+                    format!("items[{i}].qty"),
+                    "amount too large",
+                )));
             };
             total = match total.checked_add(line_total) {
                 Some(t) => t,
@@ -87,7 +90,10 @@ impl Store {
             priced.push((row, *qty));
         }
         let Some(currency) = currency else {
-            return Ok(Err(Invalid::new("items", "an order needs at least one item")));
+            return Ok(Err(Invalid::new(
+                "items",
+                "an order needs at least one item",
+            )));
         };
         let id = OrderId::new();
         let now = now_ms();
@@ -136,9 +142,9 @@ impl Store {
 
     pub async fn order_items(&self, id: &str) -> Result<Vec<ItemRow>> {
         Ok(sqlx::query_as::<_, ItemRow>(SELECT_ITEMS)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
 
@@ -151,14 +157,18 @@ pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<OrderRow>> {
 
 pub async fn items_in(tx: &mut Tx, id: &str) -> Result<Vec<ItemRow>> {
     Ok(sqlx::query_as::<_, ItemRow>(SELECT_ITEMS)
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?)
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.
 pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
-    let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let list = from
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
     )))

@@ -30,13 +30,21 @@ const COLS: &str = "id, order_id, provider, provider_order_id, provider_payment_
 #[derive(Debug)]
 pub enum BeginCheckout {
     /// Stock is reserved and a payment row is `creating`: call the provider now.
-    Started { payment_id: String, order: orders::OrderRow, items: Vec<orders::ItemRow> },
+    Started {
+        payment_id: String,
+        order: orders::OrderRow,
+        items: Vec<orders::ItemRow>,
+    },
     /// The order already has an open checkout: hand it out again.
     Existing(PaymentRow),
     /// Another request is creating the checkout right now.
     InProgress,
-    OutOfStock { sku: String },
-    NotPayable { status: String },
+    OutOfStock {
+        sku: String,
+    },
+    NotPayable {
+        status: String,
+    },
     NotFound,
 }
 
@@ -70,13 +78,19 @@ impl Store {
                     None => BeginCheckout::InProgress,
                 });
             }
-            other => return Ok(BeginCheckout::NotPayable { status: other.to_owned() }),
+            other => {
+                return Ok(BeginCheckout::NotPayable {
+                    status: other.to_owned(),
+                });
+            }
         }
         let items = orders::items_in(&mut tx, order_id).await?;
         let now = now_ms();
         for it in &items {
             if !catalogue::try_reserve(&mut tx, &it.sku, it.qty).await? {
-                return Ok(BeginCheckout::OutOfStock { sku: it.sku.clone() });
+                return Ok(BeginCheckout::OutOfStock {
+                    sku: it.sku.clone(),
+                });
             }
             sqlx::query(
                 "INSERT INTO stock_reservations (order_id, sku, qty, status, expires_at, created_at, updated_at)
@@ -108,7 +122,11 @@ impl Store {
         .await?;
         orders::transition(&mut tx, order_id, &["created"], "pending_payment").await?;
         tx.commit().await?;
-        Ok(BeginCheckout::Started { payment_id, order, items })
+        Ok(BeginCheckout::Started {
+            payment_id,
+            order,
+            items,
+        })
     }
 
     /// The provider created the checkout: record its id and URL.
@@ -181,7 +199,11 @@ pub async fn find_by_provider_order(
 
 /// Moves the payment to `to` if it is in one of `from`; returns whether it moved.
 pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
-    let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let list = from
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
     )))
@@ -193,7 +215,11 @@ pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Resul
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn set_provider_payment_id(tx: &mut Tx, id: &str, provider_payment_id: &str) -> Result<()> {
+pub async fn set_provider_payment_id(
+    tx: &mut Tx,
+    id: &str,
+    provider_payment_id: &str,
+) -> Result<()> {
     sqlx::query("UPDATE payments SET provider_payment_id = $1 WHERE id = $2")
         .bind(provider_payment_id)
         .bind(id)

@@ -83,10 +83,9 @@ pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> R
     let mut wake = Vec::new();
     for (i, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
         let status = if i == 0 { "pending" } else { "waiting" };
-        if let Some(id) = insert(tx, order_id, payment_id, kind, status).await? {
-            if i == 0 {
-                wake.push(id);
-            }
+        let created = insert(tx, order_id, payment_id, kind, status).await?;
+        if let (Some(id), 0) = (created, i) {
+            wake.push(id);
         }
     }
     Ok(wake)
@@ -211,11 +210,20 @@ impl Store {
             return Ok(Failed::LostLease);
         }
         if dead {
-            orders::transition(&mut tx, &lease.step.order_id, &["paid", "refund_pending"], "needs_review")
-                .await?;
+            orders::transition(
+                &mut tx,
+                &lease.step.order_id,
+                &["paid", "refund_pending"],
+                "needs_review",
+            )
+            .await?;
         }
         tx.commit().await?;
-        Ok(if dead { Failed::Dead } else { Failed::RetryAt(next) })
+        Ok(if dead {
+            Failed::Dead
+        } else {
+            Failed::RetryAt(next)
+        })
     }
 
     /// Steps due now whose wake-up is missing or older than `requeue_before`; marks them

@@ -18,37 +18,112 @@ async fn bad_input_names_the_field(backend: Backend) {
         .await
         .expect("put");
     let cases = [
-        (json!({"customer_email": "a@b.com", "items": [{"sku": "NOPE", "qty": 1}]}), 422, "items[0].sku"),
-        (json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 0}]}), 422, "items[0].qty"),
-        (json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 1}, {"sku": "SEAT", "qty": -2}]}), 422, "items[1].qty"),
-        (json!({"customer_email": "not-an-email", "items": [{"sku": "SEAT", "qty": 1}]}), 422, "customer_email"),
-        (json!({"customer_email": "a@b.com", "items": []}), 422, "items"),
-        (json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 1}, {"sku": "EURO", "qty": 1}]}), 422, "items[1].sku"),
-        (json!({"items": [{"sku": "SEAT", "qty": 1}]}), 422, "customer_email"),
+        (
+            json!({"customer_email": "a@b.com", "items": [{"sku": "NOPE", "qty": 1}]}),
+            422,
+            "items[0].sku",
+        ),
+        (
+            json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 0}]}),
+            422,
+            "items[0].qty",
+        ),
+        (
+            json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 1}, {"sku": "SEAT", "qty": -2}]}),
+            422,
+            "items[1].qty",
+        ),
+        (
+            json!({"customer_email": "not-an-email", "items": [{"sku": "SEAT", "qty": 1}]}),
+            422,
+            "customer_email",
+        ),
+        (
+            json!({"customer_email": "a@b.com", "items": []}),
+            422,
+            "items",
+        ),
+        (
+            json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 1}, {"sku": "EURO", "qty": 1}]}),
+            422,
+            "items[1].sku",
+        ),
+        (
+            json!({"items": [{"sku": "SEAT", "qty": 1}]}),
+            422,
+            "customer_email",
+        ),
     ];
     for (body, status, field) in cases {
-        let r = app.http.post(format!("{}/api/orders", app.url)).json(&body).send().await.expect("post");
+        let r = app
+            .http
+            .post(format!("{}/api/orders", app.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status().as_u16(), status, "{body}");
         let e: Value = r.json().await.expect("json");
-        let named = e["error"]["field"] == field || e["error"]["message"].as_str().is_some_and(|m| m.contains(field));
+        let named = e["error"]["field"] == field
+            || e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(field));
         assert!(named, "{body} → {e}");
     }
-    let r = app.http.post(format!("{}/api/orders", app.url)).body("{not json").header("content-type", "application/json").send().await.expect("post");
+    let r = app
+        .http
+        .post(format!("{}/api/orders", app.url))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), 400);
 
-    let r = app.http.get(format!("{}/api/orders/ord_00000000000000000000000000", app.url)).send().await.expect("get");
+    let r = app
+        .http
+        .get(format!(
+            "{}/api/orders/ord_00000000000000000000000000",
+            app.url
+        ))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 404);
-    let r = app.http.get(format!("{}/api/orders/nonsense", app.url)).send().await.expect("get");
+    let r = app
+        .http
+        .get(format!("{}/api/orders/nonsense", app.url))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 422);
     let e: Value = r.json().await.expect("json");
     assert_eq!(e["error"]["field"], "id");
 
     for (body, status, code) in [
-        (json!({"order_id": "ord_00000000000000000000000000", "provider": "stripe"}), 404, "not_found"),
-        (json!({"order_id": "ord_00000000000000000000000000", "provider": "square"}), 422, "invalid_field"),
-        (json!({"order_id": "x", "provider": "stripe"}), 422, "invalid_field"),
+        (
+            json!({"order_id": "ord_00000000000000000000000000", "provider": "stripe"}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"order_id": "ord_00000000000000000000000000", "provider": "square"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"order_id": "x", "provider": "stripe"}),
+            422,
+            "invalid_field",
+        ),
     ] {
-        let r = app.http.post(format!("{}/api/payments/create-order", app.url)).json(&body).send().await.expect("post");
+        let r = app
+            .http
+            .post(format!("{}/api/payments/create-order", app.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status().as_u16(), status, "{body}");
         let e: Value = r.json().await.expect("json");
         assert_eq!(e["error"]["code"], code, "{body} → {e}");
@@ -62,18 +137,47 @@ async fn admin_needs_the_token(backend: Backend) {
     let url = format!("{}/api/admin/skus/SEAT", app.url);
     let r = app.http.put(&url).json(&body).send().await.expect("put");
     assert_eq!(r.status(), 401);
-    let r = app.http.put(&url).bearer_auth("wrong").json(&body).send().await.expect("put");
+    let r = app
+        .http
+        .put(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), 401);
     let e: Value = r.json().await.expect("json");
     assert_eq!(e["error"]["code"], "unauthorized");
-    assert!(app.store.get_sku("SEAT").await.expect("query").is_none(), "nothing written");
+    assert!(
+        app.store.get_sku("SEAT").await.expect("query").is_none(),
+        "nothing written"
+    );
     for (bad, field) in [
-        (json!({"name": "", "price_minor": 1, "currency": "usd", "stock": 1}), "name"),
-        (json!({"name": "x", "price_minor": -1, "currency": "usd", "stock": 1}), "price_minor"),
-        (json!({"name": "x", "price_minor": 1, "currency": "dollars", "stock": 1}), "currency"),
-        (json!({"name": "x", "price_minor": 1, "currency": "usd", "stock": -1}), "stock"),
+        (
+            json!({"name": "", "price_minor": 1, "currency": "usd", "stock": 1}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "price_minor": -1, "currency": "usd", "stock": 1}),
+            "price_minor",
+        ),
+        (
+            json!({"name": "x", "price_minor": 1, "currency": "dollars", "stock": 1}),
+            "currency",
+        ),
+        (
+            json!({"name": "x", "price_minor": 1, "currency": "usd", "stock": -1}),
+            "stock",
+        ),
     ] {
-        let r = app.http.put(&url).bearer_auth(ADMIN_TOKEN).json(&bad).send().await.expect("put");
+        let r = app
+            .http
+            .put(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&bad)
+            .send()
+            .await
+            .expect("put");
         assert_eq!(r.status(), 422, "{bad}");
         let e: Value = r.json().await.expect("json");
         assert_eq!(e["error"]["field"], field, "{bad} → {e}");

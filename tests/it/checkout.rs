@@ -5,14 +5,20 @@ use serde_json::json;
 use crate::harness::{Backend, s, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(paid_checkout_is_fulfilled_once, delayed_payment_waits_for_settlement, expired_checkout_releases_stock);
+on_both_stores!(
+    paid_checkout_is_fulfilled_once,
+    delayed_payment_waits_for_settlement,
+    expired_checkout_releases_stock
+);
 
 /// Order → create-order → pay → webhook → fulfilled: one invoice, one receipt, one
 /// entitlement, stock down by the quantity.
 async fn paid_checkout_is_fulfilled_once(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 1200, 5).await;
-    let order = app.create_order("buyer@example.com", json!([{"sku": "SEAT", "qty": 2}])).await;
+    let order = app
+        .create_order("buyer@example.com", json!([{"sku": "SEAT", "qty": 2}]))
+        .await;
     assert_eq!(order["total_minor"], 2400, "priced by the server");
     assert_eq!(order["currency"], "USD");
     assert_eq!(order["status"], "created");
@@ -22,7 +28,9 @@ async fn paid_checkout_is_fulfilled_once(backend: Backend) {
     assert_eq!(co["provider"], "stripe");
     assert_eq!(co["amount_minor"], 2400);
     assert!(s(&co["checkout_url"]).starts_with(&app.sandbox));
-    let reserved: i64 = app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT").await;
+    let reserved: i64 = app
+        .count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+        .await;
     assert_eq!(reserved, 2, "checkout reserves the stock");
     // Asking again hands out the same checkout.
     let again = app
@@ -39,23 +47,47 @@ async fn paid_checkout_is_fulfilled_once(backend: Backend) {
     let paid = app.pay(s(&co["provider_order_id"]), json!({})).await;
     assert_eq!(paid["deliveries"][0]["status"], 200);
 
-    let done = app.wait_for(id, &["fulfilled", "needs_review", "refunded"]).await;
+    let done = app
+        .wait_for(id, &["fulfilled", "needs_review", "refunded"])
+        .await;
     assert_eq!(done["status"], "fulfilled", "{done:#}");
     assert_eq!(done["payment"]["status"], "paid");
     assert!(done["waiting_on"].is_null());
     let steps = done["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 5);
-    assert!(steps.iter().all(|st| st["status"] == "done" && st["attempts"] == 1), "{steps:#?}");
+    assert!(
+        steps
+            .iter()
+            .all(|st| st["status"] == "done" && st["attempts"] == 1),
+        "{steps:#?}"
+    );
 
-    assert_eq!(app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", id).await, 1);
-    let tax: i64 = app.count("SELECT tax_minor FROM invoices WHERE order_id = $1", id).await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", id)
+            .await,
+        1
+    );
+    let tax: i64 = app
+        .count("SELECT tax_minor FROM invoices WHERE order_id = $1", id)
+        .await;
     assert_eq!(tax, 400, "20 % VAT included in 24.00");
     let debits = app
         .count("SELECT CAST(SUM(debit_minor) - SUM(credit_minor) AS BIGINT) FROM ledger_entries WHERE order_id = $1", id)
         .await;
     assert_eq!(debits, 0, "ledger balances");
-    assert_eq!(app.count("SELECT COUNT(*) FROM ledger_entries WHERE order_id = $1", id).await, 3);
-    assert_eq!(app.count("SELECT COUNT(*) FROM entitlements WHERE order_id = $1", id).await, 1);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM ledger_entries WHERE order_id = $1",
+            id
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM entitlements WHERE order_id = $1", id)
+            .await,
+        1
+    );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM entitlements WHERE order_id = $1 AND feature = 'conference-pass' AND expires_at IS NOT NULL", id).await,
         1
@@ -63,9 +95,20 @@ async fn paid_checkout_is_fulfilled_once(backend: Backend) {
     let files = app.outbox_files();
     assert_eq!(files.len(), 1, "{files:?}");
     let eml = std::fs::read_to_string(&files[0]).expect("eml");
-    assert!(eml.contains("To: buyer@example.com") && eml.contains(id) && eml.contains("INV-000001"), "{eml}");
-    assert_eq!(app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT").await, 3);
-    assert_eq!(app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT").await, 0);
+    assert!(
+        eml.contains("To: buyer@example.com") && eml.contains(id) && eml.contains("INV-000001"),
+        "{eml}"
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
     app.finish().await;
 }
 
@@ -74,7 +117,9 @@ async fn paid_checkout_is_fulfilled_once(backend: Backend) {
 async fn delayed_payment_waits_for_settlement(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 500, 3).await;
-    let order = app.create_order("slow@example.com", json!([{"sku": "SEAT", "qty": 1}])).await;
+    let order = app
+        .create_order("slow@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
     let id = s(&order["id"]);
     let co = app.checkout(id).await;
     let session = s(&co["provider_order_id"]);
@@ -85,16 +130,31 @@ async fn delayed_payment_waits_for_settlement(backend: Backend) {
     let o = app.order(id).await;
     assert_eq!(o["status"], "pending_payment", "{o:#}");
     assert_eq!(o["payment"]["status"], "pending");
-    assert_eq!(o["steps"].as_array().map(Vec::len), Some(0), "no step may exist before the money settles");
-    assert_eq!(app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", id).await, 0);
+    assert_eq!(
+        o["steps"].as_array().map(Vec::len),
+        Some(0),
+        "no step may exist before the money settles"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", id)
+            .await,
+        0
+    );
 
     let settled = app
-        .sandbox_post(&format!("/sandbox/stripe/checkout/sessions/{session}/settle"), json!({"outcome": "succeeded"}))
+        .sandbox_post(
+            &format!("/sandbox/stripe/checkout/sessions/{session}/settle"),
+            json!({"outcome": "succeeded"}),
+        )
         .await;
     assert_eq!(settled["deliveries"][0]["status"], 200);
     let done = app.wait_for(id, &["fulfilled", "needs_review"]).await;
     assert_eq!(done["status"], "fulfilled", "{done:#}");
-    assert_eq!(app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT").await, 2);
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        2
+    );
     app.finish().await;
 }
 
@@ -102,11 +162,15 @@ async fn delayed_payment_waits_for_settlement(backend: Backend) {
 async fn expired_checkout_releases_stock(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 500, 1).await;
-    let order = app.create_order("gone@example.com", json!([{"sku": "SEAT", "qty": 1}])).await;
+    let order = app
+        .create_order("gone@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
     let id = s(&order["id"]);
     let co = app.checkout(id).await;
     // The last seat is held: a second buyer cannot check out.
-    let other = app.create_order("late@example.com", json!([{"sku": "SEAT", "qty": 1}])).await;
+    let other = app
+        .create_order("late@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
     let r = app
         .http
         .post(format!("{}/api/payments/create-order", app.url))
@@ -120,7 +184,11 @@ async fn expired_checkout_releases_stock(backend: Backend) {
 
     let r = app
         .http
-        .post(format!("{}/v1/checkout/sessions/{}/expire", app.sandbox, s(&co["provider_order_id"])))
+        .post(format!(
+            "{}/v1/checkout/sessions/{}/expire",
+            app.sandbox,
+            s(&co["provider_order_id"])
+        ))
         .bearer_auth("sk_test_sandbox")
         .send()
         .await
@@ -131,7 +199,11 @@ async fn expired_checkout_releases_stock(backend: Backend) {
     let o = app.order(id).await;
     assert_eq!(o["status"], "payment_failed");
     assert_eq!(o["payment"]["status"], "expired");
-    assert_eq!(app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT").await, 0);
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
     // Now the second buyer can.
     app.checkout(s(&other["id"])).await;
     app.finish().await;

@@ -61,7 +61,10 @@ fn postgres_admin_url() -> String {
 
 async fn fresh_postgres() -> (String, String) {
     let admin = postgres_admin_url();
-    let name = format!("fulfilld_t_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
+    let name = format!(
+        "fulfilld_t_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
     let store = Store::connect(&admin, 1).await.unwrap_or_else(|e| {
         panic!(
             "Postgres tests need a server at {admin} (set FULFILLD_TEST_POSTGRES, or run \
@@ -82,14 +85,19 @@ async fn fresh_postgres() -> (String, String) {
 pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store_url, pg_db) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}/fulfilld.db", dir.path().display()), None),
+        Backend::Sqlite => (
+            format!("sqlite://{}/fulfilld.db", dir.path().display()),
+            None,
+        ),
         Backend::Postgres => {
             let (u, n) = fresh_postgres().await;
             (u, Some(n))
         }
     };
     let app_l = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-    let sb_l = TcpListener::bind("127.0.0.1:0").await.expect("bind sandbox");
+    let sb_l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sandbox");
     let url = format!("http://{}", app_l.local_addr().expect("addr"));
     let sandbox = format!("http://{}", sb_l.local_addr().expect("addr"));
     let outbox = dir.path().join("outbox");
@@ -97,10 +105,19 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         ("FULFILLD__STORE__URL", store_url.as_str()),
         ("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN),
         ("FULFILLD__PROVIDERS__STRIPE__API_BASE", sandbox.as_str()),
-        ("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS", WEBHOOK_SECRET),
-        ("FULFILLD__EMAIL__OUTBOX_DIR", outbox.to_str().expect("utf-8 path")),
+        (
+            "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS",
+            WEBHOOK_SECRET,
+        ),
+        (
+            "FULFILLD__EMAIL__OUTBOX_DIR",
+            outbox.to_str().expect("utf-8 path"),
+        ),
         ("FULFILLD__QUEUE__SWEEP_INTERVAL_MS", "200"),
-        ("FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE", "conference-pass"),
+        (
+            "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE",
+            "conference-pass",
+        ),
         ("FULFILLD__ENTITLEMENTS__GRANTS__SEAT__DURATION_DAYS", "30"),
         ("FULFILLD__INVOICE__TAX_RATE_BPS", "2000"),
     ]
@@ -132,7 +149,10 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         .await
         .expect("engine runs");
     });
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
     let app = TestApp {
         url,
         sandbox,
@@ -152,10 +172,10 @@ impl TestApp {
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "engine did not become healthy");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -171,13 +191,14 @@ impl TestApp {
             t.await.expect("task ends cleanly");
         }
         self.store.pool.close().await;
-        if let Some(db) = &self.pg_db {
-            if let Ok(admin) = Store::connect(&postgres_admin_url(), 1).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-                    .execute(&admin.pool)
-                    .await;
-                admin.pool.close().await;
-            }
+        if let Some(db) = &self.pg_db
+            && let Ok(admin) = Store::connect(&postgres_admin_url(), 1).await
+        {
+            let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&admin.pool)
+                .await;
+            admin.pool.close().await;
         }
     }
 
@@ -221,7 +242,11 @@ impl TestApp {
 
     /// Asks the sandbox to complete the session; returns its answer (event, deliveries).
     pub async fn pay(&self, session: &str, opts: Value) -> Value {
-        self.sandbox_post(&format!("/sandbox/stripe/checkout/sessions/{session}/pay"), opts).await
+        self.sandbox_post(
+            &format!("/sandbox/stripe/checkout/sessions/{session}/pay"),
+            opts,
+        )
+        .await
     }
 
     pub async fn sandbox_post(&self, path: &str, body: Value) -> Value {
@@ -237,7 +262,12 @@ impl TestApp {
     }
 
     pub async fn order(&self, id: &str) -> Value {
-        let r = self.http.get(format!("{}/api/orders/{id}", self.url)).send().await.expect("get order");
+        let r = self
+            .http
+            .get(format!("{}/api/orders/{id}", self.url))
+            .send()
+            .await
+            .expect("get order");
         assert_eq!(r.status(), 200);
         r.json().await.expect("json")
     }
@@ -250,13 +280,20 @@ impl TestApp {
             if terminal.contains(&o["status"].as_str().unwrap_or("")) {
                 return o;
             }
-            assert!(Instant::now() < deadline, "order {id} never reached {terminal:?}: {o:#}");
+            assert!(
+                Instant::now() < deadline,
+                "order {id} never reached {terminal:?}: {o:#}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// Posts a raw webhook body with the given signature header (None: no header).
-    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<String>) -> reqwest::Response {
+    pub async fn post_webhook(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
         let mut req = self
             .http
             .post(format!("{}/webhooks/stripe", self.url))
@@ -269,7 +306,11 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &'static str, arg: &str) -> i64 {
-        sqlx::query_scalar(sql).bind(arg).fetch_one(&self.store.pool).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .bind(arg)
+            .fetch_one(&self.store.pool)
+            .await
+            .expect(sql)
     }
 
     pub fn outbox_files(&self) -> Vec<PathBuf> {
@@ -295,5 +336,6 @@ pub fn signature(secret: &str, body: &[u8], age_secs: i64) -> String {
 }
 
 pub fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("expected a string, got {v}"))
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
 }

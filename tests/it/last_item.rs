@@ -21,7 +21,12 @@ async fn twenty_paid_orders_race_for_the_last_item(backend: Backend) {
     let mut sessions = Vec::new();
     let mut orders = Vec::new();
     for i in 0..N {
-        let order = app.create_order(&format!("buyer{i}@example.com"), json!([{"sku": "SEAT", "qty": 1}])).await;
+        let order = app
+            .create_order(
+                &format!("buyer{i}@example.com"),
+                json!([{"sku": "SEAT", "qty": 1}]),
+            )
+            .await;
         let co = app.checkout(s(&order["id"])).await;
         orders.push(s(&order["id"]).to_owned());
         sessions.push(s(&co["provider_order_id"]).to_owned());
@@ -46,23 +51,48 @@ async fn twenty_paid_orders_race_for_the_last_item(backend: Backend) {
     let mut fulfilled = 0;
     let mut refunded = 0;
     for id in &orders {
-        let o = app.wait_for(id, &["fulfilled", "refunded", "needs_review"]).await;
+        let o = app
+            .wait_for(id, &["fulfilled", "refunded", "needs_review"])
+            .await;
         match o["status"].as_str() {
             Some("fulfilled") => fulfilled += 1,
             Some("refunded") => {
                 refunded += 1;
-                let skipped: Vec<&Value> =
-                    o["steps"].as_array().expect("steps").iter().filter(|st| st["status"] == "skipped").collect();
+                let skipped: Vec<&Value> = o["steps"]
+                    .as_array()
+                    .expect("steps")
+                    .iter()
+                    .filter(|st| st["status"] == "skipped")
+                    .collect();
                 assert_eq!(skipped.len(), 2, "invoice and entitlement skipped: {o:#}");
             }
             _ => panic!("unexpected {o:#}"),
         }
     }
     assert_eq!((fulfilled, refunded), (1, N - 1));
-    assert_eq!(app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT").await, 0);
-    assert_eq!(app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT").await, 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM invoices WHERE series = $1", "INV").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM refunds WHERE reason = $1", "out_of_stock").await, (N - 1) as i64);
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE series = $1", "INV")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM refunds WHERE reason = $1",
+            "out_of_stock"
+        )
+        .await,
+        (N - 1) as i64
+    );
     let refunds: Value = app
         .http
         .get(format!("{}/sandbox/stripe/refunds", app.sandbox))
@@ -72,9 +102,27 @@ async fn twenty_paid_orders_race_for_the_last_item(backend: Backend) {
         .json()
         .await
         .expect("json");
-    assert_eq!(refunds["data"].as_array().map(Vec::len), Some(N - 1), "the provider refunded each once");
-    assert_eq!(app.count("SELECT COUNT(*) FROM emails_sent WHERE kind = $1", "refund_notice").await, (N - 1) as i64);
-    assert_eq!(app.count("SELECT COUNT(*) FROM emails_sent WHERE kind = $1", "receipt").await, 1);
+    assert_eq!(
+        refunds["data"].as_array().map(Vec::len),
+        Some(N - 1),
+        "the provider refunded each once"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE kind = $1",
+            "refund_notice"
+        )
+        .await,
+        (N - 1) as i64
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE kind = $1",
+            "receipt"
+        )
+        .await,
+        1
+    );
     assert_eq!(app.outbox_files().len(), N);
     match Arc::try_unwrap(app) {
         Ok(app) => app.finish().await,

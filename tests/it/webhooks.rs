@@ -8,14 +8,22 @@ use tokio::sync::Barrier;
 use crate::harness::{Backend, TestApp, WEBHOOK_SECRET, s, signature, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(same_event_five_times_concurrently_has_one_effect, forged_stale_and_oversized_webhooks_are_refused, sandbox_double_delivery_is_harmless);
+on_both_stores!(
+    same_event_five_times_concurrently_has_one_effect,
+    forged_stale_and_oversized_webhooks_are_refused,
+    sandbox_double_delivery_is_harmless
+);
 
 /// A paid checkout whose completion event was not delivered; returns (order id, event body).
 async fn paid_without_webhook(app: &TestApp, email: &str) -> (String, Vec<u8>) {
-    let order = app.create_order(email, json!([{"sku": "SEAT", "qty": 2}])).await;
+    let order = app
+        .create_order(email, json!([{"sku": "SEAT", "qty": 2}]))
+        .await;
     let id = s(&order["id"]).to_owned();
     let co = app.checkout(&id).await;
-    let paid = app.pay(s(&co["provider_order_id"]), json!({"webhook": "none"})).await;
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+        .await;
     assert_eq!(paid["deliveries"].as_array().map(Vec::len), Some(0));
     (id, serde_json::to_vec(&paid["event"]).expect("event bytes"))
 }
@@ -47,14 +55,51 @@ async fn same_event_five_times_concurrently_has_one_effect(backend: Backend) {
     assert_eq!(fresh, 1, "exactly one delivery is the first");
     let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
     assert_eq!(done["status"], "fulfilled");
-    assert_eq!(app.count("SELECT COUNT(*) FROM webhook_events WHERE provider = $1", "stripe").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", &id).await, 5);
-    assert_eq!(app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id).await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM entitlements WHERE order_id = $1", &id).await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1", "dup@example.com").await, 1);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "stripe"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", &id)
+            .await,
+        5
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM entitlements WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1",
+            "dup@example.com"
+        )
+        .await,
+        1
+    );
     assert_eq!(app.outbox_files().len(), 1);
-    assert_eq!(app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT").await, 8);
-    assert_eq!(app.count("SELECT last_number FROM invoice_counters WHERE series = $1", "INV").await, 1);
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        8
+    );
+    assert_eq!(
+        app.count(
+            "SELECT last_number FROM invoice_counters WHERE series = $1",
+            "INV"
+        )
+        .await,
+        1
+    );
     match Arc::try_unwrap(app) {
         Ok(app) => app.finish().await,
         Err(_) => panic!("app still shared"),
@@ -71,10 +116,22 @@ async fn forged_stale_and_oversized_webhooks_are_refused(backend: Backend) {
     tampered = text.replacen("\"paid\"", "\"PAID\"", 1).into_bytes();
     assert_ne!(tampered, body);
     let cases: Vec<(&str, Vec<u8>, Option<String>)> = vec![
-        ("tampered body", tampered.clone(), Some(signature(WEBHOOK_SECRET, &body, 0))),
-        ("wrong secret", body.clone(), Some(signature("whsec_attacker", &body, 0))),
+        (
+            "tampered body",
+            tampered.clone(),
+            Some(signature(WEBHOOK_SECRET, &body, 0)),
+        ),
+        (
+            "wrong secret",
+            body.clone(),
+            Some(signature("whsec_attacker", &body, 0)),
+        ),
         ("missing header", body.clone(), None),
-        ("stale timestamp", body.clone(), Some(signature(WEBHOOK_SECRET, &body, 301))),
+        (
+            "stale timestamp",
+            body.clone(),
+            Some(signature(WEBHOOK_SECRET, &body, 301)),
+        ),
         ("garbage header", body.clone(), Some("v1=deadbeef".into())),
     ];
     for (what, b, sig) in cases {
@@ -91,16 +148,33 @@ async fn forged_stale_and_oversized_webhooks_are_refused(backend: Backend) {
     let e: Value = r.json().await.expect("json");
     assert_eq!(e["error"]["code"], "payload_too_large");
 
-    assert_eq!(app.count("SELECT COUNT(*) FROM webhook_events WHERE provider = $1", "stripe").await, 0, "nothing stored");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "stripe"
+        )
+        .await,
+        0,
+        "nothing stored"
+    );
     let o = app.order(&id).await;
     assert_eq!(o["status"], "pending_payment");
     assert_eq!(o["payment"]["status"], "created");
-    assert_eq!(app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", &id).await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", &id)
+            .await,
+        0
+    );
 
     // The genuine event, signed with a rotated-in secret, still goes through.
-    let r = app.post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 5))).await;
+    let r = app
+        .post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 5)))
+        .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(app.wait_for(&id, &["fulfilled", "needs_review"]).await["status"], "fulfilled");
+    assert_eq!(
+        app.wait_for(&id, &["fulfilled", "needs_review"]).await["status"],
+        "fulfilled"
+    );
     app.finish().await;
 }
 
@@ -108,14 +182,37 @@ async fn forged_stale_and_oversized_webhooks_are_refused(backend: Backend) {
 async fn sandbox_double_delivery_is_harmless(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 1000, 10).await;
-    let order = app.create_order("twice@example.com", json!([{"sku": "SEAT", "qty": 1}])).await;
+    let order = app
+        .create_order("twice@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
     let id = s(&order["id"]);
     let co = app.checkout(id).await;
-    let paid = app.pay(s(&co["provider_order_id"]), json!({"webhook": "twice"})).await;
-    let statuses: Vec<&Value> = paid["deliveries"].as_array().expect("deliveries").iter().map(|d| &d["status"]).collect();
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "twice"}))
+        .await;
+    let statuses: Vec<&Value> = paid["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| &d["status"])
+        .collect();
     assert_eq!(statuses, vec![&json!(200), &json!(200)]);
-    assert_eq!(app.wait_for(id, &["fulfilled", "needs_review"]).await["status"], "fulfilled");
-    assert_eq!(app.count("SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1", "twice@example.com").await, 1);
-    assert_eq!(app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT").await, 9);
+    assert_eq!(
+        app.wait_for(id, &["fulfilled", "needs_review"]).await["status"],
+        "fulfilled"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1",
+            "twice@example.com"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        9
+    );
     app.finish().await;
 }
