@@ -1,5 +1,6 @@
-//! Layered configuration: the compiled-in `config/default.toml` < `./config/local.toml`
-//! (if present) < `--config FILE` < `FULFILLD__SECTION__KEY` environment variables. Then
+//! Layered configuration: the compiled-in `config/default.toml` < `./config/{FULFILLD_ENV}.toml`
+//! (when `FULFILLD_ENV` is set, e.g. `production`) < `./config/local.toml` (if present) <
+//! `--config FILE` < `FULFILLD__SECTION__KEY` environment variables. Then
 //! validation, so that a missing or malformed setting stops start-up with a message that
 //! names the key rather than failing later in a request.
 
@@ -153,7 +154,8 @@ fn redact(s: &str) -> &'static str {
 pub struct ConfigError(String);
 
 impl Config {
-    /// Defaults, `./config/local.toml`, `file`, then the process environment.
+    /// Defaults, `./config/{FULFILLD_ENV}.toml`, `./config/local.toml`, `file`, then the
+    /// process environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         Self::load_from(file, &env, true)
@@ -169,6 +171,15 @@ impl Config {
         let mut b = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if local_file {
+            if let Some((_, env_name)) = env.iter().find(|(k, _)| k == "FULFILLD_ENV") {
+                let path = format!("config/{env_name}.toml");
+                if !Path::new(&path).exists() {
+                    return Err(ConfigError(format!(
+                        "FULFILLD_ENV={env_name}: no file {path}"
+                    )));
+                }
+                b = b.add_source(config::File::with_name(&path));
+            }
             b = b.add_source(config::File::with_name("config/local").required(false));
         }
         if let Some(f) = file {

@@ -9,8 +9,8 @@ use fulfilld::config::Config;
 
 /// fulfilld — verified payments in, exactly-once fulfilment out.
 ///
-/// Configuration: compiled-in defaults (see config/default.toml) < ./config/local.toml <
-/// --config FILE < FULFILLD__SECTION__KEY environment variables.
+/// Configuration: compiled-in defaults (see config/default.toml) < ./config/$FULFILLD_ENV.toml
+/// < ./config/local.toml < --config FILE < FULFILLD__SECTION__KEY environment variables.
 #[derive(Debug, Parser)]
 #[command(name = "fulfilld", version, about, long_about)]
 struct Cli {

@@ -3,12 +3,16 @@
 //!
 //! Buyer and provider controls (not Stripe API):
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/pay`
-//!   `{"webhook": "once"|"twice"|"none", "delay_ms": N, "payment_status": "paid"|"unpaid"}` —
-//!   completes the session (an `unpaid` completion is a delayed payment method) and delivers
-//!   `checkout.session.completed`. The answer carries the event and each delivery's status.
+//!   `{"webhook": "once"|"twice"|"none", "delay_ms": N, "payment_status": "paid"|"unpaid",
+//!   "amount_total": N}` — completes the session (an `unpaid` completion is a delayed payment
+//!   method; `amount_total` makes the session report another amount than it was created
+//!   with) and delivers `checkout.session.completed`. The answer carries the event and each
+//!   delivery's status.
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/settle` `{"outcome": "succeeded"|"failed", …}`
 //!   — settles a delayed payment: `checkout.session.async_payment_succeeded|failed`.
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
+//! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, …]}` — the next API calls
+//!   (`/v1/…`, after authentication) fail with these statuses, one each, in order.
 //! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
 
 // Handlers bail out early with a ready error `Response`; the emulator is not a hot path, so
@@ -55,6 +59,8 @@ struct State_ {
     refunds: Vec<wire::Refund>,
     /// Idempotency-Key → (request fingerprint, status, response body).
     idempotency: HashMap<String, (String, u16, Value)>,
+    /// Statuses the next API calls fail with (fault injection), first one first.
+    faults: std::collections::VecDeque<u16>,
 }
 
 impl Sandbox {
@@ -142,6 +148,48 @@ fn authorized(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
+/// Authentication, then any injected fault: what every `/v1` call goes through first.
+fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+    authorized(sb, headers)?;
+    let Some(status) = sb.state().faults.pop_front() else {
+        return Ok(());
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        "rate_limit_error"
+    } else {
+        "api_error"
+    };
+    Err(stripe_error(
+        status,
+        kind,
+        "Injected by the sandbox: the API failed this request.",
+        None,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Faults {
+    api_errors: Vec<u16>,
+}
+
+async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) if f.api_errors.iter().all(|s| (400..600).contains(s)) => {
+            sb.state().faults = f.api_errors.into_iter().collect();
+            Json(json!({ "ok": true })).into_response()
+        }
+        Ok(_) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "invalid_field", "field": "api_errors", "message": "statuses must be 400-599"}})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})))
+            .into_response(),
+    }
+}
+
 /// Minimal base64 (standard alphabet) for Basic auth; returns None on bad input.
 fn base64_decode(s: &str) -> Option<String> {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -198,7 +246,7 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
 }
 
 async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&sb, &headers) {
+    if let Err(r) = gate(&sb, &headers) {
         return r;
     }
     let fingerprint = format!(
@@ -308,7 +356,7 @@ async fn get_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorized(&sb, &headers) {
+    if let Err(r) = gate(&sb, &headers) {
         return r;
     }
     match sb.state().sessions.get(&id) {
@@ -322,7 +370,7 @@ async fn expire_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorized(&sb, &headers) {
+    if let Err(r) = gate(&sb, &headers) {
         return r;
     }
     let session = {
@@ -350,7 +398,7 @@ async fn expire_session(
 }
 
 async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&sb, &headers) {
+    if let Err(r) = gate(&sb, &headers) {
         return r;
     }
     let fingerprint = format!("POST /v1/refunds {}", String::from_utf8_lossy(&body));
@@ -431,6 +479,10 @@ struct Delivery {
     payment_status: Option<String>,
     #[serde(default)]
     outcome: Option<String>,
+    /// Pay: the amount the session reports as captured, when it should differ from the
+    /// amount it was created with (a tampered or mismatched checkout).
+    #[serde(default)]
+    amount_total: Option<i64>,
 }
 
 impl Delivery {
@@ -569,6 +621,9 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
         s.status = Some("complete".into());
         s.payment_status = status;
         s.payment_intent = Some(rand_id("pi_", 24));
+        if let Some(a) = d.amount_total {
+            s.amount_total = Some(a);
+        }
         s.clone()
     };
     let ev = event("checkout.session.completed", &session);
@@ -670,6 +725,7 @@ pub fn router(sb: Sandbox) -> Router {
             post(settle),
         )
         .route("/sandbox/stripe/refunds", get(list_refunds))
+        .route("/sandbox/stripe/faults", post(set_faults))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)
         .with_state(sb)

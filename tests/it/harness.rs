@@ -44,6 +44,7 @@ macro_rules! on_both_stores {
 
 pub struct TestApp {
     pub url: String,
+    config: Config,
     pub sandbox: String,
     pub http: reqwest::Client,
     pub store: Store,
@@ -142,19 +143,14 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         }
     });
     let store = fulfilld::open_store(&config).await.expect("store opens");
-    let app_task = tokio::spawn(async move {
-        fulfilld::run(config, app_l, async move {
-            let _ = rx_app.await;
-        })
-        .await
-        .expect("engine runs");
-    });
+    let app_task = start_engine(config.clone(), app_l, rx_app);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
     let app = TestApp {
         url,
+        config,
         sandbox,
         http,
         store,
@@ -168,7 +164,54 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     app
 }
 
+fn start_engine(
+    config: Config,
+    listener: TcpListener,
+    stop: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        fulfilld::run(config, listener, async move {
+            let _ = stop.await;
+        })
+        .await
+        .expect("engine runs");
+    })
+}
+
 impl TestApp {
+    /// Stops the engine (graceful shutdown) and starts a new one on the same store, as a
+    /// deploy or a crash-and-restart would. The sandbox keeps running.
+    pub async fn restart_engine(&mut self) {
+        let _ = self.stop.remove(0).send(());
+        self.tasks.remove(0).await.expect("engine stops cleanly");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+        self.url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, rx) = oneshot::channel();
+        self.stop.insert(0, stop);
+        self.tasks
+            .insert(0, start_engine(self.config.clone(), listener, rx));
+        self.wait_healthy().await;
+    }
+
+    /// Makes the sandbox's next Stripe API calls fail with these statuses.
+    pub async fn inject_api_errors(&self, statuses: &[u16]) {
+        self.sandbox_post("/sandbox/stripe/faults", json!({ "api_errors": statuses }))
+            .await;
+    }
+
+    /// Polls the order until `pred` holds for it.
+    pub async fn wait_until(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = self.order(id).await;
+            if pred(&o) {
+                return o;
+            }
+            assert!(Instant::now() < deadline, "order {id}: never {what}: {o:#}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -274,18 +317,10 @@ impl TestApp {
 
     /// Polls the order (as a success page would) until its status is one of `terminal`.
     pub async fn wait_for(&self, id: &str, terminal: &[&str]) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let o = self.order(id).await;
-            if terminal.contains(&o["status"].as_str().unwrap_or("")) {
-                return o;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "order {id} never reached {terminal:?}: {o:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.wait_until(id, &format!("in {terminal:?}"), |o| {
+            terminal.contains(&o["status"].as_str().unwrap_or(""))
+        })
+        .await
     }
 
     /// Posts a raw webhook body with the given signature header (None: no header).

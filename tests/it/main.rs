@@ -6,5 +6,6 @@ mod harness;
 
 mod api;
 mod checkout;
+mod failures;
 mod last_item;
 mod webhooks;
