@@ -392,9 +392,12 @@ async fn expire_session(
         s.status = Some("expired".into());
         s.clone()
     };
+    // Stripe answers with the session itself. The event is delivered before answering, so
+    // a caller sees the engine's reaction as soon as this returns.
     let ev = event("checkout.session.expired", &session);
     let deliveries = deliver(&sb, &ev, 1, 0).await;
-    Json(json!({ "session": session, "deliveries": deliveries })).into_response()
+    tracing::info!(session = %session.id, ?deliveries, "sandbox expired a session");
+    Json(session).into_response()
 }
 
 async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
