@@ -16,6 +16,9 @@ pub struct ProviderEvent {
     pub event_type: String,
     /// The provider's id of the checkout/order the event is about, when it is about one.
     pub provider_order_id: Option<String>,
+    /// Our own payment id, when the provider echoes it back (Stripe: `metadata.payment_id`).
+    /// It finds the payment even when the event overtakes the commit of the provider's id.
+    pub payment_ref: Option<String>,
     pub change: PaymentChange,
 }
 

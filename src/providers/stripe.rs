@@ -94,6 +94,11 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         serde_json::from_value(ev.data.object.clone())
             .map_err(|e| format!("{}: data.object is not a checkout.session: {e}", ev.kind))
     };
+    let mut payment_ref = None;
+    let mut about = |s: wire::CheckoutSession| {
+        payment_ref = s.metadata.get("payment_id").cloned();
+        Some(s.id)
+    };
     let (provider_order_id, change) = match ev.kind.as_str() {
         "checkout.session.completed" => {
             let s = session()?;
@@ -106,19 +111,20 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                     provider_payment_id: pi,
                 },
             };
-            (Some(s.id), change)
+            (about(s), change)
         }
         "checkout.session.async_payment_succeeded" => {
             let s = session()?;
+            let pi = s.payment_intent.clone();
             (
-                Some(s.id),
+                about(s),
                 PaymentChange::Paid {
-                    provider_payment_id: s.payment_intent,
+                    provider_payment_id: pi,
                 },
             )
         }
-        "checkout.session.async_payment_failed" => (Some(session()?.id), PaymentChange::Failed),
-        "checkout.session.expired" => (Some(session()?.id), PaymentChange::Expired),
+        "checkout.session.async_payment_failed" => (about(session()?), PaymentChange::Failed),
+        "checkout.session.expired" => (about(session()?), PaymentChange::Expired),
         _ => (None, PaymentChange::Ignored),
     };
     Ok(ProviderEvent {
@@ -126,12 +132,11 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         event_id: ev.id,
         event_type: ev.kind,
         provider_order_id,
+        payment_ref,
         change,
     })
 }
 
-/// The Stripe API client. Every POST carries an idempotency key derived from our own ids,
-/// so a retry after a timeout cannot create a second session or a second refund.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,

@@ -45,7 +45,10 @@ impl Store {
             });
         }
         let payment = match &ev.provider_order_id {
-            Some(id) => payments::find_by_provider_order(&mut tx, ev.provider, id).await?,
+            Some(id) => {
+                payments::find_for_event(&mut tx, ev.provider, id, ev.payment_ref.as_deref())
+                    .await?
+            }
             None => None,
         };
         let mut wake = Vec::new();
@@ -58,7 +61,9 @@ impl Store {
                     provider_payment_id,
                 },
             ) => {
-                if payments::transition(&mut tx, &p.id, &["created", "pending"], "paid").await? {
+                if payments::transition(&mut tx, &p.id, &["creating", "created", "pending"], "paid")
+                    .await?
+                {
                     if let Some(ppid) = provider_payment_id {
                         payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
                     }
@@ -78,7 +83,8 @@ impl Store {
                     provider_payment_id,
                 },
             ) => {
-                if payments::transition(&mut tx, &p.id, &["created"], "pending").await? {
+                if payments::transition(&mut tx, &p.id, &["creating", "created"], "pending").await?
+                {
                     if let Some(ppid) = provider_payment_id {
                         payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
                     }
@@ -93,7 +99,9 @@ impl Store {
                 } else {
                     "expired"
                 };
-                if payments::transition(&mut tx, &p.id, &["created", "pending"], to).await? {
+                if payments::transition(&mut tx, &p.id, &["creating", "created", "pending"], to)
+                    .await?
+                {
                     payments::release_reservations(&mut tx, &p.order_id).await?;
                     orders::transition(
                         &mut tx,

@@ -49,9 +49,10 @@ pub enum BeginCheckout {
 }
 
 impl Store {
-    /// Reserves the order's stock and opens a payment row, in one transaction guarded by the
-    /// order's `created → pending_payment` transition, so two concurrent calls for one order
-    /// cannot both reserve.
+    /// Reserves the order's stock and opens a payment row, in one transaction that first
+    /// moves the order to `pending_payment` with a conditional update. That update locks the
+    /// order row (Postgres) or the database (SQLite) until commit, and the second of two
+    /// concurrent calls finds the status already moved — so they cannot both reserve.
     #[tracing::instrument(skip(self))]
     pub async fn begin_checkout(
         &self,
@@ -64,7 +65,8 @@ impl Store {
             return Ok(BeginCheckout::NotFound);
         };
         match order.status.as_str() {
-            "created" => {}
+            // A failed or expired payment leaves the order payable again.
+            "created" | "payment_failed" => {}
             "pending_payment" => {
                 let latest = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
                     "SELECT {COLS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
@@ -83,6 +85,10 @@ impl Store {
                     status: other.to_owned(),
                 });
             }
+        }
+        let payable = ["created", "payment_failed"];
+        if !orders::transition(&mut tx, order_id, &payable, "pending_payment").await? {
+            return Ok(BeginCheckout::InProgress);
         }
         let items = orders::items_in(&mut tx, order_id).await?;
         let now = now_ms();
@@ -120,7 +126,6 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        orders::transition(&mut tx, order_id, &["created"], "pending_payment").await?;
         tx.commit().await?;
         Ok(BeginCheckout::Started {
             payment_id,
@@ -137,7 +142,9 @@ impl Store {
         checkout_url: &str,
     ) -> Result<PaymentRow> {
         let row = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-            "UPDATE payments SET provider_order_id = $1, checkout_url = $2, status = 'created', updated_at = $3
+            "UPDATE payments SET provider_order_id = $1, checkout_url = $2,
+                    status = CASE WHEN status = 'creating' THEN 'created' ELSE status END,
+                    updated_at = $3
              WHERE id = $4 RETURNING {COLS}"
         )))
         .bind(provider_order_id)
@@ -152,13 +159,20 @@ impl Store {
     /// The provider call failed: give the stock back and let the order try again.
     pub async fn checkout_failed(&self, payment_id: &str, order_id: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE payments SET status = 'error', updated_at = $1 WHERE id = $2 AND status = 'creating'")
-            .bind(now_ms())
-            .bind(payment_id)
-            .execute(&mut *tx)
-            .await?;
-        release_reservations(&mut tx, order_id).await?;
-        orders::transition(&mut tx, order_id, &["pending_payment"], "created").await?;
+        let failed = sqlx::query(
+            "UPDATE payments SET status = 'error', updated_at = $1 WHERE id = $2 AND status = 'creating'",
+        )
+        .bind(now_ms())
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        // Only while still `creating`: an event may have moved the payment on meanwhile.
+        if failed {
+            release_reservations(&mut tx, order_id).await?;
+            orders::transition(&mut tx, order_id, &["pending_payment"], "created").await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -183,16 +197,38 @@ impl Store {
     }
 }
 
-pub async fn find_by_provider_order(
+/// The payment an event is about: by the provider's id for it, or — when the event overtook
+/// the commit that recorded that id (a buyer paying within milliseconds of checkout
+/// creation) — by our own id echoed back in the event, if it names one of this provider's
+/// payments still being created. Then the provider's id is recorded here.
+pub async fn find_for_event(
     tx: &mut Tx,
     provider: &str,
     provider_order_id: &str,
+    payment_ref: Option<&str>,
 ) -> Result<Option<PaymentRow>> {
-    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+    let found = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_order_id = $2"
     )))
     .bind(provider)
     .bind(provider_order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if found.is_some() {
+        return Ok(found);
+    }
+    let Some(our_id) = payment_ref else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE payments SET provider_order_id = $1, updated_at = $2
+         WHERE id = $3 AND provider = $4 AND status = 'creating'
+         RETURNING {COLS}"
+    )))
+    .bind(provider_order_id)
+    .bind(now_ms())
+    .bind(our_id)
+    .bind(provider)
     .fetch_optional(&mut **tx)
     .await?)
 }

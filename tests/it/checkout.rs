@@ -8,7 +8,8 @@ use crate::on_both_stores;
 on_both_stores!(
     paid_checkout_is_fulfilled_once,
     delayed_payment_waits_for_settlement,
-    expired_checkout_releases_stock
+    expired_checkout_releases_stock,
+    concurrent_checkouts_for_one_order_reserve_once,
 );
 
 /// Order → create-order → pay → webhook → fulfilled: one invoice, one receipt, one
@@ -205,7 +206,88 @@ async fn expired_checkout_releases_stock(backend: Backend) {
             .await,
         0
     );
-    // Now the second buyer can.
+    // Now the second buyer can, and the first, whose order failed, cannot until stock returns.
     app.checkout(s(&other["id"])).await;
+    let r = app
+        .http
+        .post(format!("{}/api/payments/create-order", app.url))
+        .json(&json!({"order_id": id, "provider": "stripe"}))
+        .send()
+        .await
+        .expect("create-order");
+    assert_eq!(
+        r.status(),
+        409,
+        "payment_failed is payable again, but the seat is held"
+    );
+    app.put_sku("SEAT", 500, 2).await;
+    let retry = app.checkout(id).await;
+    assert_ne!(
+        retry["provider_order_id"], co["provider_order_id"],
+        "a new checkout"
+    );
+    assert_eq!(app.order(id).await["status"], "pending_payment");
     app.finish().await;
+}
+
+/// A double-clicked pay button: many create-order calls for one order at once reserve its
+/// stock once and open one checkout.
+async fn concurrent_checkouts_for_one_order_reserve_once(backend: Backend) {
+    use std::sync::Arc;
+    let app = Arc::new(spawn(backend, &[]).await);
+    app.put_sku("SEAT", 700, 10).await;
+    let order = app
+        .create_order("clicky@example.com", json!([{"sku": "SEAT", "qty": 3}]))
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (app, barrier, id) = (app.clone(), barrier.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let r = app
+                .http
+                .post(format!("{}/api/payments/create-order", app.url))
+                .json(&json!({"order_id": id, "provider": "stripe"}))
+                .send()
+                .await
+                .expect("create-order");
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.expect("json");
+            (status, body)
+        }));
+    }
+    let mut created = 0;
+    let mut sessions = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        match status {
+            201 => {
+                created += 1;
+                sessions.insert(body["provider_order_id"].to_string());
+            }
+            200 => {
+                sessions.insert(body["provider_order_id"].to_string());
+            }
+            409 => assert_eq!(body["error"]["code"], "checkout_in_progress", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(sessions.len(), 1, "one checkout: {sessions:?}");
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM payments WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.finish().await,
+        Err(_) => panic!("app still shared"),
+    }
 }

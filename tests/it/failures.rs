@@ -9,7 +9,8 @@ use crate::on_both_stores;
 on_both_stores!(
     provider_outage_is_retried_with_backoff,
     retry_survives_an_engine_restart,
-    amount_mismatch_needs_review
+    amount_mismatch_needs_review,
+    checkout_creation_failure_releases_stock,
 );
 
 fn step<'a>(order: &'a Value, kind: &str) -> &'a Value {
@@ -116,5 +117,41 @@ async fn amount_mismatch_needs_review(backend: Backend) {
         0
     );
     assert!(app.outbox_files().is_empty());
+    app.finish().await;
+}
+
+/// The provider refuses to create the checkout: the buyer gets a 502 that says so, the stock
+/// goes back, and the order can try again.
+async fn checkout_creation_failure_releases_stock(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 1).await;
+    let order = app
+        .create_order("again@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let id = s(&order["id"]);
+    app.inject_api_errors(&[500]).await;
+    let r = app
+        .http
+        .post(format!("{}/api/payments/create-order", app.url))
+        .json(&json!({"order_id": id, "provider": "stripe"}))
+        .send()
+        .await
+        .expect("create-order");
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["code"], "provider_error");
+    assert_eq!(app.order(id).await["status"], "created");
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    let co = app.checkout(id).await;
+    assert_eq!(co["amount_minor"], 1000);
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        1
+    );
     app.finish().await;
 }

@@ -11,7 +11,8 @@ use crate::on_both_stores;
 on_both_stores!(
     same_event_five_times_concurrently_has_one_effect,
     forged_stale_and_oversized_webhooks_are_refused,
-    sandbox_double_delivery_is_harmless
+    sandbox_double_delivery_is_harmless,
+    event_that_overtakes_the_checkout_commit_is_not_lost,
 );
 
 /// A paid checkout whose completion event was not delivered; returns (order id, event body).
@@ -213,6 +214,67 @@ async fn sandbox_double_delivery_is_harmless(backend: Backend) {
         app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
             .await,
         9
+    );
+    app.finish().await;
+}
+
+/// A buyer fast enough that `checkout.session.completed` arrives before create-order has
+/// recorded the session id: the event finds the payment by the id we put in the session's
+/// metadata, and the late bookkeeping does not undo the payment.
+async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) {
+    use fulfilld::providers::{PaymentChange, ProviderEvent};
+    use fulfilld::store::payments::BeginCheckout;
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 10).await;
+    let order = app
+        .create_order("fast@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let id = s(&order["id"]);
+    let BeginCheckout::Started { payment_id, .. } = app
+        .store
+        .begin_checkout(id, "stripe", 60_000)
+        .await
+        .expect("begin")
+    else {
+        panic!("checkout did not start");
+    };
+    let ev = ProviderEvent {
+        provider: "stripe",
+        event_id: "evt_fast".into(),
+        event_type: "checkout.session.completed".into(),
+        provider_order_id: Some("cs_test_fast".into()),
+        payment_ref: Some(payment_id.clone()),
+        change: PaymentChange::Paid {
+            provider_payment_id: Some("pi_fast".into()),
+        },
+    };
+    let rec = app.store.record_event(&ev, b"{}").await.expect("record");
+    assert_eq!(rec.outcome, "paid");
+    assert_eq!(rec.wake.len(), 1, "the pipeline starts");
+    let p = app
+        .store
+        .checkout_created(&payment_id, "cs_test_fast", "http://x/pay")
+        .await
+        .expect("created");
+    assert_eq!(
+        p.status, "paid",
+        "recording the checkout later does not undo the payment"
+    );
+    assert_eq!(app.order(id).await["status"], "paid");
+    // An unrelated session's event (not ours) is stored and ignored.
+    let foreign = ProviderEvent {
+        event_id: "evt_other".into(),
+        provider_order_id: Some("cs_other".into()),
+        payment_ref: None,
+        ..ev
+    };
+    assert!(
+        app.store
+            .record_event(&foreign, b"{}")
+            .await
+            .expect("record")
+            .outcome
+            .starts_with("ignored")
     );
     app.finish().await;
 }
