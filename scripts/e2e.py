@@ -1,0 +1,146 @@
+"""The README's walk-through, as a user runs it: `fulfilld serve` and `fulfilld sandbox` as
+separate processes configured only through FULFILLD__* variables, receipts sent over SMTP
+to a real SMTP server (aiosmtpd), and shutdown by SIGTERM. Run by scripts/test:
+
+    python e2e.py path/to/fulfilld
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from aiosmtpd.controller import Controller
+
+TOKEN = "e2e-admin-token"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def call(method, url, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def wait_port(port, proc, what):
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise SystemExit(f"{what} did not start")
+            time.sleep(0.05)
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    work = tempfile.mkdtemp(prefix="fulfilld-e2e-")
+    smtp_port, app_port, sb_port = free_port(), free_port(), free_port()
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    app_url, sb_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{sb_port}"
+    env = dict(os.environ)
+    env.update({
+        "FULFILLD__HTTP__ADDR": f"127.0.0.1:{app_port}",
+        "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{sb_port}",
+        "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"{app_url}/webhooks/stripe",
+        "FULFILLD__PROVIDERS__STRIPE__API_BASE": sb_url,
+        "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": "whsec_e2e_new,whsec_e2e_old",
+        "FULFILLD__ADMIN__TOKEN": TOKEN,
+        "FULFILLD__EMAIL__TRANSPORT": "smtp",
+        "FULFILLD__EMAIL__SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+    })
+    env.setdefault("RUST_LOG", "warn")
+    passed = 0
+
+    # A malformed setting stops start-up with a message that names the key.
+    bad = subprocess.run([binary, "serve"], cwd=work, env=dict(env, FULFILLD__QUEUE__CONCURRENCY="lots"),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "queue.concurrency" in bad.stderr, bad.stderr
+    passed += 1
+
+    migrate = subprocess.run([binary, "migrate"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert migrate.returncode == 0 and "migrations applied" in migrate.stdout, migrate
+    assert os.path.exists(os.path.join(work, "data", "fulfilld.db"))
+    passed += 1
+
+    serve = subprocess.Popen([binary, "serve"], cwd=work, env=env)
+    sandbox = subprocess.Popen([binary, "sandbox"], cwd=work, env=env)
+    try:
+        wait_port(app_port, serve, "serve")
+        wait_port(sb_port, sandbox, "sandbox")
+        status, _ = call("PUT", f"{app_url}/api/admin/skus/SEAT",
+                         {"name": "Conference seat", "price_minor": 4900, "currency": "usd", "stock": 10}, TOKEN)
+        assert status == 200, status
+        status, order = call("POST", f"{app_url}/api/orders",
+                             {"customer_email": "buyer@example.com", "items": [{"sku": "SEAT", "qty": 2}]})
+        assert status == 201 and order["total_minor"] == 9800, order
+        status, co = call("POST", f"{app_url}/api/payments/create-order",
+                          {"order_id": order["id"], "provider": "stripe"})
+        assert status == 201, co
+        status, paid = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{co['provider_order_id']}/pay", {})
+        assert status == 200 and paid["deliveries"] == [{"status": 200}], paid
+        deadline = time.time() + 60
+        while True:
+            _, o = call("GET", f"{app_url}/api/orders/{order['id']}")
+            if o["status"] in ("fulfilled", "needs_review"):
+                break
+            assert time.time() < deadline, o
+            time.sleep(0.05)
+        assert o["status"] == "fulfilled" and o["waiting_on"] is None, o
+        passed += 1
+        assert len(inbox.messages) == 1, inbox.messages
+        msg = inbox.messages[0]
+        text = msg.content.decode("utf-8", "replace")
+        assert msg.rcpt_tos == ["buyer@example.com"], msg.rcpt_tos
+        assert order["id"] in text and "INV-000001" in text, text
+        passed += 1
+
+        # SIGTERM: both processes stop cleanly.
+        for p in (serve, sandbox):
+            p.send_signal(signal.SIGTERM)
+        for p in (serve, sandbox):
+            assert p.wait(timeout=60) == 0, p.returncode
+        passed += 1
+    finally:
+        for p in (serve, sandbox):
+            if p.poll() is None:
+                p.kill()
+        smtp.stop()
+    print(f"{passed} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
