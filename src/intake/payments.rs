@@ -15,7 +15,7 @@ use super::ApiError;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
 use crate::providers::{CheckoutLine, CheckoutRequest};
-use crate::store::payments::BeginCheckout;
+use crate::store::payments::{BeginCheckout, PaymentRow};
 
 #[derive(Debug, Deserialize)]
 struct CreatePayment {
@@ -50,18 +50,7 @@ async fn create_order(
             order,
             items,
         } => (payment_id, order, items),
-        BeginCheckout::Existing(p) => {
-            return Ok((
-                StatusCode::OK,
-                Json(json!({
-                    "provider": p.provider,
-                    "provider_order_id": p.provider_order_id,
-                    "checkout_url": p.checkout_url,
-                    "amount_minor": p.amount_minor,
-                    "currency": p.currency,
-                })),
-            ));
-        }
+        BeginCheckout::Existing(p) => return Ok((StatusCode::OK, Json(checkout_json(&p)))),
         BeginCheckout::NotFound => return Err(ApiError::not_found("order")),
         BeginCheckout::InProgress => {
             return Err(ApiError::conflict(
@@ -119,16 +108,18 @@ async fn create_order(
         .store
         .checkout_created(&payment_id, &checkout.provider_order_id, &checkout.url)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "provider": p.provider,
-            "provider_order_id": p.provider_order_id,
-            "checkout_url": p.checkout_url,
-            "amount_minor": p.amount_minor,
-            "currency": p.currency,
-        })),
-    ))
+    Ok((StatusCode::CREATED, Json(checkout_json(&p))))
+}
+
+/// What the shop's frontend needs to send the buyer to the provider.
+fn checkout_json(p: &PaymentRow) -> Value {
+    json!({
+        "provider": p.provider,
+        "provider_order_id": p.provider_order_id,
+        "checkout_url": p.checkout_url,
+        "amount_minor": p.amount_minor,
+        "currency": p.currency,
+    })
 }
 
 pub fn router() -> Router<Arc<Engine>> {

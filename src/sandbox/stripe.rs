@@ -342,6 +342,32 @@ async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Byt
     Json(value).into_response()
 }
 
+/// Changes session `id` if `allowed` holds for it; otherwise Stripe's 400 with `refusal`'s
+/// message. Returns the changed session.
+fn update_session(
+    sb: &Sandbox,
+    id: &str,
+    allowed: impl FnOnce(&wire::CheckoutSession) -> bool,
+    refusal: impl FnOnce(&wire::CheckoutSession) -> String,
+    change: impl FnOnce(&mut wire::CheckoutSession),
+) -> Result<wire::CheckoutSession, Response> {
+    let mut st = sb.state();
+    let Some(s) = st.sessions.get_mut(id) else {
+        return Err(no_such_session(id));
+    };
+    if !allowed(s) {
+        let msg = refusal(s);
+        return Err(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &msg,
+            None,
+        ));
+    }
+    change(s);
+    Ok(s.clone())
+}
+
 fn no_such_session(id: &str) -> Response {
     stripe_error(
         StatusCode::NOT_FOUND,
@@ -373,24 +399,20 @@ async fn expire_session(
     if let Err(r) = gate(&sb, &headers) {
         return r;
     }
-    let session = {
-        let mut st = sb.state();
-        let Some(s) = st.sessions.get_mut(&id) else {
-            return no_such_session(&id);
-        };
-        if s.status.as_deref() != Some("open") {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &format!(
-                    "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
-                    s.status.as_deref().unwrap_or("")
-                ),
-                None,
-            );
-        }
-        s.status = Some("expired".into());
-        s.clone()
+    let session = match update_session(
+        &sb,
+        &id,
+        |s| s.status.as_deref() == Some("open"),
+        |s| {
+            format!(
+                "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
+                s.status.as_deref().unwrap_or("")
+            )
+        },
+        |s| s.status = Some("expired".into()),
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     // Stripe answers with the session itself. The event is delivered before answering, so
     // a caller sees the engine's reaction as soon as this returns.
@@ -605,29 +627,27 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
             Some("payment_status"),
         );
     }
-    let session = {
-        let mut st = sb.state();
-        let Some(s) = st.sessions.get_mut(&id) else {
-            return no_such_session(&id);
-        };
-        if s.status.as_deref() != Some("open") {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &format!(
-                    "This Checkout Session is {} and can no longer be paid.",
-                    s.status.as_deref().unwrap_or("")
-                ),
-                None,
-            );
-        }
-        s.status = Some("complete".into());
-        s.payment_status = status;
-        s.payment_intent = Some(rand_id("pi_", 24));
-        if let Some(a) = d.amount_total {
-            s.amount_total = Some(a);
-        }
-        s.clone()
+    let session = match update_session(
+        &sb,
+        &id,
+        |s| s.status.as_deref() == Some("open"),
+        |s| {
+            format!(
+                "This Checkout Session is {} and can no longer be paid.",
+                s.status.as_deref().unwrap_or("")
+            )
+        },
+        |s| {
+            s.status = Some("complete".into());
+            s.payment_status = status;
+            s.payment_intent = Some(rand_id("pi_", 24));
+            if let Some(a) = d.amount_total {
+                s.amount_total = Some(a);
+            }
+        },
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let ev = event("checkout.session.completed", &session);
     let deliveries = deliver(&sb, &ev, copies, d.delay_ms.unwrap_or(0)).await;
@@ -655,23 +675,19 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
             );
         }
     };
-    let session = {
-        let mut st = sb.state();
-        let Some(s) = st.sessions.get_mut(&id) else {
-            return no_such_session(&id);
-        };
-        if s.status.as_deref() != Some("complete") || s.payment_status != "unpaid" {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "Only a completed, unpaid (delayed) payment can be settled.",
-                None,
-            );
-        }
-        if succeeded {
-            s.payment_status = "paid".into();
-        }
-        s.clone()
+    let session = match update_session(
+        &sb,
+        &id,
+        |s| s.status.as_deref() == Some("complete") && s.payment_status == "unpaid",
+        |_| "Only a completed, unpaid (delayed) payment can be settled.".into(),
+        |s| {
+            if succeeded {
+                s.payment_status = "paid".into();
+            }
+        },
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let kind = if succeeded {
         "checkout.session.async_payment_succeeded"

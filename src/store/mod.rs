@@ -24,6 +24,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
+use crate::domain;
+
 pub type Tx = sqlx::Transaction<'static, Any>;
 
 #[derive(Debug, thiserror::Error)]
@@ -154,10 +156,29 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     Ok(format!("sqlite://{path}?{q}"))
 }
 
-/// Is this error a unique-constraint violation (on either backend)?
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db.is_unique_violation(),
-        _ => false,
-    }
+/// Moves the row `id` of `table` to status `to` if its status is one of `from`; returns
+/// whether it moved. The conditional update is what keeps every state machine monotonic: a
+/// late or duplicated event finds the row already moved on and changes nothing. `table`
+/// and the states are constants of ours, never input.
+async fn transition(
+    tx: &mut Tx,
+    table: &'static str,
+    id: &str,
+    from: &[&str],
+    to: &str,
+) -> Result<bool> {
+    let list = from
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
+    )))
+    .bind(to)
+    .bind(domain::now_ms())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }

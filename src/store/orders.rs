@@ -164,20 +164,7 @@ pub async fn items_in(tx: &mut Tx, id: &str) -> Result<Vec<ItemRow>> {
 
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.
 pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
-    let list = from
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
-    )))
-    .bind(to)
-    .bind(now_ms())
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    super::transition(tx, "orders", id, from, to).await
 }
 
 /// Parses a stored currency (always valid: it came from the catalogue).

@@ -235,20 +235,7 @@ pub async fn find_for_event(
 
 /// Moves the payment to `to` if it is in one of `from`; returns whether it moved.
 pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
-    let list = from
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
-    )))
-    .bind(to)
-    .bind(now_ms())
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    super::transition(tx, "payments", id, from, to).await
 }
 
 pub async fn set_provider_payment_id(

@@ -34,15 +34,8 @@ async fn paid_checkout_is_fulfilled_once(backend: Backend) {
         .await;
     assert_eq!(reserved, 2, "checkout reserves the stock");
     // Asking again hands out the same checkout.
-    let again = app
-        .http
-        .post(format!("{}/api/payments/create-order", app.url))
-        .json(&json!({"order_id": id, "provider": "stripe"}))
-        .send()
-        .await
-        .expect("again");
-    assert_eq!(again.status(), 200);
-    let again: serde_json::Value = again.json().await.expect("json");
+    let (status, again) = app.try_checkout(id).await;
+    assert_eq!(status, 200);
     assert_eq!(again["provider_order_id"], co["provider_order_id"]);
 
     let paid = app.pay(s(&co["provider_order_id"]), json!({})).await;
@@ -172,15 +165,8 @@ async fn expired_checkout_releases_stock(backend: Backend) {
     let other = app
         .create_order("late@example.com", json!([{"sku": "SEAT", "qty": 1}]))
         .await;
-    let r = app
-        .http
-        .post(format!("{}/api/payments/create-order", app.url))
-        .json(&json!({"order_id": other["id"], "provider": "stripe"}))
-        .send()
-        .await
-        .expect("create-order");
-    assert_eq!(r.status(), 409);
-    let body: serde_json::Value = r.json().await.expect("json");
+    let (status, body) = app.try_checkout(s(&other["id"])).await;
+    assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "out_of_stock");
 
     let r = app
@@ -208,16 +194,9 @@ async fn expired_checkout_releases_stock(backend: Backend) {
     );
     // Now the second buyer can, and the first, whose order failed, cannot until stock returns.
     app.checkout(s(&other["id"])).await;
-    let r = app
-        .http
-        .post(format!("{}/api/payments/create-order", app.url))
-        .json(&json!({"order_id": id, "provider": "stripe"}))
-        .send()
-        .await
-        .expect("create-order");
+    let (status, _) = app.try_checkout(id).await;
     assert_eq!(
-        r.status(),
-        409,
+        status, 409,
         "payment_failed is payable again, but the seat is held"
     );
     app.put_sku("SEAT", 500, 2).await;
@@ -246,16 +225,7 @@ async fn concurrent_checkouts_for_one_order_reserve_once(backend: Backend) {
         let (app, barrier, id) = (app.clone(), barrier.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let r = app
-                .http
-                .post(format!("{}/api/payments/create-order", app.url))
-                .json(&json!({"order_id": id, "provider": "stripe"}))
-                .send()
-                .await
-                .expect("create-order");
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.expect("json");
-            (status, body)
+            app.try_checkout(&id).await
         }));
     }
     let mut created = 0;

@@ -130,15 +130,8 @@ async fn checkout_creation_failure_releases_stock(backend: Backend) {
         .await;
     let id = s(&order["id"]);
     app.inject_api_errors(&[500]).await;
-    let r = app
-        .http
-        .post(format!("{}/api/payments/create-order", app.url))
-        .json(&json!({"order_id": id, "provider": "stripe"}))
-        .send()
-        .await
-        .expect("create-order");
-    assert_eq!(r.status(), 502);
-    let e: Value = r.json().await.expect("json");
+    let (status, e) = app.try_checkout(id).await;
+    assert_eq!(status, 502);
     assert_eq!(e["error"]["code"], "provider_error");
     assert_eq!(app.order(id).await["status"], "created");
     assert_eq!(

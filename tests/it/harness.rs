@@ -270,8 +270,8 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
-    /// Opens a Stripe checkout for the order; returns the create-order answer.
-    pub async fn checkout(&self, order_id: &str) -> Value {
+    /// `POST /api/payments/create-order` for the order; returns status and body.
+    pub async fn try_checkout(&self, order_id: &str) -> (u16, Value) {
         let r = self
             .http
             .post(format!("{}/api/payments/create-order", self.url))
@@ -279,8 +279,15 @@ impl TestApp {
             .send()
             .await
             .expect("create-order");
-        assert_eq!(r.status(), 201, "create-order");
-        r.json().await.expect("json")
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
+    }
+
+    /// Opens a Stripe checkout for the order, which must succeed; returns the answer.
+    pub async fn checkout(&self, order_id: &str) -> Value {
+        let (status, body) = self.try_checkout(order_id).await;
+        assert_eq!(status, 201, "create-order: {body}");
+        body
     }
 
     /// Asks the sandbox to complete the session; returns its answer (event, deliveries).
