@@ -18,8 +18,6 @@ import urllib.request
 
 from aiosmtpd.controller import Controller
 
-TOKEN = "e2e-admin-token"
-
 
 def free_port():
     with socket.socket() as s:
@@ -78,7 +76,6 @@ def main():
         "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"{app_url}/webhooks/stripe",
         "FULFILLD__PROVIDERS__STRIPE__API_BASE": sb_url,
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": "whsec_e2e_new,whsec_e2e_old",
-        "FULFILLD__ADMIN__TOKEN": TOKEN,
         "FULFILLD__EMAIL__TRANSPORT": "smtp",
         "FULFILLD__EMAIL__SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
     })
@@ -101,8 +98,17 @@ def main():
     try:
         wait_port(app_port, serve, "serve")
         wait_port(sb_port, sandbox, "sandbox")
+        # No admin.token configured: serve generated one into data/admin-token, owner-only.
+        token_file = os.path.join(work, "data", "admin-token")
+        assert os.stat(token_file).st_mode & 0o077 == 0, oct(os.stat(token_file).st_mode)
+        with open(token_file) as f:
+            token = f.read().strip()
+        assert len(token) >= 32, "a long random token"
         status, _ = call("PUT", f"{app_url}/api/admin/skus/SEAT",
-                         {"name": "Conference seat", "price_minor": 4900, "currency": "usd", "stock": 10}, TOKEN)
+                         {"name": "x", "price_minor": 1, "currency": "usd", "stock": 1}, "wrong-token")
+        assert status == 401, status
+        status, _ = call("PUT", f"{app_url}/api/admin/skus/SEAT",
+                         {"name": "Conference seat", "price_minor": 4900, "currency": "usd", "stock": 10}, token)
         assert status == 200, status
         status, order = call("POST", f"{app_url}/api/orders",
                              {"customer_email": "buyer@example.com", "items": [{"sku": "SEAT", "qty": 2}]})

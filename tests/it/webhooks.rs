@@ -13,6 +13,7 @@ on_both_stores!(
     forged_stale_and_oversized_webhooks_are_refused,
     sandbox_double_delivery_is_harmless,
     event_that_overtakes_the_checkout_commit_is_not_lost,
+    unhandled_event_types_are_stored_and_acknowledged,
 );
 
 /// A paid checkout whose completion event was not delivered; returns (order id, event body).
@@ -275,6 +276,45 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
             .expect("record")
             .outcome
             .starts_with("ignored")
+    );
+    app.finish().await;
+}
+
+async fn unhandled_event_types_are_stored_and_acknowledged(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_customer_1", "object": "event", "api_version": "2024-06-20", "created": 1,
+        "type": "customer.created", "livemode": false, "pending_webhooks": 1,
+        "data": {"object": {"id": "cus_1", "object": "customer"}}
+    }))
+    .expect("json");
+    let r = app
+        .post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 0)))
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["duplicate"], false);
+    assert!(s(&answer["outcome"]).starts_with("ignored"), "{answer}");
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT raw_body FROM webhook_events WHERE event_id = $1")
+            .bind("evt_customer_1")
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("stored");
+    assert_eq!(stored, body, "the raw bytes are kept as received");
+    // Signed but not a Stripe event at all: refused, not stored.
+    let junk = b"[1,2,3]".to_vec();
+    let r = app
+        .post_webhook(junk.clone(), Some(signature(WEBHOOK_SECRET, &junk, 0)))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "stripe"
+        )
+        .await,
+        1
     );
     app.finish().await;
 }
