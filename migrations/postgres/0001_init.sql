@@ -122,7 +122,7 @@ CREATE TABLE invoices (
 CREATE TABLE ledger_entries (
     id            BIGSERIAL PRIMARY KEY,
     order_id      TEXT NOT NULL REFERENCES orders(id),
-    reference     TEXT NOT NULL,
+    reference     TEXT NOT NULL,   -- the document: an invoice id
     account       TEXT NOT NULL,
     debit_minor   BIGINT NOT NULL,
     credit_minor  BIGINT NOT NULL,

@@ -122,7 +122,7 @@ CREATE TABLE invoices (
 CREATE TABLE ledger_entries (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     order_id      TEXT NOT NULL REFERENCES orders(id),
-    reference     TEXT NOT NULL,
+    reference     TEXT NOT NULL,   -- the document: an invoice id
     account       TEXT NOT NULL,
     debit_minor   INTEGER NOT NULL,
     credit_minor  INTEGER NOT NULL,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use jobs::StepKind;
 use jobs::deduct_stock::Outcome;
 
-use super::{StepResult, complete};
+use super::{StepResult, complete, finish};
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::store::steps::{self, Lease};
@@ -25,6 +25,21 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     .map_err(StoreError::from)?
     .into_iter()
     .collect();
+    sqlx::query(
+        "UPDATE stock_reservations SET status = 'consumed', updated_at = $1
+         WHERE order_id = $2 AND status = 'held'",
+    )
+    .bind(now_ms())
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    let Some(wake) = finish(&mut tx, lease, Outcome::Deducted.as_str()).await? else {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Ok(Vec::new());
+    };
+    // The SKU rows are what every order for the same item contends for: touch them last,
+    // so each holds their lock only for the decrement and the commit.
     let mut all_deducted = true;
     for it in &items {
         let held_qty = held.get(&it.sku).copied().unwrap_or(0).min(it.qty);
@@ -34,16 +49,8 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         }
     }
     if all_deducted {
-        sqlx::query(
-            "UPDATE stock_reservations SET status = 'consumed', updated_at = $1
-             WHERE order_id = $2 AND status = 'held'",
-        )
-        .bind(now_ms())
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        return complete(tx, lease, Outcome::Deducted.as_str()).await;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Ok(wake);
     }
     // Some line found no stock: undo the lines already deducted, and refund instead.
     tx.rollback().await.map_err(StoreError::from)?;

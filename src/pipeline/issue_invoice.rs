@@ -4,7 +4,7 @@
 use jobs::StepError;
 use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
 
-use super::{StepResult, complete};
+use super::{StepResult, finish};
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
@@ -18,8 +18,32 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .await?
         .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
     let items = orders::items_in(&mut tx, order_id).await?;
-    // The counter row is locked by this update until commit: concurrent invoices queue here,
-    // and a rollback gives the number back, so numbers have no gaps.
+    let tax = inclusive_tax(order.total_minor, cfg.tax_rate_bps);
+    let now = now_ms();
+    let invoice_id = new_id("inv");
+    for line in sale_lines(order.total_minor, tax) {
+        sqlx::query(
+            "INSERT INTO ledger_entries (order_id, reference, account, debit_minor, credit_minor, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(order_id)
+        .bind(&invoice_id)
+        .bind(line.account)
+        .bind(line.debit_minor)
+        .bind(line.credit_minor)
+        .bind(&order.currency)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    }
+    let Some(wake) = finish(&mut tx, lease, "issued").await? else {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Ok(Vec::new());
+    };
+    // Last, right before the commit: the counter row is locked by this update until then,
+    // so concurrent invoices queue here for as short a time as possible. A rollback gives
+    // the number back: numbers have no gaps.
     let n: i64 = sqlx::query_scalar(
         "INSERT INTO invoice_counters (series, last_number) VALUES ($1, 1)
          ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + 1
@@ -30,9 +54,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     .await
     .map_err(StoreError::from)?;
     let invoice_number = number(&cfg.series, n);
-    let tax = inclusive_tax(order.total_minor, cfg.tax_rate_bps);
     let currency = orders::currency_of(&order);
-    let now = now_ms();
     let html = render_html(
         &invoice_number,
         &order,
@@ -42,7 +64,6 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         cfg.tax_rate_bps,
         &currency,
     );
-    let invoice_id = new_id("inv");
     sqlx::query(
         "INSERT INTO invoices (id, series, number, invoice_number, order_id, payment_id, currency,
                                subtotal_minor, tax_minor, total_minor, tax_name, tax_rate_bps, html, issued_at)
@@ -65,23 +86,14 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     .execute(&mut *tx)
     .await
     .map_err(StoreError::from)?;
-    for line in sale_lines(order.total_minor, tax) {
-        sqlx::query(
-            "INSERT INTO ledger_entries (order_id, reference, account, debit_minor, credit_minor, currency, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(order_id)
+    sqlx::query("UPDATE steps SET outcome = $1 WHERE id = $2")
         .bind(&invoice_number)
-        .bind(line.account)
-        .bind(line.debit_minor)
-        .bind(line.credit_minor)
-        .bind(&order.currency)
-        .bind(now)
+        .bind(lease.step.id)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
-    }
-    complete(tx, lease, &invoice_number).await
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(wake)
 }
 
 fn render_html(

@@ -42,17 +42,34 @@ impl From<StoreError> for StepError {
 /// wrote in `tx`. If the lease was lost meanwhile the whole transaction is rolled back, so
 /// the step's effect happens only with the run that owns the step.
 pub async fn complete(mut tx: Tx, lease: &Lease, outcome: &str) -> StepResult {
-    if !steps::finish(&mut tx, lease, outcome).await? {
-        tx.rollback().await.map_err(StoreError::from)?;
+    match finish(&mut tx, lease, outcome).await? {
+        Some(wake) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(wake)
+        }
+        None => {
+            tx.rollback().await.map_err(StoreError::from)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The first half of [`complete`], for steps that must touch a contended row (a SKU, the
+/// invoice counter) last, right before their commit, so its lock is held as briefly as
+/// possible. `None`: the lease was lost; roll back.
+pub async fn finish(
+    tx: &mut Tx,
+    lease: &Lease,
+    outcome: &str,
+) -> Result<Option<Vec<i64>>, StepError> {
+    if !steps::finish(tx, lease, outcome).await? {
         tracing::warn!(
             step_id = lease.step.id,
             "lease lost before commit; effect rolled back"
         );
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let wake = steps::advance(&mut tx, &lease.step.order_id).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(wake)
+    Ok(Some(steps::advance(tx, &lease.step.order_id).await?))
 }
 
 /// The apalis handler: one wake-up, at most one step run.

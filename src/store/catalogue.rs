@@ -30,6 +30,7 @@ impl Store {
         currency: &Currency,
         stock: i64,
     ) -> Result<SkuRow> {
+        let _writer = self.write_guard().await;
         let row = sqlx::query_as::<_, SkuRow>(
             "INSERT INTO skus (sku, name, price_minor, currency, on_hand, reserved, updated_at)
              VALUES ($1, $2, $3, $4, $5, 0, $6)

@@ -19,14 +19,44 @@ pub mod payments;
 pub mod steps;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain;
 
-pub type Tx = sqlx::Transaction<'static, Any>;
+/// A write transaction. It dereferences to the connection, so `&mut *tx` is an executor.
+/// On SQLite it also holds this process's writer lock until commit or rollback.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +80,10 @@ pub enum Backend {
 pub struct Store {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// SQLite admits one writer at a time. Writers of this process queue here, in order
+    /// and woken at once, instead of inside SQLite's busy handler, which sleeps and retries
+    /// (a writer could wait seconds for a lock that was free after a millisecond).
+    writer: Option<Arc<Mutex<()>>>,
 }
 
 impl Store {
@@ -89,7 +123,12 @@ impl Store {
             });
         }
         let pool = pool.connect_with(opts).await?;
-        Ok(Store { pool, backend })
+        let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// Applies the migrations of this backend (idempotent).
@@ -113,10 +152,24 @@ impl Store {
     /// a deferred transaction that reads and then writes can fail with SQLITE_BUSY without
     /// waiting when another writer got there first.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self.backend {
+        let writer = self.write_guard().await;
+        let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            inner,
+            _writer: writer,
         })
+    }
+
+    /// This process's SQLite writer lock (nothing on Postgres), for a single autocommit
+    /// write outside [`Store::begin`]. Reads never need it: WAL readers do not block.
+    pub async fn write_guard(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.writer {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// True when the database answers a trivial query.

@@ -141,6 +141,7 @@ impl Store {
         provider_order_id: &str,
         checkout_url: &str,
     ) -> Result<PaymentRow> {
+        let _writer = self.write_guard().await;
         let row = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE payments SET provider_order_id = $1, checkout_url = $2,
                     status = CASE WHEN status = 'creating' THEN 'created' ELSE status END,

@@ -163,6 +163,7 @@ impl Store {
     pub async fn claim(&self, step_id: i64, lease_ms: u64) -> Result<Option<Lease>> {
         let now = now_ms();
         let token = new_id("lease");
+        let _writer = self.write_guard().await;
         let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
                               lease_until = $2, enqueued_at = NULL, updated_at = $3
@@ -256,6 +257,7 @@ impl Store {
     /// A worker that died or stalled past its lease gives its step back.
     pub async fn release_expired_leases(&self) -> Result<u64> {
         let now = now_ms();
+        let _writer = self.write_guard().await;
         let r = sqlx::query(
             "UPDATE steps SET status = 'pending', lease_token = NULL, lease_until = NULL,
                               enqueued_at = NULL, next_run_at = $1,
