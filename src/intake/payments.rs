@@ -1,5 +1,10 @@
 //! `POST /api/payments/create-order`: open a provider checkout for an order, reserving its
 //! stock. Calling it again for an order with an open checkout returns the same checkout.
+//!
+//! `POST /api/payments/verify`: the browser's way in. The success page hands over what the
+//! provider's checkout gave it; we never trust that payload's claims, but ask the provider's
+//! API, and apply the same idempotent transition a webhook would. Whichever of webhook and
+//! verify comes first wins; the other changes nothing.
 
 use std::sync::Arc;
 
@@ -122,6 +127,91 @@ fn checkout_json(p: &PaymentRow) -> Value {
     })
 }
 
+#[derive(Debug, Deserialize)]
+struct VerifyPayment {
+    order_id: String,
+    provider: String,
+    payload: Value,
+}
+
+async fn verify(
+    State(e): State<Arc<Engine>>,
+    body: Result<Json<VerifyPayment>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(b) = body?;
+    let order_id = OrderId::parse("order_id", &b.order_id)?;
+    if b.provider != "stripe" {
+        return Err(Invalid::new(
+            "provider",
+            format!(
+                "{:?} is not a supported provider (supported: \"stripe\")",
+                b.provider
+            ),
+        )
+        .into());
+    }
+    let session_id = b
+        .payload
+        .get("session_id")
+        .and_then(Value::as_str)
+        .filter(|s| s.starts_with("cs_") && s.len() <= 255)
+        .ok_or_else(|| {
+            Invalid::new(
+                "payload.session_id",
+                "required: the Checkout Session id (cs_…) the checkout returned",
+            )
+        })?;
+    // The session must be one this order opened: a payload naming someone else's session
+    // changes nothing.
+    let not_ours = || {
+        Invalid::new(
+            "payload.session_id",
+            "no checkout of this order has that id",
+        )
+    };
+    let payment = e
+        .store
+        .payment_by_provider_order(&b.provider, session_id)
+        .await?
+        .filter(|p| p.order_id == order_id.as_str())
+        .ok_or_else(not_ours)?;
+    let state = e.stripe.payment_state(session_id).await.map_err(|err| {
+        tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_error",
+            "the payment provider did not answer; try again, or keep polling the order",
+        )
+    })?;
+    let (outcome, wake) = e.store.apply_change(&payment.id, &state.change).await?;
+    e.queue.wake(&wake);
+    let now = e
+        .store
+        .get_payment(&payment.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("payment vanished"))?;
+    let order = e
+        .store
+        .get_order(order_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let status = match now.status.as_str() {
+        "paid" | "refunded" => "paid",
+        "failed" | "expired" | "error" => "failed",
+        _ => "pending",
+    };
+    tracing::info!(order_id = %order_id, %outcome, "payment verified by the browser");
+    Ok(Json(json!({
+        "order_id": order.id,
+        "provider": payment.provider,
+        "status": status,
+        "order_status": order.status,
+        "outcome": outcome,
+    })))
+}
+
 pub fn router() -> Router<Arc<Engine>> {
-    Router::new().route("/api/payments/create-order", post(create_order))
+    Router::new()
+        .route("/api/payments/create-order", post(create_order))
+        .route("/api/payments/verify", post(verify))
 }

@@ -37,9 +37,12 @@ pub enum PaymentChange {
     Ignored,
 }
 
-/// The provider's record of a payment, as `confirm_capture` checks it.
+/// The provider's record of a payment, as `confirm_capture` checks it and the browser's
+/// verify call applies it.
 #[derive(Debug, Clone)]
 pub struct PaymentState {
+    /// What the record means for our payment, exactly as if an event had said it.
+    pub change: PaymentChange,
     pub paid: bool,
     pub state: String,
     pub amount_minor: i64,

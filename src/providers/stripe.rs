@@ -252,7 +252,19 @@ impl Client {
             .get(format!("{}/v1/checkout/sessions/{session_id}", self.base));
         let s: wire::CheckoutSession = self.call(req).await?;
         let status = s.status.clone().unwrap_or_default();
+        let pi = s.payment_intent.clone();
+        let change = match (status.as_str(), s.payment_status.as_str()) {
+            ("complete", "paid" | "no_payment_required") => PaymentChange::Paid {
+                provider_payment_id: pi,
+            },
+            ("complete", _) => PaymentChange::AwaitingSettlement {
+                provider_payment_id: pi,
+            },
+            ("expired", _) => PaymentChange::Expired,
+            _ => PaymentChange::Ignored,
+        };
         Ok(PaymentState {
+            change,
             paid: status == "complete" && s.payment_status == "paid",
             state: format!("status={status}, payment_status={}", s.payment_status),
             amount_minor: s.amount_total.unwrap_or(0),

@@ -3,7 +3,7 @@
 //! fulfilment pipeline happen in one transaction — either all of it is durable before the
 //! provider hears 200, or none of it is and the provider retries.
 
-use super::{Result, Store, orders, payments, steps};
+use super::{Result, Store, payments};
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
@@ -51,70 +51,12 @@ impl Store {
             }
             None => None,
         };
-        let mut wake = Vec::new();
-        let outcome = match (&payment, &ev.change) {
-            (_, PaymentChange::Ignored) => "ignored: event type not handled".to_owned(),
-            (None, _) => "ignored: no payment of ours matches".to_owned(),
-            (
-                Some(p),
-                PaymentChange::Paid {
-                    provider_payment_id,
-                },
-            ) => {
-                if payments::transition(&mut tx, &p.id, &["creating", "created", "pending"], "paid")
-                    .await?
-                {
-                    if let Some(ppid) = provider_payment_id {
-                        payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
-                    }
-                    orders::transition(&mut tx, &p.order_id, &["pending_payment"], "paid").await?;
-                    wake = steps::create_pipeline(&mut tx, &p.order_id, &p.id).await?;
-                    "paid".to_owned()
-                } else {
-                    // Already paid (another event got here first), or failed/expired before
-                    // the money arrived: the latter needs a human and comes with the
-                    // late-event rules.
-                    format!("no change: payment is {}", p.status)
-                }
+        let (outcome, wake) = match (&payment, &ev.change) {
+            (_, PaymentChange::Ignored) => {
+                ("ignored: event type not handled".to_owned(), Vec::new())
             }
-            (
-                Some(p),
-                PaymentChange::AwaitingSettlement {
-                    provider_payment_id,
-                },
-            ) => {
-                if payments::transition(&mut tx, &p.id, &["creating", "created"], "pending").await?
-                {
-                    if let Some(ppid) = provider_payment_id {
-                        payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
-                    }
-                    "awaiting settlement".to_owned()
-                } else {
-                    format!("no change: payment is {}", p.status)
-                }
-            }
-            (Some(p), change @ (PaymentChange::Failed | PaymentChange::Expired)) => {
-                let to = if *change == PaymentChange::Failed {
-                    "failed"
-                } else {
-                    "expired"
-                };
-                if payments::transition(&mut tx, &p.id, &["creating", "created", "pending"], to)
-                    .await?
-                {
-                    payments::release_reservations(&mut tx, &p.order_id).await?;
-                    orders::transition(
-                        &mut tx,
-                        &p.order_id,
-                        &["pending_payment"],
-                        "payment_failed",
-                    )
-                    .await?;
-                    format!("payment {to}; stock released")
-                } else {
-                    format!("no change: payment is {}", p.status)
-                }
-            }
+            (None, _) => ("ignored: no payment of ours matches".to_owned(), Vec::new()),
+            (Some(p), change) => payments::apply(&mut tx, p, change).await?,
         };
         sqlx::query(
             "UPDATE webhook_events SET outcome = $1, payment_id = $2 WHERE provider = $3 AND event_id = $4",

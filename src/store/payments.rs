@@ -7,8 +7,9 @@
 
 use serde::Serialize;
 
-use super::{Result, Store, Tx, catalogue, orders};
+use super::{Result, Store, Tx, catalogue, orders, steps};
 use crate::domain::{new_id, now_ms};
+use crate::providers::PaymentChange;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PaymentRow {
@@ -178,6 +179,40 @@ impl Store {
         Ok(())
     }
 
+    /// Applies a change learned from the provider's API (the browser's verify call) to the
+    /// payment, in its own transaction — the same transition a webhook would make.
+    pub async fn apply_change(
+        &self,
+        payment_id: &str,
+        change: &PaymentChange,
+    ) -> Result<(String, Vec<i64>)> {
+        let mut tx = self.begin().await?;
+        let p = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM payments WHERE id = $1"
+        )))
+        .bind(payment_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let applied = apply(&mut tx, &p, change).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// The payment a provider knows as `provider_order_id`.
+    pub async fn payment_by_provider_order(
+        &self,
+        provider: &str,
+        provider_order_id: &str,
+    ) -> Result<Option<PaymentRow>> {
+        Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_order_id = $2"
+        )))
+        .bind(provider)
+        .bind(provider_order_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The order's most recent payment, if any.
     pub async fn latest_payment(&self, order_id: &str) -> Result<Option<PaymentRow>> {
         Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
@@ -232,6 +267,61 @@ pub async fn find_for_event(
     .bind(provider)
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+/// Applies what the provider says about a payment — from a webhook or from the browser's
+/// verify call, whichever comes first; the second finds nothing left to do. Returns a short
+/// outcome and the steps to wake after commit.
+pub async fn apply(
+    tx: &mut Tx,
+    p: &PaymentRow,
+    change: &PaymentChange,
+) -> Result<(String, Vec<i64>)> {
+    let open = ["creating", "created", "pending"];
+    match change {
+        PaymentChange::Paid {
+            provider_payment_id,
+        } => {
+            if transition(tx, &p.id, &open, "paid").await? {
+                if let Some(ppid) = provider_payment_id {
+                    set_provider_payment_id(tx, &p.id, ppid).await?;
+                }
+                orders::transition(tx, &p.order_id, &["pending_payment"], "paid").await?;
+                let wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
+                return Ok(("paid".to_owned(), wake));
+            }
+        }
+        PaymentChange::AwaitingSettlement {
+            provider_payment_id,
+        } => {
+            if transition(tx, &p.id, &["creating", "created"], "pending").await? {
+                if let Some(ppid) = provider_payment_id {
+                    set_provider_payment_id(tx, &p.id, ppid).await?;
+                }
+                return Ok(("awaiting settlement".to_owned(), Vec::new()));
+            }
+        }
+        PaymentChange::Failed | PaymentChange::Expired => {
+            let to = if *change == PaymentChange::Failed {
+                "failed"
+            } else {
+                "expired"
+            };
+            if transition(tx, &p.id, &open, to).await? {
+                release_reservations(tx, &p.order_id).await?;
+                orders::transition(tx, &p.order_id, &["pending_payment"], "payment_failed").await?;
+                return Ok((format!("payment {to}; stock released"), Vec::new()));
+            }
+        }
+        PaymentChange::Ignored => {}
+    }
+    // Nothing moved: another event or the verify call got here first (or the payment ended
+    // before this arrived, which the late-event rules will handle). Say what it is now.
+    let now: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+        .bind(&p.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((format!("no change: payment is {now}"), Vec::new()))
 }
 
 /// Moves the payment to `to` if it is in one of `from`; returns whether it moved.

@@ -290,6 +290,19 @@ impl TestApp {
         body
     }
 
+    /// The browser's `POST /api/payments/verify` with a Stripe session id.
+    pub async fn verify(&self, order_id: &str, session_id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/payments/verify", self.url))
+            .json(&json!({"order_id": order_id, "provider": "stripe", "payload": {"session_id": session_id}}))
+            .send()
+            .await
+            .expect("verify");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
+    }
+
     /// Asks the sandbox to complete the session; returns its answer (event, deliveries).
     pub async fn pay(&self, session: &str, opts: Value) -> Value {
         self.sandbox_post(

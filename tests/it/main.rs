@@ -8,4 +8,5 @@ mod api;
 mod checkout;
 mod failures;
 mod last_item;
+mod verify;
 mod webhooks;
