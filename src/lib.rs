@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use config::Config;
 use email::Mailer;
-use providers::stripe;
+use providers::Providers;
 use queue::Queue;
 use store::Store;
 
@@ -49,7 +49,7 @@ use store::Store;
 pub struct Engine {
     pub config: Config,
     pub store: Store,
-    pub stripe: stripe::Client,
+    pub providers: Providers,
     pub mailer: Mailer,
     pub queue: Queue,
     /// The admin bearer token in force (configured, or generated at start).
@@ -84,15 +84,12 @@ pub async fn run(
     let store = open_store(&config).await?;
     let admin_token = admin_token(&config)?;
     let mailer = Mailer::from_config(&config.email)?;
-    let stripe = stripe::Client::new(
-        &config.providers.stripe.api_base,
-        &config.providers.stripe.secret_key,
-    );
+    let providers = Providers::from_config(&config);
     let (queue, rx) = queue::memory::channel();
     let engine = Arc::new(Engine {
         config,
         store,
-        stripe,
+        providers,
         mailer,
         queue,
         admin_token,

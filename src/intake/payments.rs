@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
-use crate::providers::{CheckoutLine, CheckoutRequest};
+use crate::providers::{CheckoutLine, CheckoutRequest, PaymentRef};
 use crate::store::payments::{BeginCheckout, PaymentRow};
 
 #[derive(Debug, Deserialize)]
@@ -34,16 +34,7 @@ async fn create_order(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
-    if b.provider != "stripe" {
-        return Err(Invalid::new(
-            "provider",
-            format!(
-                "{:?} is not a supported provider (supported: \"stripe\")",
-                b.provider
-            ),
-        )
-        .into());
-    }
+    let provider = e.providers.get("provider", &b.provider)?;
     let ttl_ms = e.config.checkout.reservation_ttl_secs as i64 * 1000;
     let (payment_id, order, items) = match e
         .store
@@ -93,7 +84,7 @@ async fn create_order(
         success_url: fill(&e.config.checkout.success_url),
         cancel_url: fill(&e.config.checkout.cancel_url),
     };
-    let checkout = match e.stripe.create_checkout(&req).await {
+    let checkout = match provider.create_checkout(&req).await {
         Ok(c) => c,
         Err(err) => {
             tracing::warn!(order_id = %order.id, error = %err, "checkout creation failed");
@@ -140,42 +131,21 @@ async fn verify(
 ) -> Result<Json<Value>, ApiError> {
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
-    if b.provider != "stripe" {
-        return Err(Invalid::new(
-            "provider",
-            format!(
-                "{:?} is not a supported provider (supported: \"stripe\")",
-                b.provider
-            ),
-        )
-        .into());
-    }
-    let session_id = b
-        .payload
-        .get("session_id")
-        .and_then(Value::as_str)
-        .filter(|s| s.starts_with("cs_") && s.len() <= 255)
-        .ok_or_else(|| {
-            Invalid::new(
-                "payload.session_id",
-                "required: the Checkout Session id (cs_…) the checkout returned",
-            )
-        })?;
-    // The session must be one this order opened: a payload naming someone else's session
+    let provider = e.providers.get("provider", &b.provider)?;
+    let claim = provider.client_claim(&b.payload)?;
+    // The checkout must be one this order opened: a payload naming someone else's checkout
     // changes nothing.
-    let not_ours = || {
-        Invalid::new(
-            "payload.session_id",
-            "no checkout of this order has that id",
-        )
-    };
     let payment = e
         .store
-        .payment_by_provider_order(&b.provider, session_id)
+        .payment_by_provider_order(provider.name(), &claim.provider_order_id)
         .await?
         .filter(|p| p.order_id == order_id.as_str())
-        .ok_or_else(not_ours)?;
-    let state = e.stripe.payment_state(session_id).await.map_err(|err| {
+        .ok_or_else(|| Invalid::new(claim.field, "no checkout of this order has that id"))?;
+    let at = PaymentRef {
+        provider_order_id: &payment.provider_order_id,
+        provider_payment_id: payment.provider_payment_id.as_deref(),
+    };
+    let state = provider.payment_state(&at).await.map_err(|err| {
         tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");
         ApiError::new(
             StatusCode::BAD_GATEWAY,

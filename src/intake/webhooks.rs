@@ -1,13 +1,14 @@
-//! `POST /webhooks/stripe`: verify the signature on the raw bytes, normalize, store and
-//! apply in one transaction, wake the pipeline, answer 200. A bad signature is 400 and
-//! stores nothing; a body over the limit is 413; a store that cannot commit is 503 so the
-//! provider retries — never 200 for an event we did not keep.
+//! `POST /webhooks/{provider}`: the provider verifies the webhook on the raw bytes and
+//! normalizes it; then one transaction stores and applies it, the pipeline is woken, and the
+//! provider gets 200. A bad signature is 400 and stores nothing; a body over the limit is
+//! 413; a store that cannot commit is 503 so the provider retries — never 200 for an event
+//! we did not keep.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -15,13 +16,18 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use crate::Engine;
-use crate::providers::stripe;
+use crate::providers::WebhookError;
 
-async fn stripe_webhook(
+async fn webhook(
     State(e): State<Arc<Engine>>,
+    Path(provider): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let provider = e
+        .providers
+        .get("provider", &provider)
+        .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, "unknown_provider", err.to_string()))?;
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -36,28 +42,18 @@ async fn stripe_webhook(
             ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", r.body_text())
         }
     })?;
-    let cfg = &e.config.providers.stripe;
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
     let now = crate::domain::now_ms() / 1000;
-    stripe::verify(
-        header,
-        &body,
-        &cfg.webhook_secrets,
-        cfg.webhook_tolerance_secs,
-        now,
-    )
-    .map_err(|err| {
-        tracing::warn!(error = %err, "stripe webhook refused");
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_signature",
-            err.to_string(),
-        )
+    let event = provider.webhook(&headers, &body, now).map_err(|err| {
+        tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
+        match err {
+            WebhookError::Signature(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
+            }
+            WebhookError::Malformed(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m)
+            }
+        }
     })?;
-    let event = stripe::normalize(&body)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m))?;
     let recorded = e.store.record_event(&event, &body).await.map_err(|err| {
         tracing::error!(error = %err, event_id = %event.event_id, "could not store webhook");
         ApiError::new(
@@ -67,12 +63,15 @@ async fn stripe_webhook(
         )
     })?;
     e.queue.wake(&recorded.wake);
-    tracing::info!(event_id = %event.event_id, kind = %event.event_type, outcome = %recorded.outcome, "stripe webhook");
+    tracing::info!(
+        provider = provider.name(), event_id = %event.event_id, kind = %event.event_type,
+        outcome = %recorded.outcome, "webhook"
+    );
     Ok(Json(
         json!({ "received": true, "duplicate": recorded.duplicate, "outcome": recorded.outcome }),
     ))
 }
 
 pub fn router() -> Router<Arc<Engine>> {
-    Router::new().route("/webhooks/stripe", post(stripe_webhook))
+    Router::new().route("/webhooks/{provider}", post(webhook))
 }

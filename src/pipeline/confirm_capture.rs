@@ -4,7 +4,7 @@
 use jobs::StepError;
 use jobs::confirm_capture::{Expected, Observed, check};
 
-use super::{StepResult, complete};
+use super::{StepResult, complete, provider_of};
 use crate::Engine;
 use crate::store::payments;
 use crate::store::steps::Lease;
@@ -15,7 +15,8 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .get_payment(&lease.step.payment_id)
         .await?
         .ok_or_else(|| StepError::Permanent("payment row missing".into()))?;
-    let state = e.stripe.payment_state(&payment.provider_order_id).await?;
+    let (provider, at) = provider_of(e, &payment)?;
+    let state = provider.payment_state(&at).await?;
     check(
         &Expected {
             amount_minor: payment.amount_minor,

@@ -25,7 +25,9 @@ use jobs::{StepError, StepKind, Wake};
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
+use crate::providers::{PaymentRef, Provider};
 use crate::queue::memory::Receiver;
+use crate::store::payments::PaymentRow;
 use crate::store::steps::{self, Failed, Lease};
 use crate::store::{StoreError, Tx};
 
@@ -36,6 +38,22 @@ impl From<StoreError> for StepError {
     fn from(e: StoreError) -> StepError {
         StepError::Transient(e.to_string())
     }
+}
+
+/// The provider a payment was made with, and how it knows the payment.
+fn provider_of<'a>(
+    e: &'a Engine,
+    payment: &'a PaymentRow,
+) -> Result<(&'a dyn Provider, PaymentRef<'a>), StepError> {
+    let provider = e
+        .providers
+        .get("provider", &payment.provider)
+        .map_err(|err| StepError::Permanent(err.to_string()))?;
+    let r = PaymentRef {
+        provider_order_id: &payment.provider_order_id,
+        provider_payment_id: payment.provider_payment_id.as_deref(),
+    };
+    Ok((provider, r))
 }
 
 /// Marks the leased step done and moves the pipeline on, then commits everything the step

@@ -4,7 +4,7 @@
 use jobs::StepError;
 use jobs::refund_payment::idempotency_key;
 
-use super::{StepResult, complete};
+use super::{StepResult, complete, provider_of};
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
@@ -16,12 +16,9 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .get_payment(&lease.step.payment_id)
         .await?
         .ok_or_else(|| StepError::Permanent("payment row missing".into()))?;
-    let pi = payment
-        .provider_payment_id
-        .as_deref()
-        .ok_or_else(|| StepError::Permanent("the provider gave no payment id to refund".into()))?;
-    let refund = e.stripe.refund(pi, &idempotency_key(&payment.id)).await?;
-    if matches!(refund.status.as_str(), "failed" | "canceled") {
+    let (provider, at) = provider_of(e, &payment)?;
+    let refund = provider.refund(&at, &idempotency_key(&payment.id)).await?;
+    if refund.failed() {
         return Err(StepError::Permanent(format!(
             "refund {} is {}",
             refund.id, refund.status
@@ -36,7 +33,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     .bind(new_id("rfd"))
     .bind(&payment.id)
     .bind(&refund.id)
-    .bind(refund.amount)
+    .bind(refund.amount_minor)
     .bind(&payment.currency)
     .bind(now_ms())
     .execute(&mut *tx)

@@ -1,11 +1,123 @@
-//! Payment providers. Each one turns its webhooks into a [`ProviderEvent`] and offers an API
-//! client for the calls the pipeline makes (create a checkout, read a payment, refund). The
-//! base URL comes from configuration, so the same code talks to the real provider or to
+//! Payment providers, behind one trait. Each provider verifies and normalizes its own
+//! webhooks, reads the browser's proof of payment, and offers the API calls the pipeline
+//! makes (create a checkout, read a payment, refund). Intake, steps and sweepers only ever
+//! hold a `dyn Provider` found by name in [`Providers`]: they never branch on which one it
+//! is. Base URLs come from configuration, so the same code talks to the real provider or to
 //! `fulfilld sandbox`.
+//!
+//! One module per provider, its wire types beside it (`stripe.rs` + `stripe/wire.rs`).
 
 pub mod stripe;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
 use jobs::StepError;
+
+use crate::config::Config;
+use crate::domain::Invalid;
+
+/// What a provider does for fulfilld.
+#[async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// The name in URLs (`/webhooks/{name}`), API payloads and the store.
+    fn name(&self) -> &'static str;
+
+    /// Checks a webhook's authenticity on the raw bytes and headers, as the provider
+    /// specifies, then normalizes it. Nothing is stored for a webhook refused here.
+    fn webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<ProviderEvent, WebhookError>;
+
+    /// Reads what the provider's checkout handed the browser and says which checkout of ours
+    /// it is about. Proof is checked against the provider afterwards, never taken from here.
+    fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, Invalid>;
+
+    async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError>;
+
+    /// The provider's own record of a payment.
+    async fn payment_state(&self, p: &PaymentRef<'_>) -> Result<PaymentState, ProviderError>;
+
+    /// Refunds the whole payment, at most once per `idempotency_key`.
+    async fn refund(
+        &self,
+        p: &PaymentRef<'_>,
+        idempotency_key: &str,
+    ) -> Result<Refund, ProviderError>;
+}
+
+/// Why a webhook was refused (400 either way; nothing is stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{0}")]
+    Signature(String),
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// The checkout a browser's payload claims to be about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientClaim {
+    pub provider_order_id: String,
+    /// The payload field that named it, for error messages.
+    pub field: &'static str,
+}
+
+/// Our payment, as a provider knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentRef<'a> {
+    pub provider_order_id: &'a str,
+    pub provider_payment_id: Option<&'a str>,
+}
+
+/// A refund the provider accepted.
+#[derive(Debug, Clone)]
+pub struct Refund {
+    pub id: String,
+    pub amount_minor: i64,
+    /// The provider's word: e.g. `succeeded`, `pending`, `failed`.
+    pub status: String,
+}
+
+impl Refund {
+    pub fn failed(&self) -> bool {
+        matches!(self.status.as_str(), "failed" | "canceled" | "cancelled")
+    }
+}
+
+/// The configured providers, by name.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    by_name: BTreeMap<&'static str, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn from_config(config: &Config) -> Providers {
+        let mut by_name: BTreeMap<&'static str, Arc<dyn Provider>> = BTreeMap::new();
+        let stripe = stripe::Stripe::new(&config.providers.stripe);
+        by_name.insert(stripe.name(), Arc::new(stripe));
+        Providers { by_name }
+    }
+
+    /// The provider called `name`, or an error for `field` that lists the supported ones.
+    pub fn get(&self, field: &str, name: &str) -> Result<&dyn Provider, Invalid> {
+        self.by_name.get(name).map(|p| p.as_ref()).ok_or_else(|| {
+            let known: Vec<String> = self.by_name.keys().map(|k| format!("{k:?}")).collect();
+            Invalid::new(
+                field,
+                format!(
+                    "{name:?} is not a supported provider (supported: {})",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+}
 
 /// A verified provider event, reduced to what fulfilment needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +209,12 @@ pub enum ProviderError {
         provider: &'static str,
         message: String,
     },
+    /// The call cannot be made at all (the payment lacks what the provider needs).
+    #[error("{provider}: {message}")]
+    Unusable {
+        provider: &'static str,
+        message: String,
+    },
 }
 
 impl ProviderError {
@@ -108,7 +226,7 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
-            ProviderError::Decode { .. } => false,
+            ProviderError::Decode { .. } | ProviderError::Unusable { .. } => false,
         }
     }
 }

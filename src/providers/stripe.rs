@@ -13,7 +13,15 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{Checkout, CheckoutRequest, PaymentChange, PaymentState, ProviderError, ProviderEvent};
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+
+use super::{
+    Checkout, CheckoutRequest, ClientClaim, PaymentChange, PaymentRef, PaymentState, Provider,
+    ProviderError, ProviderEvent, Refund, WebhookError,
+};
+use crate::config;
+use crate::domain::Invalid;
 
 const NAME: &str = "stripe";
 
@@ -137,6 +145,98 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
     })
 }
 
+/// Stripe as a [`Provider`]: Checkout Sessions, `Stripe-Signature` webhooks, and the
+/// success page's `session_id`.
+#[derive(Debug, Clone)]
+pub struct Stripe {
+    client: Client,
+    webhook_secrets: Vec<String>,
+    tolerance_secs: u64,
+}
+
+impl Stripe {
+    pub fn new(c: &config::Stripe) -> Stripe {
+        Stripe {
+            client: Client::new(&c.api_base, &c.secret_key),
+            webhook_secrets: c.webhook_secrets.clone(),
+            tolerance_secs: c.webhook_tolerance_secs,
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Stripe {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<ProviderEvent, WebhookError> {
+        let header = headers
+            .get("stripe-signature")
+            .and_then(|v| v.to_str().ok());
+        verify(
+            header,
+            body,
+            &self.webhook_secrets,
+            self.tolerance_secs,
+            now_s,
+        )
+        .map_err(|e| WebhookError::Signature(e.to_string()))?;
+        normalize(body).map_err(WebhookError::Malformed)
+    }
+
+    fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, Invalid> {
+        payload
+            .get("session_id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| s.starts_with("cs_") && s.len() <= 255)
+            .map(|s| ClientClaim {
+                provider_order_id: s.to_owned(),
+                field: "payload.session_id",
+            })
+            .ok_or_else(|| {
+                Invalid::new(
+                    "payload.session_id",
+                    "required: the Checkout Session id (cs_…) the checkout returned",
+                )
+            })
+    }
+
+    async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
+        self.client.create_checkout(r).await
+    }
+
+    async fn payment_state(&self, p: &PaymentRef<'_>) -> Result<PaymentState, ProviderError> {
+        self.client.payment_state(p.provider_order_id).await
+    }
+
+    async fn refund(
+        &self,
+        p: &PaymentRef<'_>,
+        idempotency_key: &str,
+    ) -> Result<Refund, ProviderError> {
+        let pi = p
+            .provider_payment_id
+            .ok_or_else(|| ProviderError::Unusable {
+                provider: NAME,
+                message: "the checkout has no payment intent to refund".into(),
+            })?;
+        let r = self.client.refund(pi, idempotency_key).await?;
+        Ok(Refund {
+            id: r.id,
+            amount_minor: r.amount,
+            status: r.status,
+        })
+    }
+}
+
+/// The Stripe API client. Every POST carries an idempotency key derived from our own ids,
+/// so a retry after a timeout cannot create a second session or a second refund.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,

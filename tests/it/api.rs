@@ -128,6 +128,16 @@ async fn bad_input_names_the_field(backend: Backend) {
         let e: Value = r.json().await.expect("json");
         assert_eq!(e["error"]["code"], code, "{body} → {e}");
     }
+    let r = app
+        .http
+        .post(format!("{}/webhooks/square", app.url))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["code"], "unknown_provider");
     app.finish().await;
 }
 
