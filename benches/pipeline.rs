@@ -60,10 +60,7 @@ async fn main() -> anyhow::Result<()> {
             "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS",
             SECRET.into(),
         ),
-        (
-            "FULFILLD__SANDBOX__WEBHOOK_TARGET",
-            format!("{app}/webhooks/stripe"),
-        ),
+        ("FULFILLD__SANDBOX__WEBHOOK_TARGET", app.clone()),
         ("FULFILLD__EMAIL__OUTBOX_DIR", outbox.display().to_string()),
         (
             "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE",

@@ -73,7 +73,7 @@ def main():
     env.update({
         "FULFILLD__HTTP__ADDR": f"127.0.0.1:{app_port}",
         "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{sb_port}",
-        "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"{app_url}/webhooks/stripe",
+        "FULFILLD__SANDBOX__WEBHOOK_TARGET": app_url,
         "FULFILLD__PROVIDERS__STRIPE__API_BASE": sb_url,
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": "whsec_e2e_new,whsec_e2e_old",
         "FULFILLD__EMAIL__TRANSPORT": "smtp",

@@ -52,7 +52,7 @@ def main():
     env = dict(os.environ)
     env.update({
         "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{sandbox_port}",
-        "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"http://127.0.0.1:{hook_port}/hook",
+        "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"http://127.0.0.1:{hook_port}",
         "FULFILLD__PROVIDERS__STRIPE__SECRET_KEY": SECRET_KEY,
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": WEBHOOK_SECRET,
         "RUST_LOG": "warn",

@@ -111,10 +111,12 @@ pub struct Grant {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Providers {
     pub stripe: Stripe,
+    pub razorpay: Razorpay,
 }
 
 #[derive(Clone, Deserialize)]
 pub struct Stripe {
+    pub enabled: bool,
     pub secret_key: String,
     pub webhook_secrets: Vec<String>,
     pub api_base: String,
@@ -129,6 +131,27 @@ impl std::fmt::Debug for Stripe {
                 "webhook_secrets",
                 &format!("[{} redacted]", self.webhook_secrets.len()),
             )
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+pub struct Razorpay {
+    pub enabled: bool,
+    pub key_id: String,
+    pub key_secret: String,
+    pub webhook_secret: String,
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for Razorpay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Razorpay")
+            .field("enabled", &self.enabled)
+            .field("key_id", &self.key_id)
+            .field("key_secret", &redact(&self.key_secret))
+            .field("webhook_secret", &redact(&self.webhook_secret))
             .field("api_base", &self.api_base)
             .finish()
     }
@@ -250,24 +273,54 @@ impl Config {
             return bad("admin.token", "is empty; set FULFILLD__ADMIN__TOKEN".into());
         }
         let s = &self.providers.stripe;
-        if s.secret_key.is_empty() {
-            return bad(
-                "providers.stripe.secret_key",
-                "is empty; set FULFILLD__PROVIDERS__STRIPE__SECRET_KEY".into(),
-            );
+        if s.enabled {
+            if s.secret_key.is_empty() {
+                return bad(
+                    "providers.stripe.secret_key",
+                    "is empty; set FULFILLD__PROVIDERS__STRIPE__SECRET_KEY".into(),
+                );
+            }
+            if s.webhook_secrets.is_empty() || s.webhook_secrets.iter().any(|w| w.trim().is_empty())
+            {
+                return bad(
+                    "providers.stripe.webhook_secrets",
+                    "needs at least one non-empty secret; set FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS"
+                        .into(),
+                );
+            }
+            if url::Url::parse(&s.api_base).is_err() {
+                return bad(
+                    "providers.stripe.api_base",
+                    format!("{:?} is not a URL", s.api_base),
+                );
+            }
         }
-        if s.webhook_secrets.is_empty() || s.webhook_secrets.iter().any(|w| w.trim().is_empty()) {
-            return bad(
-                "providers.stripe.webhook_secrets",
-                "needs at least one non-empty secret; set FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS"
-                    .into(),
-            );
+        let r = &self.providers.razorpay;
+        if r.enabled {
+            for (key, value) in [
+                ("key_id", &r.key_id),
+                ("key_secret", &r.key_secret),
+                ("webhook_secret", &r.webhook_secret),
+            ] {
+                if value.is_empty() {
+                    return bad(
+                        &format!("providers.razorpay.{key}"),
+                        format!(
+                            "is empty; set FULFILLD__PROVIDERS__RAZORPAY__{}",
+                            key.to_uppercase()
+                        ),
+                    );
+                }
+            }
+            if url::Url::parse(&r.api_base).is_err() {
+                return bad(
+                    "providers.razorpay.api_base",
+                    format!("{:?} is not a URL", r.api_base),
+                );
+            }
         }
-        if url::Url::parse(&s.api_base).is_err() {
-            return bad(
-                "providers.stripe.api_base",
-                format!("{:?} is not a URL", s.api_base),
-            );
+        if !s.enabled && !r.enabled {
+            return bad("providers", "no provider is enabled".into());
         }
         if url::Url::parse(&self.sandbox.webhook_target).is_err() {
             return bad(
@@ -334,13 +387,12 @@ impl Config {
     /// Providers whose API base is not the real one: start-up warns about each.
     pub fn sandboxed_providers(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if !self
-            .providers
-            .stripe
-            .api_base
-            .starts_with("https://api.stripe.com")
-        {
+        let p = &self.providers;
+        if p.stripe.enabled && !p.stripe.api_base.starts_with("https://api.stripe.com") {
             v.push("stripe");
+        }
+        if p.razorpay.enabled && !p.razorpay.api_base.starts_with("https://api.razorpay.com") {
+            v.push("razorpay");
         }
         v
     }

@@ -31,9 +31,15 @@ pub struct Observed<'a> {
 }
 
 /// A payment that is not (yet) paid is transient: providers are eventually consistent and a
-/// delayed method may still settle. A wrong amount or currency is permanent: retrying will
-/// not change it, and the order needs a human.
+/// delayed method may still settle. A captured payment of the wrong amount or currency is
+/// permanent: retrying will not change it, and the order needs a human.
 pub fn check(expected: &Expected<'_>, observed: &Observed<'_>) -> Result<(), StepError> {
+    if !observed.paid {
+        return Err(StepError::Transient(format!(
+            "payment not captured yet ({})",
+            observed.state
+        )));
+    }
     if !observed.currency.eq_ignore_ascii_case(expected.currency) {
         return Err(StepError::Permanent(format!(
             "currency mismatch: order is {}, provider captured {}",
@@ -44,12 +50,6 @@ pub fn check(expected: &Expected<'_>, observed: &Observed<'_>) -> Result<(), Ste
         return Err(StepError::Permanent(format!(
             "amount mismatch: order is {} minor units, provider captured {}",
             expected.amount_minor, observed.amount_minor
-        )));
-    }
-    if !observed.paid {
-        return Err(StepError::Transient(format!(
-            "payment not captured yet ({})",
-            observed.state
         )));
     }
     Ok(())

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
-use crate::providers::{CheckoutLine, CheckoutRequest, PaymentRef};
+use crate::providers::{CheckoutLine, CheckoutRequest, ClaimError, PaymentRef, Provider};
 use crate::store::payments::{BeginCheckout, PaymentRow};
 
 #[derive(Debug, Deserialize)]
@@ -46,7 +46,9 @@ async fn create_order(
             order,
             items,
         } => (payment_id, order, items),
-        BeginCheckout::Existing(p) => return Ok((StatusCode::OK, Json(checkout_json(&p)))),
+        BeginCheckout::Existing(p) => {
+            return Ok((StatusCode::OK, Json(checkout_json(&p, provider))));
+        }
         BeginCheckout::NotFound => return Err(ApiError::not_found("order")),
         BeginCheckout::InProgress => {
             return Err(ApiError::conflict(
@@ -102,19 +104,25 @@ async fn create_order(
     }
     let p = e
         .store
-        .checkout_created(&payment_id, &checkout.provider_order_id, &checkout.url)
+        .checkout_created(
+            &payment_id,
+            &checkout.provider_order_id,
+            checkout.url.as_deref(),
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(checkout_json(&p))))
+    Ok((StatusCode::CREATED, Json(checkout_json(&p, provider))))
 }
 
-/// What the shop's frontend needs to send the buyer to the provider.
-fn checkout_json(p: &PaymentRow) -> Value {
+/// What the shop's frontend needs to send the buyer to the provider: a hosted page's URL,
+/// or (Razorpay) the parameters for the provider's own checkout script.
+fn checkout_json(p: &PaymentRow, provider: &dyn Provider) -> Value {
     json!({
         "provider": p.provider,
         "provider_order_id": p.provider_order_id,
         "checkout_url": p.checkout_url,
         "amount_minor": p.amount_minor,
         "currency": p.currency,
+        "client": provider.checkout_params(),
     })
 }
 
@@ -132,7 +140,13 @@ async fn verify(
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
     let provider = e.providers.get("provider", &b.provider)?;
-    let claim = provider.client_claim(&b.payload)?;
+    let claim = provider.client_claim(&b.payload).map_err(|err| match err {
+        ClaimError::Invalid(i) => ApiError::from(i),
+        ClaimError::Signature(m) => {
+            tracing::warn!(order_id = %order_id, provider = provider.name(), "verify: bad signature");
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
+        }
+    })?;
     // The checkout must be one this order opened: a payload naming someone else's checkout
     // changes nothing.
     let payment = e
@@ -143,7 +157,11 @@ async fn verify(
         .ok_or_else(|| Invalid::new(claim.field, "no checkout of this order has that id"))?;
     let at = PaymentRef {
         provider_order_id: &payment.provider_order_id,
-        provider_payment_id: payment.provider_payment_id.as_deref(),
+        // A payment id the provider's own signature vouches for, when we have none yet.
+        provider_payment_id: payment
+            .provider_payment_id
+            .as_deref()
+            .or(claim.provider_payment_id.as_deref()),
     };
     let state = provider.payment_state(&at).await.map_err(|err| {
         tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");

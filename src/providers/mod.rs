@@ -7,6 +7,7 @@
 //!
 //! One module per provider, its wire types beside it (`stripe.rs` + `stripe/wire.rs`).
 
+pub mod razorpay;
 pub mod stripe;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Reads what the provider's checkout handed the browser and says which checkout of ours
     /// it is about. Proof is checked against the provider afterwards, never taken from here.
-    fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, Invalid>;
+    fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError>;
+
+    /// What the shop's frontend needs, beyond the checkout URL, to open this provider's
+    /// checkout for a payment (Razorpay: the key id for Checkout.js).
+    fn checkout_params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
 
     async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError>;
 
@@ -60,10 +67,21 @@ pub enum WebhookError {
     Malformed(String),
 }
 
+/// Why the browser's payload was refused: unusable (422), or signed wrongly (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    Signature(String),
+}
+
 /// The checkout a browser's payload claims to be about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientClaim {
     pub provider_order_id: String,
+    /// The provider's payment id, when the payload carries one that its signature vouches for.
+    pub provider_payment_id: Option<String>,
     /// The payload field that named it, for error messages.
     pub field: &'static str,
 }
@@ -99,8 +117,13 @@ pub struct Providers {
 impl Providers {
     pub fn from_config(config: &Config) -> Providers {
         let mut by_name: BTreeMap<&'static str, Arc<dyn Provider>> = BTreeMap::new();
-        let stripe = stripe::Stripe::new(&config.providers.stripe);
-        by_name.insert(stripe.name(), Arc::new(stripe));
+        let p = &config.providers;
+        if p.stripe.enabled {
+            by_name.insert("stripe", Arc::new(stripe::Stripe::new(&p.stripe)));
+        }
+        if p.razorpay.enabled {
+            by_name.insert("razorpay", Arc::new(razorpay::Razorpay::new(&p.razorpay)));
+        }
         Providers { by_name }
     }
 
@@ -184,7 +207,8 @@ pub struct CheckoutRequest {
 #[derive(Debug, Clone)]
 pub struct Checkout {
     pub provider_order_id: String,
-    pub url: String,
+    /// A hosted page to send the buyer to, for providers that have one.
+    pub url: Option<String>,
     pub amount_minor: i64,
 }
 

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use axum::http::HeaderMap;
 
 use super::{
-    Checkout, CheckoutRequest, ClientClaim, PaymentChange, PaymentRef, PaymentState, Provider,
-    ProviderError, ProviderEvent, Refund, WebhookError,
+    Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
+    Provider, ProviderError, ProviderEvent, Refund, WebhookError,
 };
 use crate::config;
 use crate::domain::Invalid;
@@ -190,20 +190,21 @@ impl Provider for Stripe {
         normalize(body).map_err(WebhookError::Malformed)
     }
 
-    fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, Invalid> {
+    fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError> {
         payload
             .get("session_id")
             .and_then(serde_json::Value::as_str)
             .filter(|s| s.starts_with("cs_") && s.len() <= 255)
             .map(|s| ClientClaim {
+                provider_payment_id: None,
                 provider_order_id: s.to_owned(),
                 field: "payload.session_id",
             })
             .ok_or_else(|| {
-                Invalid::new(
+                ClaimError::Invalid(Invalid::new(
                     "payload.session_id",
                     "required: the Checkout Session id (cs_…) the checkout returned",
-                )
+                ))
             })
     }
 
@@ -340,7 +341,7 @@ impl Client {
         })?;
         Ok(Checkout {
             provider_order_id: s.id,
-            url,
+            url: Some(url),
             amount_minor: s.amount_total.unwrap_or(0),
         })
     }

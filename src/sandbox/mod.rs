@@ -7,6 +7,11 @@
 //! controls that stand in for the buyer and for the provider's whims live under
 //! `/sandbox/{provider}/…`. State is in memory: a restarted sandbox forgets everything.
 
+// Handlers bail out early with a ready error `Response`; the emulator is not a hot path, so
+// the size of that `Err` does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod razorpay;
 pub mod stripe;
 
 use std::future::Future;
@@ -23,10 +28,100 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let base = format!("http://{}", listener.local_addr()?);
-    let app = Router::new().merge(stripe::router(stripe::Sandbox::new(&config, &base)));
+    let app = Router::new()
+        .merge(stripe::router(stripe::Sandbox::new(&config, &base)))
+        .merge(razorpay::router(razorpay::Sandbox::new(&config)));
     tracing::info!(addr = %base, target = %config.sandbox.webhook_target, "sandbox serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// `prefix` + `len` random alphanumerics, like the providers' ids.
+fn rand_id(prefix: &str, len: usize) -> String {
+    use rand::Rng;
+    let s: String = rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{s}")
+}
+
+fn now_s() -> i64 {
+    crate::domain::now_ms() / 1000
+}
+
+/// How many copies of each webhook a control call asked for.
+fn copies(webhook: Option<&str>) -> Result<usize, axum::response::Response> {
+    use axum::response::IntoResponse;
+    match webhook.unwrap_or("once") {
+        "once" => Ok(1),
+        "twice" => Ok(2),
+        "none" => Ok(0),
+        other => Err((
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(
+                serde_json::json!({"error": {"code": "invalid_field", "field": "webhook",
+                "message": format!("{other:?} is not \"once\", \"twice\" or \"none\"")}}),
+            ),
+        )
+            .into_response()),
+    }
+}
+
+/// Minimal base64 (standard alphabet) for Basic auth; None on bad input.
+fn base64_decode(s: &str) -> Option<String> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.trim().bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&x| x == c)? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Statuses the next API calls of one provider fail with (fault injection).
+#[derive(Debug, Default)]
+struct Faults(std::sync::Mutex<std::collections::VecDeque<u16>>);
+
+impl Faults {
+    fn set(&self, statuses: Vec<u16>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = statuses.into();
+    }
+
+    fn next(&self) -> Option<u16> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    /// `POST /sandbox/{provider}/faults` `{"api_errors": [503, …]}`.
+    fn parse(body: &[u8]) -> Result<Vec<u16>, axum::response::Response> {
+        use axum::response::IntoResponse;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            api_errors: Vec<u16>,
+        }
+        let bad = |m: String| {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({"error": {"code": "invalid_field", "field": "api_errors", "message": m}})),
+            )
+                .into_response()
+        };
+        let b: Body = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+        if b.api_errors.iter().any(|s| !(400..600).contains(s)) {
+            return Err(bad("statuses must be 400-599".into()));
+        }
+        Ok(b.api_errors)
+    }
 }

@@ -15,10 +15,6 @@
 //!   (`/v1/…`, after authentication) fail with these statuses, one each, in order.
 //! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
 
-// Handlers bail out early with a ready error `Response`; the emulator is not a hot path, so
-// the size of that `Err` does not matter.
-#![allow(clippy::result_large_err)]
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,11 +25,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{base64_decode, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::stripe::{sign, wire};
 
@@ -42,6 +37,7 @@ const API_VERSION: &str = "2024-06-20";
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Inner>,
+    faults: Arc<super::Faults>,
 }
 
 struct Inner {
@@ -59,18 +55,20 @@ struct State_ {
     refunds: Vec<wire::Refund>,
     /// Idempotency-Key → (request fingerprint, status, response body).
     idempotency: HashMap<String, (String, u16, Value)>,
-    /// Statuses the next API calls fail with (fault injection), first one first.
-    faults: std::collections::VecDeque<u16>,
 }
 
 impl Sandbox {
     pub fn new(config: &Config, base: &str) -> Sandbox {
         let s = &config.providers.stripe;
         Sandbox {
+            faults: Arc::default(),
             inner: Arc::new(Inner {
                 secret_key: s.secret_key.clone(),
                 webhook_secret: s.webhook_secrets.first().cloned().unwrap_or_default(),
-                webhook_target: config.sandbox.webhook_target.clone(),
+                webhook_target: format!(
+                    "{}/webhooks/stripe",
+                    config.sandbox.webhook_target.trim_end_matches('/')
+                ),
                 base: base.to_owned(),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
@@ -85,19 +83,6 @@ impl Sandbox {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn rand_id(prefix: &str, len: usize) -> String {
-    let s: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect();
-    format!("{prefix}{s}")
-}
-
-fn now_s() -> i64 {
-    crate::domain::now_ms() / 1000
 }
 
 /// Stripe's error envelope with its status.
@@ -151,7 +136,7 @@ fn authorized(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
 /// Authentication, then any injected fault: what every `/v1` call goes through first.
 fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     authorized(sb, headers)?;
-    let Some(status) = sb.state().faults.pop_front() else {
+    let Some(status) = sb.faults.next() else {
         return Ok(());
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -168,45 +153,14 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Faults {
-    api_errors: Vec<u16>,
-}
-
 async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Faults>(&body) {
-        Ok(f) if f.api_errors.iter().all(|s| (400..600).contains(s)) => {
-            sb.state().faults = f.api_errors.into_iter().collect();
+    match super::Faults::parse(&body) {
+        Ok(statuses) => {
+            sb.faults.set(statuses);
             Json(json!({ "ok": true })).into_response()
         }
-        Ok(_) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": {"code": "invalid_field", "field": "api_errors", "message": "statuses must be 400-599"}})),
-        )
-            .into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})))
-            .into_response(),
+        Err(r) => r,
     }
-}
-
-/// Minimal base64 (standard alphabet) for Basic auth; returns None on bad input.
-fn base64_decode(s: &str) -> Option<String> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.trim().bytes().filter(|&c| c != b'=') {
-        let v = A.iter().position(|&x| x == c)? as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Replays the stored answer for a reused Idempotency-Key, or refuses a reuse with other
@@ -525,19 +479,7 @@ impl Delivery {
     }
 
     fn copies(&self) -> Result<usize, Response> {
-        match self.webhook.as_deref().unwrap_or("once") {
-            "once" => Ok(1),
-            "twice" => Ok(2),
-            "none" => Ok(0),
-            other => Err((
-                StatusCode::BAD_REQUEST,
-                Json(
-                    json!({"error": {"code": "invalid_field", "field": "webhook",
-                    "message": format!("{other:?} is not \"once\", \"twice\" or \"none\"")}}),
-                ),
-            )
-                .into_response()),
-        }
+        copies(self.webhook.as_deref())
     }
 }
 

@@ -140,7 +140,7 @@ impl Store {
         &self,
         payment_id: &str,
         provider_order_id: &str,
-        checkout_url: &str,
+        checkout_url: Option<&str>,
     ) -> Result<PaymentRow> {
         let _writer = self.write_guard().await;
         let row = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(

@@ -106,6 +106,7 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         ("FULFILLD__STORE__URL", store_url.as_str()),
         ("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN),
         ("FULFILLD__PROVIDERS__STRIPE__API_BASE", sandbox.as_str()),
+        ("FULFILLD__PROVIDERS__RAZORPAY__API_BASE", sandbox.as_str()),
         (
             "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS",
             WEBHOOK_SECRET,
@@ -125,8 +126,7 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let target = format!("{url}/webhooks/stripe");
-    env.push(("FULFILLD__SANDBOX__WEBHOOK_TARGET".into(), target));
+    env.push(("FULFILLD__SANDBOX__WEBHOOK_TARGET".into(), url.clone()));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = Config::load_from(None, &env, false).expect("test config");
 
@@ -270,17 +270,17 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
-    /// `POST /api/payments/create-order` for the order; returns status and body.
+    /// `POST /api/payments/create-order` for the order with Stripe; returns status and body.
     pub async fn try_checkout(&self, order_id: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/api/payments/create-order", self.url))
-            .json(&json!({"order_id": order_id, "provider": "stripe"}))
-            .send()
-            .await
-            .expect("create-order");
-        let status = r.status().as_u16();
-        (status, r.json().await.expect("json"))
+        self.try_checkout_with(order_id, "stripe").await
+    }
+
+    pub async fn try_checkout_with(&self, order_id: &str, provider: &str) -> (u16, Value) {
+        self.post_api(
+            "/api/payments/create-order",
+            json!({"order_id": order_id, "provider": provider}),
+        )
+        .await
     }
 
     /// Opens a Stripe checkout for the order, which must succeed; returns the answer.
@@ -290,17 +290,36 @@ impl TestApp {
         body
     }
 
-    /// The browser's `POST /api/payments/verify` with a Stripe session id.
-    pub async fn verify(&self, order_id: &str, session_id: &str) -> (u16, Value) {
+    /// POSTs JSON to the engine; returns status and body.
+    pub async fn post_api(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}/api/payments/verify", self.url))
-            .json(&json!({"order_id": order_id, "provider": "stripe", "payload": {"session_id": session_id}}))
+            .post(format!("{}{path}", self.url))
+            .json(&body)
             .send()
             .await
-            .expect("verify");
+            .expect(path);
         let status = r.status().as_u16();
         (status, r.json().await.expect("json"))
+    }
+
+    /// The browser's `POST /api/payments/verify` with a Stripe session id.
+    pub async fn verify(&self, order_id: &str, session_id: &str) -> (u16, Value) {
+        let payload = json!({"session_id": session_id});
+        self.verify_with(order_id, "stripe", payload).await
+    }
+
+    pub async fn verify_with(
+        &self,
+        order_id: &str,
+        provider: &str,
+        payload: Value,
+    ) -> (u16, Value) {
+        self.post_api(
+            "/api/payments/verify",
+            json!({"order_id": order_id, "provider": provider, "payload": payload}),
+        )
+        .await
     }
 
     /// Asks the sandbox to complete the session; returns its answer (event, deliveries).

@@ -8,5 +8,6 @@ mod api;
 mod checkout;
 mod failures;
 mod last_item;
+mod razorpay;
 mod verify;
 mod webhooks;

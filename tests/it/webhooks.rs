@@ -254,7 +254,7 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
     assert_eq!(rec.wake.len(), 1, "the pipeline starts");
     let p = app
         .store
-        .checkout_created(&payment_id, "cs_test_fast", "http://x/pay")
+        .checkout_created(&payment_id, "cs_test_fast", Some("http://x/pay"))
         .await
         .expect("created");
     assert_eq!(

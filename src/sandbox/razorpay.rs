@@ -1,0 +1,621 @@
+//! The Razorpay part of the sandbox: Orders, Payments (fetch, capture, refund), Basic auth
+//! with the configured key, Razorpay's error envelope, and webhooks signed with the webhook
+//! secret (`X-Razorpay-Signature`, `x-razorpay-event-id`).
+//!
+//! Buyer and provider controls (not Razorpay API):
+//! - `POST /sandbox/razorpay/orders/{id}/pay` `{"webhook": "once"|"twice"|"none",
+//!   "delay_ms": N, "capture": "automatic"|"manual", "outcome": "paid"|"failed",
+//!   "amount": N}` — the buyer pays in Checkout.js. Answers exactly what Checkout.js hands
+//!   the browser (`razorpay_payment_id`, `razorpay_order_id`, `razorpay_signature`), plus
+//!   the events and each delivery's status. Automatic capture sends `payment.authorized`,
+//!   `payment.captured` and `order.paid`; manual capture only `payment.authorized`; a
+//!   failure `payment.failed`.
+//! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, …]}` — the next API calls fail.
+//! - `GET /sandbox/razorpay/refunds` — every refund made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Faults, base64_decode, copies, now_s, rand_id};
+use crate::config::Config;
+use crate::providers::razorpay::{sign_payment, sign_webhook, wire};
+
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key_id: String,
+    key_secret: String,
+    webhook_secret: String,
+    target: String,
+    http: reqwest::Client,
+    faults: Faults,
+    state: Mutex<St>,
+}
+
+#[derive(Default)]
+struct St {
+    orders: HashMap<String, wire::Order>,
+    payments: HashMap<String, wire::Payment>,
+    refunds: Vec<wire::Refund>,
+    /// X-Refund-Idempotency → refund id.
+    refund_keys: HashMap<String, String>,
+}
+
+impl Sandbox {
+    pub fn new(config: &Config) -> Sandbox {
+        let r = &config.providers.razorpay;
+        Sandbox {
+            inner: Arc::new(Inner {
+                key_id: r.key_id.clone(),
+                key_secret: r.key_secret.clone(),
+                webhook_secret: r.webhook_secret.clone(),
+                target: format!(
+                    "{}/webhooks/razorpay",
+                    config.sandbox.webhook_target.trim_end_matches('/')
+                ),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap_or_default(),
+                faults: Faults::default(),
+                state: Mutex::new(St::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, St> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Razorpay's error envelope with its status.
+fn rz_error(status: StatusCode, description: &str, field: Option<&str>) -> Response {
+    let code = if status == StatusCode::INTERNAL_SERVER_ERROR || status.is_server_error() {
+        "SERVER_ERROR"
+    } else {
+        "BAD_REQUEST_ERROR"
+    };
+    let body = wire::ErrorEnvelope {
+        error: wire::ErrorBody {
+            code: code.into(),
+            description: description.into(),
+            field: field.map(Into::into),
+            source: Some("business".into()),
+            reason: Some("input_validation_failed".into()),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Basic auth with the key id and secret, then any injected fault.
+fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+    let creds = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(base64_decode);
+    let expected = format!("{}:{}", sb.inner.key_id, sb.inner.key_secret);
+    if creds.as_deref() != Some(expected.as_str()) {
+        return Err(rz_error(
+            StatusCode::UNAUTHORIZED,
+            "Authentication failed",
+            None,
+        ));
+    }
+    match sb.inner.faults.next() {
+        Some(s) => Err(rz_error(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "Injected by the sandbox: the API failed this request.",
+            None,
+        )),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateOrder {
+    amount: Option<i64>,
+    currency: Option<String>,
+    #[serde(default)]
+    receipt: Option<String>,
+    #[serde(default)]
+    notes: Value,
+}
+
+async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let b: CreateOrder = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                &format!("The request body is not valid JSON: {e}"),
+                None,
+            );
+        }
+    };
+    let Some(amount) = b.amount.filter(|a| *a >= 100) else {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The amount must be atleast INR 1.00",
+            Some("amount"),
+        );
+    };
+    let Some(currency) = b.currency.filter(|c| c.len() == 3) else {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The currency field is required.",
+            Some("currency"),
+        );
+    };
+    if b.receipt.as_ref().is_some_and(|r| r.len() > 40) {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The receipt may not be greater than 40 characters.",
+            Some("receipt"),
+        );
+    }
+    let order = wire::Order {
+        id: rand_id("order_", 14),
+        entity: "order".into(),
+        amount,
+        amount_paid: 0,
+        amount_due: amount,
+        currency,
+        receipt: b.receipt,
+        status: "created".into(),
+        attempts: 0,
+        notes: if b.notes.is_object() {
+            b.notes
+        } else {
+            json!([])
+        },
+        created_at: now_s(),
+    };
+    sb.state().orders.insert(order.id.clone(), order.clone());
+    Json(order).into_response()
+}
+
+async fn get_order(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    match sb.state().orders.get(&id) {
+        Some(o) => Json(o.clone()).into_response(),
+        None => rz_error(
+            StatusCode::BAD_REQUEST,
+            "The id provided does not exist",
+            Some("id"),
+        ),
+    }
+}
+
+async fn order_payments(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let st = sb.state();
+    if !st.orders.contains_key(&id) {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The id provided does not exist",
+            Some("id"),
+        );
+    }
+    let mut items: Vec<wire::Payment> = st
+        .payments
+        .values()
+        .filter(|p| p.order_id.as_deref() == Some(id.as_str()))
+        .cloned()
+        .collect();
+    items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
+    Json(wire::Collection {
+        entity: "collection".into(),
+        count: items.len(),
+        items,
+    })
+    .into_response()
+}
+
+async fn get_payment(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    match sb.state().payments.get(&id) {
+        Some(p) => Json(p.clone()).into_response(),
+        None => rz_error(
+            StatusCode::BAD_REQUEST,
+            "The id provided does not exist",
+            Some("id"),
+        ),
+    }
+}
+
+async fn capture(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let amount = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["amount"].as_i64());
+    let (payment, order) = {
+        let mut st = sb.state();
+        let Some(p) = st.payments.get_mut(&id) else {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "The id provided does not exist",
+                Some("id"),
+            );
+        };
+        if p.status != "authorized" {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "This payment has already been captured",
+                None,
+            );
+        }
+        if amount != Some(p.amount) {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "Capture amount must be equal to the amount authorized",
+                Some("amount"),
+            );
+        }
+        p.status = "captured".into();
+        p.captured = true;
+        let p = p.clone();
+        let order = p.order_id.clone().and_then(|oid| {
+            let o = st.orders.get_mut(&oid)?;
+            o.status = "paid".into();
+            o.amount_paid = p.amount;
+            o.amount_due = 0;
+            Some(o.clone())
+        });
+        (p, order)
+    };
+    // A capture made through the API is announced like any other.
+    let mut events = vec![event("payment.captured", Some(&payment), None)];
+    if let Some(o) = &order {
+        events.push(event("order.paid", Some(&payment), Some(o)));
+    }
+    deliver(&sb, &events, 1, 0).await;
+    Json(payment).into_response()
+}
+
+async fn refund(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let key = headers
+        .get("x-refund-idempotency")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let amount = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["amount"].as_i64());
+    let mut st = sb.state();
+    if let Some(existing) = key.as_ref().and_then(|k| st.refund_keys.get(k)).cloned()
+        && let Some(r) = st.refunds.iter().find(|r| r.id == existing)
+    {
+        return Json(r.clone()).into_response();
+    }
+    let Some(p) = st.payments.get_mut(&id) else {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The id provided does not exist",
+            Some("id"),
+        );
+    };
+    if p.status != "captured" {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The payment has been fully refunded already or is not captured",
+            None,
+        );
+    }
+    let amount = amount.unwrap_or(p.amount - p.amount_refunded);
+    if amount <= 0 || amount > p.amount - p.amount_refunded {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The refund amount provided is greater than amount captured",
+            Some("amount"),
+        );
+    }
+    p.amount_refunded += amount;
+    if p.amount_refunded == p.amount {
+        p.status = "refunded".into();
+    }
+    let refund = wire::Refund {
+        id: rand_id("rfnd_", 14),
+        entity: "refund".into(),
+        amount,
+        currency: p.currency.clone(),
+        payment_id: p.id.clone(),
+        status: "processed".into(),
+        notes: json!([]),
+        created_at: now_s(),
+    };
+    if let Some(k) = key {
+        st.refund_keys.insert(k, refund.id.clone());
+    }
+    st.refunds.push(refund.clone());
+    Json(refund).into_response()
+}
+
+async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
+    Json(json!({ "entity": "collection", "items": sb.state().refunds }))
+}
+
+async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    match Faults::parse(&body) {
+        Ok(statuses) => {
+            sb.inner.faults.set(statuses);
+            Json(json!({ "ok": true })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pay {
+    #[serde(default)]
+    webhook: Option<String>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    capture: Option<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+    /// The amount the payment reports, when it should differ from the order's.
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+fn event(
+    kind: &str,
+    payment: Option<&wire::Payment>,
+    order: Option<&wire::Order>,
+) -> (String, wire::Event) {
+    let mut contains = Vec::new();
+    let mut payload = wire::EventPayload::default();
+    if let Some(p) = payment {
+        contains.push("payment".to_owned());
+        payload.payment = Some(wire::Wrapped { entity: p.clone() });
+    }
+    if let Some(o) = order {
+        contains.push("order".to_owned());
+        payload.order = Some(wire::Wrapped { entity: o.clone() });
+    }
+    let ev = wire::Event {
+        entity: "event".into(),
+        account_id: "acc_Sandbox0000000".into(),
+        event: kind.into(),
+        contains,
+        payload,
+        created_at: now_s(),
+    };
+    (rand_id("evt_", 14), ev)
+}
+
+/// One signed delivery, as Razorpay makes it.
+async fn post_event(sb: Sandbox, id: String, body: Vec<u8>) -> Value {
+    let res = sb
+        .inner
+        .http
+        .post(&sb.inner.target)
+        .header("content-type", "application/json")
+        .header(
+            "x-razorpay-signature",
+            sign_webhook(&sb.inner.webhook_secret, &body),
+        )
+        .header("x-razorpay-event-id", id)
+        .body(body)
+        .send()
+        .await;
+    match res {
+        Ok(r) => json!({ "status": r.status().as_u16() }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+/// Delivers the events in order, each `copies` times at once. Without a delay it waits for
+/// the answers and reports them; with one it returns at once.
+async fn deliver(
+    sb: &Sandbox,
+    events: &[(String, wire::Event)],
+    copies: usize,
+    delay_ms: u64,
+) -> Vec<Value> {
+    let bodies: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .filter_map(|(id, ev)| serde_json::to_vec(ev).ok().map(|b| (id.clone(), b)))
+        .collect();
+    let sb = sb.clone();
+    let n = bodies.len() * copies;
+    let run = async move {
+        let mut out = Vec::with_capacity(n);
+        for (id, body) in bodies {
+            let sends = (0..copies).map(|_| post_event(sb.clone(), id.clone(), body.clone()));
+            out.extend(futures::future::join_all(sends).await);
+        }
+        out
+    };
+    if delay_ms == 0 {
+        return run.await;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let results = run.await;
+        tracing::info!(?results, "sandbox delivered delayed Razorpay webhooks");
+    });
+    vec![json!({ "scheduled_in_ms": delay_ms }); n]
+}
+
+async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d: Pay = if body.iter().all(u8::is_ascii_whitespace) {
+        Pay::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(d) => d,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})),
+                )
+                    .into_response();
+            }
+        }
+    };
+    let copies = match copies(d.webhook.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let manual = match d.capture.as_deref().unwrap_or("automatic") {
+        "automatic" => false,
+        "manual" => true,
+        _ => {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "capture must be \"automatic\" or \"manual\"",
+                Some("capture"),
+            );
+        }
+    };
+    let failed = match d.outcome.as_deref().unwrap_or("paid") {
+        "paid" => false,
+        "failed" => true,
+        _ => {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "outcome must be \"paid\" or \"failed\"",
+                Some("outcome"),
+            );
+        }
+    };
+    let (payment, order) = {
+        let mut st = sb.state();
+        let Some(o) = st.orders.get_mut(&id) else {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "The id provided does not exist",
+                Some("id"),
+            );
+        };
+        if o.status == "paid" {
+            return rz_error(StatusCode::BAD_REQUEST, "Order has already been paid", None);
+        }
+        o.attempts += 1;
+        let status = if failed {
+            "failed"
+        } else if manual {
+            "authorized"
+        } else {
+            "captured"
+        };
+        let amount = d.amount.unwrap_or(o.amount);
+        if status == "captured" {
+            o.status = "paid".into();
+            o.amount_paid = amount;
+            o.amount_due = 0;
+        } else {
+            o.status = "attempted".into();
+        }
+        let payment = wire::Payment {
+            id: rand_id("pay_", 14),
+            entity: "payment".into(),
+            amount,
+            currency: o.currency.clone(),
+            status: status.into(),
+            order_id: Some(o.id.clone()),
+            method: Some("upi".into()),
+            captured: status == "captured",
+            amount_refunded: 0,
+            email: Some("buyer@example.com".into()),
+            notes: json!([]),
+            error_code: failed.then(|| "BAD_REQUEST_ERROR".into()),
+            error_description: failed.then(|| "Payment failed because the bank declined it".into()),
+            created_at: now_s(),
+        };
+        let order = o.clone();
+        st.payments.insert(payment.id.clone(), payment.clone());
+        (payment, order)
+    };
+    let mut events = Vec::new();
+    if failed {
+        events.push(event("payment.failed", Some(&payment), None));
+    } else {
+        let mut authorized = payment.clone();
+        authorized.status = "authorized".into();
+        authorized.captured = false;
+        events.push(event("payment.authorized", Some(&authorized), None));
+        if !manual {
+            events.push(event("payment.captured", Some(&payment), None));
+            events.push(event("order.paid", Some(&payment), Some(&order)));
+        }
+    }
+    let deliveries = deliver(&sb, &events, copies, d.delay_ms.unwrap_or(0)).await;
+    let sent: Vec<Value> = events
+        .iter()
+        .map(|(id, ev)| json!({ "id": id, "body": serde_json::to_string(ev).unwrap_or_default() }))
+        .collect();
+    Json(json!({
+        "razorpay_payment_id": payment.id,
+        "razorpay_order_id": order.id,
+        "razorpay_signature": sign_payment(&sb.inner.key_secret, &order.id, &payment.id),
+        "events": sent,
+        "deliveries": deliveries,
+    }))
+    .into_response()
+}
+
+pub fn router(sb: Sandbox) -> Router {
+    Router::new()
+        .route("/v1/orders", post(create_order))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/payments", get(order_payments))
+        .route("/v1/payments/{id}", get(get_payment))
+        .route("/v1/payments/{id}/capture", post(capture))
+        .route("/v1/payments/{id}/refund", post(refund))
+        .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
+        .route("/sandbox/razorpay/faults", post(set_faults))
+        .route("/sandbox/razorpay/refunds", get(list_refunds))
+        .with_state(sb)
+}

@@ -1,0 +1,242 @@
+//! Razorpay end to end through the sandbox: Orders API checkout, signed webhooks, manual
+//! capture by the pipeline, the browser's signed payload, and failures.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestApp, s, spawn};
+use crate::on_both_stores;
+
+on_both_stores!(
+    razorpay_payment_is_fulfilled_once,
+    razorpay_manual_capture_is_captured_by_the_pipeline,
+    razorpay_verify_alone_fulfils_and_checks_the_signature,
+    razorpay_forged_webhooks_are_refused,
+    razorpay_failed_payment_releases_stock,
+);
+
+/// An order of `qty` seats with an open Razorpay checkout: (order id, razorpay order id).
+async fn rz_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
+    let order = app
+        .create_order(email, json!([{"sku": "SEAT", "qty": qty}]))
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let (status, co) = app.try_checkout_with(&id, "razorpay").await;
+    assert_eq!(status, 201, "{co}");
+    assert_eq!(co["provider"], "razorpay");
+    assert!(
+        co["checkout_url"].is_null(),
+        "Razorpay opens Checkout.js, not a URL: {co}"
+    );
+    assert_eq!(co["client"]["key_id"], "rzp_test_sandbox");
+    assert_eq!(co["amount_minor"], order["total_minor"]);
+    let rz_order = s(&co["provider_order_id"]).to_owned();
+    assert!(rz_order.starts_with("order_"), "{rz_order}");
+    (id, rz_order)
+}
+
+async fn rz_pay(app: &TestApp, rz_order: &str, opts: Value) -> Value {
+    app.sandbox_post(&format!("/sandbox/razorpay/orders/{rz_order}/pay"), opts)
+        .await
+}
+
+async fn razorpay_payment_is_fulfilled_once(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "rz@example.com", 2).await;
+    let paid = rz_pay(&app, &rz_order, json!({"webhook": "twice"})).await;
+    // authorized, captured, order.paid — each delivered twice.
+    let deliveries = paid["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 6);
+    assert!(
+        deliveries.iter().all(|d| d["status"] == 200),
+        "{deliveries:?}"
+    );
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    assert_eq!(done["payment"]["provider"], "razorpay");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "razorpay"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1",
+            "rz@example.com"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        3
+    );
+    let ppid: Option<String> =
+        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("payment");
+    assert_eq!(ppid.as_deref(), paid["razorpay_payment_id"].as_str());
+    app.finish().await;
+}
+
+async fn razorpay_manual_capture_is_captured_by_the_pipeline(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "manual@example.com", 1).await;
+    let paid = rz_pay(&app, &rz_order, json!({"capture": "manual"})).await;
+    assert_eq!(
+        paid["deliveries"].as_array().map(Vec::len),
+        Some(1),
+        "only payment.authorized"
+    );
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    // The capture step captured it through the API; the sandbox then announced it.
+    let r = app
+        .http
+        .get(format!(
+            "{}/v1/payments/{}",
+            app.sandbox,
+            s(&paid["razorpay_payment_id"])
+        ))
+        .basic_auth("rzp_test_sandbox", Some("rzp_secret_sandbox"))
+        .send()
+        .await
+        .expect("get payment");
+    let p: Value = r.json().await.expect("json");
+    assert_eq!(p["status"], "captured", "{p}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    app.finish().await;
+}
+
+async fn razorpay_verify_alone_fulfils_and_checks_the_signature(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "browser@example.com", 1).await;
+    let paid = rz_pay(&app, &rz_order, json!({"webhook": "none"})).await;
+    let payload = json!({
+        "razorpay_order_id": paid["razorpay_order_id"],
+        "razorpay_payment_id": paid["razorpay_payment_id"],
+        "razorpay_signature": paid["razorpay_signature"],
+    });
+    // A forged signature changes nothing.
+    let mut forged = payload.clone();
+    forged["razorpay_signature"] = json!("00".repeat(32));
+    let (status, e) = app.verify_with(&id, "razorpay", forged).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_signature");
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    let (status, e) = app
+        .verify_with(&id, "razorpay", json!({"razorpay_order_id": rz_order}))
+        .await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["field"], "payload.razorpay_payment_id");
+
+    let (status, v) = app.verify_with(&id, "razorpay", payload.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid");
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    // Again: nothing more happens.
+    let (_, v) = app.verify_with(&id, "razorpay", payload).await;
+    assert!(s(&v["outcome"]).starts_with("no change"), "{v}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    app.finish().await;
+}
+
+async fn razorpay_forged_webhooks_are_refused(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "forged@example.com", 1).await;
+    let paid = rz_pay(&app, &rz_order, json!({"webhook": "none"})).await;
+    let captured = &paid["events"][1];
+    let body = s(&captured["body"]).as_bytes().to_vec();
+    let post = |sig: Option<String>, event_id: Option<&str>, body: Vec<u8>| {
+        let mut req = app
+            .http
+            .post(format!("{}/webhooks/razorpay", app.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(sig) = sig {
+            req = req.header("x-razorpay-signature", sig);
+        }
+        if let Some(id) = event_id {
+            req = req.header("x-razorpay-event-id", id);
+        }
+        req.send()
+    };
+    let good = fulfilld::providers::razorpay::sign_webhook("rzp_whsec_sandbox", &body);
+    let wrong = fulfilld::providers::razorpay::sign_webhook("attacker", &body);
+    let tampered = String::from_utf8(body.clone())
+        .expect("utf-8")
+        .replace("captured", "CAPTURED")
+        .into_bytes();
+    for (what, sig, eid, b) in [
+        ("wrong secret", Some(wrong), Some("evt_x"), body.clone()),
+        ("missing signature", None, Some("evt_x"), body.clone()),
+        ("tampered body", Some(good.clone()), Some("evt_x"), tampered),
+        ("missing event id", Some(good.clone()), None, body.clone()),
+    ] {
+        let r = post(sig, eid, b).await.expect("post");
+        assert_eq!(r.status(), 400, "{what}");
+    }
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "razorpay"
+        )
+        .await,
+        0
+    );
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    let r = post(Some(good), Some(s(&captured["id"])), body)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.wait_for(&id, &["fulfilled", "needs_review"]).await["status"],
+        "fulfilled"
+    );
+    app.finish().await;
+}
+
+async fn razorpay_failed_payment_releases_stock(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "declined@example.com", 2).await;
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        2
+    );
+    let paid = rz_pay(&app, &rz_order, json!({"outcome": "failed"})).await;
+    assert_eq!(paid["deliveries"][0]["status"], 200);
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "payment_failed", "{o:#}");
+    assert_eq!(o["payment"]["status"], "failed");
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    app.finish().await;
+}
