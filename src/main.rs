@@ -27,7 +27,8 @@ enum Command {
     Serve,
     /// Apply the store's migrations and exit.
     Migrate,
-    /// Run the provider emulator (Stripe API + signed webhook delivery) for local use and tests.
+    /// Run the provider emulator (Stripe and Razorpay APIs, signed webhook delivery, fault
+    /// injection) for local use and tests.
     Sandbox,
 }
 
