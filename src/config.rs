@@ -449,6 +449,16 @@ mod tests {
                 "",
                 "providers.stripe.secret_key",
             ),
+            (
+                "FULFILLD__PROVIDERS__RAZORPAY__WEBHOOK_SECRET",
+                "",
+                "providers.razorpay.webhook_secret",
+            ),
+            (
+                "FULFILLD__PROVIDERS__RAZORPAY__API_BASE",
+                "nowhere",
+                "providers.razorpay.api_base",
+            ),
         ] {
             let err = Config::load_from(None, &env(&[(k, v)]), false)
                 .expect_err(k)
