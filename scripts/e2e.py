@@ -8,7 +8,6 @@ to a real SMTP server (aiosmtpd), and shutdown by SIGTERM. Run by scripts/test:
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,11 +17,7 @@ import urllib.request
 
 from aiosmtpd.controller import Controller
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sandbox_process import free_port, wait_port
 
 
 class Inbox:
@@ -45,20 +40,6 @@ def call(method, url, body=None, token=None):
             return r.status, json.load(r)
     except urllib.error.HTTPError as e:
         return e.code, json.load(e)
-
-
-def wait_port(port, proc, what):
-    deadline = time.time() + 60
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited early with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise SystemExit(f"{what} did not start")
-            time.sleep(0.05)
 
 
 def main():

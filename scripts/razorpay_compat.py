@@ -7,40 +7,15 @@ checkout's payment signature exactly as the library verifies them. Run by script
     python razorpay_compat.py path/to/fulfilld
 """
 
-import http.server
 import json
-import os
-import socket
-import subprocess
 import sys
-import threading
-import time
 import urllib.request
 
 import razorpay
 
+from sandbox_process import Sandbox
+
 KEY_ID, KEY_SECRET, WEBHOOK_SECRET = "rzp_test_compat", "compat_key_secret", "compat_webhook_secret"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-received = []
-
-
-class Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        received.append((body, self.headers.get("X-Razorpay-Signature"), self.headers.get("x-razorpay-event-id")))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
 
 
 def control(base, path, body):
@@ -51,40 +26,16 @@ def control(base, path, body):
 
 
 def main():
-    binary = sys.argv[1]
-    sandbox_port, hook_port = free_port(), free_port()
-    hook = http.server.HTTPServer(("127.0.0.1", hook_port), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    env = dict(os.environ)
-    env.update({
-        "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{sandbox_port}",
-        "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"http://127.0.0.1:{hook_port}",
+    with Sandbox(sys.argv[1], {
         "FULFILLD__PROVIDERS__RAZORPAY__KEY_ID": KEY_ID,
         "FULFILLD__PROVIDERS__RAZORPAY__KEY_SECRET": KEY_SECRET,
         "FULFILLD__PROVIDERS__RAZORPAY__WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "RUST_LOG": "warn",
-    })
-    sandbox = subprocess.Popen([binary, "sandbox"], env=env)
-    base = f"http://127.0.0.1:{sandbox_port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", sandbox_port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("sandbox did not start")
-                time.sleep(0.05)
-        checks = run(base)
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
-        hook.shutdown()
+    }) as sb:
+        checks = run(sb.base, sb.received)
     print(f"{checks} passed, 0 failed")
 
 
-def run(base):
+def run(base, received):
     client = razorpay.Client(auth=(KEY_ID, KEY_SECRET), base_url=base)
     n = 0
 
@@ -122,12 +73,13 @@ def run(base):
         pass
     n += 1
 
-    assert [json.loads(b)["event"] for b, _, _ in received] == ["payment.authorized", "payment.captured", "order.paid"]
-    for body, sig, event_id in received:
+    assert [json.loads(b)["event"] for b, _ in received] == ["payment.authorized", "payment.captured", "order.paid"]
+    for body, headers in received:
+        sig, event_id = headers.get("X-Razorpay-Signature"), headers.get("x-razorpay-event-id")
         assert event_id and event_id.startswith("evt_"), event_id
         client.utility.verify_webhook_signature(body.decode("utf-8"), sig, WEBHOOK_SECRET)
     try:
-        client.utility.verify_webhook_signature(received[0][0].decode("utf-8"), received[0][1], "other")
+        client.utility.verify_webhook_signature(received[0][0].decode("utf-8"), received[0][1].get("X-Razorpay-Signature"), "other")
         raise AssertionError("a webhook must not verify with another secret")
     except razorpay.errors.SignatureVerificationError:
         pass

@@ -7,77 +7,28 @@ with the library's own `Webhook.construct_event`. Run by scripts/test:
     python stripe_compat.py path/to/fulfilld
 """
 
-import http.server
 import json
-import os
-import socket
-import subprocess
 import sys
-import threading
-import time
 import urllib.request
 
 import stripe
+
+from sandbox_process import Sandbox
 
 SECRET_KEY = "sk_test_compat"
 WEBHOOK_SECRET = "whsec_compat"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-received = []
-
-
-class Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        received.append((body, self.headers.get("Stripe-Signature")))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 def main():
-    binary = sys.argv[1]
-    sandbox_port, hook_port = free_port(), free_port()
-    hook = http.server.HTTPServer(("127.0.0.1", hook_port), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    env = dict(os.environ)
-    env.update({
-        "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{sandbox_port}",
-        "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"http://127.0.0.1:{hook_port}",
+    with Sandbox(sys.argv[1], {
         "FULFILLD__PROVIDERS__STRIPE__SECRET_KEY": SECRET_KEY,
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": WEBHOOK_SECRET,
-        "RUST_LOG": "warn",
-    })
-    sandbox = subprocess.Popen([binary, "sandbox"], env=env)
-    base = f"http://127.0.0.1:{sandbox_port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", sandbox_port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("sandbox did not start")
-                time.sleep(0.05)
-        checks = run(base)
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
-        hook.shutdown()
+    }) as sb:
+        checks = run(sb.base, sb.received)
     print(f"{checks} passed, 0 failed")
 
 
-def run(base):
+def run(base, received):
     stripe.api_key = SECRET_KEY
     stripe.api_base = base
     stripe.max_network_retries = 0
@@ -133,7 +84,8 @@ def run(base):
     with urllib.request.urlopen(req) as r:
         paid = json.load(r)
     assert paid["deliveries"] == [{"status": 200}], paid
-    body, sig = received[-1]
+    body, headers = received[-1]
+    sig = headers.get("Stripe-Signature")
     event = stripe.Webhook.construct_event(body.decode("utf-8"), sig, WEBHOOK_SECRET)
     assert event.type == "checkout.session.completed", event
     assert event.data.object.id == session.id and event.data.object.payment_status == "paid"
@@ -160,7 +112,8 @@ def run(base):
     expiring = stripe.checkout.Session.create(**params)
     expired = stripe.checkout.Session.expire(expiring.id)
     assert expired.status == "expired", expired
-    event = stripe.Webhook.construct_event(received[-1][0].decode("utf-8"), received[-1][1], WEBHOOK_SECRET)
+    event = stripe.Webhook.construct_event(received[-1][0].decode("utf-8"),
+                                           received[-1][1].get("Stripe-Signature"), WEBHOOK_SECRET)
     assert event.type == "checkout.session.expired"
     n += 1
     return n

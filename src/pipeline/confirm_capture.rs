@@ -1,20 +1,15 @@
 //! `confirm_capture`: re-read the payment from the provider and check it against the order
 //! (policy and checks: `jobs::confirm_capture`).
 
-use jobs::StepError;
 use jobs::confirm_capture::{Expected, Observed, check};
 
-use super::{StepResult, complete, provider_of};
+use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
 use crate::store::payments;
 use crate::store::steps::Lease;
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
-    let payment = e
-        .store
-        .get_payment(&lease.step.payment_id)
-        .await?
-        .ok_or_else(|| StepError::Permanent("payment row missing".into()))?;
+    let payment = payment_of(e, lease).await?;
     let (provider, at) = provider_of(e, &payment)?;
     let state = provider.payment_state(&at).await?;
     check(

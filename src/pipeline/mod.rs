@@ -40,6 +40,14 @@ impl From<StoreError> for StepError {
     }
 }
 
+/// The step's payment, as the store holds it.
+async fn payment_of(e: &Engine, lease: &Lease) -> Result<PaymentRow, StepError> {
+    e.store
+        .get_payment(&lease.step.payment_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("payment row missing".into()))
+}
+
 /// The provider a payment was made with, and how it knows the payment.
 fn provider_of<'a>(
     e: &'a Engine,

@@ -4,18 +4,14 @@
 use jobs::StepError;
 use jobs::refund_payment::idempotency_key;
 
-use super::{StepResult, complete, provider_of};
+use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
 use crate::store::{StoreError, orders, payments};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
-    let payment = e
-        .store
-        .get_payment(&lease.step.payment_id)
-        .await?
-        .ok_or_else(|| StepError::Permanent("payment row missing".into()))?;
+    let payment = payment_of(e, lease).await?;
     let (provider, at) = provider_of(e, &payment)?;
     let refund = provider.refund(&at, &idempotency_key(&payment.id)).await?;
     if refund.failed() {

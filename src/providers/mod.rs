@@ -241,6 +241,36 @@ pub enum ProviderError {
     },
 }
 
+/// Sends an authenticated request and reads the JSON answer: transport failures,
+/// non-2xx answers (their message read by `error_message` from the provider's own error
+/// envelope) and unreadable bodies become the matching [`ProviderError`].
+async fn send_json<T: serde::de::DeserializeOwned>(
+    provider: &'static str,
+    req: reqwest::RequestBuilder,
+    error_message: fn(&[u8]) -> Option<String>,
+) -> Result<T, ProviderError> {
+    let transport = |e: reqwest::Error| ProviderError::Transport {
+        provider,
+        message: e.to_string(),
+    };
+    let res = req.send().await.map_err(transport)?;
+    let status = res.status();
+    let bytes = res.bytes().await.map_err(transport)?;
+    if !status.is_success() {
+        let message = error_message(&bytes)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        return Err(ProviderError::Status {
+            provider,
+            status: status.as_u16(),
+            message,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
+        provider,
+        message: e.to_string(),
+    })
+}
+
 impl ProviderError {
     /// Transport errors, 408, 409 (Stripe: idempotent request in flight), 429 and 5xx may
     /// succeed later; other answers will not change by asking again.

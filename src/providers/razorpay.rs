@@ -144,31 +144,13 @@ impl Razorpay {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ProviderError> {
-        let transport = |e: reqwest::Error| ProviderError::Transport {
-            provider: NAME,
-            message: e.to_string(),
-        };
-        let res = req
-            .basic_auth(&self.key_id, Some(&self.key_secret))
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(transport)?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<wire::ErrorEnvelope>(&bytes)
+        let req = req.basic_auth(&self.key_id, Some(&self.key_secret));
+        super::send_json(NAME, req, |body| {
+            serde_json::from_slice::<wire::ErrorEnvelope>(body)
+                .ok()
                 .map(|e| format!("{}: {}", e.error.code, e.error.description))
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(ProviderError::Status {
-                provider: NAME,
-                status: status.as_u16(),
-                message,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
-            provider: NAME,
-            message: e.to_string(),
         })
+        .await
     }
 
     async fn get_payment(&self, id: &str) -> Result<wire::Payment, ProviderError> {

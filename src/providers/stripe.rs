@@ -271,34 +271,15 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ProviderError> {
-        let res = req
+        let req = req
             .bearer_auth(&self.secret_key)
-            .header("Stripe-Version", "2024-06-20")
-            .send()
-            .await
-            .map_err(|e| ProviderError::Transport {
-                provider: NAME,
-                message: e.to_string(),
-            })?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| ProviderError::Transport {
-            provider: NAME,
-            message: e.to_string(),
-        })?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<wire::ErrorEnvelope>(&bytes)
+            .header("Stripe-Version", "2024-06-20");
+        super::send_json(NAME, req, |body| {
+            serde_json::from_slice::<wire::ErrorEnvelope>(body)
+                .ok()
                 .map(|e| e.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(ProviderError::Status {
-                provider: NAME,
-                status: status.as_u16(),
-                message,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
-            provider: NAME,
-            message: e.to_string(),
         })
+        .await
     }
 
     /// `POST /v1/checkout/sessions` (mode=payment, inline prices).
