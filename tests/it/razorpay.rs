@@ -12,6 +12,8 @@ on_both_stores!(
     razorpay_verify_alone_fulfils_and_checks_the_signature,
     razorpay_forged_webhooks_are_refused,
     razorpay_failed_payment_releases_stock,
+    razorpay_sold_out_order_is_refunded_through_razorpay,
+    razorpay_failure_after_capture_changes_nothing,
 );
 
 /// An order of `qty` seats with an open Razorpay checkout: (order id, razorpay order id).
@@ -237,6 +239,97 @@ async fn razorpay_failed_payment_releases_stock(backend: Backend) {
         app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
             .await,
         0
+    );
+    app.finish().await;
+}
+
+/// Two buyers paid for what turned out to be one seat: the second is refunded through
+/// Razorpay's refund API, once, and told.
+async fn razorpay_sold_out_order_is_refunded_through_razorpay(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 2).await;
+    let (first, rz_first) = rz_checkout(&app, "first@example.com", 1).await;
+    let (second, rz_second) = rz_checkout(&app, "second@example.com", 1).await;
+    app.put_sku("SEAT", 50_000, 1).await; // a stock count finds one seat
+    rz_pay(&app, &rz_first, json!({})).await;
+    assert_eq!(
+        app.wait_for(&first, &["fulfilled", "refunded", "needs_review"])
+            .await["status"],
+        "fulfilled"
+    );
+    let paid = rz_pay(&app, &rz_second, json!({})).await;
+    let o = app
+        .wait_for(&second, &["fulfilled", "refunded", "needs_review"])
+        .await;
+    assert_eq!(o["status"], "refunded", "{o:#}");
+    assert_eq!(o["payment"]["status"], "refunded");
+    let refunds: Value = app
+        .http
+        .get(format!("{}/sandbox/razorpay/refunds", app.sandbox))
+        .send()
+        .await
+        .expect("refunds")
+        .json()
+        .await
+        .expect("json");
+    let items = refunds["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{refunds}");
+    assert_eq!(items[0]["payment_id"], paid["razorpay_payment_id"]);
+    assert_eq!(items[0]["amount"], 50_000);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE kind = $1",
+            "refund_notice"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    app.finish().await;
+}
+
+/// A `payment.failed` that arrives after the capture (late, out of order) is stored but
+/// does not un-pay the order.
+async fn razorpay_failure_after_capture_changes_nothing(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "late@example.com", 1).await;
+    let paid = rz_pay(&app, &rz_order, json!({})).await;
+    assert_eq!(
+        app.wait_for(&id, &["fulfilled", "needs_review"]).await["status"],
+        "fulfilled"
+    );
+    // The same payment, reported failed afterwards.
+    let mut ev: Value = serde_json::from_str(s(&paid["events"][0]["body"])).expect("event json");
+    ev["event"] = json!("payment.failed");
+    ev["payload"]["payment"]["entity"]["status"] = json!("failed");
+    let body = serde_json::to_vec(&ev).expect("bytes");
+    let r = app
+        .http
+        .post(format!("{}/webhooks/razorpay", app.url))
+        .header(
+            "x-razorpay-signature",
+            fulfilld::providers::razorpay::sign_webhook("rzp_whsec_sandbox", &body),
+        )
+        .header("x-razorpay-event-id", "evt_late_failure")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["outcome"], "no change: payment is paid", "{answer}");
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "fulfilled");
+    assert_eq!(o["payment"]["status"], "paid");
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        4
     );
     app.finish().await;
 }
