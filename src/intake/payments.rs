@@ -46,8 +46,17 @@ async fn create_order(
             order,
             items,
         } => (payment_id, order, items),
-        BeginCheckout::Existing(p) => {
+        BeginCheckout::Existing(p) if p.provider == provider.name() => {
             return Ok((StatusCode::OK, Json(checkout_json(&p, provider))));
+        }
+        BeginCheckout::Existing(p) => {
+            return Err(ApiError::conflict(
+                "checkout_open",
+                format!(
+                    "the order already has an open {} checkout ({}); pay that one, or wait for it to expire",
+                    p.provider, p.provider_order_id
+                ),
+            ));
         }
         BeginCheckout::NotFound => return Err(ApiError::not_found("order")),
         BeginCheckout::InProgress => {

@@ -33,6 +33,10 @@ async fn rz_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
     assert_eq!(co["amount_minor"], order["total_minor"]);
     let rz_order = s(&co["provider_order_id"]).to_owned();
     assert!(rz_order.starts_with("order_"), "{rz_order}");
+    // One open checkout per order: switching provider midway is refused, not double-reserved.
+    let (status, e) = app.try_checkout_with(&id, "stripe").await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"]["code"], "checkout_open");
     (id, rz_order)
 }
 
