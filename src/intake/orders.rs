@@ -73,10 +73,12 @@ async fn show(
     let unfinished = steps
         .iter()
         .find(|s| s.status != "done" && s.status != "skipped");
-    let waiting_on = match order.status.as_str() {
-        "fulfilled" | "refunded" | "payment_failed" => None,
-        "created" | "pending_payment" => Some("payment".to_owned()),
-        _ => unfinished.map(|s| s.kind.clone()),
+    // A refunded order still sends its refund notice: waiting_on is null only when nothing
+    // is left to do.
+    let waiting_on = match (unfinished, order.status.as_str()) {
+        (Some(step), _) => Some(step.kind.clone()),
+        (None, "created" | "pending_payment") => Some("payment".to_owned()),
+        (None, _) => None,
     };
     Ok(Json(json!({
         "id": order.id,

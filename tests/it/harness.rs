@@ -354,11 +354,20 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
-    /// Polls the order (as a success page would) until its status is one of `terminal`.
+    /// Polls the order (as a success page would) until its status is one of `terminal` and
+    /// no step is left to run (a refunded order still sends its notice).
     pub async fn wait_for(&self, id: &str, terminal: &[&str]) -> Value {
-        self.wait_until(id, &format!("in {terminal:?}"), |o| {
-            terminal.contains(&o["status"].as_str().unwrap_or(""))
-        })
+        self.wait_until(
+            id,
+            &format!("in {terminal:?} with nothing left to run"),
+            |o| {
+                let settled = o["waiting_on"].is_null()
+                    || o["steps"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|st| st["status"] == "dead"));
+                settled && terminal.contains(&o["status"].as_str().unwrap_or(""))
+            },
+        )
         .await
     }
 
