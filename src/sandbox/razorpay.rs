@@ -100,6 +100,15 @@ fn rz_error(status: StatusCode, description: &str, field: Option<&str>) -> Respo
     (status, Json(body)).into_response()
 }
 
+/// Razorpay's answer for an id it does not know.
+fn no_such_id() -> Response {
+    rz_error(
+        StatusCode::BAD_REQUEST,
+        "The id provided does not exist",
+        Some("id"),
+    )
+}
+
 /// Basic auth with the key id and secret, then any injected fault.
 fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     let creds = headers
@@ -201,11 +210,7 @@ async fn get_order(
     }
     match sb.state().orders.get(&id) {
         Some(o) => Json(o.clone()).into_response(),
-        None => rz_error(
-            StatusCode::BAD_REQUEST,
-            "The id provided does not exist",
-            Some("id"),
-        ),
+        None => no_such_id(),
     }
 }
 
@@ -219,11 +224,7 @@ async fn order_payments(
     }
     let st = sb.state();
     if !st.orders.contains_key(&id) {
-        return rz_error(
-            StatusCode::BAD_REQUEST,
-            "The id provided does not exist",
-            Some("id"),
-        );
+        return no_such_id();
     }
     let mut items: Vec<wire::Payment> = st
         .payments
@@ -250,11 +251,7 @@ async fn get_payment(
     }
     match sb.state().payments.get(&id) {
         Some(p) => Json(p.clone()).into_response(),
-        None => rz_error(
-            StatusCode::BAD_REQUEST,
-            "The id provided does not exist",
-            Some("id"),
-        ),
+        None => no_such_id(),
     }
 }
 
@@ -273,11 +270,7 @@ async fn capture(
     let (payment, order) = {
         let mut st = sb.state();
         let Some(p) = st.payments.get_mut(&id) else {
-            return rz_error(
-                StatusCode::BAD_REQUEST,
-                "The id provided does not exist",
-                Some("id"),
-            );
+            return no_such_id();
         };
         if p.status != "authorized" {
             return rz_error(
@@ -337,11 +330,7 @@ async fn refund(
         return Json(r.clone()).into_response();
     }
     let Some(p) = st.payments.get_mut(&id) else {
-        return rz_error(
-            StatusCode::BAD_REQUEST,
-            "The id provided does not exist",
-            Some("id"),
-        );
+        return no_such_id();
     };
     if p.status != "captured" {
         return rz_error(
@@ -533,11 +522,7 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
     let (payment, order) = {
         let mut st = sb.state();
         let Some(o) = st.orders.get_mut(&id) else {
-            return rz_error(
-                StatusCode::BAD_REQUEST,
-                "The id provided does not exist",
-                Some("id"),
-            );
+            return no_such_id();
         };
         if o.status == "paid" {
             return rz_error(StatusCode::BAD_REQUEST, "Order has already been paid", None);
