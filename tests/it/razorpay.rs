@@ -14,6 +14,7 @@ on_both_stores!(
     razorpay_failed_payment_releases_stock,
     razorpay_sold_out_order_is_refunded_through_razorpay,
     razorpay_failure_after_capture_changes_nothing,
+    razorpay_short_payment_needs_review,
 );
 
 /// An order of `qty` seats with an open Razorpay checkout: (order id, razorpay order id).
@@ -334,6 +335,31 @@ async fn razorpay_failure_after_capture_changes_nothing(backend: Backend) {
         app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
             .await,
         4
+    );
+    app.finish().await;
+}
+
+/// A payment for less than the order (a tampered checkout): the capture check re-reads it
+/// from Razorpay and stops the order for a human; nothing is fulfilled.
+async fn razorpay_short_payment_needs_review(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "short@example.com", 1).await;
+    rz_pay(&app, &rz_order, json!({"amount": 100})).await;
+    let o = app.wait_for(&id, &["needs_review", "fulfilled"]).await;
+    assert_eq!(o["status"], "needs_review", "{o:#}");
+    let cap = &o["steps"][0];
+    assert_eq!(cap["kind"], "confirm_capture");
+    assert!(s(&cap["last_error"]).contains("amount mismatch"), "{cap}");
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        5
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        0
     );
     app.finish().await;
 }
