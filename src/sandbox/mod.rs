@@ -103,7 +103,18 @@ impl Faults {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
     }
 
-    /// `POST /sandbox/{provider}/faults` `{"api_errors": [503, …]}`.
+    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, …]}`.
+    fn handle(&self, body: &[u8]) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match Self::parse(body) {
+            Ok(statuses) => {
+                self.set(statuses);
+                axum::Json(serde_json::json!({ "ok": true })).into_response()
+            }
+            Err(r) => r,
+        }
+    }
+
     fn parse(body: &[u8]) -> Result<Vec<u16>, axum::response::Response> {
         use axum::response::IntoResponse;
         #[derive(serde::Deserialize)]
@@ -124,4 +135,23 @@ impl Faults {
         }
         Ok(b.api_errors)
     }
+}
+
+/// A control call's optional JSON body: empty means all defaults; anything else must parse.
+fn control_body<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, axum::response::Response> {
+    use axum::response::IntoResponse;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(
+                serde_json::json!({"error": {"code": "invalid_json", "message": e.to_string()}}),
+            ),
+        )
+            .into_response()
+    })
 }

@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Faults, base64_decode, copies, now_s, rand_id};
+use super::{Faults, base64_decode, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::razorpay::{sign_payment, sign_webhook, wire};
 
@@ -373,13 +373,7 @@ async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
 }
 
 async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    match Faults::parse(&body) {
-        Ok(statuses) => {
-            sb.inner.faults.set(statuses);
-            Json(json!({ "ok": true })).into_response()
-        }
-        Err(r) => r,
-    }
+    sb.inner.faults.handle(&body)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,19 +473,9 @@ async fn deliver(
 }
 
 async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
-    let d: Pay = if body.iter().all(u8::is_ascii_whitespace) {
-        Pay::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(d) => d,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})),
-                )
-                    .into_response();
-            }
-        }
+    let d: Pay = match control_body(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let copies = match copies(d.webhook.as_deref()) {
         Ok(c) => c,

@@ -28,7 +28,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{base64_decode, copies, now_s, rand_id};
+use super::{base64_decode, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::stripe::{sign, wire};
 
@@ -154,13 +154,7 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    match super::Faults::parse(&body) {
-        Ok(statuses) => {
-            sb.faults.set(statuses);
-            Json(json!({ "ok": true })).into_response()
-        }
-        Err(r) => r,
-    }
+    sb.faults.handle(&body)
 }
 
 /// Replays the stored answer for a reused Idempotency-Key, or refuses a reuse with other
@@ -465,19 +459,6 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn parse(body: &[u8]) -> Result<Delivery, Response> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Delivery::default());
-        }
-        serde_json::from_slice(body).map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"code": "invalid_json", "message": e.to_string()}})),
-            )
-                .into_response()
-        })
-    }
-
     fn copies(&self) -> Result<usize, Response> {
         copies(self.webhook.as_deref())
     }
@@ -552,7 +533,7 @@ async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: usize, delay_ms: u64) -
 }
 
 async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
-    let d = match Delivery::parse(&body) {
+    let d = match control_body::<Delivery>(&body) {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -597,7 +578,7 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
 }
 
 async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
-    let d = match Delivery::parse(&body) {
+    let d = match control_body::<Delivery>(&body) {
         Ok(d) => d,
         Err(r) => return r,
     };
