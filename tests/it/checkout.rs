@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Backend, s, spawn};
+use crate::harness::{Backend, TestApp, s, spawn};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -169,19 +169,7 @@ async fn expired_checkout_releases_stock(backend: Backend) {
     assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "out_of_stock");
 
-    let r = app
-        .http
-        .post(format!(
-            "{}/v1/checkout/sessions/{}/expire",
-            app.sandbox,
-            s(&co["provider_order_id"])
-        ))
-        .bearer_auth("sk_test_sandbox")
-        .send()
-        .await
-        .expect("expire");
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.expect("json");
+    let body = app.expire_session(s(&co["provider_order_id"])).await;
     assert_eq!(body["status"], "expired", "Stripe answers with the session");
     // The sandbox delivers checkout.session.expired before it answers.
     let o = app.order(id).await;
@@ -256,8 +244,5 @@ async fn concurrent_checkouts_for_one_order_reserve_once(backend: Backend) {
             .await,
         1
     );
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.finish().await,
-        Err(_) => panic!("app still shared"),
-    }
+    TestApp::finish_shared(app).await;
 }

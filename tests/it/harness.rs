@@ -225,6 +225,14 @@ impl TestApp {
         }
     }
 
+    /// [`TestApp::finish`] for an app shared with tasks that have all ended.
+    pub async fn finish_shared(app: std::sync::Arc<TestApp>) {
+        match std::sync::Arc::try_unwrap(app) {
+            Ok(app) => app.finish().await,
+            Err(_) => panic!("app still shared"),
+        }
+    }
+
     /// Stops engine and sandbox, and drops a Postgres test database.
     pub async fn finish(mut self) {
         for s in self.stop.drain(..) {
@@ -329,6 +337,34 @@ impl TestApp {
             opts,
         )
         .await
+    }
+
+    /// Stripe's `POST /v1/checkout/sessions/{id}/expire`; the sandbox delivers
+    /// `checkout.session.expired` before it answers (with the session).
+    pub async fn expire_session(&self, session: &str) -> Value {
+        let r = self
+            .http
+            .post(format!(
+                "{}/v1/checkout/sessions/{session}/expire",
+                self.sandbox
+            ))
+            .bearer_auth("sk_test_sandbox")
+            .send()
+            .await
+            .expect("expire");
+        assert_eq!(r.status(), 200, "expire");
+        r.json().await.expect("json")
+    }
+
+    pub async fn sandbox_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.sandbox))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 200, "sandbox {path}");
+        r.json().await.expect("json")
     }
 
     pub async fn sandbox_post(&self, path: &str, body: Value) -> Value {

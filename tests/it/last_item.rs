@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::harness::{Backend, s, spawn};
+use crate::harness::{Backend, TestApp, s, spawn};
 use crate::on_both_stores;
 
 on_both_stores!(twenty_paid_orders_race_for_the_last_item);
@@ -93,15 +93,7 @@ async fn twenty_paid_orders_race_for_the_last_item(backend: Backend) {
         .await,
         (N - 1) as i64
     );
-    let refunds: Value = app
-        .http
-        .get(format!("{}/sandbox/stripe/refunds", app.sandbox))
-        .send()
-        .await
-        .expect("refunds")
-        .json()
-        .await
-        .expect("json");
+    let refunds = app.sandbox_get("/sandbox/stripe/refunds").await;
     assert_eq!(
         refunds["data"].as_array().map(Vec::len),
         Some(N - 1),
@@ -124,8 +116,5 @@ async fn twenty_paid_orders_race_for_the_last_item(backend: Backend) {
         1
     );
     assert_eq!(app.outbox_files().len(), N);
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.finish().await,
-        Err(_) => panic!("app still shared"),
-    }
+    TestApp::finish_shared(app).await;
 }

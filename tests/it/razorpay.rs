@@ -268,15 +268,7 @@ async fn razorpay_sold_out_order_is_refunded_through_razorpay(backend: Backend) 
         .await;
     assert_eq!(o["status"], "refunded", "{o:#}");
     assert_eq!(o["payment"]["status"], "refunded");
-    let refunds: Value = app
-        .http
-        .get(format!("{}/sandbox/razorpay/refunds", app.sandbox))
-        .send()
-        .await
-        .expect("refunds")
-        .json()
-        .await
-        .expect("json");
+    let refunds = app.sandbox_get("/sandbox/razorpay/refunds").await;
     let items = refunds["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{refunds}");
     assert_eq!(items[0]["payment_id"], paid["razorpay_payment_id"]);

@@ -153,10 +153,7 @@ async fn webhook_and_verifies_at_once_fulfil_once(backend: Backend) {
     }
     assert_eq!(winners, 1, "exactly one caller moved the payment");
     assert_fulfilled_once(&app, &id, "race@example.com").await;
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.finish().await,
-        Err(_) => panic!("app still shared"),
-    }
+    TestApp::finish_shared(app).await;
 }
 
 async fn verify_reports_pending_and_failed(backend: Backend) {
@@ -187,18 +184,7 @@ async fn verify_reports_pending_and_failed(backend: Backend) {
         0
     );
     // Expired: stock released, the page can stop polling.
-    let r = app
-        .http
-        .post(format!(
-            "{}/v1/checkout/sessions/{}/expire",
-            app.sandbox,
-            s(&co["provider_order_id"])
-        ))
-        .bearer_auth("sk_test_sandbox")
-        .send()
-        .await
-        .expect("expire");
-    assert_eq!(r.status(), 200);
+    app.expire_session(s(&co["provider_order_id"])).await;
     let (_, v) = app.verify(id, s(&co["provider_order_id"])).await;
     assert_eq!(v["status"], "failed");
     assert_eq!(v["order_status"], "payment_failed");

@@ -102,10 +102,7 @@ async fn same_event_five_times_concurrently_has_one_effect(backend: Backend) {
         .await,
         1
     );
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.finish().await,
-        Err(_) => panic!("app still shared"),
-    }
+    TestApp::finish_shared(app).await;
 }
 
 async fn forged_stale_and_oversized_webhooks_are_refused(backend: Backend) {
