@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::{Result, Store, Tx, catalogue, orders, steps};
+use super::{Result, Store, StoreError, Tx, catalogue, orders, steps};
 use crate::domain::{new_id, now_ms};
 use crate::providers::PaymentChange;
 
@@ -26,6 +26,46 @@ pub struct PaymentRow {
 
 const COLS: &str = "id, order_id, provider, provider_order_id, provider_payment_id, status, \
                     amount_minor, currency, checkout_url";
+
+/// The three ways a payment is looked up, each written once and usable on the pool or
+/// inside a transaction.
+async fn by_id<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    id: &str,
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM payments WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(ex)
+    .await?)
+}
+
+async fn by_provider_order<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    provider: &str,
+    provider_order_id: &str,
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_order_id = $2"
+    )))
+    .bind(provider)
+    .bind(provider_order_id)
+    .fetch_optional(ex)
+    .await?)
+}
+
+async fn latest_for_order<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    order_id: &str,
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
+    )))
+    .bind(order_id)
+    .fetch_optional(ex)
+    .await?)
+}
 
 /// What `begin_checkout` found.
 #[derive(Debug)]
@@ -69,12 +109,7 @@ impl Store {
             // A failed or expired payment leaves the order payable again.
             "created" | "payment_failed" => {}
             "pending_payment" => {
-                let latest = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
-                )))
-                .bind(order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let latest = latest_for_order(&mut *tx, order_id).await?;
                 return Ok(match latest {
                     Some(p) if p.status == "creating" => BeginCheckout::InProgress,
                     Some(p) => BeginCheckout::Existing(p),
@@ -187,12 +222,9 @@ impl Store {
         change: &PaymentChange,
     ) -> Result<(String, Vec<i64>)> {
         let mut tx = self.begin().await?;
-        let p = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM payments WHERE id = $1"
-        )))
-        .bind(payment_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let p = by_id(&mut *tx, payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Other(format!("payment {payment_id} vanished")))?;
         let applied = apply(&mut tx, &p, change).await?;
         tx.commit().await?;
         Ok(applied)
@@ -204,32 +236,16 @@ impl Store {
         provider: &str,
         provider_order_id: &str,
     ) -> Result<Option<PaymentRow>> {
-        Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_order_id = $2"
-        )))
-        .bind(provider)
-        .bind(provider_order_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        by_provider_order(&self.pool, provider, provider_order_id).await
     }
 
     /// The order's most recent payment, if any.
     pub async fn latest_payment(&self, order_id: &str) -> Result<Option<PaymentRow>> {
-        Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1"
-        )))
-        .bind(order_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        latest_for_order(&self.pool, order_id).await
     }
 
     pub async fn get_payment(&self, id: &str) -> Result<Option<PaymentRow>> {
-        Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM payments WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        by_id(&self.pool, id).await
     }
 }
 
@@ -243,13 +259,7 @@ pub async fn find_for_event(
     provider_order_id: &str,
     payment_ref: Option<&str>,
 ) -> Result<Option<PaymentRow>> {
-    let found = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_order_id = $2"
-    )))
-    .bind(provider)
-    .bind(provider_order_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let found = by_provider_order(&mut **tx, provider, provider_order_id).await?;
     if found.is_some() {
         return Ok(found);
     }
