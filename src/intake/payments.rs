@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
-use crate::providers::{CheckoutLine, CheckoutRequest, ClaimError, PaymentRef, Provider};
+use crate::providers::{CheckoutLine, CheckoutRequest, ClaimError, Provider};
 use crate::store::payments::{BeginCheckout, PaymentRow};
 
 #[derive(Debug, Deserialize)]
@@ -164,14 +164,11 @@ async fn verify(
         .await?
         .filter(|p| p.order_id == order_id.as_str())
         .ok_or_else(|| Invalid::new(claim.field, "no checkout of this order has that id"))?;
-    let at = PaymentRef {
-        provider_order_id: &payment.provider_order_id,
-        // A payment id the provider's own signature vouches for, when we have none yet.
-        provider_payment_id: payment
-            .provider_payment_id
-            .as_deref()
-            .or(claim.provider_payment_id.as_deref()),
-    };
+    let mut at = payment.provider_ref();
+    // A payment id the provider's own signature vouches for, when we have none yet.
+    at.provider_payment_id = at
+        .provider_payment_id
+        .or(claim.provider_payment_id.as_deref());
     let state = provider.payment_state(&at).await.map_err(|err| {
         tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");
         ApiError::new(

@@ -57,11 +57,7 @@ fn provider_of<'a>(
         .providers
         .get("provider", &payment.provider)
         .map_err(|err| StepError::Permanent(err.to_string()))?;
-    let r = PaymentRef {
-        provider_order_id: &payment.provider_order_id,
-        provider_payment_id: payment.provider_payment_id.as_deref(),
-    };
-    Ok((provider, r))
+    Ok((provider, payment.provider_ref()))
 }
 
 /// Marks the leased step done and moves the pipeline on, then commits everything the step

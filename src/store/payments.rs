@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{Result, Store, StoreError, Tx, catalogue, orders, steps};
 use crate::domain::{new_id, now_ms};
-use crate::providers::PaymentChange;
+use crate::providers::{PaymentChange, PaymentRef};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PaymentRow {
@@ -26,6 +26,16 @@ pub struct PaymentRow {
 
 const COLS: &str = "id, order_id, provider, provider_order_id, provider_payment_id, status, \
                     amount_minor, currency, checkout_url";
+
+impl PaymentRow {
+    /// How the payment's provider knows it.
+    pub fn provider_ref(&self) -> PaymentRef<'_> {
+        PaymentRef {
+            provider_order_id: &self.provider_order_id,
+            provider_payment_id: self.provider_payment_id.as_deref(),
+        }
+    }
+}
 
 /// The three ways a payment is looked up, each written once and usable on the pool or
 /// inside a transaction.
