@@ -112,6 +112,7 @@ pub struct Grant {
 pub struct Providers {
     pub stripe: Stripe,
     pub razorpay: Razorpay,
+    pub paypal: PayPal,
 }
 
 #[derive(Clone, Deserialize)]
@@ -157,10 +158,47 @@ impl std::fmt::Debug for Razorpay {
     }
 }
 
+#[derive(Clone, Deserialize)]
+pub struct PayPal {
+    pub enabled: bool,
+    pub client_id: String,
+    pub client_secret: String,
+    pub webhook_id: String,
+    pub api_base: String,
+    pub webhook_verification: PayPalVerification,
+    pub webhook_cert_file: String,
+}
+
+/// How PayPal webhook signatures are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayPalVerification {
+    /// Offline: SHA256withRSA with the certificate (the configured file, or the one
+    /// `paypal-cert-url` names, fetched only from PayPal's hosts).
+    Certificate,
+    /// PayPal's `POST /v1/notifications/verify-webhook-signature`.
+    Api,
+}
+
+impl std::fmt::Debug for PayPal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayPal")
+            .field("enabled", &self.enabled)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redact(&self.client_secret))
+            .field("webhook_id", &self.webhook_id)
+            .field("api_base", &self.api_base)
+            .field("webhook_verification", &self.webhook_verification)
+            .field("webhook_cert_file", &self.webhook_cert_file)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Sandbox {
     pub addr: String,
     pub webhook_target: String,
+    pub paypal_cert_file: String,
 }
 
 fn redact(s: &str) -> &'static str {
@@ -319,7 +357,31 @@ impl Config {
                 );
             }
         }
-        if !s.enabled && !r.enabled {
+        let pp = &self.providers.paypal;
+        if pp.enabled {
+            for (key, value) in [
+                ("client_id", &pp.client_id),
+                ("client_secret", &pp.client_secret),
+                ("webhook_id", &pp.webhook_id),
+            ] {
+                if value.is_empty() {
+                    return bad(
+                        &format!("providers.paypal.{key}"),
+                        format!(
+                            "is empty; set FULFILLD__PROVIDERS__PAYPAL__{}",
+                            key.to_uppercase()
+                        ),
+                    );
+                }
+            }
+            if url::Url::parse(&pp.api_base).is_err() {
+                return bad(
+                    "providers.paypal.api_base",
+                    format!("{:?} is not a URL", pp.api_base),
+                );
+            }
+        }
+        if !s.enabled && !r.enabled && !pp.enabled {
             return bad("providers", "no provider is enabled".into());
         }
         if url::Url::parse(&self.sandbox.webhook_target).is_err() {
@@ -394,6 +456,9 @@ impl Config {
         if p.razorpay.enabled && !p.razorpay.api_base.starts_with("https://api.razorpay.com") {
             v.push("razorpay");
         }
+        if p.paypal.enabled && !p.paypal.api_base.starts_with("https://api-m.paypal.com") {
+            v.push("paypal");
+        }
         v
     }
 }
@@ -458,6 +523,16 @@ mod tests {
                 "FULFILLD__PROVIDERS__RAZORPAY__API_BASE",
                 "nowhere",
                 "providers.razorpay.api_base",
+            ),
+            (
+                "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_ID",
+                "",
+                "providers.paypal.webhook_id",
+            ),
+            (
+                "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_VERIFICATION",
+                "trust_me",
+                "webhook_verification",
             ),
         ] {
             let err = Config::load_from(None, &env(&[(k, v)]), false)

@@ -53,21 +53,49 @@ impl Currency {
 
     /// `1234` minor units of USD → `"12.34 USD"`; of JPY → `"1234 JPY"`.
     pub fn format(&self, minor: i64) -> String {
+        format!("{} {}", self.decimal(minor), self.0)
+    }
+
+    /// Minor units as a decimal string with exactly the currency's digits, as PayPal's
+    /// `amount.value` wants it: `1000` USD → `"10.00"`, JPY → `"1000"`.
+    pub fn decimal(&self, minor: i64) -> String {
         let e = self.exponent();
         if e == 0 {
-            return format!("{minor} {}", self.0);
+            return minor.to_string();
         }
-        let div = 10i64.pow(e);
+        let div = 10u64.pow(e);
         let sign = if minor < 0 { "-" } else { "" };
         let abs = minor.unsigned_abs();
-        let div = div as u64;
         format!(
-            "{sign}{}.{:0width$} {}",
+            "{sign}{}.{:0width$}",
             abs / div,
             abs % div,
-            self.0,
             width = e as usize
         )
+    }
+
+    /// The inverse of [`Currency::decimal`], without floats: `"10.00"` USD → `1000`; `"10"`
+    /// and `"10.5"` are read too. More digits than the currency has, signs, exponents or
+    /// anything else → `None`.
+    pub fn parse_decimal(&self, s: &str) -> Option<i64> {
+        let e = self.exponent() as usize;
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > e || int.len() > 15 {
+            return None;
+        }
+        if s.contains('.') && frac.is_empty() {
+            return None;
+        }
+        let whole: i64 = int.parse().ok()?;
+        let frac_minor: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<e$}").parse().ok()?
+        };
+        whole
+            .checked_mul(10i64.pow(e as u32))?
+            .checked_add(frac_minor)
     }
 }
 
@@ -219,6 +247,29 @@ mod tests {
             Currency::parse("c", "kwd").map(|c| c.format(5)),
             Ok("0.005 KWD".into())
         );
+        let usd = Currency::parse("c", "USD").expect("usd");
+        let jpy = Currency::parse("c", "JPY").expect("jpy");
+        assert_eq!(usd.decimal(1000), "10.00");
+        assert_eq!(usd.decimal(5), "0.05");
+        assert_eq!(jpy.decimal(1000), "1000");
+        assert_eq!(usd.parse_decimal("10.00"), Some(1000));
+        assert_eq!(usd.parse_decimal("10.5"), Some(1050));
+        assert_eq!(usd.parse_decimal("10"), Some(1000));
+        assert_eq!(jpy.parse_decimal("1000"), Some(1000));
+        for bad in [
+            "",
+            "10.",
+            ".5",
+            "10.001",
+            "-1",
+            "1e3",
+            "1,00",
+            " 1",
+            "99999999999999999",
+        ] {
+            assert_eq!(usd.parse_decimal(bad), None, "{bad}");
+        }
+        assert_eq!(jpy.parse_decimal("10.5"), None);
         assert!(Sku::parse("s", "SEAT-1_a.b").is_ok());
         assert!(Sku::parse("s", "").is_err());
         assert!(Sku::parse("s", "a b").is_err());

@@ -43,17 +43,25 @@ async fn webhook(
         }
     })?;
     let now = crate::domain::now_ms() / 1000;
-    let event = provider.webhook(&headers, &body, now).map_err(|err| {
-        tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
-        match err {
-            WebhookError::Signature(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
+    let event = provider
+        .webhook(&headers, &body, now)
+        .await
+        .map_err(|err| {
+            tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
+            match err {
+                WebhookError::Signature(m) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
+                }
+                WebhookError::Malformed(m) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m)
+                }
+                WebhookError::Unavailable(m) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "verification_unavailable",
+                    m,
+                ),
             }
-            WebhookError::Malformed(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m)
-            }
-        }
-    })?;
+        })?;
     let recorded = e.store.record_event(&event, &body).await.map_err(|err| {
         tracing::error!(error = %err, event_id = %event.event_id, "could not store webhook");
         ApiError::new(

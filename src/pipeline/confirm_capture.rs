@@ -1,17 +1,36 @@
-//! `confirm_capture`: re-read the payment from the provider and check it against the order
-//! (policy and checks: `jobs::confirm_capture`).
+//! `confirm_capture`: re-read the payment from the provider (capturing it when the buyer
+//! only approved or authorized it) and check it against the order (policy and checks:
+//! `jobs::confirm_capture`). A capture the provider declines ends the payment here: the
+//! stock is released, the rest of the pipeline skipped, and the order can be paid again.
 
+use jobs::StepKind;
 use jobs::confirm_capture::{Expected, Observed, check};
 
 use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
-use crate::store::payments;
-use crate::store::steps::Lease;
+use crate::providers::PaymentChange;
+use crate::store::steps::{self, Lease};
+use crate::store::{orders, payments};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
     let (provider, at) = provider_of(e, &payment)?;
     let state = provider.payment_state(&at).await?;
+    if matches!(state.change, PaymentChange::Failed | PaymentChange::Expired) {
+        let mut tx = e.store.begin().await?;
+        payments::transition(&mut tx, &payment.id, &["paid"], "failed").await?;
+        payments::release_reservations(&mut tx, &payment.order_id).await?;
+        orders::transition(&mut tx, &payment.order_id, &["paid"], "payment_failed").await?;
+        let rest = &StepKind::FULFILMENT[1..];
+        steps::skip(
+            &mut tx,
+            &payment.order_id,
+            rest,
+            "payment failed at capture",
+        )
+        .await?;
+        return complete(tx, lease, &format!("capture failed: {}", state.state)).await;
+    }
     check(
         &Expected {
             amount_minor: payment.amount_minor,

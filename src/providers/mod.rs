@@ -7,6 +7,7 @@
 //!
 //! One module per provider, its wire types beside it (`stripe.rs` + `stripe/wire.rs`).
 
+pub mod paypal;
 pub mod razorpay;
 pub mod stripe;
 
@@ -28,7 +29,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Checks a webhook's authenticity on the raw bytes and headers, as the provider
     /// specifies, then normalizes it. Nothing is stored for a webhook refused here.
-    fn webhook(
+    async fn webhook(
         &self,
         headers: &HeaderMap,
         body: &[u8],
@@ -58,13 +59,19 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     ) -> Result<Refund, ProviderError>;
 }
 
-/// Why a webhook was refused (400 either way; nothing is stored).
+/// Why a webhook was refused; nothing is stored either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
+    /// Forged, tampered or unsigned (400).
     #[error("{0}")]
     Signature(String),
+    /// Signed but unreadable (400).
     #[error("{0}")]
     Malformed(String),
+    /// What checks the signature is out of reach right now (PayPal's certificate or
+    /// verification API): 503, so the provider delivers it again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why the browser's payload was refused: unusable (422), or signed wrongly (400).
@@ -123,6 +130,9 @@ impl Providers {
         }
         if p.razorpay.enabled {
             by_name.insert("razorpay", Arc::new(razorpay::Razorpay::new(&p.razorpay)));
+        }
+        if p.paypal.enabled {
+            by_name.insert("paypal", Arc::new(paypal::PayPal::new(&p.paypal)));
         }
         Providers { by_name }
     }

@@ -183,7 +183,7 @@ impl Provider for Razorpay {
         NAME
     }
 
-    fn webhook(
+    async fn webhook(
         &self,
         headers: &HeaderMap,
         body: &[u8],

@@ -170,7 +170,7 @@ impl Provider for Stripe {
         NAME
     }
 
-    fn webhook(
+    async fn webhook(
         &self,
         headers: &HeaderMap,
         body: &[u8],

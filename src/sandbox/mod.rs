@@ -11,10 +11,15 @@
 // the size of that `Err` does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod paypal;
 pub mod razorpay;
 pub mod stripe;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -30,12 +35,86 @@ pub async fn run(
     let base = format!("http://{}", listener.local_addr()?);
     let app = Router::new()
         .merge(stripe::router(stripe::Sandbox::new(&config, &base)))
-        .merge(razorpay::router(razorpay::Sandbox::new(&config)));
+        .merge(razorpay::router(razorpay::Sandbox::new(&config)))
+        .merge(paypal::router(paypal::Sandbox::new(&config, &base)?));
     tracing::info!(addr = %base, target = %config.sandbox.webhook_target, "sandbox serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// The headers that sign one delivery of `body` (an event with id `event_id`), as the
+/// provider signs them.
+type Sign = dyn Fn(&str, &[u8]) -> Vec<(&'static str, String)> + Send + Sync;
+
+/// Delivers one provider's webhooks to the engine.
+#[derive(Clone)]
+struct Courier {
+    http: reqwest::Client,
+    target: String,
+    sign: Arc<Sign>,
+}
+
+impl Courier {
+    /// A courier to `{webhook_target}/webhooks/{provider}`.
+    fn new(config: &Config, provider: &str, sign: Arc<Sign>) -> Courier {
+        Courier {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            target: format!(
+                "{}/webhooks/{provider}",
+                config.sandbox.webhook_target.trim_end_matches('/')
+            ),
+            sign,
+        }
+    }
+
+    async fn post(&self, id: &str, body: Vec<u8>) -> Value {
+        let mut req = self
+            .http
+            .post(&self.target)
+            .header("content-type", "application/json");
+        for (name, value) in (self.sign)(id, &body) {
+            req = req.header(name, value);
+        }
+        match req.body(body).send().await {
+            Ok(r) => json!({ "status": r.status().as_u16() }),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    }
+
+    /// Delivers the events (id, body) in order, each `copies` times at once, as retries
+    /// racing each other would. Without a delay it waits for the answers and reports them;
+    /// with one it returns at once.
+    async fn deliver(
+        &self,
+        events: Vec<(String, Vec<u8>)>,
+        copies: usize,
+        delay_ms: u64,
+    ) -> Vec<Value> {
+        let n = events.len() * copies;
+        let courier = self.clone();
+        let run = async move {
+            let mut out = Vec::with_capacity(n);
+            for (id, body) in events {
+                let sends = (0..copies).map(|_| courier.post(&id, body.clone()));
+                out.extend(futures::future::join_all(sends).await);
+            }
+            out
+        };
+        if delay_ms == 0 {
+            return run.await;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let results = run.await;
+            tracing::info!(?results, "sandbox delivered delayed webhooks");
+        });
+        vec![json!({ "scheduled_in_ms": delay_ms }); n]
+    }
 }
 
 /// `prefix` + `len` random alphanumerics, like the providers' ids.

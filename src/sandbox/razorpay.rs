@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -26,7 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Faults, base64_decode, control_body, copies, now_s, rand_id};
+use super::{Courier, Faults, base64_decode, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::razorpay::{sign_payment, sign_webhook, wire};
 
@@ -38,9 +37,7 @@ pub struct Sandbox {
 struct Inner {
     key_id: String,
     key_secret: String,
-    webhook_secret: String,
-    target: String,
-    http: reqwest::Client,
+    courier: Courier,
     faults: Faults,
     state: Mutex<St>,
 }
@@ -61,15 +58,15 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 key_id: r.key_id.clone(),
                 key_secret: r.key_secret.clone(),
-                webhook_secret: r.webhook_secret.clone(),
-                target: format!(
-                    "{}/webhooks/razorpay",
-                    config.sandbox.webhook_target.trim_end_matches('/')
-                ),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap_or_default(),
+                courier: Courier::new(config, "razorpay", {
+                    let secret = r.webhook_secret.clone();
+                    Arc::new(move |id: &str, body: &[u8]| {
+                        vec![
+                            ("x-razorpay-signature", sign_webhook(&secret, body)),
+                            ("x-razorpay-event-id", id.to_owned()),
+                        ]
+                    })
+                }),
                 faults: Faults::default(),
                 state: Mutex::new(St::default()),
             }),
@@ -418,58 +415,18 @@ fn event(
     (rand_id("evt_", 14), ev)
 }
 
-/// One signed delivery, as Razorpay makes it.
-async fn post_event(sb: Sandbox, id: String, body: Vec<u8>) -> Value {
-    let res = sb
-        .inner
-        .http
-        .post(&sb.inner.target)
-        .header("content-type", "application/json")
-        .header(
-            "x-razorpay-signature",
-            sign_webhook(&sb.inner.webhook_secret, &body),
-        )
-        .header("x-razorpay-event-id", id)
-        .body(body)
-        .send()
-        .await;
-    match res {
-        Ok(r) => json!({ "status": r.status().as_u16() }),
-        Err(e) => json!({ "error": e.to_string() }),
-    }
-}
-
-/// Delivers the events in order, each `copies` times at once. Without a delay it waits for
-/// the answers and reports them; with one it returns at once.
+/// Delivers the events in order, each `copies` times, signed as Razorpay signs them.
 async fn deliver(
     sb: &Sandbox,
     events: &[(String, wire::Event)],
     copies: usize,
     delay_ms: u64,
 ) -> Vec<Value> {
-    let bodies: Vec<(String, Vec<u8>)> = events
+    let bodies = events
         .iter()
         .filter_map(|(id, ev)| serde_json::to_vec(ev).ok().map(|b| (id.clone(), b)))
         .collect();
-    let sb = sb.clone();
-    let n = bodies.len() * copies;
-    let run = async move {
-        let mut out = Vec::with_capacity(n);
-        for (id, body) in bodies {
-            let sends = (0..copies).map(|_| post_event(sb.clone(), id.clone(), body.clone()));
-            out.extend(futures::future::join_all(sends).await);
-        }
-        out
-    };
-    if delay_ms == 0 {
-        return run.await;
-    }
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let results = run.await;
-        tracing::info!(?results, "sandbox delivered delayed Razorpay webhooks");
-    });
-    vec![json!({ "scheduled_in_ms": delay_ms }); n]
+    sb.inner.courier.deliver(bodies, copies, delay_ms).await
 }
 
 async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {

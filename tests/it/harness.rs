@@ -102,11 +102,19 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let url = format!("http://{}", app_l.local_addr().expect("addr"));
     let sandbox = format!("http://{}", sb_l.local_addr().expect("addr"));
     let outbox = dir.path().join("outbox");
+    let paypal_cert = dir.path().join("paypal-cert.pem");
+    let paypal_cert = paypal_cert.to_str().expect("utf-8 path");
     let mut env: Vec<(String, String)> = [
         ("FULFILLD__STORE__URL", store_url.as_str()),
         ("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN),
         ("FULFILLD__PROVIDERS__STRIPE__API_BASE", sandbox.as_str()),
         ("FULFILLD__PROVIDERS__RAZORPAY__API_BASE", sandbox.as_str()),
+        ("FULFILLD__PROVIDERS__PAYPAL__API_BASE", sandbox.as_str()),
+        ("FULFILLD__SANDBOX__PAYPAL_CERT_FILE", paypal_cert),
+        (
+            "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE",
+            paypal_cert,
+        ),
         (
             "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS",
             WEBHOOK_SECRET,

@@ -8,6 +8,7 @@ mod api;
 mod checkout;
 mod failures;
 mod last_item;
+mod paypal;
 mod razorpay;
 mod verify;
 mod webhooks;

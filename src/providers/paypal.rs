@@ -1,0 +1,687 @@
+//! PayPal: OAuth client-credentials token (cached until it expires), Orders v2 (create with
+//! intent CAPTURE, get, capture on approval), refunds of a capture, and webhook signatures.
+//!
+//! A webhook is signed with SHA256withRSA over
+//! `"{transmission_id}|{transmission_time}|{webhook_id}|{crc32(raw body) as decimal}"`; the
+//! signature (base64) is in `paypal-transmission-sig`, the certificate at `paypal-cert-url`.
+//! With `webhook_verification = "certificate"` the signature is checked here, with the
+//! configured certificate file or with the certificate downloaded from the URL — only from
+//! `https://*.paypal.com`, so TLS vouches for it — and cached. With `"api"`, PayPal's own
+//! verify-webhook-signature API decides.
+//!
+//! Amounts travel as decimal strings (`"10.00"`; JPY `"1000"`), converted with the currency's
+//! exponent and never through floats.
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rsa::RsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::signature::Verifier;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use x509_cert::der::{DecodePem, Encode};
+
+use super::{
+    Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
+    Provider, ProviderError, ProviderEvent, Refund, WebhookError,
+};
+use crate::config::{self, PayPalVerification};
+use crate::domain::{Currency, Invalid};
+
+const NAME: &str = "paypal";
+
+/// The string PayPal signs for a webhook delivery.
+pub fn signed_message(
+    transmission_id: &str,
+    transmission_time: &str,
+    webhook_id: &str,
+    body: &[u8],
+) -> String {
+    format!(
+        "{transmission_id}|{transmission_time}|{webhook_id}|{}",
+        crc32fast::hash(body)
+    )
+}
+
+/// Checks a base64 SHA256withRSA (PKCS#1 v1.5) signature of `message`.
+pub fn verify_signature(key: &RsaPublicKey, message: &str, signature_b64: &str) -> bool {
+    let Ok(bytes) = BASE64.decode(signature_b64.trim()) else {
+        return false;
+    };
+    let Ok(sig) = rsa::pkcs1v15::Signature::try_from(bytes.as_slice()) else {
+        return false;
+    };
+    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
+        .verify(message.as_bytes(), &sig)
+        .is_ok()
+}
+
+/// A certificate's RSA key, and when the certificate stops being valid.
+#[derive(Debug, Clone)]
+struct TrustedKey {
+    key: RsaPublicKey,
+    not_after_s: i64,
+    /// The file's modification time, for a configured certificate file.
+    stamp: Option<SystemTime>,
+}
+
+/// Reads the first certificate of a PEM chain; refuses one that is not valid at `now_s` or
+/// whose key is not RSA.
+fn key_from_pem(pem: &[u8], now_s: i64) -> Result<TrustedKey, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "the certificate is not PEM text")?;
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or("no PEM certificate found")?;
+    let end_marker = "-----END CERTIFICATE-----";
+    let end = text[begin..]
+        .find(end_marker)
+        .ok_or("unterminated PEM certificate")?
+        + begin
+        + end_marker.len();
+    let cert = x509_cert::Certificate::from_pem(&text[begin..end])
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let validity = &cert.tbs_certificate.validity;
+    let not_before = validity.not_before.to_unix_duration().as_secs() as i64;
+    let not_after = validity.not_after.to_unix_duration().as_secs() as i64;
+    if now_s < not_before || now_s > not_after {
+        return Err("the certificate is not valid at this time".into());
+    }
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| format!("unreadable certificate key: {e}"))?;
+    let key = RsaPublicKey::from_public_key_der(&spki)
+        .map_err(|e| format!("the certificate's key is not RSA: {e}"))?;
+    Ok(TrustedKey {
+        key,
+        not_after_s: not_after,
+        stamp: None,
+    })
+}
+
+/// A certificate URL is followed only to PayPal's own hosts, over https on the default port,
+/// without credentials: anything else could serve a key of the sender's choosing.
+pub fn cert_url_allowed(raw: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(raw).map_err(|_| format!("paypal-cert-url {raw:?} is not a URL"))?;
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let paypal_host = host == "paypal.com" || host.ends_with(".paypal.com");
+    if u.scheme() != "https"
+        || !paypal_host
+        || u.port().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
+        return Err(format!(
+            "paypal-cert-url {raw:?} is not an https URL on a paypal.com host"
+        ));
+    }
+    Ok(u)
+}
+
+/// Reads a verified webhook body.
+pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
+    let ev: wire::Event =
+        serde_json::from_slice(body).map_err(|e| format!("not a PayPal event: {e}"))?;
+    let resource = |what: &str| format!("{}: the resource is not {what}", ev.event_type);
+    let (order_id, payment_ref, change) = match ev.event_type.as_str() {
+        "CHECKOUT.ORDER.APPROVED" | "CHECKOUT.ORDER.COMPLETED" | "CHECKOUT.ORDER.VOIDED" => {
+            let o: wire::Order = serde_json::from_value(ev.resource.clone())
+                .map_err(|e| format!("{}: {e}", resource("an order")))?;
+            let change = if ev.event_type == "CHECKOUT.ORDER.VOIDED" {
+                PaymentChange::Expired
+            } else {
+                // Approval: the buyer agreed; `confirm_capture` captures and checks.
+                PaymentChange::Paid {
+                    provider_payment_id: o
+                        .capture()
+                        .filter(|c| c.status == "COMPLETED")
+                        .map(|c| c.id.clone()),
+                }
+            };
+            let custom = o.purchase_units.first().and_then(|u| u.custom_id.clone());
+            (Some(o.id), custom, change)
+        }
+        "PAYMENT.CAPTURE.COMPLETED"
+        | "PAYMENT.CAPTURE.PENDING"
+        | "PAYMENT.CAPTURE.DENIED"
+        | "PAYMENT.CAPTURE.DECLINED" => {
+            let c: wire::Capture = serde_json::from_value(ev.resource.clone())
+                .map_err(|e| format!("{}: {e}", resource("a capture")))?;
+            let id = Some(c.id.clone());
+            let change = match ev.event_type.as_str() {
+                "PAYMENT.CAPTURE.COMPLETED" => PaymentChange::Paid {
+                    provider_payment_id: id,
+                },
+                "PAYMENT.CAPTURE.PENDING" => PaymentChange::AwaitingSettlement {
+                    provider_payment_id: id,
+                },
+                _ => PaymentChange::Failed,
+            };
+            let order = c.supplementary_data.and_then(|s| s.related_ids.order_id);
+            (order, c.custom_id, change)
+        }
+        // The buyer's approval was taken back before capture.
+        "CHECKOUT.PAYMENT-APPROVAL.REVERSED" => {
+            let order = ev.resource["order_id"]
+                .as_str()
+                .or_else(|| ev.resource["id"].as_str())
+                .map(str::to_owned);
+            (order, None, PaymentChange::Failed)
+        }
+        _ => (None, None, PaymentChange::Ignored),
+    };
+    Ok(ProviderEvent {
+        provider: NAME,
+        event_id: ev.id,
+        event_type: ev.event_type,
+        provider_order_id: order_id,
+        payment_ref,
+        change,
+    })
+}
+
+/// PayPal as a [`Provider`].
+pub struct PayPal {
+    http: reqwest::Client,
+    base: String,
+    client_id: String,
+    client_secret: String,
+    webhook_id: String,
+    verification: PayPalVerification,
+    cert_file: Option<PathBuf>,
+    /// The access token and when to stop using it. A tokio mutex: concurrent callers wait
+    /// for one token request instead of each making their own.
+    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// Keys of certificates already fetched (by URL) or read (by file path).
+    keys: Mutex<HashMap<String, TrustedKey>>,
+}
+
+impl std::fmt::Debug for PayPal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayPal")
+            .field("base", &self.base)
+            .field("client_id", &self.client_id)
+            .field("verification", &self.verification)
+            .finish()
+    }
+}
+
+/// An error's text for PayPal's envelope: name, message, and the detail issues, whose codes
+/// (`ORDER_ALREADY_CAPTURED`, `INSTRUMENT_DECLINED`) callers look for.
+fn error_message(body: &[u8]) -> Option<String> {
+    if let Ok(e) = serde_json::from_slice::<wire::ErrorEnvelope>(body) {
+        let issues: Vec<&str> = e.details.iter().map(|d| d.issue.as_str()).collect();
+        return Some(format!("{}: {} [{}]", e.name, e.message, issues.join(", ")));
+    }
+    serde_json::from_slice::<wire::OAuthError>(body)
+        .ok()
+        .map(|e| format!("{}: {}", e.error, e.error_description))
+}
+
+fn has_issue(e: &ProviderError, issue: &str) -> bool {
+    matches!(e, ProviderError::Status { status: 422, message, .. } if message.contains(issue))
+}
+
+impl PayPal {
+    pub fn new(c: &config::PayPal) -> PayPal {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        PayPal {
+            http,
+            base: c.api_base.trim_end_matches('/').to_owned(),
+            client_id: c.client_id.clone(),
+            client_secret: c.client_secret.clone(),
+            webhook_id: c.webhook_id.clone(),
+            verification: c.webhook_verification,
+            cert_file: (!c.webhook_cert_file.is_empty())
+                .then(|| PathBuf::from(&c.webhook_cert_file)),
+            token: tokio::sync::Mutex::new(None),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A valid access token: the cached one, or a new one (kept until a minute before it
+    /// expires).
+    async fn access_token(&self) -> Result<String, ProviderError> {
+        let mut slot = self.token.lock().await;
+        if let Some((token, until)) = slot.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let req = self
+            .http
+            .post(format!("{}/v1/oauth2/token", self.base))
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&[("grant_type", "client_credentials")]);
+        let t: wire::Token = super::send_json(NAME, req, error_message).await?;
+        let ttl = Duration::from_secs(t.expires_in.saturating_sub(60).max(0) as u64);
+        *slot = Some((t.access_token.clone(), Instant::now() + ttl));
+        Ok(t.access_token)
+    }
+
+    /// One authenticated call. A 401 (token revoked or expired early) drops the cached token
+    /// and tries once more with a fresh one.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<T, ProviderError> {
+        for attempt in 0..2 {
+            let token = self.access_token().await?;
+            match super::send_json(NAME, build(&token).bearer_auth(&token), error_message).await {
+                Err(ProviderError::Status { status: 401, .. }) if attempt == 0 => {
+                    *self.token.lock().await = None;
+                }
+                other => return other,
+            }
+        }
+        Err(ProviderError::Status {
+            provider: NAME,
+            status: 401,
+            message: "the access token was refused twice".into(),
+        })
+    }
+
+    async fn get_order(&self, id: &str) -> Result<wire::Order, ProviderError> {
+        let url = format!("{}/v2/checkout/orders/{id}", self.base);
+        self.call(|_| self.http.get(&url)).await
+    }
+
+    /// Captures an approved order. `PayPal-Request-Id` makes a retried capture return the
+    /// first one's result; an order captured meanwhile is read back instead.
+    async fn capture(&self, id: &str) -> Result<wire::Order, ProviderError> {
+        let url = format!("{}/v2/checkout/orders/{id}/capture", self.base);
+        let res = self
+            .call(|_| {
+                self.http
+                    .post(&url)
+                    .header("PayPal-Request-Id", format!("capture-{id}"))
+                    .header("Prefer", "return=representation")
+                    .json(&json!({}))
+            })
+            .await;
+        match res {
+            Err(e) if has_issue(&e, "ORDER_ALREADY_CAPTURED") => self.get_order(id).await,
+            other => other,
+        }
+    }
+
+    /// The key that signed a webhook: from the configured file, or from `cert_url`.
+    async fn trusted_key(&self, cert_url: &str, now_s: i64) -> Result<RsaPublicKey, WebhookError> {
+        let cached = |k: &str, stamp: Option<SystemTime>| {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.get(k)
+                .filter(|t| t.not_after_s >= now_s && t.stamp == stamp)
+                .map(|t| t.key.clone())
+        };
+        let remember = |k: String, t: TrustedKey| {
+            let key = t.key.clone();
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.insert(k, t);
+            key
+        };
+        if let Some(path) = &self.cert_file {
+            let name = path.display().to_string();
+            let unreadable = |e: std::io::Error| {
+                WebhookError::Unavailable(format!("cannot read webhook_cert_file {name}: {e}"))
+            };
+            let stamp = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map_err(unreadable)?;
+            if let Some(k) = cached(&name, Some(stamp)) {
+                return Ok(k);
+            }
+            let pem = std::fs::read(path).map_err(unreadable)?;
+            let mut t = key_from_pem(&pem, now_s)
+                .map_err(|e| WebhookError::Unavailable(format!("{name}: {e}")))?;
+            t.stamp = Some(stamp);
+            return Ok(remember(name, t));
+        }
+        let url = cert_url_allowed(cert_url).map_err(WebhookError::Signature)?;
+        if let Some(k) = cached(url.as_str(), None) {
+            return Ok(k);
+        }
+        let fetch = async {
+            let res = self
+                .http
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !res.status().is_success() {
+                return Err(format!("HTTP {}", res.status()));
+            }
+            res.bytes().await.map_err(|e| e.to_string())
+        };
+        let pem = fetch.await.map_err(|e| {
+            WebhookError::Unavailable(format!("cannot fetch the certificate {url}: {e}"))
+        })?;
+        let t = key_from_pem(&pem, now_s).map_err(WebhookError::Signature)?;
+        Ok(remember(url.to_string(), t))
+    }
+}
+
+#[async_trait]
+impl Provider for PayPal {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<ProviderEvent, WebhookError> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| WebhookError::Signature(format!("missing {name} header")))
+        };
+        let id = header("paypal-transmission-id")?;
+        let time = header("paypal-transmission-time")?;
+        let sig = header("paypal-transmission-sig")?;
+        let cert_url = header("paypal-cert-url")?;
+        let algo = header("paypal-auth-algo")?;
+        if algo != "SHA256withRSA" {
+            return Err(WebhookError::Signature(format!(
+                "paypal-auth-algo {algo:?} is not SHA256withRSA"
+            )));
+        }
+        let verified = match self.verification {
+            PayPalVerification::Certificate => {
+                let key = self.trusted_key(cert_url, now_s).await?;
+                let message = signed_message(id, time, &self.webhook_id, body);
+                verify_signature(&key, &message, sig)
+            }
+            PayPalVerification::Api => {
+                let event: Value = serde_json::from_slice(body)
+                    .map_err(|e| WebhookError::Malformed(format!("not JSON: {e}")))?;
+                let req = wire::VerifyRequest {
+                    auth_algo: algo.into(),
+                    cert_url: cert_url.into(),
+                    transmission_id: id.into(),
+                    transmission_sig: sig.into(),
+                    transmission_time: time.into(),
+                    webhook_id: self.webhook_id.clone(),
+                    webhook_event: event,
+                };
+                let url = format!("{}/v1/notifications/verify-webhook-signature", self.base);
+                let answer: wire::VerifyResponse = self
+                    .call(|_| self.http.post(&url).json(&req))
+                    .await
+                    .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+                answer.verification_status == "SUCCESS"
+            }
+        };
+        if !verified {
+            return Err(WebhookError::Signature(
+                "paypal-transmission-sig does not match".into(),
+            ));
+        }
+        normalize(body).map_err(WebhookError::Malformed)
+    }
+
+    /// PayPal's JS SDK hands `onApprove` the order id as `orderID`; the capture happens on
+    /// the server, in `payment_state`.
+    fn client_claim(&self, payload: &Value) -> Result<ClientClaim, ClaimError> {
+        payload
+            .get("orderID")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+            .map(|s| ClientClaim {
+                provider_order_id: s.to_owned(),
+                provider_payment_id: None,
+                field: "payload.orderID",
+            })
+            .ok_or_else(|| {
+                ClaimError::Invalid(Invalid::new(
+                    "payload.orderID",
+                    "required: the order id PayPal's onApprove handed the page",
+                ))
+            })
+    }
+
+    fn checkout_params(&self) -> Value {
+        json!({ "client_id": self.client_id })
+    }
+
+    /// `POST /v2/checkout/orders` with intent CAPTURE; `PayPal-Request-Id` (our payment id)
+    /// makes a retried create return the same order. `custom_id` carries our payment id back
+    /// in captures and events; `reference_id` our order id.
+    async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
+        let currency =
+            Currency::parse("currency", &r.currency).map_err(|e| ProviderError::Unusable {
+                provider: NAME,
+                message: e.to_string(),
+            })?;
+        let amount: i64 = r.lines.iter().map(|l| l.qty * l.unit_amount_minor).sum();
+        let body = json!({
+            "intent": "CAPTURE",
+            "purchase_units": [{
+                "reference_id": r.order_id,
+                "custom_id": r.payment_id,
+                "description": format!("Order {}", r.order_id),
+                "amount": { "currency_code": currency.as_str(), "value": currency.decimal(amount) },
+            }],
+            "payment_source": { "paypal": { "experience_context": {
+                "return_url": r.success_url,
+                "cancel_url": r.cancel_url,
+                "user_action": "PAY_NOW",
+                "shipping_preference": "NO_SHIPPING",
+            }}},
+        });
+        let url = format!("{}/v2/checkout/orders", self.base);
+        let o: wire::Order = self
+            .call(|_| {
+                self.http
+                    .post(&url)
+                    .header("PayPal-Request-Id", &r.payment_id)
+                    .header("Prefer", "return=representation")
+                    .json(&body)
+            })
+            .await?;
+        let created = o
+            .purchase_units
+            .first()
+            .and_then(|u| currency.parse_decimal(&u.amount.value))
+            .unwrap_or(amount);
+        let url = o.link("payer-action").or_else(|| o.link("approve"));
+        Ok(Checkout {
+            url: url.map(str::to_owned),
+            provider_order_id: o.id,
+            amount_minor: created,
+        })
+    }
+
+    /// Reads the order, capturing it first when the buyer has approved it, and reports its
+    /// capture.
+    async fn payment_state(&self, p: &PaymentRef<'_>) -> Result<PaymentState, ProviderError> {
+        let mut order = self.get_order(p.provider_order_id).await?;
+        let mut declined = false;
+        if order.status == "APPROVED" {
+            match self.capture(&order.id).await {
+                Ok(o) => order = o,
+                Err(e) if has_issue(&e, "INSTRUMENT_DECLINED") => declined = true,
+                Err(e) => return Err(e),
+            }
+        }
+        let unpaid = |change, state: String| PaymentState {
+            change,
+            paid: false,
+            state,
+            amount_minor: 0,
+            currency: String::new(),
+            provider_payment_id: None,
+        };
+        if declined {
+            return Ok(unpaid(
+                PaymentChange::Failed,
+                "capture declined (INSTRUMENT_DECLINED)".into(),
+            ));
+        }
+        let Some(capture) = order.capture() else {
+            let change = if order.status == "VOIDED" {
+                PaymentChange::Expired
+            } else {
+                PaymentChange::Ignored
+            };
+            return Ok(unpaid(change, format!("order {}", order.status)));
+        };
+        let currency =
+            Currency::parse("currency_code", &capture.amount.currency_code).map_err(|e| {
+                ProviderError::Decode {
+                    provider: NAME,
+                    message: e.to_string(),
+                }
+            })?;
+        let amount_minor = currency
+            .parse_decimal(&capture.amount.value)
+            .ok_or_else(|| ProviderError::Decode {
+                provider: NAME,
+                message: format!("capture amount {:?} is not a decimal", capture.amount.value),
+            })?;
+        let id = Some(capture.id.clone());
+        let (change, paid) = match capture.status.as_str() {
+            "COMPLETED" | "PARTIALLY_REFUNDED" | "REFUNDED" => (
+                PaymentChange::Paid {
+                    provider_payment_id: id.clone(),
+                },
+                true,
+            ),
+            "PENDING" => (
+                PaymentChange::AwaitingSettlement {
+                    provider_payment_id: id.clone(),
+                },
+                false,
+            ),
+            "DECLINED" | "FAILED" => (PaymentChange::Failed, false),
+            _ => (PaymentChange::Ignored, false),
+        };
+        Ok(PaymentState {
+            change,
+            paid,
+            state: format!("order {}, capture {}", order.status, capture.status),
+            amount_minor,
+            currency: currency.as_str().to_owned(),
+            provider_payment_id: id,
+        })
+    }
+
+    async fn refund(
+        &self,
+        p: &PaymentRef<'_>,
+        idempotency_key: &str,
+    ) -> Result<Refund, ProviderError> {
+        let capture = p
+            .provider_payment_id
+            .ok_or_else(|| ProviderError::Unusable {
+                provider: NAME,
+                message: "no capture to refund".into(),
+            })?;
+        let url = format!("{}/v2/payments/captures/{capture}/refund", self.base);
+        let r: wire::Refund = self
+            .call(|_| {
+                self.http
+                    .post(&url)
+                    .header("PayPal-Request-Id", idempotency_key)
+                    .header("Prefer", "return=representation")
+                    .json(&json!({}))
+            })
+            .await?;
+        let amount_minor = r
+            .amount
+            .as_ref()
+            .and_then(|m| {
+                Currency::parse("currency_code", &m.currency_code)
+                    .ok()?
+                    .parse_decimal(&m.value)
+            })
+            .unwrap_or(0);
+        Ok(Refund {
+            id: r.id,
+            amount_minor,
+            status: r.status.to_ascii_lowercase(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_message_uses_the_decimal_crc32_of_the_raw_body() {
+        // crc32("hello world") = 0x0d4a1185 = 222957957.
+        assert_eq!(
+            signed_message("id-1", "2026-11-22T10:00:00Z", "WH-1", b"hello world"),
+            "id-1|2026-11-22T10:00:00Z|WH-1|222957957"
+        );
+    }
+
+    /// Key, certificate and signature made with the openssl command line (`openssl req
+    /// -x509 -newkey rsa:2048`, `openssl dgst -sha256 -sign`); the CRC with Python's zlib.
+    /// Only the public half is kept.
+    #[test]
+    fn known_vector_made_with_openssl_verifies() {
+        let cert = include_bytes!("../../tests/fixtures/paypal/cert.pem");
+        let body = include_bytes!("../../tests/fixtures/paypal/body.json");
+        let sig = include_str!("../../tests/fixtures/paypal/sig.b64");
+        let now = 1_800_000_000;
+        let key = key_from_pem(cert, now).expect("certificate").key;
+        let (id, time, webhook) = (
+            "69cd13f0-d67a-11e5-baa3-778b53f4ae55",
+            "2016-02-18T20:01:35Z",
+            "1JE4291016473214C",
+        );
+        let message = signed_message(id, time, webhook, body);
+        assert_eq!(message, format!("{id}|{time}|{webhook}|1038609229"));
+        assert!(verify_signature(&key, &message, sig));
+        let tampered = signed_message(id, time, webhook, &body[1..]);
+        assert!(!verify_signature(&key, &tampered, sig));
+        let other_hook = signed_message(id, time, "WH-OTHER", body);
+        assert!(!verify_signature(&key, &other_hook, sig));
+        assert!(!verify_signature(&key, &message, "not base64!"));
+        // Past its notAfter (2126) the certificate is refused.
+        assert!(key_from_pem(cert, 5_000_000_000).is_err());
+        assert!(key_from_pem(b"garbage", now).is_err());
+    }
+
+    #[test]
+    fn cert_urls_outside_paypal_are_refused() {
+        for ok in [
+            "https://api.paypal.com/v1/notifications/certs/CERT-360caa42",
+            "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-1",
+        ] {
+            assert!(cert_url_allowed(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.paypal.com/v1/notifications/certs/CERT-1",
+            "https://api.paypal.com.evil.example/cert",
+            "https://evilpaypal.com/cert",
+            "https://paypal.com@evil.example/cert",
+            "https://user:pw@api.paypal.com/cert",
+            "https://api.paypal.com:8443/cert",
+            "https://127.0.0.1/cert",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(cert_url_allowed(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,980 @@
+//! The PayPal part of the sandbox: OAuth client credentials, Orders v2 (create, get,
+//! capture), captures and their refunds, PayPal's error envelope, `PayPal-Request-Id`
+//! idempotency, the verify-webhook-signature API, and webhooks signed as PayPal signs them:
+//! SHA256withRSA over `transmission_id|transmission_time|webhook_id|crc32(body)` with a key
+//! the sandbox makes at start-up. Its certificate is written to `sandbox.paypal_cert_file`
+//! (for the engine's `providers.paypal.webhook_cert_file`) and served at the
+//! `paypal-cert-url` of each delivery.
+//!
+//! Buyer and provider controls (not PayPal API):
+//! - `POST /sandbox/paypal/orders/{id}/approve` `{"webhook": "once"|"twice"|"none",
+//!   "delay_ms": N, "capture": "completed"|"pending"|"declined", "amount": "12.00"}` — the
+//!   buyer approves the order. Answers what PayPal's JS SDK hands `onApprove` (`orderID`,
+//!   `payerID`, …) plus the `CHECKOUT.ORDER.APPROVED` event and its deliveries. `capture`
+//!   decides what a later capture call does: complete, stay pending, or fail with
+//!   `INSTRUMENT_DECLINED`; `amount` makes the capture report another amount.
+//! - `POST /sandbox/paypal/orders/{id}/void` — the order is voided (`CHECKOUT.ORDER.VOIDED`).
+//! - `POST /sandbox/paypal/captures/{id}/settle` `{"outcome": "completed"|"denied"}` — a
+//!   pending capture settles (`PAYMENT.CAPTURE.COMPLETED` or `PAYMENT.CAPTURE.DENIED`).
+//! - `POST /sandbox/paypal/faults` `{"api_errors": [503, …]}` — the next API calls fail.
+//! - `GET /sandbox/paypal/refunds` — every refund made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rsa::RsaPrivateKey;
+use rsa::signature::{SignatureEncoding, Signer};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::{Courier, Faults, control_body, copies, rand_id};
+use crate::config::Config;
+use crate::domain::Currency;
+use crate::providers::paypal::{signed_message, wire};
+
+/// The sandbox's signing key and its self-signed certificate (PEM), made once per process:
+/// an RSA key takes a moment to generate.
+fn signing_identity() -> anyhow::Result<&'static (RsaPrivateKey, String)> {
+    static IDENTITY: OnceLock<(RsaPrivateKey, String)> = OnceLock::new();
+    if let Some(id) = IDENTITY.get() {
+        return Ok(id);
+    }
+    let made = make_identity()?;
+    Ok(IDENTITY.get_or_init(|| made))
+}
+
+fn make_identity() -> anyhow::Result<(RsaPrivateKey, String)> {
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::EncodePem;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::Validity;
+
+    let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
+    let spki = SubjectPublicKeyInfoOwned::from_key(key.to_public_key())?;
+    let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(key.clone());
+    let subject =
+        Name::from_str("CN=messageverificationcerts.sandbox.fulfilld,O=fulfilld sandbox")?;
+    let builder = CertificateBuilder::new(
+        Profile::Root,
+        SerialNumber::from(1u32),
+        Validity::from_now(std::time::Duration::from_secs(10 * 365 * 86_400))?,
+        subject,
+        spki,
+        &signer,
+    )?;
+    let cert = builder.build::<rsa::pkcs1v15::Signature>()?;
+    let pem = cert.to_pem(x509_cert::der::pem::LineEnding::LF)?;
+    Ok((key, pem))
+}
+
+/// The headers PayPal sends with a delivery of `body`, signed with `key`: a fresh
+/// transmission id (first), the time, the signature, the certificate URL and the algorithm.
+pub fn signature_headers(
+    key: &RsaPrivateKey,
+    webhook_id: &str,
+    cert_url: &str,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let id = uuid_like();
+    let time = rfc3339_now();
+    let message = signed_message(&id, &time, webhook_id, body);
+    let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(key.clone());
+    let sig = BASE64.encode(signer.sign(message.as_bytes()).to_bytes());
+    vec![
+        ("paypal-transmission-id", id),
+        ("paypal-transmission-time", time),
+        ("paypal-transmission-sig", sig),
+        ("paypal-cert-url", cert_url.to_owned()),
+        ("paypal-auth-algo", "SHA256withRSA".to_owned()),
+        ("paypal-auth-version", "v2".to_owned()),
+    ]
+}
+
+/// The sandbox's signing key (made on first use, shared by every sandbox in the process).
+pub fn signing_key() -> anyhow::Result<&'static RsaPrivateKey> {
+    Ok(&signing_identity()?.0)
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: String,
+    client_id: String,
+    client_secret: String,
+    courier: Courier,
+    key: &'static RsaPrivateKey,
+    cert_pem: &'static str,
+    transmissions: Transmissions,
+    faults: Faults,
+    state: Mutex<St>,
+}
+
+/// What a capture of an approved order will do (set by the approve control).
+#[derive(Debug, Clone)]
+struct Plan {
+    capture: String,
+    amount: Option<String>,
+}
+
+#[derive(Default)]
+struct St {
+    tokens: Vec<String>,
+    orders: HashMap<String, wire::Order>,
+    plans: HashMap<String, Plan>,
+    /// Capture id → order id.
+    captures: HashMap<String, String>,
+    refunds: Vec<(String, wire::Refund)>,
+    /// PayPal-Request-Id → the response body first given for it.
+    requests: HashMap<String, Value>,
+}
+
+/// Transmission id → the raw body delivered, for verify-webhook-signature.
+type Transmissions = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+impl Sandbox {
+    pub fn new(config: &Config, base: &str) -> anyhow::Result<Sandbox> {
+        let (key, cert_pem) = signing_identity()?;
+        let out = &config.sandbox.paypal_cert_file;
+        if !out.is_empty() {
+            let path = std::path::Path::new(out);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, cert_pem)?;
+        }
+        let webhook_id = config.providers.paypal.webhook_id.clone();
+        let cert_url = format!("{base}/v1/notifications/certs/CERT-sandbox");
+        let transmissions: Transmissions = Arc::default();
+        let sign = {
+            let transmissions = transmissions.clone();
+            Arc::new(move |_event_id: &str, body: &[u8]| {
+                let headers = signature_headers(key, &webhook_id, &cert_url, body);
+                transmissions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(headers[0].1.clone(), body.to_vec());
+                headers
+            })
+        };
+        let sb = Sandbox {
+            inner: Arc::new(Inner {
+                base: base.to_owned(),
+                client_id: config.providers.paypal.client_id.clone(),
+                client_secret: config.providers.paypal.client_secret.clone(),
+                courier: Courier::new(config, "paypal", sign),
+                key,
+                cert_pem,
+                transmissions,
+                faults: Faults::default(),
+                state: Mutex::new(St::default()),
+            }),
+        };
+        Ok(sb)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, St> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// PayPal's ids: 17 upper-case letters and digits.
+fn pp_id() -> String {
+    rand_id("", 17).to_ascii_uppercase()
+}
+
+fn uuid_like() -> String {
+    let h = rand_id("", 32).to_ascii_lowercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// PayPal's error envelope with its status.
+fn pp_error(
+    status: StatusCode,
+    name: &str,
+    message: &str,
+    issue: &str,
+    description: &str,
+    field: Option<&str>,
+) -> Response {
+    let body = wire::ErrorEnvelope {
+        name: name.into(),
+        message: message.into(),
+        debug_id: rand_id("", 13).to_ascii_lowercase(),
+        details: vec![wire::ErrorDetail {
+            field: field.map(Into::into),
+            issue: issue.into(),
+            description: Some(description.into()),
+        }],
+    };
+    (status, Json(body)).into_response()
+}
+
+fn not_found() -> Response {
+    pp_error(
+        StatusCode::NOT_FOUND,
+        "RESOURCE_NOT_FOUND",
+        "The specified resource does not exist.",
+        "INVALID_RESOURCE_ID",
+        "Specified resource ID does not exist. Please check the resource ID and try again.",
+        None,
+    )
+}
+
+fn unprocessable(issue: &str, description: &str) -> Response {
+    pp_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "UNPROCESSABLE_ENTITY",
+        "The requested action could not be performed, semantically incorrect, or failed business validation.",
+        issue,
+        description,
+        None,
+    )
+}
+
+fn invalid_request(issue: &str, field: &str, description: &str) -> Response {
+    pp_error(
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        "Request is not well-formed, syntactically incorrect, or violates schema.",
+        issue,
+        description,
+        Some(field),
+    )
+}
+
+/// A bearer token this sandbox issued, then any injected fault.
+fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let known = token.is_some_and(|t| sb.state().tokens.iter().any(|k| k == t));
+    if !known {
+        return Err(pp_error(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_FAILURE",
+            "Authentication failed due to invalid authentication credentials or a missing Authorization header.",
+            "INVALID_TOKEN",
+            "The access token is invalid or has expired.",
+            None,
+        ));
+    }
+    match sb.inner.faults.next() {
+        Some(s) => Err(pp_error(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "INTERNAL_SERVICE_ERROR",
+            "An internal service error has occurred.",
+            "INTERNAL_SERVICE_ERROR",
+            "Injected by the sandbox: the API failed this request.",
+            None,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `PayPal-Request-Id`: a repeated request gets the first answer again (200).
+fn request_key(headers: &HeaderMap, route: &str) -> Option<String> {
+    headers
+        .get("paypal-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("{route}:{k}"))
+}
+
+fn replay(sb: &Sandbox, key: &Option<String>) -> Option<Response> {
+    let st = sb.state();
+    let first = st.requests.get(key.as_ref()?)?;
+    Some((StatusCode::OK, Json(first.clone())).into_response())
+}
+
+fn remember(sb: &Sandbox, key: Option<String>, status: StatusCode, body: Value) -> Response {
+    if let Some(k) = key {
+        sb.state().requests.insert(k, body.clone());
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn token(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    let creds = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| BASE64.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let expected = format!("{}:{}", sb.inner.client_id, sb.inner.client_secret);
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        let body = wire::OAuthError {
+            error: error.into(),
+            error_description: description.into(),
+        };
+        (status, Json(body)).into_response()
+    };
+    if creds.as_deref() != Some(expected.as_str()) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client Authentication failed",
+        );
+    }
+    let grant = form_urlencoded::parse(&body).find(|(k, _)| k == "grant_type");
+    if grant.as_ref().map(|(_, v)| v.as_ref()) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Grant Type is NULL",
+        );
+    }
+    let t = wire::Token {
+        scope: "https://uri.paypal.com/services/payments/payment https://uri.paypal.com/services/payments/refund".into(),
+        access_token: rand_id("A21AA", 90),
+        token_type: "Bearer".into(),
+        app_id: "APP-80W284485P519543T".into(),
+        expires_in: 32_400,
+        nonce: format!("{}{}", rfc3339_now(), rand_id("", 43)),
+    };
+    sb.state().tokens.push(t.access_token.clone());
+    Json(t).into_response()
+}
+
+fn order_links(base: &str, o: &wire::Order) -> Vec<wire::Link> {
+    let link = |href: String, rel: &str, method: &str| wire::Link {
+        href,
+        rel: rel.into(),
+        method: Some(method.into()),
+    };
+    let me = format!("{base}/v2/checkout/orders/{}", o.id);
+    let mut links = vec![link(me.clone(), "self", "GET")];
+    match o.status.as_str() {
+        "CREATED" | "PAYER_ACTION_REQUIRED" => {
+            let rel = if o.status == "CREATED" {
+                "approve"
+            } else {
+                "payer-action"
+            };
+            links.push(link(
+                format!("{base}/checkoutnow?token={}", o.id),
+                rel,
+                "GET",
+            ));
+        }
+        "APPROVED" => links.push(link(format!("{me}/capture"), "capture", "POST")),
+        _ => {}
+    }
+    links
+}
+
+async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let key = request_key(&headers, "orders");
+    if let Some(r) = replay(&sb, &key) {
+        return r;
+    }
+    let Ok(b) = serde_json::from_slice::<Value>(&body) else {
+        return invalid_request(
+            "MALFORMED_REQUEST_JSON",
+            "",
+            "The request JSON is not well formed.",
+        );
+    };
+    if !matches!(b["intent"].as_str(), Some("CAPTURE" | "AUTHORIZE")) {
+        return invalid_request(
+            "INVALID_PARAMETER_VALUE",
+            "/intent",
+            "intent must be CAPTURE or AUTHORIZE.",
+        );
+    }
+    let Some(units) = b["purchase_units"].as_array().filter(|u| !u.is_empty()) else {
+        return invalid_request(
+            "MISSING_REQUIRED_PARAMETER",
+            "/purchase_units",
+            "A required field / parameter is missing.",
+        );
+    };
+    let mut purchase_units = Vec::new();
+    for (i, u) in units.iter().enumerate() {
+        let unit: wire::PurchaseUnit = match serde_json::from_value(u.clone()) {
+            Ok(u) => u,
+            Err(_) => {
+                return invalid_request(
+                    "MISSING_REQUIRED_PARAMETER",
+                    &format!("/purchase_units/{i}/amount"),
+                    "A required field / parameter is missing.",
+                );
+            }
+        };
+        let currency = Currency::parse("currency_code", &unit.amount.currency_code);
+        let valid = currency
+            .as_ref()
+            .ok()
+            .and_then(|c| c.parse_decimal(&unit.amount.value))
+            .is_some_and(|v| v > 0);
+        if !valid {
+            return unprocessable(
+                "DECIMAL_PRECISION",
+                "If the currency supports decimals, only two decimal place precision is supported.",
+            );
+        }
+        purchase_units.push(unit);
+    }
+    let status = if b.get("payment_source").is_some() {
+        "PAYER_ACTION_REQUIRED"
+    } else {
+        "CREATED"
+    };
+    let mut order = wire::Order {
+        id: pp_id(),
+        intent: b["intent"].as_str().unwrap_or("CAPTURE").into(),
+        status: status.into(),
+        purchase_units,
+        payer: None,
+        create_time: Some(rfc3339_now()),
+        links: Vec::new(),
+    };
+    order.links = order_links(&sb.inner.base, &order);
+    sb.state().orders.insert(order.id.clone(), order.clone());
+    let body = serde_json::to_value(&order).unwrap_or_default();
+    remember(&sb, key, StatusCode::CREATED, body)
+}
+
+async fn get_order(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    match sb.state().orders.get(&id) {
+        Some(o) => Json(o.clone()).into_response(),
+        None => not_found(),
+    }
+}
+
+/// A webhook event about `resource`.
+fn event(kind: &str, resource_type: &str, summary: &str, resource: Value) -> (String, Vec<u8>) {
+    let id = format!("WH-{}", pp_id());
+    let ev = wire::Event {
+        id: id.clone(),
+        event_version: "1.0".into(),
+        create_time: rfc3339_now(),
+        resource_type: resource_type.into(),
+        event_type: kind.into(),
+        summary: summary.into(),
+        resource,
+        links: Vec::new(),
+    };
+    (id, serde_json::to_vec(&ev).unwrap_or_default())
+}
+
+fn capture_event(kind: &str, c: &wire::Capture) -> (String, Vec<u8>) {
+    let summary = format!(
+        "Payment capture {}",
+        kind.rsplit('.').next().unwrap_or(kind)
+    );
+    event(
+        kind,
+        "capture",
+        &summary,
+        serde_json::to_value(c).unwrap_or_default(),
+    )
+}
+
+async fn capture(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let key = request_key(&headers, "capture");
+    if let Some(r) = replay(&sb, &key) {
+        return r;
+    }
+    let (order, captured) = {
+        let mut st = sb.state();
+        let plan = st.plans.get(&id).cloned();
+        let Some(o) = st.orders.get_mut(&id) else {
+            return not_found();
+        };
+        match o.status.as_str() {
+            "APPROVED" => {}
+            "COMPLETED" => {
+                return unprocessable(
+                    "ORDER_ALREADY_CAPTURED",
+                    "Order already captured.If 'intent=CAPTURE' only one capture per order is allowed.",
+                );
+            }
+            _ => {
+                return unprocessable(
+                    "ORDER_NOT_APPROVED",
+                    "Payer has not yet approved the Order for payment. Please redirect the payer to the 'rel':'approve' url returned as part of the HATEOAS links within the Create Order call or provide a valid payment_source in the request.",
+                );
+            }
+        }
+        let plan = plan.unwrap_or(Plan {
+            capture: "completed".into(),
+            amount: None,
+        });
+        if plan.capture == "declined" {
+            return unprocessable(
+                "INSTRUMENT_DECLINED",
+                "The instrument presented  was either declined by the processor or bank, or it can't be used for this payment.",
+            );
+        }
+        let Some(unit) = o.purchase_units.first_mut() else {
+            return not_found();
+        };
+        let mut amount = unit.amount.clone();
+        if let Some(v) = plan.amount {
+            amount.value = v;
+        }
+        let capture = wire::Capture {
+            id: pp_id(),
+            status: if plan.capture == "pending" {
+                "PENDING"
+            } else {
+                "COMPLETED"
+            }
+            .into(),
+            amount,
+            custom_id: unit.custom_id.clone(),
+            final_capture: true,
+            supplementary_data: Some(wire::SupplementaryData {
+                related_ids: wire::RelatedIds {
+                    order_id: Some(id.clone()),
+                },
+            }),
+            create_time: Some(rfc3339_now()),
+            links: Vec::new(),
+        };
+        unit.payments = Some(wire::Payments {
+            captures: vec![capture.clone()],
+        });
+        o.status = "COMPLETED".into();
+        let base = sb.inner.base.clone();
+        o.links = order_links(&base, o);
+        let order = o.clone();
+        st.captures.insert(capture.id.clone(), id.clone());
+        (order, capture)
+    };
+    let kind = if captured.status == "PENDING" {
+        "PAYMENT.CAPTURE.PENDING"
+    } else {
+        "PAYMENT.CAPTURE.COMPLETED"
+    };
+    sb.inner
+        .courier
+        .deliver(vec![capture_event(kind, &captured)], 1, 0)
+        .await;
+    let body = serde_json::to_value(&order).unwrap_or_default();
+    remember(&sb, key, StatusCode::CREATED, body)
+}
+
+/// The capture with this id and its order, for reading or changing.
+fn with_capture<T>(
+    st: &mut St,
+    capture_id: &str,
+    f: impl FnOnce(&mut wire::Capture) -> T,
+) -> Option<T> {
+    let order_id = st.captures.get(capture_id)?.clone();
+    let o = st.orders.get_mut(&order_id)?;
+    let c = o
+        .purchase_units
+        .iter_mut()
+        .filter_map(|u| u.payments.as_mut())
+        .flat_map(|p| p.captures.iter_mut())
+        .find(|c| c.id == capture_id)?;
+    Some(f(c))
+}
+
+async fn get_capture(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    match with_capture(&mut sb.state(), &id, |c| c.clone()) {
+        Some(c) => Json(c).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn refund(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let key = request_key(&headers, "refund");
+    if let Some(r) = replay(&sb, &key) {
+        return r;
+    }
+    let asked: Option<wire::Money> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["amount"].clone()).ok());
+    let refunded_so_far = |st: &St| -> i64 {
+        st.refunds
+            .iter()
+            .filter(|(cid, _)| *cid == id)
+            .filter_map(|(_, r)| r.amount.as_ref())
+            .filter_map(|m| {
+                Currency::parse("c", &m.currency_code)
+                    .ok()?
+                    .parse_decimal(&m.value)
+            })
+            .sum()
+    };
+    let refund = {
+        let mut st = sb.state();
+        let before = refunded_so_far(&st);
+        let outcome = with_capture(&mut st, &id, |c| {
+            if !matches!(c.status.as_str(), "COMPLETED" | "PARTIALLY_REFUNDED") {
+                return Err(unprocessable(
+                    "CAPTURE_FULLY_REFUNDED",
+                    "The capture has already been fully refunded or is not completed.",
+                ));
+            }
+            let Ok(currency) = Currency::parse("c", &c.amount.currency_code) else {
+                return Err(not_found());
+            };
+            let total = currency.parse_decimal(&c.amount.value).unwrap_or(0);
+            let amount = match &asked {
+                Some(m) => match currency.parse_decimal(&m.value) {
+                    Some(v) if m.currency_code == c.amount.currency_code && v > 0 => v,
+                    _ => {
+                        return Err(unprocessable(
+                            "DECIMAL_PRECISION",
+                            "The refund amount must be a positive amount in the capture's currency.",
+                        ));
+                    }
+                },
+                None => total - before,
+            };
+            if amount > total - before {
+                return Err(unprocessable(
+                    "REFUND_AMOUNT_EXCEEDED",
+                    "The refund amount must be less than or equal to the capture amount that has not yet been refunded.",
+                ));
+            }
+            c.status = if before + amount == total {
+                "REFUNDED"
+            } else {
+                "PARTIALLY_REFUNDED"
+            }
+            .into();
+            Ok(wire::Money {
+                currency_code: c.amount.currency_code.clone(),
+                value: currency.decimal(amount),
+            })
+        });
+        let amount = match outcome {
+            None => return not_found(),
+            Some(Err(r)) => return r,
+            Some(Ok(m)) => m,
+        };
+        let r = wire::Refund {
+            id: pp_id(),
+            status: "COMPLETED".into(),
+            amount: Some(amount),
+            create_time: Some(rfc3339_now()),
+            links: vec![wire::Link {
+                href: format!("{}/v2/payments/captures/{id}", sb.inner.base),
+                rel: "up".into(),
+                method: Some("GET".into()),
+            }],
+        };
+        st.refunds.push((id.clone(), r.clone()));
+        r
+    };
+    let body = serde_json::to_value(&refund).unwrap_or_default();
+    remember(&sb, key, StatusCode::CREATED, body)
+}
+
+async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
+    let items: Vec<Value> = sb
+        .state()
+        .refunds
+        .iter()
+        .map(|(capture, r)| json!({ "capture_id": capture, "refund": r }))
+        .collect();
+    Json(json!({ "items": items }))
+}
+
+/// `POST /v1/notifications/verify-webhook-signature`: checks the signature against the
+/// body this sandbox delivered under that transmission id (PayPal, too, needs the event
+/// exactly as delivered).
+async fn verify_webhook_signature(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let Ok(req) = serde_json::from_slice::<wire::VerifyRequest>(&body) else {
+        return invalid_request(
+            "MISSING_REQUIRED_PARAMETER",
+            "",
+            "A required field / parameter is missing.",
+        );
+    };
+    let delivered = sb
+        .inner
+        .transmissions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&req.transmission_id)
+        .cloned();
+    let ok = delivered.is_some_and(|raw| {
+        let same_event =
+            serde_json::from_slice::<Value>(&raw).ok() == Some(req.webhook_event.clone());
+        let message = signed_message(
+            &req.transmission_id,
+            &req.transmission_time,
+            &req.webhook_id,
+            &raw,
+        );
+        same_event
+            && req.auth_algo == "SHA256withRSA"
+            && crate::providers::paypal::verify_signature(
+                &sb.inner.key.to_public_key(),
+                &message,
+                &req.transmission_sig,
+            )
+    });
+    let status = if ok { "SUCCESS" } else { "FAILURE" };
+    Json(wire::VerifyResponse {
+        verification_status: status.into(),
+    })
+    .into_response()
+}
+
+async fn cert(State(sb): State<Sandbox>) -> Response {
+    (
+        [("content-type", "application/x-pem-file")],
+        sb.inner.cert_pem.to_owned(),
+    )
+        .into_response()
+}
+
+async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    sb.inner.faults.handle(&body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approve {
+    #[serde(default)]
+    webhook: Option<String>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    capture: Option<String>,
+    #[serde(default)]
+    amount: Option<String>,
+}
+
+async fn approve(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d: Approve = match control_body(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let copies = match copies(d.webhook.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let capture = d.capture.unwrap_or_else(|| "completed".into());
+    if !matches!(capture.as_str(), "completed" | "pending" | "declined") {
+        return invalid_request(
+            "INVALID_PARAMETER_VALUE",
+            "capture",
+            "capture must be \"completed\", \"pending\" or \"declined\"",
+        );
+    }
+    let payer_id = pp_id()[..13].to_owned();
+    let order = {
+        let mut st = sb.state();
+        let Some(o) = st.orders.get_mut(&id) else {
+            return not_found();
+        };
+        if !matches!(o.status.as_str(), "CREATED" | "PAYER_ACTION_REQUIRED") {
+            return unprocessable(
+                "ORDER_NOT_APPROVABLE",
+                &format!("The order is {} and cannot be approved.", o.status),
+            );
+        }
+        o.status = "APPROVED".into();
+        o.payer = Some(json!({
+            "name": { "given_name": "Sandbox", "surname": "Buyer" },
+            "email_address": "buyer@example.com",
+            "payer_id": payer_id,
+        }));
+        let base = sb.inner.base.clone();
+        o.links = order_links(&base, o);
+        let order = o.clone();
+        st.plans.insert(
+            id.clone(),
+            Plan {
+                capture,
+                amount: d.amount,
+            },
+        );
+        order
+    };
+    let ev = event(
+        "CHECKOUT.ORDER.APPROVED",
+        "checkout-order",
+        "An order has been approved by buyer",
+        serde_json::to_value(&order).unwrap_or_default(),
+    );
+    let sent = json!({ "id": ev.0, "body": String::from_utf8_lossy(&ev.1) });
+    let deliveries = sb
+        .inner
+        .courier
+        .deliver(vec![ev], copies, d.delay_ms.unwrap_or(0))
+        .await;
+    Json(json!({
+        "orderID": order.id,
+        "payerID": payer_id,
+        "paymentID": null,
+        "billingToken": null,
+        "facilitatorAccessToken": rand_id("A21AA", 60),
+        "paymentSource": "paypal",
+        "events": [sent],
+        "deliveries": deliveries,
+    }))
+    .into_response()
+}
+
+async fn void(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
+    let order = {
+        let mut st = sb.state();
+        let Some(o) = st.orders.get_mut(&id) else {
+            return not_found();
+        };
+        if o.status == "COMPLETED" {
+            return unprocessable(
+                "ORDER_ALREADY_COMPLETED",
+                "A completed order cannot be voided.",
+            );
+        }
+        o.status = "VOIDED".into();
+        o.links = Vec::new();
+        o.clone()
+    };
+    let ev = event(
+        "CHECKOUT.ORDER.VOIDED",
+        "checkout-order",
+        "An order has been voided",
+        serde_json::to_value(&order).unwrap_or_default(),
+    );
+    let deliveries = sb.inner.courier.deliver(vec![ev], 1, 0).await;
+    Json(json!({ "order": order, "deliveries": deliveries })).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settle {
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d: Settle = match control_body(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let (status, kind) = match d.outcome.as_deref().unwrap_or("completed") {
+        "completed" => ("COMPLETED", "PAYMENT.CAPTURE.COMPLETED"),
+        "denied" => ("DECLINED", "PAYMENT.CAPTURE.DENIED"),
+        _ => {
+            return invalid_request(
+                "INVALID_PARAMETER_VALUE",
+                "outcome",
+                "outcome must be \"completed\" or \"denied\"",
+            );
+        }
+    };
+    let captured = with_capture(&mut sb.state(), &id, |c| {
+        if c.status != "PENDING" {
+            return Err(unprocessable(
+                "CAPTURE_NOT_PENDING",
+                "Only a pending capture settles.",
+            ));
+        }
+        c.status = status.into();
+        Ok(c.clone())
+    });
+    let captured = match captured {
+        None => return not_found(),
+        Some(Err(r)) => return r,
+        Some(Ok(c)) => c,
+    };
+    let deliveries = sb
+        .inner
+        .courier
+        .deliver(vec![capture_event(kind, &captured)], 1, 0)
+        .await;
+    Json(json!({ "capture": captured, "deliveries": deliveries })).into_response()
+}
+
+pub fn router(sb: Sandbox) -> Router {
+    Router::new()
+        .route("/v1/oauth2/token", post(token))
+        .route("/v2/checkout/orders", post(create_order))
+        .route("/v2/checkout/orders/{id}", get(get_order))
+        .route("/v2/checkout/orders/{id}/capture", post(capture))
+        .route("/v2/payments/captures/{id}", get(get_capture))
+        .route("/v2/payments/captures/{id}/refund", post(refund))
+        .route(
+            "/v1/notifications/verify-webhook-signature",
+            post(verify_webhook_signature),
+        )
+        .route("/v1/notifications/certs/{id}", get(cert))
+        .route("/sandbox/paypal/orders/{id}/approve", post(approve))
+        .route("/sandbox/paypal/orders/{id}/void", post(void))
+        .route("/sandbox/paypal/captures/{id}/settle", post(settle))
+        .route("/sandbox/paypal/faults", post(set_faults))
+        .route("/sandbox/paypal/refunds", get(list_refunds))
+        .with_state(sb)
+}

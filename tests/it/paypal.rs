@@ -1,0 +1,379 @@
+//! PayPal end to end through the sandbox: Orders v2 checkout, approval, server-side capture
+//! by the pipeline or the verify call, RSA-signed webhooks (certificate file, certificate
+//! URL, verification API), declines and voids.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestApp, s, spawn};
+use crate::on_both_stores;
+
+on_both_stores!(
+    paypal_approval_is_captured_and_fulfilled_once,
+    paypal_verify_alone_captures_and_fulfils,
+    paypal_declined_capture_releases_stock,
+    paypal_voided_order_releases_stock,
+    paypal_forged_webhooks_are_refused,
+    paypal_api_verification_mode_accepts_and_refuses,
+    paypal_sold_out_order_is_refunded_through_paypal,
+);
+
+/// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
+async fn pp_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
+    let order = app
+        .create_order(email, json!([{"sku": "SEAT", "qty": qty}]))
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let (status, co) = app.try_checkout_with(&id, "paypal").await;
+    assert_eq!(status, 201, "{co}");
+    assert_eq!(co["provider"], "paypal");
+    assert_eq!(co["client"]["client_id"], "paypal_client_sandbox");
+    assert_eq!(co["amount_minor"], order["total_minor"]);
+    let pp_order = s(&co["provider_order_id"]).to_owned();
+    assert!(
+        s(&co["checkout_url"]).ends_with(&format!("checkoutnow?token={pp_order}")),
+        "{co}"
+    );
+    (id, pp_order)
+}
+
+async fn approve(app: &TestApp, pp_order: &str, opts: Value) -> Value {
+    app.sandbox_post(&format!("/sandbox/paypal/orders/{pp_order}/approve"), opts)
+        .await
+}
+
+/// The sandbox's view of a PayPal order (through the API, as the engine sees it).
+async fn pp_order_state(app: &TestApp, pp_order: &str) -> Value {
+    let token: Value = app
+        .http
+        .post(format!("{}/v1/oauth2/token", app.sandbox))
+        .basic_auth("paypal_client_sandbox", Some("paypal_secret_sandbox"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    app.http
+        .get(format!("{}/v2/checkout/orders/{pp_order}", app.sandbox))
+        .bearer_auth(s(&token["access_token"]))
+        .send()
+        .await
+        .expect("get order")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn paypal_approval_is_captured_and_fulfilled_once(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "pp@example.com", 2).await;
+    let approved = approve(&app, &pp_order, json!({"webhook": "twice"})).await;
+    assert_eq!(approved["orderID"], pp_order.as_str());
+    let deliveries = approved["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 2);
+    assert!(
+        deliveries.iter().all(|d| d["status"] == 200),
+        "{deliveries:?}"
+    );
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    // The pipeline captured the approved order; PayPal then announced the capture.
+    let o = pp_order_state(&app, &pp_order).await;
+    assert_eq!(o["status"], "COMPLETED", "{o}");
+    let capture_id = s(&o["purchase_units"][0]["payments"]["captures"][0]["id"]).to_owned();
+    let ppid: Option<String> =
+        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("payment");
+    assert_eq!(ppid.as_deref(), Some(capture_id.as_str()));
+    for (sql, want) in [
+        ("SELECT COUNT(*) FROM invoices WHERE order_id = $1", 1),
+        ("SELECT COUNT(*) FROM entitlements WHERE order_id = $1", 1),
+    ] {
+        assert_eq!(app.count(sql, &id).await, want, "{sql}");
+    }
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1",
+            "pp@example.com"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        3
+    );
+    // The approval (delivered twice, stored once) and the capture event.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "paypal"
+        )
+        .await,
+        2
+    );
+    app.finish().await;
+}
+
+async fn paypal_verify_alone_captures_and_fulfils(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "browser-pp@example.com", 1).await;
+    // Before approval the order is not paid: the success page keeps waiting.
+    let (status, v) = app
+        .verify_with(&id, "paypal", json!({"orderID": pp_order}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "pending", "{v}");
+    let (status, e) = app.verify_with(&id, "paypal", json!({"orderId": 1})).await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["field"], "payload.orderID");
+    let (status, e) = app
+        .verify_with(&id, "paypal", json!({"orderID": "5O190127TN364715T"}))
+        .await;
+    assert!(status == 404 || status == 422, "{status} {e}");
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+
+    let approved = approve(&app, &pp_order, json!({"webhook": "none"})).await;
+    let (status, v) = app
+        .verify_with(&id, "paypal", json!({"orderID": approved["orderID"]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid", "{v}");
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    let (_, v) = app
+        .verify_with(&id, "paypal", json!({"orderID": pp_order}))
+        .await;
+    assert!(s(&v["outcome"]).starts_with("no change"), "{v}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    app.finish().await;
+}
+
+async fn paypal_declined_capture_releases_stock(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 2).await;
+    let (id, pp_order) = pp_checkout(&app, "declined@example.com", 2).await;
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        2
+    );
+    approve(&app, &pp_order, json!({"capture": "declined"})).await;
+    let done = app.wait_for(&id, &["payment_failed", "fulfilled"]).await;
+    assert_eq!(done["status"], "payment_failed", "{done:#}");
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        0
+    );
+    // The buyer can pay again, with a new checkout.
+    let (status, co) = app.try_checkout_with(&id, "paypal").await;
+    assert_eq!(status, 201, "{co}");
+    assert_ne!(s(&co["provider_order_id"]), pp_order);
+    app.finish().await;
+}
+
+async fn paypal_voided_order_releases_stock(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 2).await;
+    let (id, pp_order) = pp_checkout(&app, "void@example.com", 1).await;
+    let voided = app
+        .sandbox_post(
+            &format!("/sandbox/paypal/orders/{pp_order}/void"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(voided["deliveries"][0]["status"], 200, "{voided}");
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "payment_failed", "{o:#}");
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    app.finish().await;
+}
+
+/// Posts a body to the PayPal webhook with these headers.
+async fn post_paypal(app: &TestApp, headers: &[(&str, String)], body: &[u8]) -> (u16, Value) {
+    let mut req = app
+        .http
+        .post(format!("{}/webhooks/paypal", app.url))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.expect("post");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn paypal_forged_webhooks_are_refused(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "forged-pp@example.com", 1).await;
+    let approved = approve(&app, &pp_order, json!({"webhook": "none"})).await;
+    let body = s(&approved["events"][0]["body"]).as_bytes().to_vec();
+    let key = fulfilld::sandbox::paypal::signing_key().expect("sandbox key");
+    let cert_url = format!("{}/v1/notifications/certs/CERT-sandbox", app.sandbox);
+    let sign = |webhook_id: &str, body: &[u8]| {
+        fulfilld::sandbox::paypal::signature_headers(key, webhook_id, &cert_url, body)
+    };
+    let tampered = String::from_utf8(body.clone())
+        .expect("utf-8")
+        .replace("APPROVED", "COMPLETED")
+        .into_bytes();
+    let mut wrong_algo = sign("WH-SANDBOX-0000000000", &body);
+    wrong_algo[4].1 = "SHA1withRSA".into();
+    let mut no_sig = sign("WH-SANDBOX-0000000000", &body);
+    no_sig.remove(2);
+    for (what, headers, b) in [
+        (
+            "signed for the body, then tampered",
+            sign("WH-SANDBOX-0000000000", &body),
+            tampered.clone(),
+        ),
+        (
+            "signed for another webhook id",
+            sign("WH-OTHER", &body),
+            body.clone(),
+        ),
+        ("another algorithm", wrong_algo, body.clone()),
+        ("no signature header", no_sig, body.clone()),
+    ] {
+        let (status, e) = post_paypal(&app, &headers, &b).await;
+        assert_eq!(status, 400, "{what}: {e}");
+        assert_eq!(e["error"]["code"], "invalid_signature", "{what}: {e}");
+    }
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "paypal"
+        )
+        .await,
+        0
+    );
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    // Correctly signed: accepted.
+    let (status, v) = post_paypal(&app, &sign("WH-SANDBOX-0000000000", &body), &body).await;
+    assert_eq!(status, 200, "{v}");
+    app.finish().await;
+
+    // Without a configured certificate the engine follows paypal-cert-url — but only to
+    // PayPal's hosts: the sandbox's http://127.0.0.1 URL is refused, and nothing is stored.
+    let app = spawn(
+        backend,
+        &[("FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE", "")],
+    )
+    .await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "certurl@example.com", 1).await;
+    let approved = approve(&app, &pp_order, json!({})).await;
+    assert_eq!(approved["deliveries"][0]["status"], 400, "{approved}");
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    let body = s(&approved["events"][0]["body"]).as_bytes().to_vec();
+    let cert_url = format!("{}/v1/notifications/certs/CERT-sandbox", app.sandbox);
+    let headers = fulfilld::sandbox::paypal::signature_headers(
+        key,
+        "WH-SANDBOX-0000000000",
+        &cert_url,
+        &body,
+    );
+    let (status, e) = post_paypal(&app, &headers, &body).await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        s(&e["error"]["message"]).contains("paypal.com"),
+        "names the rule: {e}"
+    );
+    app.finish().await;
+}
+
+async fn paypal_api_verification_mode_accepts_and_refuses(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[
+            ("FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_VERIFICATION", "api"),
+            ("FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE", ""),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "api-verify@example.com", 1).await;
+    let approved = approve(&app, &pp_order, json!({"webhook": "none"})).await;
+    let body = s(&approved["events"][0]["body"]).as_bytes().to_vec();
+    let key = fulfilld::sandbox::paypal::signing_key().expect("sandbox key");
+    let cert_url = format!("{}/v1/notifications/certs/CERT-sandbox", app.sandbox);
+    // Signed by us, never delivered by the sandbox: its verification API refuses it.
+    let headers = fulfilld::sandbox::paypal::signature_headers(
+        key,
+        "WH-SANDBOX-0000000000",
+        &cert_url,
+        &body,
+    );
+    let (status, e) = post_paypal(&app, &headers, &body).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    // Delivered by the sandbox: verified through the API, and fulfilled.
+    let (id2, pp_order2) = {
+        let order = app
+            .create_order(
+                "api-verify2@example.com",
+                json!([{"sku": "SEAT", "qty": 1}]),
+            )
+            .await;
+        let id2 = s(&order["id"]).to_owned();
+        let (status, co) = app.try_checkout_with(&id2, "paypal").await;
+        assert_eq!(status, 201, "{co}");
+        (id2, s(&co["provider_order_id"]).to_owned())
+    };
+    let approved = approve(&app, &pp_order2, json!({})).await;
+    assert_eq!(approved["deliveries"][0]["status"], 200, "{approved}");
+    let o = app.wait_for(&id2, &["fulfilled", "needs_review"]).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    app.finish().await;
+}
+
+async fn paypal_sold_out_order_is_refunded_through_paypal(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 1).await;
+    let (first, first_pp) = pp_checkout(&app, "first@example.com", 1).await;
+    // The seat is reserved by the first checkout; it expires, the seat is sold elsewhere…
+    // simplest faithful route: a second buyer's order is paid while stock is already gone.
+    approve(&app, &first_pp, json!({})).await;
+    let done = app.wait_for(&first, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    app.put_sku("SEAT", 50_000, 1).await;
+    let (second, second_pp) = pp_checkout(&app, "second@example.com", 1).await;
+    // Stock vanishes between checkout and payment (an admin recount).
+    app.put_sku("SEAT", 50_000, 0).await;
+    approve(&app, &second_pp, json!({})).await;
+    let done = app.wait_for(&second, &["refunded", "needs_review"]).await;
+    assert_eq!(done["status"], "refunded", "{done:#}");
+    let refunds = app.sandbox_get("/sandbox/paypal/refunds").await;
+    let items = refunds["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{refunds}");
+    assert_eq!(items[0]["refund"]["amount"]["value"], "500.00");
+    assert_eq!(items[0]["refund"]["status"], "COMPLETED");
+    app.finish().await;
+}
