@@ -150,23 +150,13 @@ fn copies(webhook: Option<&str>) -> Result<usize, axum::response::Response> {
     }
 }
 
-/// Minimal base64 (standard alphabet) for Basic auth; None on bad input.
-fn base64_decode(s: &str) -> Option<String> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.trim().bytes().filter(|&c| c != b'=') {
-        let v = A.iter().position(|&x| x == c)? as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
+/// The `user:password` of a Basic `Authorization` header value (after `Basic `).
+fn basic_credentials(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Statuses the next API calls of one provider fail with (fault injection).

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{Courier, Faults, control_body, copies, rand_id};
+use super::{Courier, Faults, basic_credentials, control_body, copies, rand_id};
 use crate::config::Config;
 use crate::domain::Currency;
 use crate::providers::paypal::{signed_message, wire};
@@ -331,8 +331,7 @@ async fn token(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Re
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| BASE64.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok());
+        .and_then(basic_credentials);
     let expected = format!("{}:{}", sb.inner.client_id, sb.inner.client_secret);
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
         let body = wire::OAuthError {

@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Courier, Faults, base64_decode, control_body, copies, now_s, rand_id};
+use super::{Courier, Faults, basic_credentials, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::razorpay::{sign_payment, sign_webhook, wire};
 
@@ -112,7 +112,7 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(base64_decode);
+        .and_then(basic_credentials);
     let expected = format!("{}:{}", sb.inner.key_id, sb.inner.key_secret);
     if creds.as_deref() != Some(expected.as_str()) {
         return Err(rz_error(

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -28,7 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{base64_decode, control_body, copies, now_s, rand_id};
+use super::{Courier, basic_credentials, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::stripe::{sign, wire};
 
@@ -42,10 +41,8 @@ pub struct Sandbox {
 
 struct Inner {
     secret_key: String,
-    webhook_secret: String,
-    webhook_target: String,
+    courier: Courier,
     base: String,
-    http: reqwest::Client,
     state: Mutex<State_>,
 }
 
@@ -64,16 +61,19 @@ impl Sandbox {
             faults: Arc::default(),
             inner: Arc::new(Inner {
                 secret_key: s.secret_key.clone(),
-                webhook_secret: s.webhook_secrets.first().cloned().unwrap_or_default(),
-                webhook_target: format!(
-                    "{}/webhooks/stripe",
-                    config.sandbox.webhook_target.trim_end_matches('/')
-                ),
+                courier: Courier::new(config, "stripe", {
+                    let secret = s.webhook_secrets.first().cloned().unwrap_or_default();
+                    Arc::new(move |_id: &str, body: &[u8]| {
+                        vec![
+                            ("stripe-signature", sign(&secret, now_s(), body)),
+                            (
+                                "user-agent",
+                                "Stripe/1.0 (+https://stripe.com/docs/webhooks)".to_owned(),
+                            ),
+                        ]
+                    })
+                }),
                 base: base.to_owned(),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap_or_default(),
                 state: Mutex::new(State_::default()),
             }),
         }
@@ -107,7 +107,7 @@ fn authorized(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     let key = if let Some(k) = auth.strip_prefix("Bearer ") {
         k.to_owned()
     } else if let Some(b) = auth.strip_prefix("Basic ") {
-        base64_decode(b)
+        basic_credentials(b)
             .and_then(|s| s.split(':').next().map(str::to_owned))
             .unwrap_or_default()
     } else {
@@ -483,53 +483,16 @@ fn event(kind: &str, session: &wire::CheckoutSession) -> wire::Event {
     }
 }
 
-/// Delivers `ev` `copies` times (concurrently, as retries racing each other would), after
-/// `delay_ms`. Without a delay it waits for the answers and reports their statuses; with
-/// one it returns at once.
+/// Delivers `ev` `copies` times, signed as Stripe signs it (`Stripe-Signature`, with the
+/// first configured webhook secret).
 async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: usize, delay_ms: u64) -> Vec<Value> {
-    let body = match serde_json::to_vec(ev) {
-        Ok(b) => b,
-        Err(_) => return Vec::new(),
+    let Ok(body) = serde_json::to_vec(ev) else {
+        return Vec::new();
     };
-    let send = {
-        let sb = sb.clone();
-        move |body: Vec<u8>| {
-            let sb = sb.clone();
-            async move {
-                let sig = sign(&sb.inner.webhook_secret, now_s(), &body);
-                let res = sb
-                    .inner
-                    .http
-                    .post(&sb.inner.webhook_target)
-                    .header("content-type", "application/json; charset=utf-8")
-                    .header(
-                        "user-agent",
-                        "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                    )
-                    .header("stripe-signature", sig)
-                    .body(body)
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) => json!({ "status": r.status().as_u16() }),
-                    Err(e) => json!({ "error": e.to_string() }),
-                }
-            }
-        }
-    };
-    if delay_ms > 0 {
-        for _ in 0..copies {
-            let send = send.clone();
-            let body = body.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                let r = send(body).await;
-                tracing::info!(result = %r, "sandbox delivered a delayed webhook");
-            });
-        }
-        return vec![json!({ "scheduled_in_ms": delay_ms }); copies];
-    }
-    futures::future::join_all((0..copies).map(|_| send(body.clone()))).await
+    sb.inner
+        .courier
+        .deliver(vec![(ev.id.clone(), body)], copies, delay_ms)
+        .await
 }
 
 async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
