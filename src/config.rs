@@ -23,6 +23,7 @@ pub struct Config {
     pub invoice: Invoice,
     pub email: Email,
     pub entitlements: Entitlements,
+    pub refunds: Refunds,
     pub providers: Providers,
     pub sandbox: Sandbox,
 }
@@ -99,6 +100,11 @@ impl std::fmt::Debug for Email {
 pub struct Entitlements {
     #[serde(default)]
     pub grants: BTreeMap<String, Grant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refunds {
+    pub restock: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,7 +1,7 @@
 //! `refund_payment`: give the money back when a paid order cannot be fulfilled (the last
 //! item went to someone else). The provider call carries a deterministic idempotency key, so
 //! a retry after a timeout — when we cannot know whether the first call landed — refunds at
-//! most once; the `refunds` row, unique per payment, records that it happened.
+//! most once; the refund row, under a fixed id per payment, records that it happened.
 
 use crate::RetryPolicy;
 

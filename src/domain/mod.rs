@@ -105,6 +105,14 @@ impl fmt::Display for Currency {
     }
 }
 
+/// Text made safe to place in HTML (element content and quoted attributes).
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// A catalogue key: 1–64 characters of letters, digits, `-`, `_`, `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sku(String);

@@ -62,14 +62,18 @@ async fn webhook(
                 ),
             }
         })?;
-    let recorded = e.store.record_event(&event, &body).await.map_err(|err| {
-        tracing::error!(error = %err, event_id = %event.event_id, "could not store webhook");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the event could not be stored; retry later",
-        )
-    })?;
+    let recorded = e
+        .store
+        .record_event(&event, &body, e.config.refunds.restock)
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, event_id = %event.event_id, "could not store webhook");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event could not be stored; retry later",
+            )
+        })?;
     e.queue.wake(&recorded.wake);
     tracing::info!(
         provider = provider.name(), event_id = %event.event_id, kind = %event.event_type,

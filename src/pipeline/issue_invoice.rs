@@ -105,12 +105,7 @@ fn render_html(
     tax_rate_bps: u32,
     currency: &crate::domain::Currency,
 ) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let esc = crate::domain::html_escape;
     let mut rows = String::new();
     for it in items {
         rows.push_str(&format!(

@@ -1,47 +1,40 @@
-//! `refund_payment`: refund the whole payment through the provider, once (see
-//! `jobs::refund_payment`).
+//! `refund_payment`: refund the whole payment of an order that sold out, through the
+//! provider, once (see `jobs::refund_payment`). The refund is recorded and applied like any
+//! other (`store::refunds`): payment and order `refunded`.
 
 use jobs::StepError;
 use jobs::refund_payment::idempotency_key;
 
 use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
-use crate::domain::{new_id, now_ms};
+use crate::providers::RefundRequest;
 use crate::store::steps::Lease;
-use crate::store::{StoreError, orders, payments};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
     let (provider, at) = provider_of(e, &payment)?;
-    let refund = provider.refund(&at, &idempotency_key(&payment.id)).await?;
-    if refund.failed() {
+    // One fixed id per payment: a retried step records the same refund.
+    let refund_id = format!("rfd_stock_{}", payment.id);
+    let req = RefundRequest {
+        refund_id: &refund_id,
+        payment_id: &payment.id,
+        amount_minor: payment.amount_minor,
+        currency: &payment.currency,
+        idempotency_key: &idempotency_key(&payment.id),
+    };
+    e.store.request_engine_refund(&payment, &refund_id).await?;
+    let refund = provider.refund(&at, &req).await?;
+    let (row, mut wake) = e
+        .store
+        .refund_answered(&refund_id, &refund.id, refund.failed())
+        .await?;
+    if row.status == "failed" {
         return Err(StepError::Permanent(format!(
             "refund {} is {}",
             refund.id, refund.status
         )));
     }
-    let mut tx = e.store.begin().await?;
-    sqlx::query(
-        "INSERT INTO refunds (id, payment_id, provider_refund_id, amount_minor, currency, reason, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'out_of_stock', $6)
-         ON CONFLICT (payment_id) DO NOTHING",
-    )
-    .bind(new_id("rfd"))
-    .bind(&payment.id)
-    .bind(&refund.id)
-    .bind(refund.amount_minor)
-    .bind(&payment.currency)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::from)?;
-    payments::transition(&mut tx, &payment.id, &["paid"], "refunded").await?;
-    orders::transition(
-        &mut tx,
-        &lease.step.order_id,
-        &["refund_pending"],
-        "refunded",
-    )
-    .await?;
-    complete(tx, lease, &format!("refunded {}", refund.id)).await
+    let tx = e.store.begin().await?;
+    wake.extend(complete(tx, lease, &format!("refunded {}", refund.id)).await?);
+    Ok(wake)
 }

@@ -51,11 +51,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The provider's own record of a payment.
     async fn payment_state(&self, p: &PaymentRef<'_>) -> Result<PaymentState, ProviderError>;
 
-    /// Refunds the whole payment, at most once per `idempotency_key`.
+    /// Refunds `r.amount_minor` of the payment, at most once per `r.idempotency_key`.
     async fn refund(
         &self,
         p: &PaymentRef<'_>,
-        idempotency_key: &str,
+        r: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError>;
 }
 
@@ -98,6 +98,20 @@ pub struct ClientClaim {
 pub struct PaymentRef<'a> {
     pub provider_order_id: &'a str,
     pub provider_payment_id: Option<&'a str>,
+}
+
+/// A refund to ask the provider for.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundRequest<'a> {
+    /// Our refund id. The provider keeps it with the refund (Stripe `metadata`, Razorpay
+    /// `notes`, PayPal `custom_id`) and echoes it in refund events, which then find our row.
+    pub refund_id: &'a str,
+    /// Our payment id, kept beside it.
+    pub payment_id: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    /// Makes a retried call return the first refund instead of making another.
+    pub idempotency_key: &'a str,
 }
 
 /// A refund the provider accepted.
@@ -161,6 +175,9 @@ pub struct ProviderEvent {
     pub event_type: String,
     /// The provider's id of the checkout/order the event is about, when it is about one.
     pub provider_order_id: Option<String>,
+    /// The provider's id of the payment (Stripe payment intent, Razorpay payment, PayPal
+    /// capture), for events that do not name the checkout (refunds).
+    pub provider_payment_id: Option<String>,
     /// Our own payment id, when the provider echoes it back (Stripe: `metadata.payment_id`).
     /// It finds the payment even when the event overtakes the commit of the provider's id.
     pub payment_ref: Option<String>,
@@ -178,8 +195,22 @@ pub enum PaymentChange {
     Failed,
     /// The checkout expired unpaid: release the stock.
     Expired,
+    /// Money went back to the buyer (a refund we asked for, or one made on the provider's
+    /// dashboard), or a refund failed after all.
+    Refunded(RefundNotice),
     /// Stored and acknowledged, nothing to do.
     Ignored,
+}
+
+/// A refund, as a provider's event reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotice {
+    pub provider_refund_id: String,
+    pub amount_minor: i64,
+    /// Our refund id, when the refund was made by fulfilld (see [`RefundRequest`]).
+    pub refund_ref: Option<String>,
+    /// The refund failed or was cancelled.
+    pub failed: bool,
 }
 
 /// The provider's record of a payment, as `confirm_capture` checks it and the browser's

@@ -32,7 +32,7 @@ use x509_cert::der::{DecodePem, Encode};
 
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
-    Provider, ProviderError, ProviderEvent, Refund, WebhookError,
+    Provider, ProviderError, ProviderEvent, Refund, RefundNotice, RefundRequest, WebhookError,
 };
 use crate::config::{self, PayPalVerification};
 use crate::domain::{Currency, Invalid};
@@ -178,6 +178,42 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                 .map(str::to_owned);
             (order, None, PaymentChange::Failed)
         }
+        // Money back to the buyer: a refund (ours or from the dashboard) or a reversal
+        // (a dispute decided against the shop). The resource is the refund; its `up` link
+        // names the capture.
+        "PAYMENT.CAPTURE.REFUNDED" | "PAYMENT.CAPTURE.REVERSED" => {
+            let r: wire::Refund = serde_json::from_value(ev.resource.clone())
+                .map_err(|e| format!("{}: {e}", resource("a refund")))?;
+            let capture = r
+                .links
+                .iter()
+                .find(|l| l.rel == "up")
+                .and_then(|l| l.href.rsplit('/').next())
+                .map(str::to_owned);
+            let amount = r
+                .amount
+                .as_ref()
+                .and_then(|m| {
+                    Currency::parse("currency_code", &m.currency_code)
+                        .ok()?
+                        .parse_decimal(&m.value)
+                })
+                .ok_or_else(|| format!("{}: the refund has no readable amount", ev.event_type))?;
+            return Ok(ProviderEvent {
+                provider: NAME,
+                event_id: ev.id,
+                event_type: ev.event_type,
+                provider_order_id: None,
+                provider_payment_id: capture,
+                payment_ref: None,
+                change: PaymentChange::Refunded(RefundNotice {
+                    provider_refund_id: r.id,
+                    amount_minor: amount,
+                    refund_ref: r.custom_id,
+                    failed: matches!(r.status.as_str(), "FAILED" | "CANCELLED"),
+                }),
+            });
+        }
         _ => (None, None, PaymentChange::Ignored),
     };
     Ok(ProviderEvent {
@@ -185,6 +221,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         event_id: ev.id,
         event_type: ev.event_type,
         provider_order_id: order_id,
+        provider_payment_id: None,
         payment_ref,
         change,
     })
@@ -586,7 +623,7 @@ impl Provider for PayPal {
     async fn refund(
         &self,
         p: &PaymentRef<'_>,
-        idempotency_key: &str,
+        req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
         let capture = p
             .provider_payment_id
@@ -594,14 +631,23 @@ impl Provider for PayPal {
                 provider: NAME,
                 message: "no capture to refund".into(),
             })?;
+        let currency =
+            Currency::parse("currency", req.currency).map_err(|e| ProviderError::Unusable {
+                provider: NAME,
+                message: e.to_string(),
+            })?;
         let url = format!("{}/v2/payments/captures/{capture}/refund", self.base);
+        let body = json!({
+            "amount": { "currency_code": currency.as_str(), "value": currency.decimal(req.amount_minor) },
+            "custom_id": req.refund_id,
+        });
         let r: wire::Refund = self
             .call(|_| {
                 self.http
                     .post(&url)
-                    .header("PayPal-Request-Id", idempotency_key)
+                    .header("PayPal-Request-Id", req.idempotency_key)
                     .header("Prefer", "return=representation")
-                    .json(&json!({}))
+                    .json(&body)
             })
             .await?;
         let amount_minor = r

@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
-    Provider, ProviderError, ProviderEvent, Refund, WebhookError,
+    Provider, ProviderError, ProviderEvent, Refund, RefundNotice, RefundRequest, WebhookError,
 };
 use crate::config;
 use crate::domain::Invalid;
@@ -82,6 +82,29 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<ProviderEvent, String> {
         .and_then(Value::as_str)
         .map(str::to_owned);
     let need_payment = || payment.ok_or_else(|| format!("{}: no payment in the payload", ev.event));
+    if matches!(ev.event.as_str(), "refund.processed" | "refund.failed") {
+        let r = &ev
+            .payload
+            .refund
+            .as_ref()
+            .ok_or_else(|| format!("{}: no refund in the payload", ev.event))?
+            .entity;
+        let note = |k: &str| r.notes.get(k).and_then(Value::as_str).map(str::to_owned);
+        return Ok(ProviderEvent {
+            provider: NAME,
+            event_id: event_id.to_owned(),
+            event_type: ev.event.clone(),
+            provider_order_id: order_id,
+            provider_payment_id: Some(r.payment_id.clone()),
+            payment_ref: note("payment_id"),
+            change: PaymentChange::Refunded(RefundNotice {
+                provider_refund_id: r.id.clone(),
+                amount_minor: r.amount,
+                refund_ref: note("refund_id"),
+                failed: ev.event == "refund.failed",
+            }),
+        });
+    }
     let change = match ev.event.as_str() {
         // An authorized payment is captured by `confirm_capture` (manual-capture accounts);
         // either way that step re-reads the payment before anything is fulfilled.
@@ -100,6 +123,7 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<ProviderEvent, String> {
         } else {
             order_id
         },
+        provider_payment_id: None,
         payment_ref,
         change,
     })
@@ -312,7 +336,7 @@ impl Provider for Razorpay {
     async fn refund(
         &self,
         p: &PaymentRef<'_>,
-        idempotency_key: &str,
+        req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
         let id = p
             .provider_payment_id
@@ -323,8 +347,11 @@ impl Provider for Razorpay {
         let req = self
             .http
             .post(format!("{}/v1/payments/{id}/refund", self.base))
-            .header("X-Refund-Idempotency", idempotency_key)
-            .json(&json!({}));
+            .header("X-Refund-Idempotency", req.idempotency_key)
+            .json(&json!({
+                "amount": req.amount_minor,
+                "notes": { "refund_id": req.refund_id, "payment_id": req.payment_id },
+            }));
         let r: wire::Refund = self.call(req).await?;
         Ok(Refund {
             id: r.id,

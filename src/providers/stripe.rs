@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
-    Provider, ProviderError, ProviderEvent, Refund, WebhookError,
+    Provider, ProviderError, ProviderEvent, Refund, RefundNotice, RefundRequest, WebhookError,
 };
 use crate::config;
 use crate::domain::Invalid;
@@ -133,6 +133,24 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         }
         "checkout.session.async_payment_failed" => (about(session()?), PaymentChange::Failed),
         "checkout.session.expired" => (about(session()?), PaymentChange::Expired),
+        "refund.created" | "refund.updated" | "refund.failed" => {
+            let r: wire::Refund = serde_json::from_value(ev.data.object.clone())
+                .map_err(|e| format!("{}: data.object is not a refund: {e}", ev.kind))?;
+            return Ok(ProviderEvent {
+                provider: NAME,
+                event_id: ev.id,
+                event_type: ev.kind,
+                provider_order_id: None,
+                provider_payment_id: r.payment_intent,
+                payment_ref: r.metadata.get("payment_id").cloned(),
+                change: PaymentChange::Refunded(RefundNotice {
+                    failed: matches!(r.status.as_str(), "failed" | "canceled"),
+                    provider_refund_id: r.id,
+                    amount_minor: r.amount,
+                    refund_ref: r.metadata.get("refund_id").cloned(),
+                }),
+            });
+        }
         _ => (None, PaymentChange::Ignored),
     };
     Ok(ProviderEvent {
@@ -140,6 +158,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         event_id: ev.id,
         event_type: ev.kind,
         provider_order_id,
+        provider_payment_id: None,
         payment_ref,
         change,
     })
@@ -219,7 +238,7 @@ impl Provider for Stripe {
     async fn refund(
         &self,
         p: &PaymentRef<'_>,
-        idempotency_key: &str,
+        req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
         let pi = p
             .provider_payment_id
@@ -227,7 +246,7 @@ impl Provider for Stripe {
                 provider: NAME,
                 message: "the checkout has no payment intent to refund".into(),
             })?;
-        let r = self.client.refund(pi, idempotency_key).await?;
+        let r = self.client.refund(pi, req).await?;
         Ok(Refund {
             id: r.id,
             amount_minor: r.amount,
@@ -355,20 +374,24 @@ impl Client {
         })
     }
 
-    /// `POST /v1/refunds` for the whole payment intent. Returns the refund id.
+    /// `POST /v1/refunds` on the payment intent, with our ids in `metadata`.
     pub async fn refund(
         &self,
         payment_intent: &str,
-        idempotency_key: &str,
+        r: &RefundRequest<'_>,
     ) -> Result<wire::Refund, ProviderError> {
+        let amount = r.amount_minor.to_string();
         let form = [
             ("payment_intent", payment_intent),
+            ("amount", amount.as_str()),
             ("reason", "requested_by_customer"),
+            ("metadata[refund_id]", r.refund_id),
+            ("metadata[payment_id]", r.payment_id),
         ];
         let req = self
             .http
             .post(format!("{}/v1/refunds", self.base))
-            .header("Idempotency-Key", idempotency_key)
+            .header("Idempotency-Key", r.idempotency_key)
             .form(&form);
         self.call(req).await
     }

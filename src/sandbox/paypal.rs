@@ -715,6 +715,9 @@ async fn refund(
             id: pp_id(),
             status: "COMPLETED".into(),
             amount: Some(amount),
+            custom_id: serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["custom_id"].as_str().map(str::to_owned)),
             create_time: Some(rfc3339_now()),
             links: vec![wire::Link {
                 href: format!("{}/v2/payments/captures/{id}", sb.inner.base),

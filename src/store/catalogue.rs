@@ -81,6 +81,17 @@ pub async fn unreserve(tx: &mut Tx, sku: &str, qty: i64) -> Result<()> {
     Ok(())
 }
 
+/// Puts returned stock back on hand (a refunded order's goods came back).
+pub async fn restock(tx: &mut Tx, sku: &str, qty: i64) -> Result<()> {
+    sqlx::query("UPDATE skus SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3")
+        .bind(qty)
+        .bind(crate::domain::now_ms())
+        .bind(sku)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// The conditional decrement at the heart of "never oversell": stock on hand goes down by
 /// `qty` only if at least `qty` is on hand, and `held` (the order's still-held reservation
 /// of this SKU, 0 if it was released) is consumed. Returns false, changing nothing, when

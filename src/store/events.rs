@@ -3,7 +3,7 @@
 //! fulfilment pipeline happen in one transaction — either all of it is durable before the
 //! provider hears 200, or none of it is and the provider retries.
 
-use super::{Result, Store, payments};
+use super::{Result, Store, payments, refunds};
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
@@ -20,7 +20,12 @@ pub struct Recorded {
 
 impl Store {
     #[tracing::instrument(skip(self, ev, raw), fields(provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type))]
-    pub async fn record_event(&self, ev: &ProviderEvent, raw: &[u8]) -> Result<Recorded> {
+    pub async fn record_event(
+        &self,
+        ev: &ProviderEvent,
+        raw: &[u8],
+        restock_default: bool,
+    ) -> Result<Recorded> {
         let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, outcome, received_at)
@@ -44,18 +49,22 @@ impl Store {
                 wake: Vec::new(),
             });
         }
-        let payment = match &ev.provider_order_id {
-            Some(id) => {
+        let payment = match (&ev.provider_order_id, &ev.provider_payment_id) {
+            (Some(id), _) => {
                 payments::find_for_event(&mut tx, ev.provider, id, ev.payment_ref.as_deref())
                     .await?
             }
-            None => None,
+            (None, Some(ppid)) => payments::by_provider_payment(&mut tx, ev.provider, ppid).await?,
+            (None, None) => None,
         };
         let (outcome, wake) = match (&payment, &ev.change) {
             (_, PaymentChange::Ignored) => {
                 ("ignored: event type not handled".to_owned(), Vec::new())
             }
             (None, _) => ("ignored: no payment of ours matches".to_owned(), Vec::new()),
+            (Some(p), PaymentChange::Refunded(n)) => {
+                refunds::record_notice(&mut tx, p, n, restock_default).await?
+            }
             (Some(p), change) => payments::apply(&mut tx, p, change).await?,
         };
         sqlx::query(

@@ -16,6 +16,7 @@ pub mod catalogue;
 pub mod events;
 pub mod orders;
 pub mod payments;
+pub mod refunds;
 pub mod steps;
 
 use std::str::FromStr;

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::{Result, Store, StoreError, Tx, catalogue, orders, steps};
+use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
 use crate::domain::{new_id, now_ms};
 use crate::providers::{PaymentChange, PaymentRef};
 
@@ -39,7 +39,7 @@ impl PaymentRow {
 
 /// The three ways a payment is looked up, each written once and usable on the pool or
 /// inside a transaction.
-async fn by_id<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+pub(crate) async fn by_id<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     id: &str,
 ) -> Result<Option<PaymentRow>> {
@@ -74,6 +74,32 @@ async fn latest_for_order<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     )))
     .bind(order_id)
     .fetch_optional(ex)
+    .await?)
+}
+
+/// The payment a provider knows by its payment id (refund events name only that).
+pub async fn by_provider_payment(
+    tx: &mut Tx,
+    provider: &str,
+    provider_payment_id: &str,
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM payments WHERE provider = $1 AND provider_payment_id = $2"
+    )))
+    .bind(provider)
+    .bind(provider_payment_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// The order's captured payment (paid, or refunded already), if it has one.
+pub async fn captured_for_order(tx: &mut Tx, order_id: &str) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM payments WHERE order_id = $1 AND status IN ('paid', 'refunded')
+         ORDER BY created_at LIMIT 1"
+    )))
+    .bind(order_id)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 
@@ -307,7 +333,9 @@ pub async fn apply(
                     set_provider_payment_id(tx, &p.id, ppid).await?;
                 }
                 orders::transition(tx, &p.order_id, &["pending_payment"], "paid").await?;
-                let wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
+                let mut wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
+                // A refund event that overtook this capture is applied now.
+                wake.extend(refunds::apply_waiting(tx, &p.order_id).await?);
                 return Ok(("paid".to_owned(), wake));
             }
         }
@@ -333,7 +361,8 @@ pub async fn apply(
                 return Ok((format!("payment {to}; stock released"), Vec::new()));
             }
         }
-        PaymentChange::Ignored => {}
+        // Refund events are recorded by `refunds::record_notice`.
+        PaymentChange::Ignored | PaymentChange::Refunded(_) => {}
     }
     // Nothing moved: another event or the verify call got here first (or the payment ended
     // before this arrived, which the late-event rules will handle). Say what it is now.

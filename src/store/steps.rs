@@ -151,7 +151,11 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
         }
         Some(_) => Ok(Vec::new()),
         None => {
-            orders::transition(tx, order_id, &["paid"], "fulfilled").await?;
+            if orders::transition(tx, order_id, &["paid"], "fulfilled").await? {
+                // Partial refunds that arrived during fulfilment refer to the invoice now
+                // issued. (Boxed: applying a refund can advance a pipeline in turn.)
+                return Box::pin(super::refunds::apply_waiting(tx, order_id)).await;
+            }
             Ok(Vec::new())
         }
     }

@@ -241,12 +241,17 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
         event_id: "evt_fast".into(),
         event_type: "checkout.session.completed".into(),
         provider_order_id: Some("cs_test_fast".into()),
+        provider_payment_id: None,
         payment_ref: Some(payment_id.clone()),
         change: PaymentChange::Paid {
             provider_payment_id: Some("pi_fast".into()),
         },
     };
-    let rec = app.store.record_event(&ev, b"{}").await.expect("record");
+    let rec = app
+        .store
+        .record_event(&ev, b"{}", false)
+        .await
+        .expect("record");
     assert_eq!(rec.outcome, "paid");
     assert_eq!(rec.wake.len(), 1, "the pipeline starts");
     let p = app
@@ -268,7 +273,7 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
     };
     assert!(
         app.store
-            .record_event(&foreign, b"{}")
+            .record_event(&foreign, b"{}", false)
             .await
             .expect("record")
             .outcome

@@ -104,6 +104,9 @@ pub struct Refund {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<Money>,
+    /// What the refund request put there (fulfilld: its refund id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_time: Option<String>,
     /// `rel: "up"` points at the refunded capture.

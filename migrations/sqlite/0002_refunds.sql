@@ -1,0 +1,57 @@
+-- fulfilld schema v2: several refunds per payment (partial refunds; refunds an admin asks
+-- for, the engine makes when stock ran out, or the provider reports from its dashboard),
+-- and credit notes. The Postgres twin of this file must stay equivalent.
+
+-- requested (the provider call is not answered yet) → succeeded | failed. A succeeded
+-- refund's effects (credit note, reversing ledger rows, order status, entitlements, stock)
+-- are applied once, when applied_at is set — at once if the payment is captured, else when
+-- it is (a refund event may overtake the capture event).
+CREATE TABLE refunds_v2 (
+    id                   TEXT PRIMARY KEY,
+    payment_id           TEXT NOT NULL REFERENCES payments(id),
+    order_id             TEXT NOT NULL REFERENCES orders(id),
+    provider             TEXT NOT NULL,
+    provider_refund_id   TEXT,
+    amount_minor         INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency             TEXT NOT NULL,
+    reason               TEXT NOT NULL,
+    source               TEXT NOT NULL,   -- engine | admin | provider
+    status               TEXT NOT NULL,
+    restock              INTEGER NOT NULL DEFAULT 0,   -- 1: return the stock once fully refunded
+    idempotency_key      TEXT UNIQUE,
+    request_fingerprint  TEXT,
+    last_error           TEXT,
+    applied_at           INTEGER,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL,
+    UNIQUE (provider, provider_refund_id)
+);
+INSERT INTO refunds_v2 (id, payment_id, order_id, provider, provider_refund_id, amount_minor,
+                        currency, reason, source, status, applied_at, created_at, updated_at)
+SELECT r.id, r.payment_id, p.order_id, p.provider, r.provider_refund_id, r.amount_minor,
+       r.currency, r.reason, 'engine', 'succeeded', r.created_at, r.created_at, r.created_at
+FROM refunds r JOIN payments p ON p.id = r.payment_id;
+DROP TABLE refunds;
+ALTER TABLE refunds_v2 RENAME TO refunds;
+CREATE INDEX refunds_payment ON refunds (payment_id);
+
+-- One per applied refund of an invoiced order: the invoice's negative twin, numbered
+-- gaplessly in its own series.
+CREATE TABLE credit_notes (
+    id                  TEXT PRIMARY KEY,
+    series              TEXT NOT NULL,
+    number              INTEGER NOT NULL,
+    credit_note_number  TEXT NOT NULL,
+    order_id            TEXT NOT NULL REFERENCES orders(id),
+    refund_id           TEXT NOT NULL UNIQUE REFERENCES refunds(id),
+    invoice_id          TEXT NOT NULL REFERENCES invoices(id),
+    currency            TEXT NOT NULL,
+    total_minor         INTEGER NOT NULL,
+    tax_minor           INTEGER NOT NULL,
+    html                TEXT NOT NULL,
+    issued_at           INTEGER NOT NULL,
+    UNIQUE (series, number)
+);
+
+-- Refund events name the provider's payment id, not the checkout.
+CREATE INDEX payments_provider_payment ON payments (provider, provider_payment_id);

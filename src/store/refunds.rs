@@ -1,0 +1,624 @@
+//! Refunds: several per payment (partial refunds), from three sources — an admin's request
+//! (`POST /api/payments/refund`), the engine (an order that sold out), or the provider (a
+//! refund made on its dashboard, or a dispute reversal), which only an event tells us about.
+//!
+//! A refund row is `requested` before the provider is called (so a crash between the call
+//! and its answer leaves a trace, and the same `Idempotency-Key` resumes it), then
+//! `succeeded` or `failed`. A succeeded refund's effects are applied exactly once, in one
+//! transaction, when `applied_at` is set (see [`apply_ready`]): a credit note and reversing
+//! ledger rows if the order was invoiced; the order `partially_refunded` or `refunded`; and
+//! on a full refund the entitlements revoked, the unfinished pipeline stopped (the buyer is
+//! sent a refund notice instead of a receipt), and the stock returned if asked for.
+//!
+//! A refund event can overtake the capture event. Its row is stored at once and applied when
+//! the payment is captured; a partial refund of an order still being fulfilled waits until
+//! the order is fulfilled, so that its credit note refers to the invoice.
+
+use jobs::StepKind;
+use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
+use serde::Serialize;
+
+use super::{Result, Store, Tx, catalogue, orders, payments, steps};
+use crate::domain::{html_escape, new_id, now_ms};
+use crate::providers::RefundNotice;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RefundRow {
+    pub id: String,
+    pub payment_id: String,
+    pub order_id: String,
+    pub provider: String,
+    pub provider_refund_id: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: String,
+    pub source: String,
+    pub status: String,
+    pub restock: i64,
+    pub last_error: Option<String>,
+    pub applied_at: Option<i64>,
+    pub created_at: i64,
+}
+
+const COLS: &str = "id, payment_id, order_id, provider, provider_refund_id, amount_minor, currency, \
+                    reason, source, status, restock, last_error, applied_at, created_at";
+
+/// Orders an admin may refund: fulfilled (wholly or partly refunded already), or stopped for
+/// review with the money captured. Orders still being fulfilled are refused until done.
+const REFUNDABLE: [&str; 3] = ["fulfilled", "partially_refunded", "needs_review"];
+
+/// An admin's refund request.
+#[derive(Debug, Clone)]
+pub struct NewRefund<'a> {
+    pub order_id: &'a str,
+    /// None: whatever is left to refund.
+    pub amount_minor: Option<i64>,
+    pub reason: &'a str,
+    pub restock: bool,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What [`Store::request_refund`] found.
+#[derive(Debug)]
+pub enum Requested {
+    /// Call the provider for this refund (new, or left `requested` by an earlier attempt
+    /// with the same idempotency key).
+    Call(RefundRow, payments::PaymentRow),
+    /// The same idempotency key already has an answer.
+    Done(RefundRow),
+    /// The idempotency key was used for a different request.
+    KeyReused,
+    OrderNotFound,
+    NotRefundable {
+        status: String,
+    },
+    /// Nothing is left to refund.
+    FullyRefunded,
+    TooMuch {
+        refundable: i64,
+    },
+}
+
+async fn by_id(tx: &mut Tx, id: &str) -> Result<Option<RefundRow>> {
+    Ok(sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM refunds WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// The sum of the payment's refunds in these states.
+async fn total(tx: &mut Tx, payment_id: &str, applied_only: bool) -> Result<i64> {
+    let sql = if applied_only {
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds WHERE payment_id = $1 AND applied_at IS NOT NULL"
+    } else {
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds WHERE payment_id = $1 AND status IN ('requested', 'succeeded')"
+    };
+    let sum: i64 = sqlx::query_scalar(sql)
+        .bind(payment_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(sum)
+}
+
+impl Store {
+    /// Validates an admin's refund and records it as `requested`, in one transaction; the
+    /// caller then asks the provider. Concurrent requests for one order are serialized by
+    /// the order row's lock, so two of them cannot both refund the last of the money.
+    pub async fn request_refund(&self, r: &NewRefund<'_>) -> Result<Requested> {
+        let fingerprint = format!(
+            "{}|{:?}|{}|{}",
+            r.order_id, r.amount_minor, r.reason, r.restock
+        );
+        let mut tx = self.begin().await?;
+        // Takes the order row's lock (Postgres) for the rest of the transaction.
+        let locked: Option<String> = sqlx::query_scalar(
+            "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
+        )
+        .bind(r.order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(key) = r.idempotency_key {
+            let seen: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT id, request_fingerprint FROM refunds WHERE idempotency_key = $1",
+            )
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id, fp)) = seen {
+                if fp.as_deref() != Some(fingerprint.as_str()) {
+                    return Ok(Requested::KeyReused);
+                }
+                let row = by_id(&mut tx, &id)
+                    .await?
+                    .ok_or_else(|| super::StoreError::Other(format!("refund {id} vanished")))?;
+                if row.status != "requested" {
+                    return Ok(Requested::Done(row));
+                }
+                let p = payments::by_id(&mut *tx, &row.payment_id)
+                    .await?
+                    .ok_or_else(|| super::StoreError::Other("payment vanished".into()))?;
+                tx.commit().await?;
+                return Ok(Requested::Call(row, p));
+            }
+        }
+        let Some(status) = locked else {
+            return Ok(Requested::OrderNotFound);
+        };
+        if status == "refunded" {
+            return Ok(Requested::FullyRefunded);
+        }
+        if !REFUNDABLE.contains(&status.as_str()) {
+            return Ok(Requested::NotRefundable { status });
+        }
+        let p = payments::captured_for_order(&mut tx, r.order_id).await?;
+        let Some(p) = p else {
+            return Ok(Requested::NotRefundable { status });
+        };
+        let refundable = p.amount_minor - total(&mut tx, &p.id, false).await?;
+        if refundable <= 0 {
+            return Ok(Requested::FullyRefunded);
+        }
+        let amount = r.amount_minor.unwrap_or(refundable);
+        if amount > refundable {
+            return Ok(Requested::TooMuch { refundable });
+        }
+        let id = new_id("rfd");
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO refunds (id, payment_id, order_id, provider, amount_minor, currency, reason,
+                                  source, status, restock, idempotency_key, request_fingerprint,
+                                  created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'admin', 'requested', $8, $9, $10, $11, $11)",
+        )
+        .bind(&id)
+        .bind(&p.id)
+        .bind(r.order_id)
+        .bind(&p.provider)
+        .bind(amount)
+        .bind(&p.currency)
+        .bind(r.reason)
+        .bind(i64::from(r.restock))
+        .bind(r.idempotency_key)
+        .bind(&fingerprint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = by_id(&mut tx, &id)
+            .await?
+            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        tx.commit().await?;
+        Ok(Requested::Call(row, p))
+    }
+
+    /// Records the engine's own refund of a whole payment (the order sold out) as
+    /// `requested`, before the provider is called, under a fixed id: a retried step finds
+    /// it, and the provider's refund event (which may arrive before the call returns)
+    /// finds it by the id the provider echoes.
+    pub async fn request_engine_refund(
+        &self,
+        p: &payments::PaymentRow,
+        refund_id: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO refunds (id, payment_id, order_id, provider, amount_minor, currency, reason,
+                                  source, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'out_of_stock', 'engine', 'requested', $7, $7)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(refund_id)
+        .bind(&p.id)
+        .bind(&p.order_id)
+        .bind(&p.provider)
+        .bind(p.amount_minor)
+        .bind(&p.currency)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The provider answered a refund call: record its id and status and, if it succeeded,
+    /// apply it. (Its event may have done both already; then nothing changes here.) Returns
+    /// the refund and the steps to wake.
+    pub async fn refund_answered(
+        &self,
+        refund_id: &str,
+        provider_refund_id: &str,
+        failed: bool,
+    ) -> Result<(RefundRow, Vec<i64>)> {
+        let mut tx = self.begin().await?;
+        let status = if failed { "failed" } else { "succeeded" };
+        sqlx::query(
+            "UPDATE refunds SET provider_refund_id = $1, status = $2, updated_at = $3
+             WHERE id = $4 AND status = 'requested'",
+        )
+        .bind(provider_refund_id)
+        .bind(status)
+        .bind(now_ms())
+        .bind(refund_id)
+        .execute(&mut *tx)
+        .await?;
+        let (_, wake) = apply_ready(&mut tx, refund_id).await?;
+        let row = by_id(&mut tx, refund_id)
+            .await?
+            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        tx.commit().await?;
+        Ok((row, wake))
+    }
+
+    /// The provider call failed. A permanent failure ends the refund; a transient one
+    /// leaves it `requested`, to be resumed with the same idempotency key.
+    pub async fn refund_call_failed(
+        &self,
+        refund_id: &str,
+        error: &str,
+        permanent: bool,
+    ) -> Result<RefundRow> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE refunds SET last_error = $1, updated_at = $2,
+                    status = CASE WHEN $3 = 1 THEN 'failed' ELSE status END
+             WHERE id = $4 AND status = 'requested'",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(i64::from(permanent))
+        .bind(refund_id)
+        .execute(&mut *tx)
+        .await?;
+        let row = by_id(&mut tx, refund_id)
+            .await?
+            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// The order's refunds, oldest first, with their credit note numbers.
+    pub async fn order_refunds(&self, order_id: &str) -> Result<Vec<(RefundRow, Option<String>)>> {
+        let rows = sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM refunds WHERE order_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let cn: Option<String> = sqlx::query_scalar(
+                "SELECT credit_note_number FROM credit_notes WHERE refund_id = $1",
+            )
+            .bind(&r.id)
+            .fetch_optional(&self.pool)
+            .await?;
+            out.push((r, cn));
+        }
+        Ok(out)
+    }
+}
+
+/// A refund event: finds or creates our row for it and applies it when it can. Returns the
+/// outcome to store with the event and the steps to wake.
+pub async fn record_notice(
+    tx: &mut Tx,
+    p: &payments::PaymentRow,
+    n: &RefundNotice,
+    restock_default: bool,
+) -> Result<(String, Vec<i64>)> {
+    // Ours (the provider echoed our id), or one the provider told us about before.
+    let mut row = match &n.refund_ref {
+        Some(ours) => {
+            sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLS} FROM refunds WHERE id = $1 AND payment_id = $2"
+            )))
+            .bind(ours)
+            .bind(&p.id)
+            .fetch_optional(&mut **tx)
+            .await?
+        }
+        None => None,
+    };
+    if row.is_none() {
+        row = sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM refunds WHERE provider = $1 AND provider_refund_id = $2"
+        )))
+        .bind(&p.provider)
+        .bind(&n.provider_refund_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    }
+    let now = now_ms();
+    match row {
+        Some(r) if n.failed => {
+            sqlx::query(
+                "UPDATE refunds SET status = 'failed', provider_refund_id = $1, updated_at = $2 WHERE id = $3",
+            )
+            .bind(&n.provider_refund_id)
+            .bind(now)
+            .bind(&r.id)
+            .execute(&mut **tx)
+            .await?;
+            if r.applied_at.is_some() {
+                // The money did not go back after all, but the credit note is issued: a
+                // person must decide (issue the refund again, or reverse the credit note).
+                orders::transition(
+                    tx,
+                    &p.order_id,
+                    &["partially_refunded", "refunded"],
+                    "needs_review",
+                )
+                .await?;
+                return Ok((
+                    format!(
+                        "refund {} failed after it was applied; order needs review",
+                        r.id
+                    ),
+                    Vec::new(),
+                ));
+            }
+            Ok((format!("refund {} failed", r.id), Vec::new()))
+        }
+        None if n.failed => Ok((
+            "ignored: a refund we never recorded failed".into(),
+            Vec::new(),
+        )),
+        Some(r) => {
+            sqlx::query(
+                "UPDATE refunds SET status = 'succeeded', provider_refund_id = $1, updated_at = $2
+                 WHERE id = $3 AND status IN ('requested', 'succeeded')",
+            )
+            .bind(&n.provider_refund_id)
+            .bind(now)
+            .bind(&r.id)
+            .execute(&mut **tx)
+            .await?;
+            apply_ready(tx, &r.id).await
+        }
+        None => {
+            let id = new_id("rfd");
+            sqlx::query(
+                "INSERT INTO refunds (id, payment_id, order_id, provider, provider_refund_id, amount_minor,
+                                      currency, reason, source, status, restock, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'made at the provider', 'provider', 'succeeded', $8, $9, $9)",
+            )
+            .bind(&id)
+            .bind(&p.id)
+            .bind(&p.order_id)
+            .bind(&p.provider)
+            .bind(&n.provider_refund_id)
+            .bind(n.amount_minor)
+            .bind(&p.currency)
+            .bind(i64::from(restock_default))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            apply_ready(tx, &id).await
+        }
+    }
+}
+
+/// Applies every succeeded refund of the order's payments that waited (for the capture, or
+/// for the fulfilment to finish). Returns the steps to wake.
+pub async fn apply_waiting(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM refunds WHERE order_id = $1 AND status = 'succeeded' AND applied_at IS NULL
+         ORDER BY created_at, id",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut wake = Vec::new();
+    for id in ids {
+        wake.extend(apply_ready(tx, &id).await?.1);
+    }
+    Ok(wake)
+}
+
+/// Applies a succeeded refund's effects, once, if the time has come: the payment is
+/// captured, and either the order is done being fulfilled or this refund returns all of the
+/// money. Otherwise it waits (see [`apply_waiting`]).
+pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<i64>)> {
+    let Some(r) = by_id(tx, refund_id).await? else {
+        return Ok(("no such refund".into(), Vec::new()));
+    };
+    if r.status != "succeeded" || r.applied_at.is_some() {
+        return Ok((format!("refund {} is {}", r.id, r.status), Vec::new()));
+    }
+    let p = payments::by_id(&mut **tx, &r.payment_id)
+        .await?
+        .ok_or_else(|| super::StoreError::Other("payment vanished".into()))?;
+    if !matches!(p.status.as_str(), "paid" | "refunded") {
+        return Ok((
+            format!(
+                "refund {} recorded; applied once the payment is captured",
+                r.id
+            ),
+            Vec::new(),
+        ));
+    }
+    let order = orders::get_in(tx, &r.order_id)
+        .await?
+        .ok_or_else(|| super::StoreError::Other("order vanished".into()))?;
+    let refunded_after = total(tx, &p.id, true).await? + r.amount_minor;
+    let full = refunded_after >= p.amount_minor;
+    let in_flight = order.status == "paid";
+    if in_flight && !full {
+        return Ok((
+            format!(
+                "refund {} recorded; applied once the order is fulfilled",
+                r.id
+            ),
+            Vec::new(),
+        ));
+    }
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE refunds SET applied_at = $1, updated_at = $1 WHERE id = $2 AND applied_at IS NULL",
+    )
+    .bind(now)
+    .bind(&r.id)
+    .execute(&mut **tx)
+    .await?;
+    let credit_note = issue_credit_note(tx, &r).await?;
+    let mut wake = Vec::new();
+    if full {
+        payments::transition(tx, &p.id, &["paid"], "refunded").await?;
+        let from = [
+            "paid",
+            "fulfilled",
+            "partially_refunded",
+            "needs_review",
+            "refund_pending",
+        ];
+        orders::transition(tx, &r.order_id, &from, "refunded").await?;
+        sqlx::query(
+            "UPDATE entitlements SET revoked_at = $1 WHERE order_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&r.order_id)
+        .execute(&mut **tx)
+        .await?;
+        if in_flight {
+            // Refunded while being fulfilled: stop, give the held stock back, and let the
+            // buyer's email be the refund notice.
+            let stop = [
+                StepKind::ConfirmCapture,
+                StepKind::DeductStock,
+                StepKind::IssueInvoice,
+                StepKind::GrantEntitlement,
+            ];
+            steps::skip(tx, &r.order_id, &stop, "order refunded").await?;
+            payments::release_reservations(tx, &r.order_id).await?;
+            wake = steps::advance(tx, &r.order_id).await?;
+        }
+        let restock: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(restock), 0) FROM refunds WHERE payment_id = $1 AND applied_at IS NOT NULL",
+        )
+        .bind(&p.id)
+        .fetch_one(&mut **tx)
+        .await?;
+        if restock == 1 {
+            return_stock(tx, &r.order_id).await?;
+        }
+    } else {
+        orders::transition(
+            tx,
+            &r.order_id,
+            &["fulfilled", "needs_review"],
+            "partially_refunded",
+        )
+        .await?;
+    }
+    let what = if full {
+        "refunded in full"
+    } else {
+        "partially refunded"
+    };
+    let outcome = match credit_note {
+        Some(cn) => format!("{what}: refund {} applied, credit note {cn}", r.id),
+        None => format!("{what}: refund {} applied", r.id),
+    };
+    Ok((outcome, wake))
+}
+
+/// Puts the stock an order consumed back on hand, once.
+async fn return_stock(tx: &mut Tx, order_id: &str) -> Result<()> {
+    let consumed: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'consumed'",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (sku, qty) in consumed {
+        catalogue::restock(tx, &sku, qty).await?;
+    }
+    sqlx::query(
+        "UPDATE stock_reservations SET status = 'returned', updated_at = $1 WHERE order_id = $2 AND status = 'consumed'",
+    )
+    .bind(now_ms())
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A credit note for an invoiced order's refund: the next number of the invoice series'
+/// credit-note series (`INV` → `INV-CN-000001`), the refund's share of the tax, and ledger
+/// rows that mirror the sale's. None when the order has no invoice (it sold out first).
+async fn issue_credit_note(tx: &mut Tx, r: &RefundRow) -> Result<Option<String>> {
+    let invoice: Option<(String, String, String, i64, String, String)> = sqlx::query_as(
+        "SELECT id, series, invoice_number, tax_rate_bps, tax_name, currency FROM invoices WHERE order_id = $1",
+    )
+    .bind(&r.order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((invoice_id, series, invoice_number, rate_bps, tax_name, currency)) = invoice else {
+        return Ok(None);
+    };
+    let tax = inclusive_tax(r.amount_minor, u32::try_from(rate_bps).unwrap_or(0));
+    let cn_id = new_id("cn");
+    let now = now_ms();
+    for line in sale_lines(r.amount_minor, tax) {
+        // The sale's lines with debit and credit swapped.
+        sqlx::query(
+            "INSERT INTO ledger_entries (order_id, reference, account, debit_minor, credit_minor, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.order_id)
+        .bind(&cn_id)
+        .bind(line.account)
+        .bind(line.credit_minor)
+        .bind(line.debit_minor)
+        .bind(&currency)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let cn_series = format!("{series}-CN");
+    let n: i64 = sqlx::query_scalar(
+        "INSERT INTO invoice_counters (series, last_number) VALUES ($1, 1)
+         ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + 1
+         RETURNING last_number",
+    )
+    .bind(&cn_series)
+    .fetch_one(&mut **tx)
+    .await?;
+    let cn_number = number(&cn_series, n);
+    let c = crate::domain::Currency::parse("currency", &currency)
+        .map_err(|e| super::StoreError::Other(e.to_string()))?;
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Credit note {n}</title></head><body>\
+         <h1>Credit note {n}</h1><p>Refers to invoice {inv}<br>Order {o}<br>Reason: {why}</p>\
+         <p>Refunded: {total}<br>of which {tax_name} {rate}%: {tax}</p></body></html>",
+        n = html_escape(&cn_number),
+        inv = html_escape(&invoice_number),
+        o = html_escape(&r.order_id),
+        why = html_escape(&r.reason),
+        total = c.format(r.amount_minor),
+        tax_name = html_escape(&tax_name),
+        rate = rate_bps as f64 / 100.0,
+        tax = c.format(tax),
+    );
+    sqlx::query(
+        "INSERT INTO credit_notes (id, series, number, credit_note_number, order_id, refund_id, invoice_id,
+                                   currency, total_minor, tax_minor, html, issued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&cn_id)
+    .bind(&cn_series)
+    .bind(n)
+    .bind(&cn_number)
+    .bind(&r.order_id)
+    .bind(&r.id)
+    .bind(&invoice_id)
+    .bind(&currency)
+    .bind(r.amount_minor)
+    .bind(tax)
+    .bind(html)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Some(cn_number))
+}
