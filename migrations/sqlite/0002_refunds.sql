@@ -55,3 +55,17 @@ CREATE TABLE credit_notes (
 
 -- Refund events name the provider's payment id, not the checkout.
 CREATE INDEX payments_provider_payment ON payments (provider, provider_payment_id);
+
+-- Refund events that name a provider payment id we do not know yet: the event overtook the
+-- capture event that tells us that id. Adopted into refunds when the id is recorded.
+CREATE TABLE unplaced_refunds (
+    provider             TEXT NOT NULL,
+    provider_refund_id   TEXT NOT NULL,
+    provider_payment_id  TEXT NOT NULL,
+    amount_minor         INTEGER NOT NULL,
+    refund_ref           TEXT,
+    restock              INTEGER NOT NULL,
+    received_at          INTEGER NOT NULL,
+    PRIMARY KEY (provider, provider_refund_id)
+);
+CREATE INDEX unplaced_refunds_payment ON unplaced_refunds (provider, provider_payment_id);

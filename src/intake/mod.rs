@@ -8,6 +8,7 @@ mod admin;
 mod error;
 mod orders;
 mod payments;
+mod refunds;
 mod webhooks;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(admin::router())
         .merge(orders::router())
         .merge(payments::router())
+        .merge(refunds::router())
         .merge(webhooks::router())
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))

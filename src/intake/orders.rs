@@ -70,6 +70,13 @@ async fn show(
     let items = e.store.order_items(id.as_str()).await?;
     let payment = e.store.latest_payment(id.as_str()).await?;
     let steps = e.store.order_steps(id.as_str()).await?;
+    let refunds: Vec<Value> = e
+        .store
+        .order_refunds(id.as_str())
+        .await?
+        .iter()
+        .map(|(r, cn)| super::refunds::refund_json(r, cn.as_deref()))
+        .collect();
     let unfinished = steps
         .iter()
         .find(|s| s.status != "done" && s.status != "skipped");
@@ -102,6 +109,7 @@ async fn show(
             "outcome": s.outcome,
             "last_error": s.last_error,
         })).collect::<Vec<_>>(),
+        "refunds": refunds,
         "waiting_on": waiting_on,
     })))
 }

@@ -10,7 +10,7 @@ use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
 use crate::providers::PaymentChange;
 use crate::store::steps::{self, Lease};
-use crate::store::{orders, payments};
+use crate::store::{orders, payments, refunds};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
@@ -44,9 +44,13 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         },
     )?;
     let mut tx = e.store.begin().await?;
+    let mut wake = Vec::new();
     if let Some(ppid) = &state.provider_payment_id {
-        // The webhook may not have carried it; refunds need it.
+        // The webhook may not have carried it; refunds need it, and refund events that
+        // came before it can be placed now.
         payments::set_provider_payment_id(&mut tx, &payment.id, ppid).await?;
+        wake = refunds::apply_waiting(&mut tx, &payment.order_id).await?;
     }
-    complete(tx, lease, "captured").await
+    wake.extend(complete(tx, lease, "captured").await?);
+    Ok(wake)
 }

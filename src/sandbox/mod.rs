@@ -48,12 +48,17 @@ pub async fn run(
 /// provider signs them.
 type Sign = dyn Fn(&str, &[u8]) -> Vec<(&'static str, String)> + Send + Sync;
 
+/// Events as (id, body), in the order they happened.
+type Events = Vec<(String, Vec<u8>)>;
+
 /// Delivers one provider's webhooks to the engine.
 #[derive(Clone)]
 struct Courier {
     http: reqwest::Client,
     target: String,
     sign: Arc<Sign>,
+    /// Events held back (`"webhook": "held"`), in the order they happened.
+    held: Arc<std::sync::Mutex<Events>>,
 }
 
 impl Courier {
@@ -69,6 +74,7 @@ impl Courier {
                 config.sandbox.webhook_target.trim_end_matches('/')
             ),
             sign,
+            held: Arc::default(),
         }
     }
 
@@ -87,14 +93,25 @@ impl Courier {
     }
 
     /// Delivers the events (id, body) in order, each `copies` times at once, as retries
-    /// racing each other would. Without a delay it waits for the answers and reports them;
-    /// with one it returns at once.
+    /// racing each other would, or holds them back. Without a delay it waits for the
+    /// answers and reports them; with one it returns at once.
     async fn deliver(
         &self,
-        events: Vec<(String, Vec<u8>)>,
-        copies: usize,
+        events: Events,
+        copies: Copies,
         delay_ms: u64,
     ) -> Vec<Value> {
+        let copies = match copies {
+            Copies::Send(n) => n,
+            Copies::Hold => {
+                let n = events.len();
+                self.held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(events);
+                return vec![json!({ "held": true }); n];
+            }
+        };
         let n = events.len() * copies;
         let courier = self.clone();
         let run = async move {
@@ -117,6 +134,39 @@ impl Courier {
     }
 }
 
+/// `POST /sandbox/{provider}/webhooks/release` `{"order": "as_sent"|"reversed"}`:
+/// delivers the held events once each, one after the other, in the order they happened or
+/// the reverse (a refund event before the capture it refunds, a failure before a success).
+async fn release_held(courier: &Courier, body: &[u8]) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    #[derive(Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Release {
+        #[serde(default)]
+        order: Option<String>,
+    }
+    let r: Release = match control_body(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let mut events = std::mem::take(&mut *courier.held.lock().unwrap_or_else(|p| p.into_inner()));
+    match r.order.as_deref().unwrap_or("as_sent") {
+        "as_sent" => {}
+        "reversed" => events.reverse(),
+        other => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": {"code": "invalid_field", "field": "order",
+                    "message": format!("{other:?} is not \"as_sent\" or \"reversed\"")}})),
+            )
+                .into_response();
+        }
+    }
+    let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+    let deliveries = courier.deliver(events, Copies::ONCE, 0).await;
+    axum::Json(json!({ "released": ids, "deliveries": deliveries })).into_response()
+}
+
 /// `prefix` + `len` random alphanumerics, like the providers' ids.
 fn rand_id(prefix: &str, len: usize) -> String {
     use rand::Rng;
@@ -132,18 +182,32 @@ fn now_s() -> i64 {
     crate::domain::now_ms() / 1000
 }
 
-/// How many copies of each webhook a control call asked for.
-fn copies(webhook: Option<&str>) -> Result<usize, axum::response::Response> {
+/// How a control call wants its webhooks delivered: `n` copies of each, at once (0: the
+/// provider's "test mode", nothing is delivered), or held back until
+/// `POST /sandbox/{provider}/webhooks/release` — which can deliver them out of order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copies {
+    Send(usize),
+    Hold,
+}
+
+impl Copies {
+    const ONCE: Copies = Copies::Send(1);
+}
+
+/// The `webhook` field of a control call: "once" (default), "twice", "none" or "held".
+fn copies(webhook: Option<&str>) -> Result<Copies, axum::response::Response> {
     use axum::response::IntoResponse;
     match webhook.unwrap_or("once") {
-        "once" => Ok(1),
-        "twice" => Ok(2),
-        "none" => Ok(0),
+        "once" => Ok(Copies::Send(1)),
+        "twice" => Ok(Copies::Send(2)),
+        "none" => Ok(Copies::Send(0)),
+        "held" => Ok(Copies::Hold),
         other => Err((
             axum::http::StatusCode::BAD_REQUEST,
             axum::Json(
                 serde_json::json!({"error": {"code": "invalid_field", "field": "webhook",
-                "message": format!("{other:?} is not \"once\", \"twice\" or \"none\"")}}),
+                "message": format!("{other:?} is not \"once\", \"twice\", \"none\" or \"held\"")}}),
             ),
         )
             .into_response()),

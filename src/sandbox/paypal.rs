@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{Courier, Faults, basic_credentials, control_body, copies, rand_id};
+use super::{Copies, Courier, Faults, basic_credentials, control_body, copies, rand_id};
 use crate::config::Config;
 use crate::domain::Currency;
 use crate::providers::paypal::{signed_message, wire};
@@ -598,7 +598,7 @@ async fn capture(
     };
     sb.inner
         .courier
-        .deliver(vec![capture_event(kind, &captured)], 1, 0)
+        .deliver(vec![capture_event(kind, &captured)], Copies::ONCE, 0)
         .await;
     let body = serde_json::to_value(&order).unwrap_or_default();
     remember(&sb, key, StatusCode::CREATED, body)
@@ -728,6 +728,14 @@ async fn refund(
         st.refunds.push((id.clone(), r.clone()));
         r
     };
+    // PayPal announces every refund, whoever made it.
+    let ev = event(
+        "PAYMENT.CAPTURE.REFUNDED",
+        "refund",
+        "A payment capture was refunded",
+        serde_json::to_value(&refund).unwrap_or_default(),
+    );
+    sb.inner.courier.deliver(vec![ev], Copies::ONCE, 0).await;
     let body = serde_json::to_value(&refund).unwrap_or_default();
     remember(&sb, key, StatusCode::CREATED, body)
 }
@@ -797,6 +805,10 @@ async fn cert(State(sb): State<Sandbox>) -> Response {
         sb.inner.cert_pem.to_owned(),
     )
         .into_response()
+}
+
+async fn release(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    super::release_held(&sb.inner.courier, &body).await
 }
 
 async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
@@ -910,7 +922,7 @@ async fn void(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
         "An order has been voided",
         serde_json::to_value(&order).unwrap_or_default(),
     );
-    let deliveries = sb.inner.courier.deliver(vec![ev], 1, 0).await;
+    let deliveries = sb.inner.courier.deliver(vec![ev], Copies::ONCE, 0).await;
     Json(json!({ "order": order, "deliveries": deliveries })).into_response()
 }
 
@@ -955,7 +967,7 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
     let deliveries = sb
         .inner
         .courier
-        .deliver(vec![capture_event(kind, &captured)], 1, 0)
+        .deliver(vec![capture_event(kind, &captured)], Copies::ONCE, 0)
         .await;
     Json(json!({ "capture": captured, "deliveries": deliveries })).into_response()
 }
@@ -977,6 +989,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/paypal/orders/{id}/void", post(void))
         .route("/sandbox/paypal/captures/{id}/settle", post(settle))
         .route("/sandbox/paypal/faults", post(set_faults))
+        .route("/sandbox/paypal/webhooks/release", post(release))
         .route("/sandbox/paypal/refunds", get(list_refunds))
         .with_state(sb)
 }

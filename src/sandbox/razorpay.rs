@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Courier, Faults, basic_credentials, control_body, copies, now_s, rand_id};
+use super::{Copies, Courier, Faults, basic_credentials, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::razorpay::{sign_payment, sign_webhook, wire};
 
@@ -300,7 +300,7 @@ async fn capture(
     if let Some(o) = &order {
         events.push(event("order.paid", Some(&payment), Some(o)));
     }
-    deliver(&sb, &events, 1, 0).await;
+    deliver(&sb, &events, Copies::ONCE, 0).await;
     Json(payment).into_response()
 }
 
@@ -317,56 +317,75 @@ async fn refund(
         .get("x-refund-idempotency")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let amount = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["amount"].as_i64());
-    let mut st = sb.state();
-    if let Some(existing) = key.as_ref().and_then(|k| st.refund_keys.get(k)).cloned()
-        && let Some(r) = st.refunds.iter().find(|r| r.id == existing)
-    {
-        return Json(r.clone()).into_response();
-    }
-    let Some(p) = st.payments.get_mut(&id) else {
-        return no_such_id();
+    let parsed = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let amount = parsed["amount"].as_i64();
+    let notes = if parsed["notes"].is_object() {
+        parsed["notes"].clone()
+    } else {
+        json!([])
     };
-    if p.status != "captured" {
-        return rz_error(
-            StatusCode::BAD_REQUEST,
-            "The payment has been fully refunded already or is not captured",
-            None,
-        );
-    }
-    let amount = amount.unwrap_or(p.amount - p.amount_refunded);
-    if amount <= 0 || amount > p.amount - p.amount_refunded {
-        return rz_error(
-            StatusCode::BAD_REQUEST,
-            "The refund amount provided is greater than amount captured",
-            Some("amount"),
-        );
-    }
-    p.amount_refunded += amount;
-    if p.amount_refunded == p.amount {
-        p.status = "refunded".into();
-    }
-    let refund = wire::Refund {
-        id: rand_id("rfnd_", 14),
-        entity: "refund".into(),
-        amount,
-        currency: p.currency.clone(),
-        payment_id: p.id.clone(),
-        status: "processed".into(),
-        notes: json!([]),
-        created_at: now_s(),
+    let (refund, payment) = {
+        let mut st = sb.state();
+        if let Some(existing) = key.as_ref().and_then(|k| st.refund_keys.get(k)).cloned()
+            && let Some(r) = st.refunds.iter().find(|r| r.id == existing)
+        {
+            return Json(r.clone()).into_response();
+        }
+        let Some(p) = st.payments.get_mut(&id) else {
+            return no_such_id();
+        };
+        if p.status != "captured" {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "The payment has been fully refunded already or is not captured",
+                None,
+            );
+        }
+        let amount = amount.unwrap_or(p.amount - p.amount_refunded);
+        if amount <= 0 || amount > p.amount - p.amount_refunded {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "The refund amount provided is greater than amount captured",
+                Some("amount"),
+            );
+        }
+        p.amount_refunded += amount;
+        if p.amount_refunded == p.amount {
+            p.status = "refunded".into();
+        }
+        let refund = wire::Refund {
+            id: rand_id("rfnd_", 14),
+            entity: "refund".into(),
+            amount,
+            currency: p.currency.clone(),
+            payment_id: p.id.clone(),
+            status: "processed".into(),
+            notes,
+            created_at: now_s(),
+        };
+        let payment = p.clone();
+        if let Some(k) = key {
+            st.refund_keys.insert(k, refund.id.clone());
+        }
+        st.refunds.push(refund.clone());
+        (refund, payment)
     };
-    if let Some(k) = key {
-        st.refund_keys.insert(k, refund.id.clone());
-    }
-    st.refunds.push(refund.clone());
+    // Razorpay announces every refund, whoever made it.
+    let (id, mut ev) = event("refund.processed", Some(&payment), None);
+    ev.contains.insert(0, "refund".into());
+    ev.payload.refund = Some(wire::Wrapped {
+        entity: refund.clone(),
+    });
+    deliver(&sb, &[(id, ev)], Copies::ONCE, 0).await;
     Json(refund).into_response()
 }
 
 async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
     Json(json!({ "entity": "collection", "items": sb.state().refunds }))
+}
+
+async fn release(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    super::release_held(&sb.inner.courier, &body).await
 }
 
 async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
@@ -419,7 +438,7 @@ fn event(
 async fn deliver(
     sb: &Sandbox,
     events: &[(String, wire::Event)],
-    copies: usize,
+    copies: Copies,
     delay_ms: u64,
 ) -> Vec<Value> {
     let bodies = events
@@ -542,6 +561,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/payments/{id}/refund", post(refund))
         .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
         .route("/sandbox/razorpay/faults", post(set_faults))
+        .route("/sandbox/razorpay/webhooks/release", post(release))
         .route("/sandbox/razorpay/refunds", get(list_refunds))
         .with_state(sb)
 }

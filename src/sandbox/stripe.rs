@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Courier, basic_credentials, control_body, copies, now_s, rand_id};
+use super::{Copies, Courier, basic_credentials, control_body, copies, now_s, rand_id};
 use crate::config::Config;
 use crate::providers::stripe::{sign, wire};
 
@@ -151,6 +151,10 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
         "Injected by the sandbox: the API failed this request.",
         None,
     ))
+}
+
+async fn release(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    super::release_held(&sb.inner.courier, &body).await
 }
 
 async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
@@ -365,7 +369,7 @@ async fn expire_session(
     // Stripe answers with the session itself. The event is delivered before answering, so
     // a caller sees the engine's reaction as soon as this returns.
     let ev = event("checkout.session.expired", &session);
-    let deliveries = deliver(&sb, &ev, 1, 0).await;
+    let deliveries = deliver(&sb, &ev, Copies::ONCE, 0).await;
     tracing::info!(session = %session.id, ?deliveries, "sandbox expired a session");
     Json(session).into_response()
 }
@@ -403,11 +407,14 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
                 Some("payment_intent"),
             );
         };
-        if st
+        let total = session.amount_total.unwrap_or(0);
+        let refunded: i64 = st
             .refunds
             .iter()
-            .any(|r| r.payment_intent.as_deref() == Some(pi.as_str()))
-        {
+            .filter(|r| r.payment_intent.as_deref() == Some(pi.as_str()))
+            .map(|r| r.amount)
+            .sum();
+        if refunded >= total {
             return stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -415,15 +422,45 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
                 None,
             );
         }
+        let amount = match get("amount") {
+            None => total - refunded,
+            Some(a) => match a.parse::<i64>() {
+                Ok(a) if a > 0 && a <= total - refunded => a,
+                Ok(a) if a > 0 => {
+                    return stripe_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        &format!(
+                            "Refund amount ({a}) is greater than unrefunded amount on charge ({})",
+                            total - refunded
+                        ),
+                        Some("amount"),
+                    );
+                }
+                _ => {
+                    return stripe_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "Invalid positive integer",
+                        Some("amount"),
+                    );
+                }
+            },
+        };
+        let metadata = f
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+                Some((key.to_owned(), v.clone()))
+            })
+            .collect();
         let refund = wire::Refund {
             id: rand_id("re_", 24),
             object: "refund".into(),
-            amount: get("amount")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(session.amount_total.unwrap_or(0)),
+            amount,
             created: now_s(),
             currency: session.currency.clone().unwrap_or_default(),
-            metadata: Default::default(),
+            metadata,
             payment_intent: Some(pi),
             reason: get("reason"),
             status: "succeeded".into(),
@@ -433,6 +470,14 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
     };
     let value = serde_json::to_value(&refund).unwrap_or(Value::Null);
     remember(&sb, &headers, &fingerprint, &value);
+    // Stripe announces every refund, whoever made it.
+    deliver(
+        &sb,
+        &event_about("refund.created", value.clone()),
+        Copies::ONCE,
+        0,
+    )
+    .await;
     Json(value).into_response()
 }
 
@@ -459,20 +504,22 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn copies(&self) -> Result<usize, Response> {
+    fn copies(&self) -> Result<Copies, Response> {
         copies(self.webhook.as_deref())
     }
 }
 
 fn event(kind: &str, session: &wire::CheckoutSession) -> wire::Event {
+    event_about(kind, serde_json::to_value(session).unwrap_or(Value::Null))
+}
+
+fn event_about(kind: &str, object: Value) -> wire::Event {
     wire::Event {
         id: rand_id("evt_", 24),
         object: "event".into(),
         api_version: Some(API_VERSION.into()),
         created: now_s(),
-        data: wire::EventData {
-            object: serde_json::to_value(session).unwrap_or(Value::Null),
-        },
+        data: wire::EventData { object },
         livemode: false,
         pending_webhooks: 1,
         request: Some(wire::EventRequest {
@@ -485,7 +532,7 @@ fn event(kind: &str, session: &wire::CheckoutSession) -> wire::Event {
 
 /// Delivers `ev` `copies` times, signed as Stripe signs it (`Stripe-Signature`, with the
 /// first configured webhook secret).
-async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: usize, delay_ms: u64) -> Vec<Value> {
+async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: Copies, delay_ms: u64) -> Vec<Value> {
     let Ok(body) = serde_json::to_vec(ev) else {
         return Vec::new();
     };
@@ -631,6 +678,7 @@ pub fn router(sb: Sandbox) -> Router {
         )
         .route("/sandbox/stripe/refunds", get(list_refunds))
         .route("/sandbox/stripe/faults", post(set_faults))
+        .route("/sandbox/stripe/webhooks/release", post(release))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)
         .with_state(sb)

@@ -61,6 +61,12 @@ impl Store {
             (_, PaymentChange::Ignored) => {
                 ("ignored: event type not handled".to_owned(), Vec::new())
             }
+            (None, PaymentChange::Refunded(n)) if ev.provider_payment_id.is_some() => {
+                let ppid = ev.provider_payment_id.as_deref().unwrap_or_default();
+                let outcome =
+                    refunds::hold_unplaced(&mut tx, ev.provider, ppid, n, restock_default).await?;
+                (outcome, Vec::new())
+            }
             (None, _) => ("ignored: no payment of ours matches".to_owned(), Vec::new()),
             (Some(p), PaymentChange::Refunded(n)) => {
                 refunds::record_notice(&mut tx, p, n, restock_default).await?

@@ -383,11 +383,17 @@ pub async fn set_provider_payment_id(
     id: &str,
     provider_payment_id: &str,
 ) -> Result<()> {
-    sqlx::query("UPDATE payments SET provider_payment_id = $1 WHERE id = $2")
-        .bind(provider_payment_id)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    let row = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE payments SET provider_payment_id = $1 WHERE id = $2 RETURNING {COLS}"
+    )))
+    .bind(provider_payment_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    // Refund events that came before this id was known can be placed now.
+    if let Some(p) = row {
+        refunds::adopt_unplaced(tx, &p).await?;
+    }
     Ok(())
 }
 

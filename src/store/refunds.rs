@@ -307,7 +307,21 @@ pub async fn record_notice(
     n: &RefundNotice,
     restock_default: bool,
 ) -> Result<(String, Vec<i64>)> {
-    // Ours (the provider echoed our id), or one the provider told us about before.
+    match upsert_notice(tx, p, n, restock_default).await? {
+        Ok(refund_id) => apply_ready(tx, &refund_id).await,
+        Err(outcome) => Ok((outcome, Vec::new())),
+    }
+}
+
+/// Records what a refund event says on our row for it — ours (the provider echoed our id),
+/// one it told us about before, or a new one. Ok(id): a succeeded refund, to apply when
+/// ready; Err: nothing to apply, and why.
+async fn upsert_notice(
+    tx: &mut Tx,
+    p: &payments::PaymentRow,
+    n: &RefundNotice,
+    restock_default: bool,
+) -> Result<std::result::Result<String, String>> {
     let mut row = match &n.refund_ref {
         Some(ours) => {
             sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
@@ -350,20 +364,14 @@ pub async fn record_notice(
                     "needs_review",
                 )
                 .await?;
-                return Ok((
-                    format!(
-                        "refund {} failed after it was applied; order needs review",
-                        r.id
-                    ),
-                    Vec::new(),
-                ));
+                return Ok(Err(format!(
+                    "refund {} failed after it was applied; order needs review",
+                    r.id
+                )));
             }
-            Ok((format!("refund {} failed", r.id), Vec::new()))
+            Ok(Err(format!("refund {} failed", r.id)))
         }
-        None if n.failed => Ok((
-            "ignored: a refund we never recorded failed".into(),
-            Vec::new(),
-        )),
+        None if n.failed => Ok(Err("ignored: a refund we never recorded failed".into())),
         Some(r) => {
             sqlx::query(
                 "UPDATE refunds SET status = 'succeeded', provider_refund_id = $1, updated_at = $2
@@ -374,7 +382,7 @@ pub async fn record_notice(
             .bind(&r.id)
             .execute(&mut **tx)
             .await?;
-            apply_ready(tx, &r.id).await
+            Ok(Ok(r.id))
         }
         None => {
             let id = new_id("rfd");
@@ -394,9 +402,72 @@ pub async fn record_notice(
             .bind(now)
             .execute(&mut **tx)
             .await?;
-            apply_ready(tx, &id).await
+            Ok(Ok(id))
         }
     }
+}
+
+/// A refund event for a provider payment id no payment of ours carries yet (it overtook the
+/// capture event): kept until that id is recorded (see [`adopt_unplaced`]).
+pub async fn hold_unplaced(
+    tx: &mut Tx,
+    provider: &str,
+    provider_payment_id: &str,
+    n: &RefundNotice,
+    restock_default: bool,
+) -> Result<String> {
+    if n.failed {
+        return Ok("ignored: a refund we never recorded failed".into());
+    }
+    sqlx::query(
+        "INSERT INTO unplaced_refunds (provider, provider_refund_id, provider_payment_id, amount_minor,
+                                       refund_ref, restock, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (provider, provider_refund_id) DO NOTHING",
+    )
+    .bind(provider)
+    .bind(&n.provider_refund_id)
+    .bind(provider_payment_id)
+    .bind(n.amount_minor)
+    .bind(&n.refund_ref)
+    .bind(i64::from(restock_default))
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(format!(
+        "refund of {provider_payment_id}, not known yet: kept until its capture arrives"
+    ))
+}
+
+/// Turns the kept refund events of a payment whose provider id was just recorded into
+/// refund rows. They are applied by [`apply_waiting`] once the payment is captured.
+pub async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
+    let Some(ppid) = &p.provider_payment_id else {
+        return Ok(());
+    };
+    let kept: Vec<(String, i64, Option<String>, i64)> = sqlx::query_as(
+        "SELECT provider_refund_id, amount_minor, refund_ref, restock FROM unplaced_refunds
+         WHERE provider = $1 AND provider_payment_id = $2 ORDER BY received_at",
+    )
+    .bind(&p.provider)
+    .bind(ppid)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (provider_refund_id, amount_minor, refund_ref, restock) in kept {
+        let n = RefundNotice {
+            provider_refund_id: provider_refund_id.clone(),
+            amount_minor,
+            refund_ref,
+            failed: false,
+        };
+        let _ = upsert_notice(tx, p, &n, restock == 1).await?;
+        sqlx::query("DELETE FROM unplaced_refunds WHERE provider = $1 AND provider_refund_id = $2")
+            .bind(&p.provider)
+            .bind(&provider_refund_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Applies every succeeded refund of the order's payments that waited (for the capture, or

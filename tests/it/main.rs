@@ -10,5 +10,6 @@ mod failures;
 mod last_item;
 mod paypal;
 mod razorpay;
+mod refunds;
 mod verify;
 mod webhooks;

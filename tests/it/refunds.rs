@@ -1,0 +1,436 @@
+//! Refunds: the admin API (whole and partial, idempotent, bounded), refunds made on a
+//! provider's dashboard that only an event tells us about, refund events that overtake the
+//! capture, and what a refund undoes (entitlements, stock) and issues (credit notes,
+//! reversing ledger rows) — through all three providers.
+
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_TOKEN, Backend, TestApp, s, spawn};
+use crate::on_both_stores;
+
+on_both_stores!(
+    stripe_full_refund_revokes_credits_and_restocks,
+    razorpay_full_refund_revokes_credits_and_restocks,
+    paypal_full_refund_revokes_credits_and_restocks,
+    partial_refunds_add_up_and_are_bounded,
+    refund_requests_are_checked,
+    refund_survives_a_provider_outage_with_the_same_key,
+    dashboard_refund_arrives_as_an_event,
+    stripe_refund_event_before_capture,
+    razorpay_refund_event_before_capture,
+);
+
+/// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
+async fn refund(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = app
+        .http
+        .post(format!("{}/api/payments/refund", app.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let r = req.send().await.expect("refund");
+    (r.status().as_u16(), r.json().await.expect("json"))
+}
+
+/// An order of `qty` seats paid through `provider` and fulfilled: its id.
+async fn fulfilled_order(app: &TestApp, provider: &str, email: &str, qty: i64) -> String {
+    let order = app
+        .create_order(email, json!([{"sku": "SEAT", "qty": qty}]))
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let (status, co) = app.try_checkout_with(&id, provider).await;
+    assert_eq!(status, 201, "{co}");
+    let checkout = s(&co["provider_order_id"]).to_owned();
+    match provider {
+        "stripe" => {
+            app.pay(&checkout, json!({})).await;
+        }
+        "razorpay" => {
+            app.sandbox_post(
+                &format!("/sandbox/razorpay/orders/{checkout}/pay"),
+                json!({}),
+            )
+            .await;
+        }
+        _ => {
+            app.sandbox_post(
+                &format!("/sandbox/paypal/orders/{checkout}/approve"),
+                json!({}),
+            )
+            .await;
+        }
+    }
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    id
+}
+
+/// Debits minus credits per account for the order; every account nets to zero after a full
+/// refund, and the whole ledger always balances.
+async fn ledger_net(app: &TestApp, order_id: &str) -> Vec<(String, i64)> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT account, CAST(SUM(debit_minor) AS BIGINT), CAST(SUM(credit_minor) AS BIGINT)
+         FROM ledger_entries WHERE order_id = $1 GROUP BY account ORDER BY account",
+    )
+    .bind(order_id)
+    .fetch_all(&app.store.pool)
+    .await
+    .expect("ledger");
+    rows.into_iter().map(|(a, d, c)| (a, d - c)).collect()
+}
+
+async fn revoked(app: &TestApp, order_id: &str) -> Vec<Option<i64>> {
+    sqlx::query_scalar("SELECT revoked_at FROM entitlements WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_all(&app.store.pool)
+        .await
+        .expect("entitlements")
+}
+
+async fn full_refund_revokes_credits_and_restocks(backend: Backend, provider: &str) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, provider, "refund-me@example.com", 2).await;
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        3
+    );
+    let (status, r) = refund(
+        &app,
+        json!({"order_id": id, "reason": "changed their mind", "restock": true}),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["amount_minor"], 100_000);
+    assert_eq!(r["provider"], provider);
+    assert_eq!(r["applied"], true);
+    assert_eq!(r["credit_note_number"], "INV-CN-000001");
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "refunded", "{o:#}");
+    assert_eq!(o["refunds"].as_array().map(Vec::len), Some(1), "{o:#}");
+    // The provider's refund event (delivered as the refund was made) changed nothing more.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM refunds WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    assert!(
+        revoked(&app, &id).await.iter().all(Option::is_some),
+        "entitlements revoked"
+    );
+    // Credit note: the full amount with its 20 % VAT share; ledger back to zero.
+    let (total, tax): (i64, i64) =
+        sqlx::query_as("SELECT total_minor, tax_minor FROM credit_notes WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("credit note");
+    assert_eq!((total, tax), (100_000, 16_667));
+    for (account, net) in ledger_net(&app, &id).await {
+        assert_eq!(net, 0, "{account} nets to zero after a full refund");
+    }
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        5,
+        "stock returned"
+    );
+    // The same request again: the same refund, nothing new.
+    let (status, again) = refund(
+        &app,
+        json!({"order_id": id, "reason": "changed their mind", "restock": true}),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], r["id"]);
+    let (status, e) = refund(&app, json!({"order_id": id}), None).await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"]["code"], "already_refunded");
+    app.finish().await;
+}
+
+async fn stripe_full_refund_revokes_credits_and_restocks(backend: Backend) {
+    full_refund_revokes_credits_and_restocks(backend, "stripe").await;
+}
+
+async fn razorpay_full_refund_revokes_credits_and_restocks(backend: Backend) {
+    full_refund_revokes_credits_and_restocks(backend, "razorpay").await;
+}
+
+async fn paypal_full_refund_revokes_credits_and_restocks(backend: Backend) {
+    full_refund_revokes_credits_and_restocks(backend, "paypal").await;
+}
+
+async fn partial_refunds_add_up_and_are_bounded(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "razorpay", "partial@example.com", 2).await;
+    let (status, first) = refund(
+        &app,
+        json!({"order_id": id, "amount_minor": 30_000}),
+        Some("p-1"),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["credit_note_number"], "INV-CN-000001");
+    assert_eq!(app.order(&id).await["status"], "partially_refunded");
+    assert!(
+        revoked(&app, &id).await.iter().all(Option::is_none),
+        "a partial refund keeps the entitlement"
+    );
+    // The same key with another body is refused; more than is left is refused.
+    let (status, e) = refund(
+        &app,
+        json!({"order_id": id, "amount_minor": 10_000}),
+        Some("p-1"),
+    )
+    .await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"]["code"], "idempotency_key_reused");
+    let (status, e) = refund(&app, json!({"order_id": id, "amount_minor": 70_001}), None).await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["field"], "amount_minor");
+    assert!(s(&e["error"]["message"]).contains("70000"), "{e}");
+    // The rest.
+    let (status, rest) = refund(&app, json!({"order_id": id}), Some("p-2")).await;
+    assert_eq!(status, 201, "{rest}");
+    assert_eq!(rest["amount_minor"], 70_000);
+    assert_eq!(rest["credit_note_number"], "INV-CN-000002");
+    assert_eq!(app.order(&id).await["status"], "refunded");
+    assert!(revoked(&app, &id).await.iter().all(Option::is_some));
+    // Not asked to restock (the default): the seats stay sold.
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        3
+    );
+    let rz = app.sandbox_get("/sandbox/razorpay/refunds").await;
+    let amounts: Vec<i64> = rz["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["amount"].as_i64())
+        .collect();
+    assert_eq!(amounts, vec![30_000, 70_000]);
+    app.finish().await;
+}
+
+async fn refund_requests_are_checked(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let order = app
+        .create_order("unpaid@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let unpaid = s(&order["id"]).to_owned();
+    let r = app
+        .http
+        .post(format!("{}/api/payments/refund", app.url))
+        .json(&json!({"order_id": unpaid}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401, "admin only");
+    let (status, e) = refund(&app, json!({"order_id": unpaid}), None).await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"]["code"], "not_refundable");
+    for (body, field) in [
+        (
+            json!({"order_id": unpaid, "amount_minor": 0}),
+            "amount_minor",
+        ),
+        (
+            json!({"order_id": unpaid, "amount_minor": -5}),
+            "amount_minor",
+        ),
+        (json!({"order_id": "nope"}), "order_id"),
+        (json!({"order_id": unpaid, "reason": ""}), "reason"),
+    ] {
+        let (status, e) = refund(&app, body.clone(), None).await;
+        assert_eq!(status, 422, "{body}: {e}");
+        assert_eq!(e["error"]["field"], field, "{body}: {e}");
+    }
+    let (status, e) = refund(&app, json!({"order_id": unpaid, "amount": 5}), None).await;
+    assert_eq!(status, 422, "unknown fields are refused: {e}");
+    let (status, e) = refund(
+        &app,
+        json!({"order_id": "ord_01JZZZZZZZZZZZZZZZZZZZZZZZ"}),
+        None,
+    )
+    .await;
+    assert!(status == 404 || status == 422, "{status} {e}");
+    app.finish().await;
+}
+
+async fn refund_survives_a_provider_outage_with_the_same_key(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "outage@example.com", 1).await;
+    app.inject_api_errors(&[503]).await;
+    let (status, e) = refund(&app, json!({"order_id": id}), Some("outage-1")).await;
+    assert_eq!(status, 503, "{e}");
+    assert_eq!(e["error"]["code"], "provider_unavailable");
+    // Recorded as requested: it still counts against what can be refunded.
+    let (status, e) = refund(&app, json!({"order_id": id}), Some("other-key")).await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"]["code"], "already_refunded");
+    let (status, r) = refund(&app, json!({"order_id": id}), Some("outage-1")).await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(app.order(&id).await["status"], "refunded");
+    let made = app.sandbox_get("/sandbox/stripe/refunds").await;
+    assert_eq!(made["data"].as_array().map(Vec::len), Some(1), "{made}");
+    app.finish().await;
+}
+
+async fn dashboard_refund_arrives_as_an_event(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "dashboard@example.com", 2).await;
+    let pi: String =
+        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("payment intent");
+    // Someone refunds part of it on Stripe's dashboard: no metadata of ours.
+    let r = app
+        .http
+        .post(format!("{}/v1/refunds", app.sandbox))
+        .bearer_auth("sk_test_sandbox")
+        .form(&[("payment_intent", pi.as_str()), ("amount", "25000")])
+        .send()
+        .await
+        .expect("dashboard refund");
+    assert_eq!(r.status(), 200);
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "partially_refunded", "{o:#}");
+    let refunds = o["refunds"].as_array().expect("refunds");
+    assert_eq!(refunds.len(), 1, "{o:#}");
+    assert_eq!(refunds[0]["source"], "provider");
+    assert_eq!(refunds[0]["amount_minor"], 25_000);
+    assert_eq!(refunds[0]["credit_note_number"], "INV-CN-000001");
+    // What is left can still be refunded through the API, and no more.
+    let (status, e) = refund(&app, json!({"order_id": id, "amount_minor": 75_001}), None).await;
+    assert_eq!(status, 422, "{e}");
+    let (status, r) = refund(&app, json!({"order_id": id}), None).await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["amount_minor"], 75_000);
+    assert_eq!(app.order(&id).await["status"], "refunded");
+    app.finish().await;
+}
+
+/// Checks an order refunded before it was ever fulfilled: no invoice, no entitlement, the
+/// reservation released, and the buyer told with a refund notice.
+async fn assert_refunded_unfulfilled(app: &TestApp, id: &str, email: &str) {
+    let o = app
+        .wait_for(id, &["refunded", "fulfilled", "needs_review"])
+        .await;
+    assert_eq!(o["status"], "refunded", "{o:#}");
+    for sql in [
+        "SELECT COUNT(*) FROM invoices WHERE order_id = $1",
+        "SELECT COUNT(*) FROM entitlements WHERE order_id = $1",
+    ] {
+        assert_eq!(app.count(sql, id).await, 0, "{sql}");
+    }
+    assert_eq!(
+        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        5
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1 AND kind = 'refund_notice'",
+            email
+        )
+        .await,
+        1
+    );
+}
+
+async fn stripe_refund_event_before_capture(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let order = app
+        .create_order(
+            "early-refund@example.com",
+            json!([{"sku": "SEAT", "qty": 1}]),
+        )
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let co = app.checkout(&id).await;
+    let session = s(&co["provider_order_id"]).to_owned();
+    // The buyer pays; Stripe's completion event is held back…
+    let paid = app.pay(&session, json!({"webhook": "held"})).await;
+    let pi = s(&paid["session"]["payment_intent"]).to_owned();
+    // …while a refund made at once reaches us first, for a payment intent we do not know.
+    let r = app
+        .http
+        .post(format!("{}/v1/refunds", app.sandbox))
+        .bearer_auth("sk_test_sandbox")
+        .form(&[("payment_intent", pi.as_str())])
+        .send()
+        .await
+        .expect("refund");
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    let released = app
+        .sandbox_post("/sandbox/stripe/webhooks/release", json!({}))
+        .await;
+    assert_eq!(released["deliveries"][0]["status"], 200, "{released}");
+    assert_refunded_unfulfilled(&app, &id, "early-refund@example.com").await;
+    app.finish().await;
+}
+
+async fn razorpay_refund_event_before_capture(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let order = app
+        .create_order("early-rz@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let (status, co) = app.try_checkout_with(&id, "razorpay").await;
+    assert_eq!(status, 201, "{co}");
+    let rz_order = s(&co["provider_order_id"]).to_owned();
+    let paid = app
+        .sandbox_post(
+            &format!("/sandbox/razorpay/orders/{rz_order}/pay"),
+            json!({"webhook": "held"}),
+        )
+        .await;
+    let payment = s(&paid["razorpay_payment_id"]).to_owned();
+    let r = app
+        .http
+        .post(format!("{}/v1/payments/{payment}/refund", app.sandbox))
+        .basic_auth("rzp_test_sandbox", Some("rzp_secret_sandbox"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("refund");
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.order(&id).await["status"], "pending_payment");
+    // authorized, captured, order.paid — delivered newest first.
+    let released = app
+        .sandbox_post(
+            "/sandbox/razorpay/webhooks/release",
+            json!({"order": "reversed"}),
+        )
+        .await;
+    assert_eq!(
+        released["deliveries"].as_array().map(Vec::len),
+        Some(3),
+        "{released}"
+    );
+    assert_refunded_unfulfilled(&app, &id, "early-rz@example.com").await;
+    app.finish().await;
+}
