@@ -19,6 +19,7 @@ pub mod deduct_stock;
 pub mod grant_entitlement;
 pub mod issue_invoice;
 mod policy;
+pub mod reconcile_payment;
 pub mod refund_payment;
 pub mod send_receipt;
 
@@ -43,6 +44,8 @@ pub enum StepKind {
     IssueInvoice,
     SendReceipt,
     GrantEntitlement,
+    RefundExtraPayment,
+    ReconcilePayment,
 }
 
 impl StepKind {
@@ -56,13 +59,15 @@ impl StepKind {
         StepKind::GrantEntitlement,
     ];
 
-    pub const ALL: [StepKind; 6] = [
+    pub const ALL: [StepKind; 8] = [
         StepKind::ConfirmCapture,
         StepKind::DeductStock,
         StepKind::RefundPayment,
         StepKind::IssueInvoice,
         StepKind::SendReceipt,
         StepKind::GrantEntitlement,
+        StepKind::RefundExtraPayment,
+        StepKind::ReconcilePayment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +78,8 @@ impl StepKind {
             StepKind::IssueInvoice => "issue_invoice",
             StepKind::SendReceipt => "send_receipt",
             StepKind::GrantEntitlement => "grant_entitlement",
+            StepKind::RefundExtraPayment => "refund_extra_payment",
+            StepKind::ReconcilePayment => "reconcile_payment",
         }
     }
 
@@ -82,7 +89,9 @@ impl StepKind {
 
     /// Where the step sits in an order's pipeline: a step becomes due only when every step
     /// with a lower position is done or skipped. Gaps leave room for steps added later
-    /// (the refund sits between stock and invoice).
+    /// (the refund sits between stock and invoice). The two steps that are not about the
+    /// order's own fulfilment — refunding a second captured payment, and re-reading a
+    /// payment an event contradicted — come after it.
     pub fn position(self) -> i64 {
         match self {
             StepKind::ConfirmCapture => 10,
@@ -91,6 +100,8 @@ impl StepKind {
             StepKind::IssueInvoice => 30,
             StepKind::SendReceipt => 40,
             StepKind::GrantEntitlement => 50,
+            StepKind::RefundExtraPayment => 60,
+            StepKind::ReconcilePayment => 70,
         }
     }
 
@@ -102,6 +113,8 @@ impl StepKind {
             StepKind::IssueInvoice => issue_invoice::POLICY,
             StepKind::SendReceipt => send_receipt::POLICY,
             StepKind::GrantEntitlement => grant_entitlement::POLICY,
+            StepKind::RefundExtraPayment => refund_payment::POLICY,
+            StepKind::ReconcilePayment => reconcile_payment::POLICY,
         }
     }
 }

@@ -6,14 +6,16 @@
 //! the step's retry policy. Handlers never return errors to apalis for step failures: the
 //! retry schedule lives in the store, where it survives restarts.
 //!
-//! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment`, `issue_invoice`,
-//! `send_receipt`, `grant_entitlement`. Each one's retry policy and pure logic sit in the
+//! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment` (also for
+//! `refund_extra_payment`), `issue_invoice`, `send_receipt`, `grant_entitlement`,
+//! `reconcile_payment`. Each one's retry policy and pure logic sit in the
 //! file of the same name in the `jobs` crate.
 
 mod confirm_capture;
 mod deduct_stock;
 mod grant_entitlement;
 mod issue_invoice;
+mod reconcile_payment;
 mod refund_payment;
 mod send_receipt;
 
@@ -114,10 +116,13 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
     let result = match kind {
         Some(StepKind::ConfirmCapture) => confirm_capture::run(engine, &lease).await,
         Some(StepKind::DeductStock) => deduct_stock::run(engine, &lease).await,
-        Some(StepKind::RefundPayment) => refund_payment::run(engine, &lease).await,
+        Some(StepKind::RefundPayment | StepKind::RefundExtraPayment) => {
+            refund_payment::run(engine, &lease).await
+        }
         Some(StepKind::IssueInvoice) => issue_invoice::run(engine, &lease).await,
         Some(StepKind::SendReceipt) => send_receipt::run(engine, &lease).await,
         Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, &lease).await,
+        Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, &lease).await,
         None => Err(StepError::Permanent(format!(
             "unknown step kind {:?}",
             lease.step.kind

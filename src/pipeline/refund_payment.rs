@@ -1,9 +1,11 @@
 //! `refund_payment`: refund the whole payment of an order that sold out, through the
 //! provider, once (see `jobs::refund_payment`). The refund is recorded and applied like any
-//! other (`store::refunds`): payment and order `refunded`.
+//! other (`store::refunds`): payment and order `refunded`. The same run serves
+//! `refund_extra_payment`: a second captured payment of an order paid already is refunded,
+//! leaving the order as it is.
 
-use jobs::StepError;
 use jobs::refund_payment::idempotency_key;
+use jobs::{StepError, StepKind};
 
 use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
@@ -14,7 +16,11 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
     let (provider, at) = provider_of(e, &payment)?;
     // One fixed id per payment: a retried step records the same refund.
-    let refund_id = format!("rfd_stock_{}", payment.id);
+    let (refund_id, reason) = if lease.step.kind == StepKind::RefundExtraPayment.as_str() {
+        (format!("rfd_extra_{}", payment.id), "duplicate_payment")
+    } else {
+        (format!("rfd_stock_{}", payment.id), "out_of_stock")
+    };
     let req = RefundRequest {
         refund_id: &refund_id,
         payment_id: &payment.id,
@@ -22,7 +28,9 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         currency: &payment.currency,
         idempotency_key: &idempotency_key(&payment.id),
     };
-    e.store.request_engine_refund(&payment, &refund_id).await?;
+    e.store
+        .request_engine_refund(&payment, &refund_id, reason)
+        .await?;
     let refund = provider.refund(&at, &req).await?;
     let (row, mut wake) = e
         .store

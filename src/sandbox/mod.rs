@@ -95,12 +95,7 @@ impl Courier {
     /// Delivers the events (id, body) in order, each `copies` times at once, as retries
     /// racing each other would, or holds them back. Without a delay it waits for the
     /// answers and reports them; with one it returns at once.
-    async fn deliver(
-        &self,
-        events: Events,
-        copies: Copies,
-        delay_ms: u64,
-    ) -> Vec<Value> {
+    async fn deliver(&self, events: Events, copies: Copies, delay_ms: u64) -> Vec<Value> {
         let copies = match copies {
             Copies::Send(n) => n,
             Copies::Hold => {

@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
 use crate::domain::{new_id, now_ms};
+use jobs::StepKind;
+
 use crate::providers::{PaymentChange, PaymentRef};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -324,6 +326,7 @@ pub async fn apply(
     change: &PaymentChange,
 ) -> Result<(String, Vec<i64>)> {
     let open = ["creating", "created", "pending"];
+    let gone = ["failed", "expired"];
     match change {
         PaymentChange::Paid {
             provider_payment_id,
@@ -332,11 +335,10 @@ pub async fn apply(
                 if let Some(ppid) = provider_payment_id {
                     set_provider_payment_id(tx, &p.id, ppid).await?;
                 }
-                orders::transition(tx, &p.order_id, &["pending_payment"], "paid").await?;
-                let mut wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
-                // A refund event that overtook this capture is applied now.
-                wake.extend(refunds::apply_waiting(tx, &p.order_id).await?);
-                return Ok(("paid".to_owned(), wake));
+                return captured(tx, p).await;
+            }
+            if gone.contains(&current_status(tx, &p.id).await?.as_str()) {
+                return contradicted(tx, p, "a capture").await;
             }
         }
         PaymentChange::AwaitingSettlement {
@@ -360,17 +362,67 @@ pub async fn apply(
                 orders::transition(tx, &p.order_id, &["pending_payment"], "payment_failed").await?;
                 return Ok((format!("payment {to}; stock released"), Vec::new()));
             }
+            if matches!(
+                current_status(tx, &p.id).await?.as_str(),
+                "paid" | "refunded"
+            ) {
+                return contradicted(tx, p, &format!("the payment {to}")).await;
+            }
         }
         // Refund events are recorded by `refunds::record_notice`.
         PaymentChange::Ignored | PaymentChange::Refunded(_) => {}
     }
-    // Nothing moved: another event or the verify call got here first (or the payment ended
-    // before this arrived, which the late-event rules will handle). Say what it is now.
-    let now: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
-        .bind(&p.id)
-        .fetch_one(&mut **tx)
-        .await?;
+    // Nothing moved: another event or the verify call got here first. Say what it is now.
+    let now = current_status(tx, &p.id).await?;
     Ok((format!("no change: payment is {now}"), Vec::new()))
+}
+
+async fn current_status(tx: &mut Tx, id: &str) -> Result<String> {
+    Ok(
+        sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+/// An event says the opposite of what we hold: record that, and let the provider's API
+/// decide (`reconcile_payment`). The payload alone never moves a payment backwards.
+async fn contradicted(tx: &mut Tx, p: &PaymentRow, what: &str) -> Result<(String, Vec<i64>)> {
+    let now = current_status(tx, &p.id).await?;
+    let wake = steps::arm_reconcile(tx, &p.order_id, &p.id).await?;
+    tracing::warn!(payment_id = %p.id, held = %now, event = what, "event contradicts the payment; re-reading it");
+    Ok((
+        format!("contradicts: {what}, but the payment is {now}; re-reading it from the provider"),
+        wake.into_iter().collect(),
+    ))
+}
+
+/// A payment just became paid: fulfil the order with it — or, when another payment of the
+/// order was captured first, refund this one (`refund_extra_payment`).
+pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<i64>)> {
+    let from = ["pending_payment", "payment_failed", "created"];
+    if orders::transition(tx, &p.order_id, &from, "paid").await? {
+        let mut wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
+        // A refund event that overtook this capture is applied now.
+        wake.extend(refunds::apply_waiting(tx, &p.order_id).await?);
+        return Ok(("paid".to_owned(), wake));
+    }
+    let id = steps::insert(
+        tx,
+        &p.order_id,
+        &p.id,
+        StepKind::RefundExtraPayment,
+        "pending",
+    )
+    .await?;
+    tracing::warn!(payment_id = %p.id, order_id = %p.order_id, "a second payment was captured for an order already paid; refunding it");
+    let outcome = if id.is_some() {
+        "extra payment: the order was paid already; refunding this one"
+    } else {
+        "extra payment: the order was paid already and another extra payment is being refunded; needs review"
+    };
+    Ok((outcome.to_owned(), id.into_iter().collect()))
 }
 
 /// Moves the payment to `to` if it is in one of `from`; returns whether it moved.

@@ -200,12 +200,13 @@ impl Store {
         &self,
         p: &payments::PaymentRow,
         refund_id: &str,
+        reason: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO refunds (id, payment_id, order_id, provider, amount_minor, currency, reason,
                                   source, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'out_of_stock', 'engine', 'requested', $7, $7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'engine', 'requested', $8, $8)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(refund_id)
@@ -214,6 +215,7 @@ impl Store {
         .bind(&p.provider)
         .bind(p.amount_minor)
         .bind(&p.currency)
+        .bind(reason)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -506,6 +508,28 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<i6
                 "refund {} recorded; applied once the payment is captured",
                 r.id
             ),
+            Vec::new(),
+        ));
+    }
+    // A payment other than the one the order was fulfilled with (a second capture): its
+    // refund gives that money back and touches nothing of the order's.
+    let fulfilled_with: Option<String> =
+        sqlx::query_scalar("SELECT payment_id FROM steps WHERE order_id = $1 AND kind = $2")
+            .bind(&r.order_id)
+            .bind(StepKind::ConfirmCapture.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    if fulfilled_with.as_deref().is_some_and(|f| f != r.payment_id) {
+        sqlx::query("UPDATE refunds SET applied_at = $1, updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(&r.id)
+            .execute(&mut **tx)
+            .await?;
+        if total(tx, &p.id, true).await? >= p.amount_minor {
+            payments::transition(tx, &p.id, &["paid"], "refunded").await?;
+        }
+        return Ok((
+            format!("refund {} of an extra payment applied", r.id),
             Vec::new(),
         ));
     }

@@ -78,8 +78,18 @@ pub async fn insert(
 }
 
 /// Creates an order's fulfilment pipeline: the first step pending, the rest waiting.
-/// Returns the ids to wake (none if the pipeline already existed).
+/// Returns the ids to wake (none if the pipeline already existed). The steps of an earlier
+/// payment that failed at capture are removed first: this payment starts afresh.
 pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Vec<i64>> {
+    sqlx::query(
+        "DELETE FROM steps WHERE order_id = $1 AND payment_id <> $2 AND kind <> $3
+         AND payment_id IN (SELECT id FROM payments WHERE order_id = $1 AND status IN ('failed', 'expired'))",
+    )
+    .bind(order_id)
+    .bind(payment_id)
+    .bind(StepKind::ReconcilePayment.as_str())
+    .execute(&mut **tx)
+    .await?;
     let mut wake = Vec::new();
     for (i, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
         let status = if i == 0 { "pending" } else { "waiting" };
@@ -89,6 +99,31 @@ pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> R
         }
     }
     Ok(wake)
+}
+
+/// Schedules a re-read of `payment_id` from its provider (an event contradicted what we
+/// hold). One such step per order: one that already ran is armed again for this payment;
+/// one still to run keeps its place — it re-reads what the provider says when it runs.
+/// Returns the id to wake, if any.
+pub async fn arm_reconcile(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Option<i64>> {
+    let kind = StepKind::ReconcilePayment;
+    let now = now_ms();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5, $5)
+         ON CONFLICT (order_id, kind) DO UPDATE SET status = 'pending', payment_id = $2, attempts = 0,
+             next_run_at = $5, enqueued_at = $5, outcome = NULL, last_error = NULL, updated_at = $5
+         WHERE steps.status IN ('done', 'dead', 'skipped')
+         RETURNING id",
+    )
+    .bind(order_id)
+    .bind(payment_id)
+    .bind(kind.as_str())
+    .bind(kind.position())
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(id)
 }
 
 /// Marks the leased step done with `outcome`. False if the lease was lost: the caller must

@@ -187,10 +187,20 @@ async fn paypal_declined_capture_releases_stock(backend: Backend) {
             .await,
         0
     );
-    // The buyer can pay again, with a new checkout.
+    // The buyer pays again, with a new checkout, and this one goes through: the declined
+    // attempt's pipeline gives way to the new payment's.
     let (status, co) = app.try_checkout_with(&id, "paypal").await;
     assert_eq!(status, 201, "{co}");
-    assert_ne!(s(&co["provider_order_id"]), pp_order);
+    let retry = s(&co["provider_order_id"]).to_owned();
+    assert_ne!(retry, pp_order);
+    approve(&app, &retry, json!({})).await;
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
     app.finish().await;
 }
 
