@@ -116,6 +116,7 @@ pub struct Grant {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Providers {
+    pub request_timeout_ms: u64,
     pub stripe: Stripe,
     pub razorpay: Razorpay,
     pub paypal: PayPal,

@@ -170,6 +170,12 @@ async fn refund(
                 .store
                 .refund_call_failed(&row.id, &err.to_string(), !transient)
                 .await?;
+            if row.status == "succeeded" {
+                // The answer was lost, but the provider's refund event arrived and was
+                // applied: the refund is made.
+                let cn = credit_note_of(&e, &row).await?;
+                return Ok((StatusCode::CREATED, Json(refund_json(&row, cn.as_deref()))));
+            }
             tracing::warn!(refund_id = %row.id, error = %err, transient, "refund call failed");
             if transient {
                 Err(ApiError::new(

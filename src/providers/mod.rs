@@ -139,14 +139,19 @@ impl Providers {
     pub fn from_config(config: &Config) -> Providers {
         let mut by_name: BTreeMap<&'static str, Arc<dyn Provider>> = BTreeMap::new();
         let p = &config.providers;
+        let http = http_client(p.request_timeout_ms);
         if p.stripe.enabled {
-            by_name.insert("stripe", Arc::new(stripe::Stripe::new(&p.stripe)));
+            by_name.insert(
+                "stripe",
+                Arc::new(stripe::Stripe::new(&p.stripe, http.clone())),
+            );
         }
         if p.razorpay.enabled {
-            by_name.insert("razorpay", Arc::new(razorpay::Razorpay::new(&p.razorpay)));
+            let r = razorpay::Razorpay::new(&p.razorpay, http.clone());
+            by_name.insert("razorpay", Arc::new(r));
         }
         if p.paypal.enabled {
-            by_name.insert("paypal", Arc::new(paypal::PayPal::new(&p.paypal)));
+            by_name.insert("paypal", Arc::new(paypal::PayPal::new(&p.paypal, http)));
         }
         Providers { by_name }
     }
@@ -280,6 +285,15 @@ pub enum ProviderError {
         provider: &'static str,
         message: String,
     },
+}
+
+/// The HTTP client every provider's API calls share (one connection pool).
+fn http_client(timeout_ms: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .connect_timeout(std::time::Duration::from_millis(timeout_ms.min(5_000)))
+        .build()
+        .unwrap_or_default()
 }
 
 /// Sends an authenticated request and reads the JSON answer: transport failures,

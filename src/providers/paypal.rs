@@ -270,12 +270,7 @@ fn has_issue(e: &ProviderError, issue: &str) -> bool {
 }
 
 impl PayPal {
-    pub fn new(c: &config::PayPal) -> PayPal {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+    pub fn new(c: &config::PayPal, http: reqwest::Client) -> PayPal {
         PayPal {
             http,
             base: c.api_base.trim_end_matches('/').to_owned(),

@@ -10,8 +10,6 @@
 
 pub mod wire;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
@@ -149,12 +147,7 @@ impl std::fmt::Debug for Razorpay {
 }
 
 impl Razorpay {
-    pub fn new(c: &config::Razorpay) -> Razorpay {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+    pub fn new(c: &config::Razorpay, http: reqwest::Client) -> Razorpay {
         Razorpay {
             http,
             base: c.api_base.trim_end_matches('/').to_owned(),

@@ -8,8 +8,6 @@
 
 pub mod wire;
 
-use std::time::Duration;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -174,9 +172,9 @@ pub struct Stripe {
 }
 
 impl Stripe {
-    pub fn new(c: &config::Stripe) -> Stripe {
+    pub fn new(c: &config::Stripe, http: reqwest::Client) -> Stripe {
         Stripe {
-            client: Client::new(&c.api_base, &c.secret_key),
+            client: Client::new(&c.api_base, &c.secret_key, http),
             webhook_secrets: c.webhook_secrets.clone(),
             tolerance_secs: c.webhook_tolerance_secs,
         }
@@ -273,12 +271,7 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    pub fn new(base: &str, secret_key: &str) -> Client {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+    pub fn new(base: &str, secret_key: &str, http: reqwest::Client) -> Client {
         Client {
             http,
             base: base.trim_end_matches('/').to_owned(),

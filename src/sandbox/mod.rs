@@ -33,10 +33,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let base = format!("http://{}", listener.local_addr()?);
+    // Making the PayPal signing key is CPU work: keep it off the async workers.
+    let paypal = {
+        let (config, base) = (config.clone(), base.clone());
+        tokio::task::spawn_blocking(move || paypal::Sandbox::new(&config, &base)).await??
+    };
     let app = Router::new()
         .merge(stripe::router(stripe::Sandbox::new(&config, &base)))
         .merge(razorpay::router(razorpay::Sandbox::new(&config)))
-        .merge(paypal::router(paypal::Sandbox::new(&config, &base)?));
+        .merge(paypal::router(paypal));
     tracing::info!(addr = %base, target = %config.sandbox.webhook_target, "sandbox serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -218,37 +223,69 @@ fn basic_credentials(encoded: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Statuses the next API calls of one provider fail with (fault injection).
+/// What the next API call of one provider suffers (fault injection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answer with this error status, doing nothing.
+    Status(u16),
+    /// Do the work, then hold the answer back for [`TIMEOUT_HOLD`]: the caller times out
+    /// not knowing that its request took effect — the case idempotency keys exist for.
+    Timeout,
+}
+
+/// How long a `timeout` fault holds the answer back.
+const TIMEOUT_HOLD: Duration = Duration::from_secs(3);
+
+/// The faults the next API calls of one provider suffer, in order.
 #[derive(Debug, Default)]
-struct Faults(std::sync::Mutex<std::collections::VecDeque<u16>>);
+struct Faults(std::sync::Mutex<std::collections::VecDeque<Fault>>);
 
 impl Faults {
-    fn set(&self, statuses: Vec<u16>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = statuses.into();
+    fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Fault>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The error status the next call fails with, if the next fault is one.
     fn next(&self) -> Option<u16> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        let mut q = self.queue();
+        match q.front() {
+            Some(Fault::Status(s)) => {
+                let s = *s;
+                q.pop_front();
+                Some(s)
+            }
+            _ => None,
+        }
     }
 
-    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, …]}`.
+    /// Whether the next call is to time out (and takes that fault).
+    fn take_timeout(&self) -> bool {
+        let mut q = self.queue();
+        if q.front() == Some(&Fault::Timeout) {
+            q.pop_front();
+            return true;
+        }
+        false
+    }
+
+    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, "timeout", …]}`.
     fn handle(&self, body: &[u8]) -> axum::response::Response {
         use axum::response::IntoResponse;
         match Self::parse(body) {
-            Ok(statuses) => {
-                self.set(statuses);
+            Ok(faults) => {
+                *self.queue() = faults.into();
                 axum::Json(serde_json::json!({ "ok": true })).into_response()
             }
             Err(r) => r,
         }
     }
 
-    fn parse(body: &[u8]) -> Result<Vec<u16>, axum::response::Response> {
+    fn parse(body: &[u8]) -> Result<Vec<Fault>, axum::response::Response> {
         use axum::response::IntoResponse;
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Body {
-            api_errors: Vec<u16>,
+            api_errors: Vec<Value>,
         }
         let bad = |m: String| {
             (
@@ -258,11 +295,36 @@ impl Faults {
                 .into_response()
         };
         let b: Body = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-        if b.api_errors.iter().any(|s| !(400..600).contains(s)) {
-            return Err(bad("statuses must be 400-599".into()));
-        }
-        Ok(b.api_errors)
+        b.api_errors
+            .iter()
+            .map(|v| match (v.as_u64(), v.as_str()) {
+                (Some(s), _) if (400..600).contains(&s) => Ok(Fault::Status(s as u16)),
+                (_, Some("timeout")) => Ok(Fault::Timeout),
+                _ => Err(bad(format!(
+                    "{v} is neither a status 400-599 nor \"timeout\""
+                ))),
+            })
+            .collect()
     }
+}
+
+/// Applies `timeout` faults to a provider's API routes (the `/sandbox/…` controls are
+/// exempt): the request is served, and its answer held back.
+fn with_timeouts(router: Router, faults: Arc<Faults>) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let faults = faults.clone();
+            async move {
+                let api = !req.uri().path().starts_with("/sandbox/");
+                if api && faults.take_timeout() {
+                    let answer = next.run(req).await;
+                    tokio::time::sleep(TIMEOUT_HOLD).await;
+                    return answer;
+                }
+                next.run(req).await
+            }
+        },
+    ))
 }
 
 /// A control call's optional JSON body: empty means all defaults; anything else must parse.

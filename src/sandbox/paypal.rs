@@ -16,7 +16,8 @@
 //! - `POST /sandbox/paypal/orders/{id}/void` — the order is voided (`CHECKOUT.ORDER.VOIDED`).
 //! - `POST /sandbox/paypal/captures/{id}/settle` `{"outcome": "completed"|"denied"}` — a
 //!   pending capture settles (`PAYMENT.CAPTURE.COMPLETED` or `PAYMENT.CAPTURE.DENIED`).
-//! - `POST /sandbox/paypal/faults` `{"api_errors": [503, …]}` — the next API calls fail.
+//! - `POST /sandbox/paypal/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
+//!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/paypal/refunds` — every refund made.
 
 use std::collections::HashMap;
@@ -131,7 +132,7 @@ struct Inner {
     key: &'static RsaPrivateKey,
     cert_pem: &'static str,
     transmissions: Transmissions,
-    faults: Faults,
+    faults: Arc<Faults>,
     state: Mutex<St>,
 }
 
@@ -191,7 +192,7 @@ impl Sandbox {
                 key,
                 cert_pem,
                 transmissions,
-                faults: Faults::default(),
+                faults: Arc::default(),
                 state: Mutex::new(St::default()),
             }),
         };
@@ -973,7 +974,8 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
 }
 
 pub fn router(sb: Sandbox) -> Router {
-    Router::new()
+    let faults = sb.inner.faults.clone();
+    let api = Router::new()
         .route("/v1/oauth2/token", post(token))
         .route("/v2/checkout/orders", post(create_order))
         .route("/v2/checkout/orders/{id}", get(get_order))
@@ -991,5 +993,6 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/paypal/faults", post(set_faults))
         .route("/sandbox/paypal/webhooks/release", post(release))
         .route("/sandbox/paypal/refunds", get(list_refunds))
-        .with_state(sb)
+        .with_state(sb);
+    super::with_timeouts(api, faults)
 }

@@ -10,7 +10,8 @@
 //!   the events and each delivery's status. Automatic capture sends `payment.authorized`,
 //!   `payment.captured` and `order.paid`; manual capture only `payment.authorized`; a
 //!   failure `payment.failed`.
-//! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, …]}` — the next API calls fail.
+//! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
+//!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/razorpay/refunds` — every refund made.
 
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ struct Inner {
     key_id: String,
     key_secret: String,
     courier: Courier,
-    faults: Faults,
+    faults: Arc<Faults>,
     state: Mutex<St>,
 }
 
@@ -67,7 +68,7 @@ impl Sandbox {
                         ]
                     })
                 }),
-                faults: Faults::default(),
+                faults: Arc::default(),
                 state: Mutex::new(St::default()),
             }),
         }
@@ -552,7 +553,8 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
 }
 
 pub fn router(sb: Sandbox) -> Router {
-    Router::new()
+    let faults = sb.inner.faults.clone();
+    let api = Router::new()
         .route("/v1/orders", post(create_order))
         .route("/v1/orders/{id}", get(get_order))
         .route("/v1/orders/{id}/payments", get(order_payments))
@@ -563,5 +565,6 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/razorpay/faults", post(set_faults))
         .route("/sandbox/razorpay/webhooks/release", post(release))
         .route("/sandbox/razorpay/refunds", get(list_refunds))
-        .with_state(sb)
+        .with_state(sb);
+    super::with_timeouts(api, faults)
 }

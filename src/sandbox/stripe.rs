@@ -11,7 +11,7 @@
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/settle` `{"outcome": "succeeded"|"failed", …}`
 //!   — settles a delayed payment: `checkout.session.async_payment_succeeded|failed`.
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
-//! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, …]}` — the next API calls
+//! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", …]}` — the next API calls
 //!   (`/v1/…`, after authentication) fail with these statuses, one each, in order.
 //! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
 
@@ -666,7 +666,8 @@ async fn unknown(uri: axum::http::Uri) -> Response {
 }
 
 pub fn router(sb: Sandbox) -> Router {
-    Router::new()
+    let faults = sb.faults.clone();
+    let api = Router::new()
         .route("/v1/checkout/sessions", post(create_session))
         .route("/v1/checkout/sessions/{id}", get(get_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
@@ -681,5 +682,6 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/stripe/webhooks/release", post(release))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)
-        .with_state(sb)
+        .with_state(sb);
+    super::with_timeouts(api, faults)
 }

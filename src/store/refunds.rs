@@ -261,10 +261,12 @@ impl Store {
         permanent: bool,
     ) -> Result<RefundRow> {
         let mut tx = self.begin().await?;
+        // The error is kept even when the refund's event settled it meanwhile: it says the
+        // provider's answer was lost.
         sqlx::query(
             "UPDATE refunds SET last_error = $1, updated_at = $2,
-                    status = CASE WHEN $3 = 1 THEN 'failed' ELSE status END
-             WHERE id = $4 AND status = 'requested'",
+                    status = CASE WHEN $3 = 1 AND status = 'requested' THEN 'failed' ELSE status END
+             WHERE id = $4",
         )
         .bind(error)
         .bind(now_ms())

@@ -220,16 +220,23 @@ impl TestApp {
         }
     }
 
+    /// Waits until the engine answers its health check and the sandbox serves (it makes
+    /// its PayPal signing key first).
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
+        for url in [
+            format!("{}/healthz", self.url),
+            format!("{}/v1/notifications/certs/CERT-sandbox", self.sandbox),
+        ] {
+            loop {
+                if let Ok(r) = self.http.get(&url).send().await
+                    && r.status().is_success()
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{url} did not answer");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(Instant::now() < deadline, "engine did not become healthy");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

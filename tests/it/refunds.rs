@@ -15,6 +15,7 @@ on_both_stores!(
     partial_refunds_add_up_and_are_bounded,
     refund_requests_are_checked,
     refund_survives_a_provider_outage_with_the_same_key,
+    refund_whose_answer_times_out_is_made_once,
     dashboard_refund_arrives_as_an_event,
     stripe_refund_event_before_capture,
     razorpay_refund_event_before_capture,
@@ -285,6 +286,36 @@ async fn refund_survives_a_provider_outage_with_the_same_key(backend: Backend) {
     assert_eq!(app.order(&id).await["status"], "refunded");
     let made = app.sandbox_get("/sandbox/stripe/refunds").await;
     assert_eq!(made["data"].as_array().map(Vec::len), Some(1), "{made}");
+    app.finish().await;
+}
+
+/// The provider makes the refund but its answer never arrives (the call times out). Its
+/// refund event, which names our refund, settles it; asking again with the same key
+/// returns that refund, and the provider holds exactly one.
+async fn refund_whose_answer_times_out_is_made_once(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[("FULFILLD__PROVIDERS__REQUEST_TIMEOUT_MS", "500")],
+    )
+    .await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "paypal", "timeout@example.com", 1).await;
+    app.sandbox_post("/sandbox/paypal/faults", json!({"api_errors": ["timeout"]}))
+        .await;
+    let (status, r) = refund(&app, json!({"order_id": id}), Some("t-1")).await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["applied"], true);
+    assert!(
+        s(&r["last_error"]).contains("request failed"),
+        "the answer was lost: {r}"
+    );
+    let (status, again) = refund(&app, json!({"order_id": id}), Some("t-1")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], r["id"]);
+    let made = app.sandbox_get("/sandbox/paypal/refunds").await;
+    assert_eq!(made["items"].as_array().map(Vec::len), Some(1), "{made}");
+    assert_eq!(app.order(&id).await["status"], "refunded");
     app.finish().await;
 }
 
