@@ -46,6 +46,7 @@ pub enum StepKind {
     GrantEntitlement,
     RefundExtraPayment,
     ReconcilePayment,
+    NotifyPaymentFailed,
 }
 
 impl StepKind {
@@ -59,7 +60,7 @@ impl StepKind {
         StepKind::GrantEntitlement,
     ];
 
-    pub const ALL: [StepKind; 8] = [
+    pub const ALL: [StepKind; 9] = [
         StepKind::ConfirmCapture,
         StepKind::DeductStock,
         StepKind::RefundPayment,
@@ -68,6 +69,7 @@ impl StepKind {
         StepKind::GrantEntitlement,
         StepKind::RefundExtraPayment,
         StepKind::ReconcilePayment,
+        StepKind::NotifyPaymentFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +82,7 @@ impl StepKind {
             StepKind::GrantEntitlement => "grant_entitlement",
             StepKind::RefundExtraPayment => "refund_extra_payment",
             StepKind::ReconcilePayment => "reconcile_payment",
+            StepKind::NotifyPaymentFailed => "notify_payment_failed",
         }
     }
 
@@ -89,9 +92,9 @@ impl StepKind {
 
     /// Where the step sits in an order's pipeline: a step becomes due only when every step
     /// with a lower position is done or skipped. Gaps leave room for steps added later
-    /// (the refund sits between stock and invoice). The two steps that are not about the
-    /// order's own fulfilment — refunding a second captured payment, and re-reading a
-    /// payment an event contradicted — come after it.
+    /// (the refund sits between stock and invoice). The steps that are not about the
+    /// order's own fulfilment — refunding a second captured payment, re-reading a payment
+    /// an event contradicted, telling the buyer a payment failed — come after it.
     pub fn position(self) -> i64 {
         match self {
             StepKind::ConfirmCapture => 10,
@@ -102,6 +105,7 @@ impl StepKind {
             StepKind::GrantEntitlement => 50,
             StepKind::RefundExtraPayment => 60,
             StepKind::ReconcilePayment => 70,
+            StepKind::NotifyPaymentFailed => 80,
         }
     }
 
@@ -115,6 +119,7 @@ impl StepKind {
             StepKind::GrantEntitlement => grant_entitlement::POLICY,
             StepKind::RefundExtraPayment => refund_payment::POLICY,
             StepKind::ReconcilePayment => reconcile_payment::POLICY,
+            StepKind::NotifyPaymentFailed => send_receipt::POLICY,
         }
     }
 }

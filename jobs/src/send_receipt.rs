@@ -1,5 +1,6 @@
 //! `send_receipt`: the one email a buyer gets for a payment — a receipt when the order was
-//! fulfilled, a refund notice when it could not be. An email cannot be un-sent, so the step
+//! fulfilled, a refund notice when it could not be (or was refunded before it was), and
+//! from `notify_payment_failed` the notice that a payment failed. An email cannot be un-sent, so the step
 //! records it in `emails_sent` (unique per payment and kind) in the transaction that marks
 //! the step done, and gives the message a deterministic `Message-ID` so that the rare resend
 //! after a crash between "sent" and "recorded" is recognisable as the same message.
@@ -17,13 +18,17 @@ pub const POLICY: RetryPolicy = RetryPolicy {
 pub enum Kind {
     Receipt,
     RefundNotice,
+    /// The payment failed, was declined, or the checkout expired: nothing was charged.
+    PaymentFailed,
 }
 
 impl Kind {
+    /// Stored in `emails_sent.kind`: one email of each kind per payment.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Receipt => "receipt",
             Kind::RefundNotice => "refund_notice",
+            Kind::PaymentFailed => "payment_failed",
         }
     }
 }
@@ -44,6 +49,8 @@ pub struct Content {
     pub invoice_number: Option<String>,
     pub lines: Vec<Line>,
     pub total: String,
+    /// For a refund notice: the refund was ours because an item sold out.
+    pub sold_out: bool,
 }
 
 /// Subject and plain-text body.
@@ -55,11 +62,22 @@ pub fn render(c: &Content) -> (String, String) {
             format!("Your receipt for order {}", c.order_id)
         }
         Kind::RefundNotice => {
+            if c.sold_out {
+                body.push_str(
+                    "We are sorry: an item in your order sold out before we could reserve it for you.\n",
+                );
+            }
             body.push_str(
-                "We are sorry: an item in your order sold out before we could reserve it for you.\n\
-                 Your payment has been refunded in full; it will appear on your statement in a few days.\n\n",
+                "Your payment has been refunded in full; it will appear on your statement in a few days.\n\n",
             );
             format!("Your order {} was refunded", c.order_id)
+        }
+        Kind::PaymentFailed => {
+            body.push_str(
+                "Your payment could not be completed, and you have not been charged.\n\
+                 The items we held for you are released; you can try again from your order.\n\n",
+            );
+            format!("Your payment for order {} did not go through", c.order_id)
         }
     };
     body.push_str(&format!("Order: {}\n", c.order_id));
@@ -70,10 +88,10 @@ pub fn render(c: &Content) -> (String, String) {
     for l in &c.lines {
         body.push_str(&format!("  {} x {}  {}\n", l.qty, l.name, l.amount));
     }
-    let label = if c.kind == Kind::Receipt {
-        "Total paid"
-    } else {
-        "Refunded"
+    let label = match c.kind {
+        Kind::Receipt => "Total paid",
+        Kind::RefundNotice => "Refunded",
+        Kind::PaymentFailed => "Not charged",
     };
     body.push_str(&format!("\n{label}: {}\n", c.total));
     (subject, body)
@@ -95,6 +113,7 @@ mod tests {
                 amount: "20.00 USD".into(),
             }],
             total: "20.00 USD".into(),
+            sold_out: true,
         };
         let (s, b) = render(&c);
         assert!(
@@ -108,5 +127,11 @@ mod tests {
         assert!(
             s.contains("refunded") && b.contains("Refunded: 20.00 USD") && !b.contains("Invoice")
         );
+        assert!(b.contains("sold out"));
+        c.sold_out = false;
+        assert!(!render(&c).1.contains("sold out"));
+        c.kind = Kind::PaymentFailed;
+        let (s, b) = render(&c);
+        assert!(s.contains("did not go through") && b.contains("Not charged: 20.00 USD"));
     }
 }

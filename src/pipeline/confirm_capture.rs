@@ -10,7 +10,7 @@ use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
 use crate::providers::PaymentChange;
 use crate::store::steps::{self, Lease};
-use crate::store::{orders, payments, refunds};
+use crate::store::{payments, refunds};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
@@ -19,8 +19,6 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     if matches!(state.change, PaymentChange::Failed | PaymentChange::Expired) {
         let mut tx = e.store.begin().await?;
         payments::transition(&mut tx, &payment.id, &["paid"], "failed").await?;
-        payments::release_reservations(&mut tx, &payment.order_id).await?;
-        orders::transition(&mut tx, &payment.order_id, &["paid"], "payment_failed").await?;
         let rest = &StepKind::FULFILMENT[1..];
         steps::skip(
             &mut tx,
@@ -29,7 +27,9 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             "payment failed at capture",
         )
         .await?;
-        return complete(tx, lease, &format!("capture failed: {}", state.state)).await;
+        let mut wake = payments::failed(&mut tx, &payment).await?;
+        wake.extend(complete(tx, lease, &format!("capture failed: {}", state.state)).await?);
+        return Ok(wake);
     }
     check(
         &Expected {

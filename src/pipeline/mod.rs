@@ -8,13 +8,14 @@
 //!
 //! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment` (also for
 //! `refund_extra_payment`), `issue_invoice`, `send_receipt`, `grant_entitlement`,
-//! `reconcile_payment`. Each one's retry policy and pure logic sit in the
+//! `reconcile_payment`, `notify_payment_failed`. Each one's retry policy and pure logic sit in the
 //! file of the same name in the `jobs` crate.
 
 mod confirm_capture;
 mod deduct_stock;
 mod grant_entitlement;
 mod issue_invoice;
+mod notify_payment_failed;
 mod reconcile_payment;
 mod refund_payment;
 mod send_receipt;
@@ -123,6 +124,7 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
         Some(StepKind::SendReceipt) => send_receipt::run(engine, &lease).await,
         Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, &lease).await,
         Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, &lease).await,
+        Some(StepKind::NotifyPaymentFailed) => notify_payment_failed::run(engine, &lease).await,
         None => Err(StepError::Permanent(format!(
             "unknown step kind {:?}",
             lease.step.kind

@@ -1,5 +1,6 @@
 //! `send_receipt`: one email per payment — a receipt, or a refund notice when the order was
-//! refunded (text and policy: `jobs::send_receipt`).
+//! refunded (text and policy: `jobs::send_receipt`). [`send_once`] is also how
+//! `notify_payment_failed` sends.
 
 use jobs::StepError;
 use jobs::send_receipt::{Content, Kind, Line, render};
@@ -8,19 +9,34 @@ use super::{StepResult, complete};
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::email::Outgoing;
+use crate::store::orders::OrderRow;
 use crate::store::steps::Lease;
 use crate::store::{StoreError, orders};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
-    let order = e
-        .store
-        .get_order(&lease.step.order_id)
-        .await?
-        .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
+    let order = order_of(e, lease).await?;
     let kind = match order.status.as_str() {
         "refunded" | "refund_pending" => Kind::RefundNotice,
         _ => Kind::Receipt,
     };
+    send_once(e, lease, &order, kind).await
+}
+
+pub(super) async fn order_of(e: &Engine, lease: &Lease) -> Result<OrderRow, StepError> {
+    Ok(e.store
+        .get_order(&lease.step.order_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("order row missing".into()))?)
+}
+
+/// Sends the step payment's email of `kind` about `order`, unless it was sent already, and
+/// records it in the transaction that finishes the step.
+pub(super) async fn send_once(
+    e: &Engine,
+    lease: &Lease,
+    order: &OrderRow,
+    kind: Kind,
+) -> StepResult {
     let payment_id = &lease.step.payment_id;
     let already: Option<i64> =
         sqlx::query_scalar("SELECT id FROM emails_sent WHERE payment_id = $1 AND kind = $2")
@@ -40,7 +56,14 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             .fetch_optional(&e.store.pool)
             .await
             .map_err(StoreError::from)?;
-    let currency = orders::currency_of(&order);
+    let sold_out: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM refunds WHERE order_id = $1 AND reason = 'out_of_stock'",
+    )
+    .bind(&order.id)
+    .fetch_one(&e.store.pool)
+    .await
+    .map_err(StoreError::from)?;
+    let currency = orders::currency_of(order);
     let content = Content {
         kind,
         order_id: order.id.clone(),
@@ -54,6 +77,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             })
             .collect(),
         total: currency.format(order.total_minor),
+        sold_out: sold_out > 0,
     };
     let (subject, body) = render(&content);
     let message_id = format!("<{}.{payment_id}@fulfilld>", kind.as_str());

@@ -358,9 +358,8 @@ pub async fn apply(
                 "expired"
             };
             if transition(tx, &p.id, &open, to).await? {
-                release_reservations(tx, &p.order_id).await?;
-                orders::transition(tx, &p.order_id, &["pending_payment"], "payment_failed").await?;
-                return Ok((format!("payment {to}; stock released"), Vec::new()));
+                let wake = failed(tx, p).await?;
+                return Ok((format!("payment {to}; stock released"), wake));
             }
             if matches!(
                 current_status(tx, &p.id).await?.as_str(),
@@ -386,11 +385,26 @@ async fn current_status(tx: &mut Tx, id: &str) -> Result<String> {
     )
 }
 
+/// A payment ended without money (failed, declined, expired): the stock it held goes back,
+/// the order can be paid again, and the buyer is told. Returns the steps to wake.
+pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<i64>> {
+    release_reservations(tx, &p.order_id).await?;
+    orders::transition(
+        tx,
+        &p.order_id,
+        &["pending_payment", "paid"],
+        "payment_failed",
+    )
+    .await?;
+    let wake = steps::arm(tx, &p.order_id, &p.id, StepKind::NotifyPaymentFailed).await?;
+    Ok(wake.into_iter().collect())
+}
+
 /// An event says the opposite of what we hold: record that, and let the provider's API
 /// decide (`reconcile_payment`). The payload alone never moves a payment backwards.
 async fn contradicted(tx: &mut Tx, p: &PaymentRow, what: &str) -> Result<(String, Vec<i64>)> {
     let now = current_status(tx, &p.id).await?;
-    let wake = steps::arm_reconcile(tx, &p.order_id, &p.id).await?;
+    let wake = steps::arm(tx, &p.order_id, &p.id, StepKind::ReconcilePayment).await?;
     tracing::warn!(payment_id = %p.id, held = %now, event = what, "event contradicts the payment; re-reading it");
     Ok((
         format!("contradicts: {what}, but the payment is {now}; re-reading it from the provider"),

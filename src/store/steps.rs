@@ -101,12 +101,17 @@ pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> R
     Ok(wake)
 }
 
-/// Schedules a re-read of `payment_id` from its provider (an event contradicted what we
-/// hold). One such step per order: one that already ran is armed again for this payment;
-/// one still to run keeps its place — it re-reads what the provider says when it runs.
+/// Schedules a step that may be needed more than once in an order's life, for
+/// `payment_id`: re-reading a payment an event contradicted, telling the buyer a payment
+/// failed. One such step of a kind per order: one that already ran is armed again for this
+/// payment; one still to run keeps its place (it reads the state of things when it runs).
 /// Returns the id to wake, if any.
-pub async fn arm_reconcile(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Option<i64>> {
-    let kind = StepKind::ReconcilePayment;
+pub async fn arm(
+    tx: &mut Tx,
+    order_id: &str,
+    payment_id: &str,
+    kind: StepKind,
+) -> Result<Option<i64>> {
     let now = now_ms();
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)

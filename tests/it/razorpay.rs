@@ -237,16 +237,39 @@ async fn razorpay_failed_payment_releases_stock(backend: Backend) {
             .await,
         2
     );
-    let paid = rz_pay(&app, &rz_order, json!({"outcome": "failed"})).await;
+    // The failure is delivered twice, as concurrent retries would.
+    let paid = rz_pay(
+        &app,
+        &rz_order,
+        json!({"outcome": "failed", "webhook": "twice"}),
+    )
+    .await;
     assert_eq!(paid["deliveries"][0]["status"], 200);
-    let o = app.order(&id).await;
-    assert_eq!(o["status"], "payment_failed", "{o:#}");
+    assert_eq!(paid["deliveries"][1]["status"], 200);
+    let o = app.wait_for(&id, &["payment_failed"]).await;
     assert_eq!(o["payment"]["status"], "failed");
     assert_eq!(
         app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
             .await,
         0
     );
+    // The buyer is told once.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1 AND kind = 'payment_failed'",
+            "declined@example.com"
+        )
+        .await,
+        1
+    );
+    let mail = app
+        .outbox_files()
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("payment_failed"))
+        .map(|f| std::fs::read_to_string(f).expect("read mail"))
+        .collect::<Vec<_>>();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("you have not been charged"), "{}", mail[0]);
     app.finish().await;
 }
 
