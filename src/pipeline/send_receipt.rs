@@ -23,10 +23,10 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
 }
 
 pub(super) async fn order_of(e: &Engine, lease: &Lease) -> Result<OrderRow, StepError> {
-    Ok(e.store
+    e.store
         .get_order(&lease.step.order_id)
         .await?
-        .ok_or_else(|| StepError::Permanent("order row missing".into()))?)
+        .ok_or_else(|| StepError::Permanent("order row missing".into()))
 }
 
 /// Sends the step payment's email of `kind` about `order`, unless it was sent already, and
