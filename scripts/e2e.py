@@ -29,12 +29,14 @@ class Inbox:
         return "250 OK"
 
 
-def call(method, url, body=None, token=None):
+def call(method, url, body=None, token=None, headers=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("content-type", "application/json")
     if token:
         req.add_header("authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.load(r)
@@ -56,6 +58,7 @@ def main():
         "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{sb_port}",
         "FULFILLD__SANDBOX__WEBHOOK_TARGET": app_url,
         "FULFILLD__PROVIDERS__STRIPE__API_BASE": sb_url,
+        "FULFILLD__PROVIDERS__PAYPAL__API_BASE": sb_url,
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": "whsec_e2e_new,whsec_e2e_old",
         "FULFILLD__EMAIL__TRANSPORT": "smtp",
         "FULFILLD__EMAIL__SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
@@ -113,6 +116,36 @@ def main():
         text = msg.content.decode("utf-8", "replace")
         assert msg.rcpt_tos == ["buyer@example.com"], msg.rcpt_tos
         assert order["id"] in text and "INV-000001" in text, text
+        passed += 1
+
+        # The README's refund: one of the two seats, with an idempotency key, twice.
+        body = {"order_id": order["id"], "amount_minor": 4900, "reason": "one seat returned", "restock": False}
+        status, r = call("POST", f"{app_url}/api/payments/refund", body, token, {"Idempotency-Key": "refund-42"})
+        assert status == 201 and r["credit_note_number"] == "INV-CN-000001", r
+        status, again = call("POST", f"{app_url}/api/payments/refund", body, token, {"Idempotency-Key": "refund-42"})
+        assert status == 200 and again["id"] == r["id"], again
+        _, o = call("GET", f"{app_url}/api/orders/{order['id']}")
+        assert o["status"] == "partially_refunded" and len(o["refunds"]) == 1, o
+        passed += 1
+
+        # PayPal with the default configuration: the engine trusts the certificate the
+        # sandbox wrote under data/sandbox/, so the signed approval is accepted.
+        status, order2 = call("POST", f"{app_url}/api/orders",
+                              {"customer_email": "pp@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
+        assert status == 201, order2
+        status, co = call("POST", f"{app_url}/api/payments/create-order",
+                          {"order_id": order2["id"], "provider": "paypal"})
+        assert status == 201 and co["checkout_url"], co
+        status, approved = call("POST", f"{sb_url}/sandbox/paypal/orders/{co['provider_order_id']}/approve", {})
+        assert status == 200 and approved["deliveries"] == [{"status": 200}], approved
+        deadline = time.time() + 60
+        while True:
+            _, o = call("GET", f"{app_url}/api/orders/{order2['id']}")
+            if o["status"] in ("fulfilled", "needs_review") and o["waiting_on"] is None:
+                break
+            assert time.time() < deadline, o
+            time.sleep(0.05)
+        assert o["status"] == "fulfilled", o
         passed += 1
 
         # SIGTERM: both processes stop cleanly.

@@ -15,6 +15,7 @@ on_both_stores!(
     paypal_forged_webhooks_are_refused,
     paypal_api_verification_mode_accepts_and_refuses,
     paypal_sold_out_order_is_refunded_through_paypal,
+    paypal_short_capture_needs_review,
 );
 
 /// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
@@ -385,5 +386,26 @@ async fn paypal_sold_out_order_is_refunded_through_paypal(backend: Backend) {
     assert_eq!(items.len(), 1, "{refunds}");
     assert_eq!(items[0]["refund"]["amount"]["value"], "500.00");
     assert_eq!(items[0]["refund"]["status"], "COMPLETED");
+    app.finish().await;
+}
+
+/// A capture for less than the order (a tampered checkout): the capture check compares
+/// PayPal's own record with the order and stops it for a human; nothing is fulfilled.
+async fn paypal_short_capture_needs_review(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "short-pp@example.com", 1).await;
+    approve(&app, &pp_order, json!({"amount": "1.00"})).await;
+    let o = app.wait_for(&id, &["needs_review", "fulfilled"]).await;
+    assert_eq!(o["status"], "needs_review", "{o:#}");
+    let cap = &o["steps"][0];
+    assert_eq!(cap["kind"], "confirm_capture");
+    assert!(s(&cap["last_error"]).contains("amount mismatch"), "{cap}");
+    for sql in [
+        "SELECT COUNT(*) FROM invoices WHERE order_id = $1",
+        "SELECT COUNT(*) FROM entitlements WHERE order_id = $1",
+    ] {
+        assert_eq!(app.count(sql, &id).await, 0, "{sql}");
+    }
     app.finish().await;
 }
