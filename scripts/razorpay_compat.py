@@ -89,8 +89,17 @@ def run(base, received):
     assert payment["status"] == "captured" and payment["order_id"] == order["id"], payment
     listed = client.order.payments(order["id"])
     assert listed["count"] == 1 and listed["items"][0]["id"] == payment["id"], listed
-    refund = client.payment.refund(payment["id"], {"amount": 50000})
+    refund = client.payment.refund(payment["id"], {"amount": 20000, "notes": {"refund_id": "rfd_compat"}})
     assert refund["entity"] == "refund" and refund["status"] == "processed", refund
+    assert refund["notes"]["refund_id"] == "rfd_compat", refund
+    body, headers = received[-1]
+    client.utility.verify_webhook_signature(body.decode("utf-8"), headers.get("X-Razorpay-Signature"), WEBHOOK_SECRET)
+    event = json.loads(body)
+    assert event["event"] == "refund.processed", event
+    assert event["payload"]["refund"]["entity"]["id"] == refund["id"], event
+    assert event["payload"]["payment"]["entity"]["id"] == payment["id"], event
+    rest = client.payment.refund(payment["id"], {})
+    assert rest["amount"] == payment["amount"] - 20000, rest
     n += 1
 
     manual = client.order.create({"amount": 20000, "currency": "INR", "receipt": "ord_manual"})

@@ -5,6 +5,7 @@ import http.server
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -58,6 +59,8 @@ class Sandbox:
             "FULFILLD__SANDBOX__ADDR": f"127.0.0.1:{port}",
             "FULFILLD__SANDBOX__WEBHOOK_TARGET": f"http://127.0.0.1:{hook_port}",
             "RUST_LOG": "warn",
+            # The sandbox writes its PayPal certificate; keep it out of the working tree.
+            "FULFILLD__SANDBOX__PAYPAL_CERT_FILE": os.path.join(tempfile.mkdtemp(), "paypal-cert.pem"),
         })
         env.update(self.settings)
         self.proc = subprocess.Popen([self.binary, "sandbox"], env=env)

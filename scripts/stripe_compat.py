@@ -98,13 +98,27 @@ def run(base, received):
 
     pi = stripe.checkout.Session.retrieve(session.id).payment_intent
     assert pi and pi.startswith("pi_"), pi
-    refund = stripe.Refund.create(payment_intent=pi, idempotency_key="compat-refund")
-    assert refund.object == "refund" and refund.status == "succeeded" and refund.amount == 3250
-    same = stripe.Refund.create(payment_intent=pi, idempotency_key="compat-refund")
+    refund = stripe.Refund.create(payment_intent=pi, amount=1000, metadata={"refund_id": "rfd_compat"},
+                                  idempotency_key="compat-refund")
+    assert refund.object == "refund" and refund.status == "succeeded" and refund.amount == 1000
+    assert refund.metadata["refund_id"] == "rfd_compat", refund
+    same = stripe.Refund.create(payment_intent=pi, amount=1000, metadata={"refund_id": "rfd_compat"},
+                                idempotency_key="compat-refund")
     assert same.id == refund.id, "same key, same refund"
+    event = stripe.Webhook.construct_event(received[-1][0].decode("utf-8"),
+                                           received[-1][1].get("Stripe-Signature"), WEBHOOK_SECRET)
+    assert event.type == "refund.created" and event.data.object.id == refund.id, event
+    assert event.data.object.metadata["refund_id"] == "rfd_compat", event
+    try:
+        stripe.Refund.create(payment_intent=pi, amount=2251)
+        raise AssertionError("refunding more than is left must fail")
+    except stripe.error.InvalidRequestError as e:
+        assert e.param == "amount", e
+    rest = stripe.Refund.create(payment_intent=pi)
+    assert rest.amount == 2250, rest
     try:
         stripe.Refund.create(payment_intent=pi)
-        raise AssertionError("a second refund of the whole payment must fail")
+        raise AssertionError("a refund of a fully refunded payment must fail")
     except stripe.error.InvalidRequestError:
         pass
     n += 1
