@@ -51,6 +51,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The provider's own record of a payment.
     async fn payment_state(&self, p: &PaymentRef<'_>) -> Result<PaymentState, ProviderError>;
 
+    /// The payments made since `since_s` (Unix seconds), as the provider lists them:
+    /// what reconciliation compares with the store. Paged through to the end.
+    async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError>;
+
     /// Refunds `r.amount_minor` of the payment, at most once per `r.idempotency_key`.
     async fn refund(
         &self,
@@ -230,6 +234,24 @@ pub struct PaymentState {
     pub currency: String,
     pub provider_payment_id: Option<String>,
 }
+
+/// One of a provider's recent payments.
+#[derive(Debug, Clone)]
+pub struct RecentPayment {
+    /// The checkout it belongs to (Stripe session, Razorpay order), when the listing says.
+    pub provider_order_id: Option<String>,
+    /// Our payment id, when the provider kept it with the payment (Stripe `metadata`,
+    /// PayPal `custom_id`).
+    pub payment_ref: Option<String>,
+    pub created_s: i64,
+    /// What it means for our payment, as `payment_state` would say (read only: nothing is
+    /// captured by listing).
+    pub state: PaymentState,
+}
+
+/// At most this many payments are read per listing, so a huge backlog cannot exhaust
+/// memory; reconciliation runs again from where the newest seen left off.
+pub const RECENT_LIMIT: usize = 10_000;
 
 /// An order line as sent to a hosted checkout page.
 #[derive(Debug, Clone)]

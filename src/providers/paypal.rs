@@ -32,7 +32,8 @@ use x509_cert::der::{DecodePem, Encode};
 
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
-    Provider, ProviderError, ProviderEvent, Refund, RefundNotice, RefundRequest, WebhookError,
+    Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
+    WebhookError,
 };
 use crate::config::{self, PayPalVerification};
 use crate::domain::{Currency, Invalid};
@@ -224,6 +225,60 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         provider_payment_id: None,
         payment_ref,
         change,
+    })
+}
+
+/// `2026-11-22T10:00:00Z` for a Unix time.
+fn iso_utc(s: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(s)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Unix seconds of PayPal's `2026-11-22T10:00:00+0000` (or `…Z`), read as UTC.
+fn unix_of(date: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let t = time::PrimitiveDateTime::parse(date.get(..19)?, &fmt).ok()?;
+    Some(t.assume_utc().unix_timestamp())
+}
+
+/// A listed transaction as a payment, if it is money received.
+fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
+    let currency = Currency::parse("currency_code", &t.transaction_amount.currency_code).ok()?;
+    let amount_minor = currency.parse_decimal(&t.transaction_amount.value)?;
+    let id = Some(t.transaction_id.clone());
+    let (change, paid) = match t.transaction_status.as_str() {
+        "S" | "V" => (
+            PaymentChange::Paid {
+                provider_payment_id: id.clone(),
+            },
+            true,
+        ),
+        "P" => (
+            PaymentChange::AwaitingSettlement {
+                provider_payment_id: id.clone(),
+            },
+            false,
+        ),
+        "D" => (PaymentChange::Failed, false),
+        _ => (PaymentChange::Ignored, false),
+    };
+    Some(RecentPayment {
+        provider_order_id: None,
+        payment_ref: t.custom_field,
+        created_s: unix_of(&t.transaction_initiation_date).unwrap_or(0),
+        state: PaymentState {
+            change,
+            paid,
+            state: format!("transaction_status={}", t.transaction_status),
+            amount_minor,
+            currency: currency.as_str().to_owned(),
+            provider_payment_id: id,
+        },
     })
 }
 
@@ -613,6 +668,44 @@ impl Provider for PayPal {
             currency: currency.as_str().to_owned(),
             provider_payment_id: id,
         })
+    }
+
+    /// Transaction Search (`GET /v1/reporting/transactions`), in windows of at most 31 days
+    /// (the API's limit), page by page. Only money received (positive amounts) is a
+    /// payment; refunds and fees are left out. PayPal lists a transaction up to three hours
+    /// after it happened.
+    async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError> {
+        const WINDOW_S: i64 = 31 * 86_400;
+        let now_s = crate::domain::now_ms() / 1000;
+        let mut out = Vec::new();
+        let mut start = since_s;
+        while start <= now_s && out.len() < super::RECENT_LIMIT {
+            let end = (start + WINDOW_S).min(now_s);
+            let mut page = 1;
+            loop {
+                let q = [
+                    ("start_date", iso_utc(start)),
+                    ("end_date", iso_utc(end)),
+                    ("fields", "transaction_info".to_owned()),
+                    ("page_size", "100".to_owned()),
+                    ("page", page.to_string()),
+                ];
+                let url = format!("{}/v1/reporting/transactions", self.base);
+                let found: wire::TransactionSearch =
+                    self.call(|_| self.http.get(&url).query(&q)).await?;
+                for d in found.transaction_details {
+                    if let Some(p) = recent_of(d.transaction_info) {
+                        out.push(p);
+                    }
+                }
+                if page >= found.total_pages || out.len() >= super::RECENT_LIMIT {
+                    break;
+                }
+                page += 1;
+            }
+            start = end + 1;
+        }
+        Ok(out)
     }
 
     async fn refund(

@@ -18,7 +18,8 @@ use sha2::Sha256;
 
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
-    Provider, ProviderError, ProviderEvent, Refund, RefundNotice, RefundRequest, WebhookError,
+    Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
+    WebhookError,
 };
 use crate::config;
 use crate::domain::Invalid;
@@ -125,6 +126,27 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<ProviderEvent, String> {
         payment_ref,
         change,
     })
+}
+
+/// What a Razorpay payment says about ours. An authorized payment counts as paid, as its
+/// event does: `confirm_capture` captures it before anything is fulfilled.
+fn state_of(payment: wire::Payment) -> PaymentState {
+    let id = Some(payment.id.clone());
+    let change = match payment.status.as_str() {
+        "captured" | "refunded" | "authorized" => PaymentChange::Paid {
+            provider_payment_id: id.clone(),
+        },
+        "failed" => PaymentChange::Failed,
+        _ => PaymentChange::Ignored,
+    };
+    PaymentState {
+        paid: payment.status == "captured" || payment.status == "refunded",
+        change,
+        state: format!("status={}", payment.status),
+        amount_minor: payment.amount,
+        currency: payment.currency,
+        provider_payment_id: id,
+    }
 }
 
 /// Razorpay as a [`Provider`].
@@ -308,22 +330,36 @@ impl Provider for Razorpay {
             let url = format!("{}/v1/payments/{}/capture", self.base, payment.id);
             payment = self.call(self.http.post(url).json(&body)).await?;
         }
-        let id = Some(payment.id.clone());
-        let change = match payment.status.as_str() {
-            "captured" | "refunded" => PaymentChange::Paid {
-                provider_payment_id: id.clone(),
-            },
-            "failed" => PaymentChange::Failed,
-            _ => PaymentChange::Ignored,
-        };
-        Ok(PaymentState {
-            paid: payment.status == "captured" || payment.status == "refunded",
-            change,
-            state: format!("status={}", payment.status),
-            amount_minor: payment.amount,
-            currency: payment.currency,
-            provider_payment_id: id,
-        })
+        Ok(state_of(payment))
+    }
+
+    /// `GET /v1/payments?from=…`, newest first, page by page.
+    async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError> {
+        let mut out = Vec::new();
+        loop {
+            let q = [
+                ("from", since_s.to_string()),
+                ("count", "100".to_owned()),
+                ("skip", out.len().to_string()),
+            ];
+            let page: wire::Collection<wire::Payment> = self
+                .call(
+                    self.http
+                        .get(format!("{}/v1/payments", self.base))
+                        .query(&q),
+                )
+                .await?;
+            let n = page.items.len();
+            out.extend(page.items.into_iter().map(|p| RecentPayment {
+                provider_order_id: p.order_id.clone(),
+                payment_ref: None,
+                created_s: p.created_at,
+                state: state_of(p),
+            }));
+            if n < 100 || out.len() >= super::RECENT_LIMIT {
+                return Ok(out);
+            }
+        }
     }
 
     async fn refund(

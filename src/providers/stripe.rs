@@ -16,7 +16,8 @@ use axum::http::HeaderMap;
 
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
-    Provider, ProviderError, ProviderEvent, Refund, RefundNotice, RefundRequest, WebhookError,
+    Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
+    WebhookError,
 };
 use crate::config;
 use crate::domain::Invalid;
@@ -233,6 +234,10 @@ impl Provider for Stripe {
         self.client.payment_state(p.provider_order_id).await
     }
 
+    async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError> {
+        self.client.recent_sessions(since_s).await
+    }
+
     async fn refund(
         &self,
         p: &PaymentRef<'_>,
@@ -345,6 +350,45 @@ impl Client {
             .http
             .get(format!("{}/v1/checkout/sessions/{session_id}", self.base));
         let s: wire::CheckoutSession = self.call(req).await?;
+        Ok(session_state(s))
+    }
+
+    /// `GET /v1/checkout/sessions?created[gte]=…`, newest first, page by page.
+    pub async fn recent_sessions(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = vec![
+                ("created[gte]".to_owned(), since_s.to_string()),
+                ("limit".to_owned(), "100".to_owned()),
+            ];
+            if let Some(a) = &after {
+                q.push(("starting_after".to_owned(), a.clone()));
+            }
+            let req = self
+                .http
+                .get(format!("{}/v1/checkout/sessions", self.base))
+                .query(&q);
+            let page: wire::List<wire::CheckoutSession> = self.call(req).await?;
+            after = page.data.last().map(|s| s.id.clone());
+            for s in page.data {
+                out.push(RecentPayment {
+                    provider_order_id: Some(s.id.clone()),
+                    payment_ref: s.metadata.get("payment_id").cloned(),
+                    created_s: s.created,
+                    state: session_state(s),
+                });
+            }
+            if !page.has_more || after.is_none() || out.len() >= super::RECENT_LIMIT {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// What a Checkout Session says about our payment.
+fn session_state(s: wire::CheckoutSession) -> PaymentState {
+    {
         let status = s.status.clone().unwrap_or_default();
         let pi = s.payment_intent.clone();
         let change = match (status.as_str(), s.payment_status.as_str()) {
@@ -357,16 +401,18 @@ impl Client {
             ("expired", _) => PaymentChange::Expired,
             _ => PaymentChange::Ignored,
         };
-        Ok(PaymentState {
+        PaymentState {
             change,
             paid: status == "complete" && s.payment_status == "paid",
             state: format!("status={status}, payment_status={}", s.payment_status),
             amount_minor: s.amount_total.unwrap_or(0),
             currency: s.currency.unwrap_or_default(),
             provider_payment_id: s.payment_intent,
-        })
+        }
     }
+}
 
+impl Client {
     /// `POST /v1/refunds` on the payment intent, with our ids in `metadata`.
     pub async fn refund(
         &self,

@@ -741,6 +741,92 @@ async fn refund(
     remember(&sb, key, StatusCode::CREATED, body)
 }
 
+/// `GET /v1/reporting/transactions`: the captures (and refunds, as negative amounts) made
+/// between `start_date` and `end_date` (required, at most 31 days apart), `page_size`
+/// (≤ 500) per `page`.
+async fn search_transactions(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let q: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    // Dates compare as text on their first 19 characters: all are UTC here.
+    let date = |k: &str| get(k).filter(|d| d.len() >= 19).map(|d| d[..19].to_owned());
+    let (Some(start), Some(end)) = (date("start_date"), date("end_date")) else {
+        return invalid_request(
+            "MISSING_REQUIRED_PARAMETER",
+            "start_date",
+            "start_date and end_date are required.",
+        );
+    };
+    let size: usize = get("page_size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 500);
+    let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let mut all = Vec::new();
+    {
+        let st = sb.state();
+        for o in st.orders.values() {
+            for c in o
+                .purchase_units
+                .iter()
+                .filter_map(|u| u.payments.as_ref())
+                .flat_map(|p| p.captures.iter())
+            {
+                let when = c.create_time.clone().unwrap_or_default();
+                if when
+                    .get(..19)
+                    .is_none_or(|w| w < start.as_str() || w > end.as_str())
+                {
+                    continue;
+                }
+                let status = match c.status.as_str() {
+                    "PENDING" => "P",
+                    "DECLINED" | "FAILED" => "D",
+                    _ => "S",
+                };
+                all.push(wire::TransactionDetail {
+                    transaction_info: wire::TransactionInfo {
+                        transaction_id: c.id.clone(),
+                        transaction_event_code: "T0006".into(),
+                        transaction_initiation_date: when.replace('Z', "+0000"),
+                        transaction_amount: c.amount.clone(),
+                        transaction_status: status.into(),
+                        custom_field: c.custom_id.clone(),
+                    },
+                });
+            }
+        }
+    }
+    all.sort_by(|a, b| {
+        b.transaction_info
+            .transaction_initiation_date
+            .cmp(&a.transaction_info.transaction_initiation_date)
+            .then(
+                b.transaction_info
+                    .transaction_id
+                    .cmp(&a.transaction_info.transaction_id),
+            )
+    });
+    let total_items = all.len();
+    let total_pages = total_items.div_ceil(size).max(1);
+    let details: Vec<_> = all.into_iter().skip((page - 1) * size).take(size).collect();
+    Json(wire::TransactionSearch {
+        transaction_details: details,
+        page: page as i64,
+        total_pages: total_pages as i64,
+        total_items: total_items as i64,
+    })
+    .into_response()
+}
+
 async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
     let items: Vec<Value> = sb
         .state()
@@ -981,6 +1067,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v2/checkout/orders/{id}", get(get_order))
         .route("/v2/checkout/orders/{id}/capture", post(capture))
         .route("/v2/payments/captures/{id}", get(get_capture))
+        .route("/v1/reporting/transactions", get(search_transactions))
         .route("/v2/payments/captures/{id}/refund", post(refund))
         .route(
             "/v1/notifications/verify-webhook-signature",

@@ -239,6 +239,68 @@ async fn order_payments(
     .into_response()
 }
 
+/// `GET /v1/payments`: newest first; `from`, `to` (Unix seconds), `count` (≤ 100, default
+/// 10) and `skip`.
+async fn list_payments(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let q: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let num = |k: &str, default: i64| -> Result<i64, Response> {
+        match q.iter().find(|(key, _)| key == k) {
+            None => Ok(default),
+            Some((_, v)) => v.parse::<i64>().map_err(|_| {
+                rz_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("The {k} must be an integer."),
+                    Some(k),
+                )
+            }),
+        }
+    };
+    let (from, to, count, skip) = match (
+        num("from", 0),
+        num("to", i64::MAX),
+        num("count", 10),
+        num("skip", 0),
+    ) {
+        (Ok(f), Ok(t), Ok(c), Ok(s)) => (f, t, c, s),
+        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+    };
+    if !(1..=100).contains(&count) || skip < 0 {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The count may not be greater than 100.",
+            Some("count"),
+        );
+    }
+    let mut items: Vec<wire::Payment> = sb
+        .state()
+        .payments
+        .values()
+        .filter(|p| p.created_at >= from && p.created_at <= to)
+        .cloned()
+        .collect();
+    items.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let items: Vec<_> = items
+        .into_iter()
+        .skip(skip as usize)
+        .take(count as usize)
+        .collect();
+    Json(wire::Collection {
+        entity: "collection".into(),
+        count: items.len(),
+        items,
+    })
+    .into_response()
+}
+
 async fn get_payment(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
@@ -558,6 +620,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/orders", post(create_order))
         .route("/v1/orders/{id}", get(get_order))
         .route("/v1/orders/{id}/payments", get(order_payments))
+        .route("/v1/payments", get(list_payments))
         .route("/v1/payments/{id}", get(get_payment))
         .route("/v1/payments/{id}/capture", post(capture))
         .route("/v1/payments/{id}/refund", post(refund))

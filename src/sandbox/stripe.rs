@@ -481,6 +481,65 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
     Json(value).into_response()
 }
 
+/// `GET /v1/checkout/sessions`: newest first; `created[gte]`, `limit` (1-100, default 10)
+/// and `starting_after` as Stripe reads them.
+async fn list_sessions(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let q = form(query.unwrap_or_default().as_bytes());
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let since: i64 = get("created[gte]")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit = match get("limit").map(|v| v.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "This value must be greater than or equal to 1 and less than or equal to 100.",
+                Some("limit"),
+            );
+        }
+    };
+    let mut all: Vec<wire::CheckoutSession> = sb
+        .state()
+        .sessions
+        .values()
+        .filter(|s| s.created >= since)
+        .cloned()
+        .collect();
+    all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+    let start = match get("starting_after") {
+        Some(after) => match all.iter().position(|s| s.id == after) {
+            Some(i) => i + 1,
+            None => {
+                return stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &format!("No such checkout.session: '{after}'"),
+                    Some("starting_after"),
+                );
+            }
+        },
+        None => 0,
+    };
+    let page: Vec<_> = all.iter().skip(start).take(limit).cloned().collect();
+    let list = wire::List {
+        object: "list".into(),
+        has_more: start + page.len() < all.len(),
+        data: page,
+        url: "/v1/checkout/sessions".into(),
+    };
+    Json(list).into_response()
+}
+
 async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
     let st = sb.state();
     Json(json!({ "object": "list", "data": st.refunds }))
@@ -668,7 +727,10 @@ async fn unknown(uri: axum::http::Uri) -> Response {
 pub fn router(sb: Sandbox) -> Router {
     let faults = sb.faults.clone();
     let api = Router::new()
-        .route("/v1/checkout/sessions", post(create_session))
+        .route(
+            "/v1/checkout/sessions",
+            post(create_session).get(list_sessions),
+        )
         .route("/v1/checkout/sessions/{id}", get(get_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route("/v1/refunds", post(create_refund))

@@ -44,7 +44,7 @@ macro_rules! on_both_stores {
 
 pub struct TestApp {
     pub url: String,
-    config: Config,
+    pub config: Config,
     pub sandbox: String,
     pub http: reqwest::Client,
     pub store: Store,

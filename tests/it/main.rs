@@ -10,6 +10,7 @@ mod failures;
 mod last_item;
 mod paypal;
 mod razorpay;
+mod recent;
 mod refunds;
 mod verify;
 mod webhooks;

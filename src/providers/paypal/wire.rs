@@ -114,6 +114,39 @@ pub struct Refund {
     pub links: Vec<Link>,
 }
 
+/// `GET /v1/reporting/transactions` (Transaction Search): one page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransactionSearch {
+    #[serde(default)]
+    pub transaction_details: Vec<TransactionDetail>,
+    #[serde(default)]
+    pub page: i64,
+    #[serde(default)]
+    pub total_pages: i64,
+    #[serde(default)]
+    pub total_items: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransactionDetail {
+    pub transaction_info: TransactionInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransactionInfo {
+    /// For a capture, the capture id.
+    pub transaction_id: String,
+    #[serde(default)]
+    pub transaction_event_code: String,
+    pub transaction_initiation_date: String,
+    pub transaction_amount: Money,
+    /// S (success), P (pending), D (denied), V (reversed).
+    pub transaction_status: String,
+    /// What the purchase unit's `custom_id` said (fulfilld: its payment id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_field: Option<String>,
+}
+
 /// A webhook event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {

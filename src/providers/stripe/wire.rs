@@ -71,6 +71,16 @@ pub struct CheckoutSession {
     pub url: Option<String>,
 }
 
+/// A list page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct List<T> {
+    pub object: String,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    #[serde(default)]
+    pub url: String,
+}
+
 /// `refund`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refund {
