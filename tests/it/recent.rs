@@ -24,7 +24,7 @@ async fn open_checkout(app: &TestApp, provider: &str, email: &str) -> (String, S
     (id, payment, s(&co["provider_order_id"]).to_owned())
 }
 
-fn find<'a>(list: &'a [RecentPayment], pred: impl Fn(&RecentPayment) -> bool) -> &'a RecentPayment {
+fn find(list: &[RecentPayment], pred: impl Fn(&RecentPayment) -> bool) -> &RecentPayment {
     list.iter().find(|p| pred(p)).expect("listed")
 }
 
