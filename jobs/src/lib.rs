@@ -95,6 +95,10 @@ impl StepKind {
     /// (the refund sits between stock and invoice). The steps that are not about the
     /// order's own fulfilment — refunding a second captured payment, re-reading a payment
     /// an event contradicted, telling the buyer a payment failed — come after it.
+    /// Steps at this position or after are not part of the order's fulfilment pipeline:
+    /// they never hold it up, and the order is fulfilled without waiting for them.
+    pub const OUTSIDE_PIPELINE: i64 = 60;
+
     pub fn position(self) -> i64 {
         match self {
             StepKind::ConfirmCapture => 10,
@@ -103,7 +107,7 @@ impl StepKind {
             StepKind::IssueInvoice => 30,
             StepKind::SendReceipt => 40,
             StepKind::GrantEntitlement => 50,
-            StepKind::RefundExtraPayment => 60,
+            StepKind::RefundExtraPayment => StepKind::OUTSIDE_PIPELINE,
             StepKind::ReconcilePayment => 70,
             StepKind::NotifyPaymentFailed => 80,
         }

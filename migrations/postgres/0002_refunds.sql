@@ -69,3 +69,10 @@ CREATE TABLE unplaced_refunds (
     PRIMARY KEY (provider, provider_refund_id)
 );
 CREATE INDEX unplaced_refunds_payment ON unplaced_refunds (provider, provider_payment_id);
+
+-- Steps are unique per order, kind and payment (was: order and kind): a payment that
+-- failed at capture keeps its steps as history while the next one runs its own, and the
+-- steps that may concern several payments of one order (refunding an extra capture,
+-- re-reading a contradicted payment, telling the buyer a payment failed) get one each.
+ALTER TABLE steps DROP CONSTRAINT steps_order_id_kind_key;
+ALTER TABLE steps ADD CONSTRAINT steps_order_id_kind_payment_id_key UNIQUE (order_id, kind, payment_id);

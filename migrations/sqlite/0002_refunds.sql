@@ -69,3 +69,34 @@ CREATE TABLE unplaced_refunds (
     PRIMARY KEY (provider, provider_refund_id)
 );
 CREATE INDEX unplaced_refunds_payment ON unplaced_refunds (provider, provider_payment_id);
+
+-- Steps are unique per order, kind and payment (was: order and kind): a payment that
+-- failed at capture keeps its steps as history while the next one runs its own, and the
+-- steps that may concern several payments of one order (refunding an extra capture,
+-- re-reading a contradicted payment, telling the buyer a payment failed) get one each.
+CREATE TABLE steps_v2 (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id     TEXT NOT NULL REFERENCES orders(id),
+    payment_id   TEXT NOT NULL REFERENCES payments(id),
+    kind         TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_run_at  INTEGER NOT NULL,
+    enqueued_at  INTEGER,
+    lease_token  TEXT,
+    lease_until  INTEGER,
+    last_error   TEXT,
+    outcome      TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (order_id, kind, payment_id)
+);
+INSERT INTO steps_v2 (id, order_id, payment_id, kind, position, status, attempts, next_run_at,
+                      enqueued_at, lease_token, lease_until, last_error, outcome, created_at, updated_at)
+SELECT id, order_id, payment_id, kind, position, status, attempts, next_run_at,
+       enqueued_at, lease_token, lease_until, last_error, outcome, created_at, updated_at
+FROM steps;
+DROP TABLE steps;
+ALTER TABLE steps_v2 RENAME TO steps;
+CREATE INDEX steps_due ON steps (status, next_run_at);

@@ -111,7 +111,8 @@ fn key_from_pem(pem: &[u8], now_s: i64) -> Result<TrustedKey, String> {
 }
 
 /// A certificate URL is followed only to PayPal's own hosts, over https on the default port,
-/// without credentials: anything else could serve a key of the sender's choosing.
+/// without credentials, and only to its certificate path: anything else could serve a key
+/// of the sender's choosing, or make every forged webhook fetch a page of its choosing.
 pub fn cert_url_allowed(raw: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(raw).map_err(|_| format!("paypal-cert-url {raw:?} is not a URL"))?;
     let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
@@ -121,9 +122,10 @@ pub fn cert_url_allowed(raw: &str) -> Result<url::Url, String> {
         || u.port().is_some()
         || !u.username().is_empty()
         || u.password().is_some()
+        || !u.path().starts_with("/v1/notifications/certs/")
     {
         return Err(format!(
-            "paypal-cert-url {raw:?} is not an https URL on a paypal.com host"
+            "paypal-cert-url {raw:?} is not an https URL of a certificate on a paypal.com host"
         ));
     }
     Ok(u)
@@ -806,12 +808,13 @@ mod tests {
         }
         for bad in [
             "http://api.paypal.com/v1/notifications/certs/CERT-1",
-            "https://api.paypal.com.evil.example/cert",
-            "https://evilpaypal.com/cert",
-            "https://paypal.com@evil.example/cert",
-            "https://user:pw@api.paypal.com/cert",
-            "https://api.paypal.com:8443/cert",
-            "https://127.0.0.1/cert",
+            "https://api.paypal.com.evil.example/v1/notifications/certs/CERT-1",
+            "https://evilpaypal.com/v1/notifications/certs/CERT-1",
+            "https://paypal.com@evil.example/v1/notifications/certs/CERT-1",
+            "https://user:pw@api.paypal.com/v1/notifications/certs/CERT-1",
+            "https://api.paypal.com:8443/v1/notifications/certs/CERT-1",
+            "https://www.paypal.com/signin",
+            "https://127.0.0.1/v1/notifications/certs/CERT-1",
             "file:///etc/passwd",
             "not a url",
         ] {

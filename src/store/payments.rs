@@ -434,7 +434,7 @@ pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<i64>)>
     let outcome = if id.is_some() {
         "extra payment: the order was paid already; refunding this one"
     } else {
-        "extra payment: the order was paid already and another extra payment is being refunded; needs review"
+        "extra payment: being refunded already"
     };
     Ok((outcome.to_owned(), id.into_iter().collect()))
 }

@@ -515,12 +515,15 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<i6
     }
     // A payment other than the one the order was fulfilled with (a second capture): its
     // refund gives that money back and touches nothing of the order's.
-    let fulfilled_with: Option<String> =
-        sqlx::query_scalar("SELECT payment_id FROM steps WHERE order_id = $1 AND kind = $2")
-            .bind(&r.order_id)
-            .bind(StepKind::ConfirmCapture.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+    let fulfilled_with: Option<String> = sqlx::query_scalar(
+        "SELECT s.payment_id FROM steps s JOIN payments p ON p.id = s.payment_id
+         WHERE s.order_id = $1 AND s.kind = $2 AND p.status IN ('paid', 'refunded')
+         ORDER BY s.id LIMIT 1",
+    )
+    .bind(&r.order_id)
+    .bind(StepKind::ConfirmCapture.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
     if fulfilled_with.as_deref().is_some_and(|f| f != r.payment_id) {
         sqlx::query("UPDATE refunds SET applied_at = $1, updated_at = $1 WHERE id = $2")
             .bind(now_ms())

@@ -47,7 +47,7 @@ pub enum Failed {
     LostLease,
 }
 
-/// Inserts a step; returns its id if it was new (the pair order + kind is unique, so a
+/// Inserts a step; returns its id if it was new (order + kind + payment is unique, so a
 /// duplicate event creates nothing).
 pub async fn insert(
     tx: &mut Tx,
@@ -62,7 +62,7 @@ pub async fn insert(
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)
-         ON CONFLICT (order_id, kind) DO NOTHING
+         ON CONFLICT (order_id, kind, payment_id) DO NOTHING
          RETURNING id",
     )
     .bind(order_id)
@@ -77,19 +77,10 @@ pub async fn insert(
     Ok(id)
 }
 
-/// Creates an order's fulfilment pipeline: the first step pending, the rest waiting.
-/// Returns the ids to wake (none if the pipeline already existed). The steps of an earlier
-/// payment that failed at capture are removed first: this payment starts afresh.
+/// Creates a payment's fulfilment pipeline for its order: the first step pending, the rest
+/// waiting. Returns the ids to wake (none if the pipeline already existed). The steps of an
+/// earlier payment that failed at capture stay, done or skipped, as history.
 pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Vec<i64>> {
-    sqlx::query(
-        "DELETE FROM steps WHERE order_id = $1 AND payment_id <> $2 AND kind <> $3
-         AND payment_id IN (SELECT id FROM payments WHERE order_id = $1 AND status IN ('failed', 'expired'))",
-    )
-    .bind(order_id)
-    .bind(payment_id)
-    .bind(StepKind::ReconcilePayment.as_str())
-    .execute(&mut **tx)
-    .await?;
     let mut wake = Vec::new();
     for (i, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
         let status = if i == 0 { "pending" } else { "waiting" };
@@ -101,10 +92,9 @@ pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> R
     Ok(wake)
 }
 
-/// Schedules a step that may be needed more than once in an order's life, for
-/// `payment_id`: re-reading a payment an event contradicted, telling the buyer a payment
-/// failed. One such step of a kind per order: one that already ran is armed again for this
-/// payment; one still to run keeps its place (it reads the state of things when it runs).
+/// Schedules a step that may be needed more than once for a payment: re-reading it after
+/// an event contradicted it, telling the buyer it failed. One that already ran is armed
+/// again; one still to run keeps its place (it reads the state of things when it runs).
 /// Returns the id to wake, if any.
 pub async fn arm(
     tx: &mut Tx,
@@ -116,7 +106,7 @@ pub async fn arm(
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
          VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5, $5)
-         ON CONFLICT (order_id, kind) DO UPDATE SET status = 'pending', payment_id = $2, attempts = 0,
+         ON CONFLICT (order_id, kind, payment_id) DO UPDATE SET status = 'pending', attempts = 0,
              next_run_at = $5, enqueued_at = $5, outcome = NULL, last_error = NULL, updated_at = $5
          WHERE steps.status IN ('done', 'dead', 'skipped')
          RETURNING id",
@@ -165,15 +155,16 @@ pub async fn skip(tx: &mut Tx, order_id: &str, kinds: &[StepKind], why: &str) ->
     Ok(())
 }
 
-/// Moves the pipeline on after a step finished: the first step not yet done or skipped
-/// becomes due if it was waiting. When nothing is left and the order is paid, the order is
+/// Moves the pipeline on after a step finished: the first pipeline step not yet done or
+/// skipped becomes due if it was waiting (steps outside the pipeline never hold it up). When nothing is left and the order is paid, the order is
 /// fulfilled. Returns the ids to wake after commit.
 pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
     let next: Option<(i64, String)> = sqlx::query_as(
         "SELECT id, status FROM steps WHERE order_id = $1 AND status NOT IN ('done', 'skipped')
-         ORDER BY position LIMIT 1",
+         AND position < $2 ORDER BY position LIMIT 1",
     )
     .bind(order_id)
+    .bind(StepKind::OUTSIDE_PIPELINE)
     .fetch_optional(&mut **tx)
     .await?;
     match next {

@@ -194,6 +194,17 @@ async fn expired_checkout_releases_stock(backend: Backend) {
         "a new checkout"
     );
     assert_eq!(app.order(id).await["status"], "pending_payment");
+    // The second attempt expires too: the buyer is told about each attempt, once.
+    app.expire_session(s(&retry["provider_order_id"])).await;
+    app.wait_for(id, &["payment_failed"]).await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1 AND kind = 'payment_failed'",
+            "gone@example.com"
+        )
+        .await,
+        2
+    );
     app.finish().await;
 }
 
