@@ -104,6 +104,22 @@ pub struct PaymentRef<'a> {
     pub provider_payment_id: Option<&'a str>,
 }
 
+impl<'a> PaymentRef<'a> {
+    /// The provider's payment id, which refunds need; an error naming `what` is missing
+    /// when the payment has none yet.
+    pub fn payment_id_for(
+        &self,
+        provider: &'static str,
+        what: &str,
+    ) -> Result<&'a str, ProviderError> {
+        self.provider_payment_id
+            .ok_or_else(|| ProviderError::Unusable {
+                provider,
+                message: format!("no {what} to refund"),
+            })
+    }
+}
+
 /// A refund to ask the provider for.
 #[derive(Debug, Clone, Copy)]
 pub struct RefundRequest<'a> {

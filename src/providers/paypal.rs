@@ -196,11 +196,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
             let amount = r
                 .amount
                 .as_ref()
-                .and_then(|m| {
-                    Currency::parse("currency_code", &m.currency_code)
-                        .ok()?
-                        .parse_decimal(&m.value)
-                })
+                .and_then(wire::Money::minor)
                 .ok_or_else(|| format!("{}: the refund has no readable amount", ev.event_type))?;
             return Ok(ProviderEvent {
                 provider: NAME,
@@ -715,12 +711,7 @@ impl Provider for PayPal {
         p: &PaymentRef<'_>,
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
-        let capture = p
-            .provider_payment_id
-            .ok_or_else(|| ProviderError::Unusable {
-                provider: NAME,
-                message: "no capture to refund".into(),
-            })?;
+        let capture = p.payment_id_for(NAME, "capture")?;
         let currency =
             Currency::parse("currency", req.currency).map_err(|e| ProviderError::Unusable {
                 provider: NAME,
@@ -740,15 +731,7 @@ impl Provider for PayPal {
                     .json(&body)
             })
             .await?;
-        let amount_minor = r
-            .amount
-            .as_ref()
-            .and_then(|m| {
-                Currency::parse("currency_code", &m.currency_code)
-                    .ok()?
-                    .parse_decimal(&m.value)
-            })
-            .unwrap_or(0);
+        let amount_minor = r.amount.as_ref().and_then(wire::Money::minor).unwrap_or(0);
         Ok(Refund {
             id: r.id,
             amount_minor,

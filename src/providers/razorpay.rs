@@ -367,12 +367,7 @@ impl Provider for Razorpay {
         p: &PaymentRef<'_>,
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
-        let id = p
-            .provider_payment_id
-            .ok_or_else(|| ProviderError::Unusable {
-                provider: NAME,
-                message: "no payment to refund".into(),
-            })?;
+        let id = p.payment_id_for(NAME, "payment")?;
         let req = self
             .http
             .post(format!("{}/v1/payments/{id}/refund", self.base))

@@ -243,12 +243,7 @@ impl Provider for Stripe {
         p: &PaymentRef<'_>,
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
-        let pi = p
-            .provider_payment_id
-            .ok_or_else(|| ProviderError::Unusable {
-                provider: NAME,
-                message: "the checkout has no payment intent to refund".into(),
-            })?;
+        let pi = p.payment_id_for(NAME, "payment intent")?;
         let r = self.client.refund(pi, req).await?;
         Ok(Refund {
             id: r.id,

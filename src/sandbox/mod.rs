@@ -308,6 +308,30 @@ impl Faults {
     }
 }
 
+/// A provider's part of the sandbox, finished: its API routes (`api`, with `timeout`
+/// faults applied to them) and the controls every provider has —
+/// `POST /sandbox/{name}/faults` and `POST /sandbox/{name}/webhooks/release`.
+fn provider_router(name: &str, api: Router, courier: Courier, faults: Arc<Faults>) -> Router {
+    use axum::body::Bytes;
+    use axum::routing::post;
+    let controls = Router::new()
+        .route(&format!("/sandbox/{name}/faults"), {
+            let faults = faults.clone();
+            post(move |body: Bytes| {
+                let faults = faults.clone();
+                async move { faults.handle(&body) }
+            })
+        })
+        .route(
+            &format!("/sandbox/{name}/webhooks/release"),
+            post(move |body: Bytes| {
+                let courier = courier.clone();
+                async move { release_held(&courier, &body).await }
+            }),
+        );
+    with_timeouts(api, faults).merge(controls)
+}
+
 /// Applies `timeout` faults to a provider's API routes (the `/sandbox/…` controls are
 /// exempt): the request is served, and its answer held back.
 fn with_timeouts(router: Router, faults: Arc<Faults>) -> Router {

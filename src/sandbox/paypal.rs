@@ -894,14 +894,6 @@ async fn cert(State(sb): State<Sandbox>) -> Response {
         .into_response()
 }
 
-async fn release(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    super::release_held(&sb.inner.courier, &body).await
-}
-
-async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    sb.inner.faults.handle(&body)
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Approve {
@@ -1060,7 +1052,7 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
 }
 
 pub fn router(sb: Sandbox) -> Router {
-    let faults = sb.inner.faults.clone();
+    let (courier, faults) = (sb.inner.courier.clone(), sb.inner.faults.clone());
     let api = Router::new()
         .route("/v1/oauth2/token", post(token))
         .route("/v2/checkout/orders", post(create_order))
@@ -1077,9 +1069,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/paypal/orders/{id}/approve", post(approve))
         .route("/sandbox/paypal/orders/{id}/void", post(void))
         .route("/sandbox/paypal/captures/{id}/settle", post(settle))
-        .route("/sandbox/paypal/faults", post(set_faults))
-        .route("/sandbox/paypal/webhooks/release", post(release))
         .route("/sandbox/paypal/refunds", get(list_refunds))
         .with_state(sb);
-    super::with_timeouts(api, faults)
+    super::provider_router("paypal", api, courier, faults)
 }

@@ -447,14 +447,6 @@ async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
     Json(json!({ "entity": "collection", "items": sb.state().refunds }))
 }
 
-async fn release(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    super::release_held(&sb.inner.courier, &body).await
-}
-
-async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    sb.inner.faults.handle(&body)
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Pay {
@@ -615,7 +607,7 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
 }
 
 pub fn router(sb: Sandbox) -> Router {
-    let faults = sb.inner.faults.clone();
+    let (courier, faults) = (sb.inner.courier.clone(), sb.inner.faults.clone());
     let api = Router::new()
         .route("/v1/orders", post(create_order))
         .route("/v1/orders/{id}", get(get_order))
@@ -625,9 +617,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/payments/{id}/capture", post(capture))
         .route("/v1/payments/{id}/refund", post(refund))
         .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
-        .route("/sandbox/razorpay/faults", post(set_faults))
-        .route("/sandbox/razorpay/webhooks/release", post(release))
         .route("/sandbox/razorpay/refunds", get(list_refunds))
         .with_state(sb);
-    super::with_timeouts(api, faults)
+    super::provider_router("razorpay", api, courier, faults)
 }

@@ -153,14 +153,6 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     ))
 }
 
-async fn release(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    super::release_held(&sb.inner.courier, &body).await
-}
-
-async fn set_faults(State(sb): State<Sandbox>, body: Bytes) -> Response {
-    sb.faults.handle(&body)
-}
-
 /// Replays the stored answer for a reused Idempotency-Key, or refuses a reuse with other
 /// parameters — as Stripe does.
 fn idempotent_replay(sb: &Sandbox, headers: &HeaderMap, fingerprint: &str) -> Option<Response> {
@@ -725,7 +717,7 @@ async fn unknown(uri: axum::http::Uri) -> Response {
 }
 
 pub fn router(sb: Sandbox) -> Router {
-    let faults = sb.faults.clone();
+    let (courier, faults) = (sb.inner.courier.clone(), sb.faults.clone());
     let api = Router::new()
         .route(
             "/v1/checkout/sessions",
@@ -740,10 +732,8 @@ pub fn router(sb: Sandbox) -> Router {
             post(settle),
         )
         .route("/sandbox/stripe/refunds", get(list_refunds))
-        .route("/sandbox/stripe/faults", post(set_faults))
-        .route("/sandbox/stripe/webhooks/release", post(release))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)
         .with_state(sb);
-    super::with_timeouts(api, faults)
+    super::provider_router("stripe", api, courier, faults)
 }

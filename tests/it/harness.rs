@@ -306,6 +306,27 @@ impl TestApp {
         .await
     }
 
+    /// A new order of `qty` SEATs with an open checkout through `provider`: the order id
+    /// and the create-order answer.
+    pub async fn seat_checkout(&self, email: &str, qty: i64, provider: &str) -> (String, Value) {
+        let order = self
+            .create_order(email, json!([{"sku": "SEAT", "qty": qty}]))
+            .await;
+        let id = s(&order["id"]).to_owned();
+        let (status, co) = self.try_checkout_with(&id, provider).await;
+        assert_eq!(status, 201, "create-order: {co}");
+        (id, co)
+    }
+
+    /// `on_hand` and `reserved` of a SKU.
+    pub async fn stock(&self, sku: &str) -> (i64, i64) {
+        sqlx::query_as("SELECT on_hand, reserved FROM skus WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&self.store.pool)
+            .await
+            .expect("sku")
+    }
+
     /// Opens a Stripe checkout for the order, which must succeed; returns the answer.
     pub async fn checkout(&self, order_id: &str) -> Value {
         let (status, body) = self.try_checkout(order_id).await;

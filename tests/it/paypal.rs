@@ -20,15 +20,10 @@ on_both_stores!(
 
 /// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
 async fn pp_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
-    let order = app
-        .create_order(email, json!([{"sku": "SEAT", "qty": qty}]))
-        .await;
-    let id = s(&order["id"]).to_owned();
-    let (status, co) = app.try_checkout_with(&id, "paypal").await;
-    assert_eq!(status, 201, "{co}");
+    let (id, co) = app.seat_checkout(email, qty, "paypal").await;
     assert_eq!(co["provider"], "paypal");
     assert_eq!(co["client"]["client_id"], "paypal_client_sandbox");
-    assert_eq!(co["amount_minor"], order["total_minor"]);
+    assert_eq!(co["amount_minor"], 50_000 * qty);
     let pp_order = s(&co["provider_order_id"]).to_owned();
     assert!(
         s(&co["checkout_url"]).ends_with(&format!("checkoutnow?token={pp_order}")),
@@ -105,11 +100,7 @@ async fn paypal_approval_is_captured_and_fulfilled_once(backend: Backend) {
         .await,
         1
     );
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        3
-    );
+    assert_eq!(app.stock("SEAT").await.0, 3);
     // The approval (delivered twice, stored once) and the capture event.
     assert_eq!(
         app.count(
@@ -165,24 +156,12 @@ async fn paypal_declined_capture_releases_stock(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 2).await;
     let (id, pp_order) = pp_checkout(&app, "declined@example.com", 2).await;
-    assert_eq!(
-        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        2
-    );
+    assert_eq!(app.stock("SEAT").await.1, 2);
     approve(&app, &pp_order, json!({"capture": "declined"})).await;
     let done = app.wait_for(&id, &["payment_failed", "fulfilled"]).await;
     assert_eq!(done["status"], "payment_failed", "{done:#}");
-    assert_eq!(
-        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        2
-    );
+    assert_eq!(app.stock("SEAT").await.1, 0);
+    assert_eq!(app.stock("SEAT").await.0, 2);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
             .await,
@@ -197,11 +176,7 @@ async fn paypal_declined_capture_releases_stock(backend: Backend) {
     approve(&app, &retry, json!({})).await;
     let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
     assert_eq!(done["status"], "fulfilled", "{done:#}");
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        0
-    );
+    assert_eq!(app.stock("SEAT").await.0, 0);
     app.finish().await;
 }
 
@@ -218,11 +193,7 @@ async fn paypal_voided_order_releases_stock(backend: Backend) {
     assert_eq!(voided["deliveries"][0]["status"], 200, "{voided}");
     let o = app.order(&id).await;
     assert_eq!(o["status"], "payment_failed", "{o:#}");
-    assert_eq!(
-        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        0
-    );
+    assert_eq!(app.stock("SEAT").await.1, 0);
     app.finish().await;
 }
 

@@ -10,12 +10,7 @@ use fulfilld::providers::{PaymentChange, Providers, RecentPayment};
 /// An order of one seat with an open checkout through `provider`: (order id, our payment
 /// id, the provider's checkout id).
 async fn open_checkout(app: &TestApp, provider: &str, email: &str) -> (String, String, String) {
-    let order = app
-        .create_order(email, json!([{"sku": "SEAT", "qty": 1}]))
-        .await;
-    let id = s(&order["id"]).to_owned();
-    let (status, co) = app.try_checkout_with(&id, provider).await;
-    assert_eq!(status, 201, "{co}");
+    let (id, co) = app.seat_checkout(email, 1, provider).await;
     let payment: String = sqlx::query_scalar("SELECT id FROM payments WHERE order_id = $1")
         .bind(&id)
         .fetch_one(&app.store.pool)

@@ -37,12 +37,7 @@ async fn refund(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
 
 /// An order of `qty` seats paid through `provider` and fulfilled: its id.
 async fn fulfilled_order(app: &TestApp, provider: &str, email: &str, qty: i64) -> String {
-    let order = app
-        .create_order(email, json!([{"sku": "SEAT", "qty": qty}]))
-        .await;
-    let id = s(&order["id"]).to_owned();
-    let (status, co) = app.try_checkout_with(&id, provider).await;
-    assert_eq!(status, 201, "{co}");
+    let (id, co) = app.seat_checkout(email, qty, provider).await;
     let checkout = s(&co["provider_order_id"]).to_owned();
     match provider {
         "stripe" => {
@@ -94,11 +89,7 @@ async fn full_refund_revokes_credits_and_restocks(backend: Backend, provider: &s
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 5).await;
     let id = fulfilled_order(&app, provider, "refund-me@example.com", 2).await;
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        3
-    );
+    assert_eq!(app.stock("SEAT").await.0, 3);
     let (status, r) = refund(
         &app,
         json!({"order_id": id, "reason": "changed their mind", "restock": true}),
@@ -135,12 +126,7 @@ async fn full_refund_revokes_credits_and_restocks(backend: Backend, provider: &s
     for (account, net) in ledger_net(&app, &id).await {
         assert_eq!(net, 0, "{account} nets to zero after a full refund");
     }
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        5,
-        "stock returned"
-    );
+    assert_eq!(app.stock("SEAT").await.0, 5, "stock returned");
     // The same request again: the same refund, nothing new.
     let (status, again) = refund(
         &app,
@@ -206,11 +192,7 @@ async fn partial_refunds_add_up_and_are_bounded(backend: Backend) {
     assert_eq!(app.order(&id).await["status"], "refunded");
     assert!(revoked(&app, &id).await.iter().all(Option::is_some));
     // Not asked to restock (the default): the seats stay sold.
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        3
-    );
+    assert_eq!(app.stock("SEAT").await.0, 3);
     let rz = app.sandbox_get("/sandbox/razorpay/refunds").await;
     let amounts: Vec<i64> = rz["items"]
         .as_array()
@@ -370,14 +352,9 @@ async fn assert_refunded_unfulfilled(app: &TestApp, id: &str, email: &str) {
         assert_eq!(app.count(sql, id).await, 0, "{sql}");
     }
     assert_eq!(
-        app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
-            .await,
-        5
+        app.stock("SEAT").await,
+        (5, 0),
+        "nothing sold, nothing held"
     );
     assert_eq!(
         app.count(
@@ -426,12 +403,9 @@ async fn stripe_refund_event_before_capture(backend: Backend) {
 async fn razorpay_refund_event_before_capture(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 5).await;
-    let order = app
-        .create_order("early-rz@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+    let (id, co) = app
+        .seat_checkout("early-rz@example.com", 1, "razorpay")
         .await;
-    let id = s(&order["id"]).to_owned();
-    let (status, co) = app.try_checkout_with(&id, "razorpay").await;
-    assert_eq!(status, 201, "{co}");
     let rz_order = s(&co["provider_order_id"]).to_owned();
     let paid = app
         .sandbox_post(

@@ -22,6 +22,15 @@ pub struct Money {
     pub value: String,
 }
 
+impl Money {
+    /// The amount in minor units of its currency; None if either is unreadable.
+    pub fn minor(&self) -> Option<i64> {
+        crate::domain::Currency::parse("currency_code", &self.currency_code)
+            .ok()?
+            .parse_decimal(&self.value)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Link {
     pub href: String,
