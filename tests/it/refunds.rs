@@ -13,6 +13,7 @@ on_both_stores!(
     razorpay_full_refund_revokes_credits_and_restocks,
     paypal_full_refund_revokes_credits_and_restocks,
     partial_refunds_add_up_and_are_bounded,
+    concurrent_refunds_never_exceed_the_payment,
     refund_requests_are_checked,
     refund_survives_a_provider_outage_with_the_same_key,
     refund_whose_answer_times_out_is_made_once,
@@ -202,6 +203,49 @@ async fn partial_refunds_add_up_and_are_bounded(backend: Backend) {
         .collect();
     assert_eq!(amounts, vec![30_000, 70_000]);
     app.finish().await;
+}
+
+/// Eight refunds of 30 % each race for one payment (a barrier releases them together):
+/// three fit, the others are refused, and the provider made exactly three.
+async fn concurrent_refunds_never_exceed_the_payment(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "race@example.com", 2).await;
+    let app = std::sync::Arc::new(app);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, barrier, id) = (app.clone(), barrier.clone(), id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                refund(&app, json!({"order_id": id, "amount_minor": 30_000}), None).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert!(status == 201 || status == 422, "{status} {body}");
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "partially_refunded", "{o:#}");
+    let applied: Vec<i64> = o["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .filter(|r| r["applied"] == true)
+        .filter_map(|r| r["amount_minor"].as_i64())
+        .collect();
+    assert_eq!(applied, vec![30_000; 3]);
+    let made = app.sandbox_get("/sandbox/stripe/refunds").await;
+    assert_eq!(made["data"].as_array().map(Vec::len), Some(3), "{made}");
+    TestApp::finish_shared(app).await;
 }
 
 async fn refund_requests_are_checked(backend: Backend) {
