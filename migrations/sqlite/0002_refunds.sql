@@ -34,6 +34,7 @@ FROM refunds r JOIN payments p ON p.id = r.payment_id;
 DROP TABLE refunds;
 ALTER TABLE refunds_v2 RENAME TO refunds;
 CREATE INDEX refunds_payment ON refunds (payment_id);
+CREATE INDEX refunds_order ON refunds (order_id);
 
 -- One per applied refund of an invoiced order: the invoice's negative twin, numbered
 -- gaplessly in its own series.

@@ -45,11 +45,15 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     )?;
     let mut tx = e.store.begin().await?;
     let mut wake = Vec::new();
-    if let Some(ppid) = &state.provider_payment_id {
-        // The webhook may not have carried it; refunds need it, and refund events that
-        // came before it can be placed now.
+    if let Some(ppid) = state
+        .provider_payment_id
+        .as_ref()
+        .filter(|id| payment.provider_payment_id.as_ref() != Some(*id))
+    {
+        // The event did not carry it (an approval, an authorization): refunds need it,
+        // and refund events that came before it can be placed now.
         payments::set_provider_payment_id(&mut tx, &payment.id, ppid).await?;
-        wake = refunds::apply_waiting(&mut tx, &payment.order_id).await?;
+        wake = refunds::catch_up(&mut tx, &payment.id, &payment.order_id).await?;
     }
     wake.extend(complete(tx, lease, "captured").await?);
     Ok(wake)

@@ -15,19 +15,12 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let mut tx = e.store.begin().await?;
     // Locks the order row: a refund applied meanwhile either committed before (and is
     // seen here) or waits for this grant and revokes it.
-    let status: Option<String> = sqlx::query_scalar(
-        "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(StoreError::from)?;
-    if status.as_deref() == Some("refunded") {
-        return complete(tx, lease, "nothing to grant: order refunded").await;
-    }
-    let order = orders::get_in(&mut tx, order_id)
+    let order = orders::lock_in(&mut tx, order_id)
         .await?
         .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
+    if order.status == "refunded" {
+        return complete(tx, lease, "nothing to grant: order refunded").await;
+    }
     let items = orders::items_in(&mut tx, order_id).await?;
     let now = now_ms();
     let mut granted = Vec::new();

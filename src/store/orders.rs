@@ -148,6 +148,19 @@ impl Store {
     }
 }
 
+/// The order, read with its row locked until the transaction ends (Postgres; SQLite's
+/// writer lock already serializes): whoever else locks it — a refund being applied, a
+/// refund being requested — waits, and then sees what this transaction did.
+pub async fn lock_in(tx: &mut Tx, id: &str) -> Result<Option<OrderRow>> {
+    Ok(sqlx::query_as::<_, OrderRow>(
+        "UPDATE orders SET updated_at = updated_at WHERE id = $1
+         RETURNING id, customer_email, status, total_minor, currency, created_at",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
 pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<OrderRow>> {
     Ok(sqlx::query_as::<_, OrderRow>(SELECT_ORDER)
         .bind(id)

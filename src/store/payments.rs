@@ -331,10 +331,20 @@ pub async fn apply(
         PaymentChange::Paid {
             provider_payment_id,
         } => {
-            if transition(tx, &p.id, &open, "paid").await? {
-                if let Some(ppid) = provider_payment_id {
-                    set_provider_payment_id(tx, &p.id, ppid).await?;
-                }
+            // One statement on the hot path: the status and the provider's id together.
+            let moved = sqlx::query(
+                "UPDATE payments SET status = 'paid', updated_at = $1,
+                        provider_payment_id = COALESCE($2, provider_payment_id)
+                 WHERE id = $3 AND status IN ('creating', 'created', 'pending')",
+            )
+            .bind(crate::domain::now_ms())
+            .bind(provider_payment_id.as_deref())
+            .bind(&p.id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if moved {
                 return captured(tx, p).await;
             }
             if gone.contains(&current_status(tx, &p.id).await?.as_str()) {
@@ -348,7 +358,8 @@ pub async fn apply(
                 if let Some(ppid) = provider_payment_id {
                     set_provider_payment_id(tx, &p.id, ppid).await?;
                 }
-                return Ok(("awaiting settlement".to_owned(), Vec::new()));
+                let wake = refunds::catch_up(tx, &p.id, &p.order_id).await?;
+                return Ok(("awaiting settlement".to_owned(), wake));
             }
         }
         PaymentChange::Failed | PaymentChange::Expired => {
@@ -419,7 +430,7 @@ pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<i64>)>
     if orders::transition(tx, &p.order_id, &from, "paid").await? {
         let mut wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
         // A refund event that overtook this capture is applied now.
-        wake.extend(refunds::apply_waiting(tx, &p.order_id).await?);
+        wake.extend(refunds::catch_up(tx, &p.id, &p.order_id).await?);
         return Ok(("paid".to_owned(), wake));
     }
     let id = steps::insert(
@@ -444,22 +455,18 @@ pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Resul
     super::transition(tx, "payments", id, from, to).await
 }
 
+/// Records the provider's id for the payment. Refund events that came before it was known
+/// are placed by [`refunds::catch_up`], which callers run after.
 pub async fn set_provider_payment_id(
     tx: &mut Tx,
     id: &str,
     provider_payment_id: &str,
 ) -> Result<()> {
-    let row = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE payments SET provider_payment_id = $1 WHERE id = $2 RETURNING {COLS}"
-    )))
-    .bind(provider_payment_id)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    // Refund events that came before this id was known can be placed now.
-    if let Some(p) = row {
-        refunds::adopt_unplaced(tx, &p).await?;
-    }
+    sqlx::query("UPDATE payments SET provider_payment_id = $1 WHERE id = $2")
+        .bind(provider_payment_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -112,13 +112,9 @@ impl Store {
             r.order_id, r.amount_minor, r.reason, r.restock
         );
         let mut tx = self.begin().await?;
-        // Takes the order row's lock (Postgres) for the rest of the transaction.
-        let locked: Option<String> = sqlx::query_scalar(
-            "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
-        )
-        .bind(r.order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let locked = orders::lock_in(&mut tx, r.order_id)
+            .await?
+            .map(|o| o.status);
         if let Some(key) = r.idempotency_key {
             let seen: Option<(String, Option<String>)> = sqlx::query_as(
                 "SELECT id, request_fingerprint FROM refunds WHERE idempotency_key = $1",
@@ -443,9 +439,34 @@ pub async fn hold_unplaced(
     ))
 }
 
+/// After a payment's provider id was recorded or it was captured: places the refund events
+/// that came before (see [`hold_unplaced`]) and applies the refunds that waited for the
+/// capture. One cheap query when there are none, which is nearly always — this runs for
+/// every captured payment.
+pub async fn catch_up(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<i64>> {
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM unplaced_refunds u JOIN payments p
+                   ON p.provider = u.provider AND p.provider_payment_id = u.provider_payment_id
+                 WHERE p.id = $1)
+              + (SELECT COUNT(*) FROM refunds
+                 WHERE order_id = $2 AND status = 'succeeded' AND applied_at IS NULL)",
+    )
+    .bind(payment_id)
+    .bind(order_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if pending == 0 {
+        return Ok(Vec::new());
+    }
+    if let Some(p) = payments::by_id(&mut **tx, payment_id).await? {
+        adopt_unplaced(tx, &p).await?;
+    }
+    apply_waiting(tx, order_id).await
+}
+
 /// Turns the kept refund events of a payment whose provider id was just recorded into
 /// refund rows. They are applied by [`apply_waiting`] once the payment is captured.
-pub async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
+async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
     let Some(ppid) = &p.provider_payment_id else {
         return Ok(());
     };
