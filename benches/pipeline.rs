@@ -63,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
         ("FULFILLD__SANDBOX__WEBHOOK_TARGET", app.clone()),
         ("FULFILLD__EMAIL__OUTBOX_DIR", outbox.display().to_string()),
         (
+            "FULFILLD__SANDBOX__PAYPAL_CERT_FILE",
+            dir.path().join("paypal-cert.pem").display().to_string(),
+        ),
+        (
             "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE",
             "pass".into(),
         ),

@@ -439,18 +439,27 @@ pub async fn hold_unplaced(
     ))
 }
 
+/// How many refunds wait for payment `$P` of order `$O` to be known or captured: refund
+/// events kept before its provider id was known, and refunds not yet applied. SQL to embed,
+/// with the two placeholders named by the caller.
+pub fn waiting_sql(p: &str, o: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM unplaced_refunds u JOIN payments p
+            ON p.provider = u.provider AND p.provider_payment_id = u.provider_payment_id
+          WHERE p.id = {p})
+       + (SELECT COUNT(*) FROM refunds
+          WHERE order_id = {o} AND status = 'succeeded' AND applied_at IS NULL)"
+    )
+}
+
 /// After a payment's provider id was recorded or it was captured: places the refund events
 /// that came before (see [`hold_unplaced`]) and applies the refunds that waited for the
-/// capture. One cheap query when there are none, which is nearly always — this runs for
-/// every captured payment.
+/// capture. One cheap query when there are none, which is nearly always.
 pub async fn catch_up(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<i64>> {
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM unplaced_refunds u JOIN payments p
-                   ON p.provider = u.provider AND p.provider_payment_id = u.provider_payment_id
-                 WHERE p.id = $1)
-              + (SELECT COUNT(*) FROM refunds
-                 WHERE order_id = $2 AND status = 'succeeded' AND applied_at IS NULL)",
-    )
+    let pending: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {}",
+        waiting_sql("$1", "$2")
+    )))
     .bind(payment_id)
     .bind(order_id)
     .fetch_one(&mut **tx)
@@ -458,6 +467,11 @@ pub async fn catch_up(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<V
     if pending == 0 {
         return Ok(Vec::new());
     }
+    place_and_apply(tx, payment_id, order_id).await
+}
+
+/// The work of [`catch_up`] once refunds are known to wait.
+pub async fn place_and_apply(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<i64>> {
     if let Some(p) = payments::by_id(&mut **tx, payment_id).await? {
         adopt_unplaced(tx, &p).await?;
     }
