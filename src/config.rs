@@ -68,6 +68,7 @@ pub struct Checkout {
     pub success_url: String,
     pub cancel_url: String,
     pub reservation_ttl_secs: u64,
+    pub verify_min_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

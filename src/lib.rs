@@ -54,6 +54,8 @@ pub struct Engine {
     pub queue: Queue,
     /// The admin bearer token in force (configured, or generated at start).
     pub admin_token: String,
+    /// When each open payment was last read from its provider by the verify call.
+    pub verify_reads: intake::VerifyReads,
 }
 
 /// Where `serve` writes a generated admin token when none is configured.
@@ -93,6 +95,7 @@ pub async fn run(
         mailer,
         queue,
         admin_token,
+        verify_reads: Default::default(),
     });
 
     let stop = CancellationToken::new();

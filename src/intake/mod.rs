@@ -18,6 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
 pub use error::ApiError;
+pub use payments::VerifyReads;
 
 use crate::Engine;
 

@@ -6,7 +6,9 @@
 //! API, and apply the same idempotent transition a webhook would. Whichever of webhook and
 //! verify comes first wins; the other changes nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -164,21 +166,32 @@ async fn verify(
         .await?
         .filter(|p| p.order_id == order_id.as_str())
         .ok_or_else(|| Invalid::new(claim.field, "no checkout of this order has that id"))?;
-    let mut at = payment.provider_ref();
-    // A payment id the provider's own signature vouches for, when we have none yet.
-    at.provider_payment_id = at
-        .provider_payment_id
-        .or(claim.provider_payment_id.as_deref());
-    let state = provider.payment_state(&at).await.map_err(|err| {
-        tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "provider_error",
-            "the payment provider did not answer; try again, or keep polling the order",
-        )
-    })?;
-    let (outcome, wake) = e.store.apply_change(&payment.id, &state.change).await?;
-    e.queue.wake(&wake);
+    // A settled payment needs no provider call; an open one is asked about at most once per
+    // `checkout.verify_min_interval_ms`, however fast the success page polls.
+    let settled = matches!(payment.status.as_str(), "paid" | "refunded");
+    let min_interval = Duration::from_millis(e.config.checkout.verify_min_interval_ms);
+    let outcome = if settled {
+        format!("no change: payment is {}", payment.status)
+    } else if !e.verify_reads.may_read(&payment.id, min_interval) {
+        format!("no change: {} was asked a moment ago", payment.provider)
+    } else {
+        let mut at = payment.provider_ref();
+        // A payment id the provider's own signature vouches for, when we have none yet.
+        at.provider_payment_id = at
+            .provider_payment_id
+            .or(claim.provider_payment_id.as_deref());
+        let state = provider.payment_state(&at).await.map_err(|err| {
+            tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_error",
+                "the payment provider did not answer; try again, or keep polling the order",
+            )
+        })?;
+        let (outcome, wake) = e.store.apply_change(&payment.id, &state.change).await?;
+        e.queue.wake(&wake);
+        outcome
+    };
     let now = e
         .store
         .get_payment(&payment.id)
@@ -202,6 +215,31 @@ async fn verify(
         "order_status": order.status,
         "outcome": outcome,
     })))
+}
+
+/// When each open payment was last read from its provider by the verify call (this
+/// process only: with several intake processes each keeps its own, which bounds the calls
+/// per process).
+#[derive(Debug, Default)]
+pub struct VerifyReads(std::sync::Mutex<HashMap<String, Instant>>);
+
+impl VerifyReads {
+    /// Whether the payment may be read now (and notes that it is).
+    fn may_read(&self, payment_id: &str, min_interval: Duration) -> bool {
+        let now = Instant::now();
+        let mut reads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if reads
+            .get(payment_id)
+            .is_some_and(|last| now.duration_since(*last) < min_interval)
+        {
+            return false;
+        }
+        if reads.len() >= 100_000 {
+            reads.retain(|_, last| now.duration_since(*last) < min_interval);
+        }
+        reads.insert(payment_id.to_owned(), now);
+        true
+    }
 }
 
 pub fn router() -> Router<Arc<Engine>> {

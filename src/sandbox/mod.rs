@@ -236,13 +236,17 @@ enum Fault {
 /// How long a `timeout` fault holds the answer back.
 const TIMEOUT_HOLD: Duration = Duration::from_secs(3);
 
-/// The faults the next API calls of one provider suffer, in order.
+/// The faults the next API calls of one provider suffer, in order, and how many API calls
+/// it has served.
 #[derive(Debug, Default)]
-struct Faults(std::sync::Mutex<std::collections::VecDeque<Fault>>);
+struct Faults {
+    queue: std::sync::Mutex<std::collections::VecDeque<Fault>>,
+    calls: std::sync::atomic::AtomicU64,
+}
 
 impl Faults {
     fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Fault>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The error status the next call fails with, if the next fault is one.
@@ -310,11 +314,19 @@ impl Faults {
 
 /// A provider's part of the sandbox, finished: its API routes (`api`, with `timeout`
 /// faults applied to them) and the controls every provider has —
-/// `POST /sandbox/{name}/faults` and `POST /sandbox/{name}/webhooks/release`.
+/// `POST /sandbox/{name}/faults`, `POST /sandbox/{name}/webhooks/release`, and
+/// `GET /sandbox/{name}/requests` (`{"api_requests": n}`: the API calls served so far).
 fn provider_router(name: &str, api: Router, courier: Courier, faults: Arc<Faults>) -> Router {
     use axum::body::Bytes;
     use axum::routing::post;
     let controls = Router::new()
+        .route(&format!("/sandbox/{name}/requests"), {
+            let faults = faults.clone();
+            axum::routing::get(move || {
+                let n = faults.calls.load(std::sync::atomic::Ordering::Relaxed);
+                async move { axum::Json(json!({ "api_requests": n })) }
+            })
+        })
         .route(&format!("/sandbox/{name}/faults"), {
             let faults = faults.clone();
             post(move |body: Bytes| {
@@ -340,6 +352,11 @@ fn with_timeouts(router: Router, faults: Arc<Faults>) -> Router {
             let faults = faults.clone();
             async move {
                 let api = !req.uri().path().starts_with("/sandbox/");
+                if api {
+                    faults
+                        .calls
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if api && faults.take_timeout() {
                     let answer = next.run(req).await;
                     tokio::time::sleep(TIMEOUT_HOLD).await;

@@ -124,6 +124,8 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
             outbox.to_str().expect("utf-8 path"),
         ),
         ("FULFILLD__QUEUE__SWEEP_INTERVAL_MS", "200"),
+        // Tests verify in quick succession; the throttle has a test of its own.
+        ("FULFILLD__CHECKOUT__VERIFY_MIN_INTERVAL_MS", "0"),
         (
             "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE",
             "conference-pass",

@@ -17,6 +17,7 @@ on_both_stores!(
     verify_reports_pending_and_failed,
     verify_refuses_what_is_not_ours,
     verify_with_a_tampered_amount_needs_review,
+    a_polling_success_page_is_answered_without_hammering_the_provider,
 );
 
 /// An order with a paid session whose webhook is held back: (order id, session, event).
@@ -243,6 +244,43 @@ async fn verify_with_a_tampered_amount_needs_review(backend: Backend) {
         app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
             .await,
         0
+    );
+    app.finish().await;
+}
+
+/// A success page polling verify: 20 calls while the payment is open ask Stripe once (the
+/// rest are answered from the store), and once the webhook has settled the payment no call
+/// asks Stripe at all.
+async fn a_polling_success_page_is_answered_without_hammering_the_provider(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[("FULFILLD__CHECKOUT__VERIFY_MIN_INTERVAL_MS", "600000")],
+    )
+    .await;
+    app.put_sku("SEAT", 1200, 5).await;
+    let (id, co) = app.seat_checkout("poller@example.com", 1, "stripe").await;
+    let session = s(&co["provider_order_id"]).to_owned();
+    let calls = |v: Value| v["api_requests"].as_i64().expect("count");
+    let before = calls(app.sandbox_get("/sandbox/stripe/requests").await);
+    for _ in 0..20 {
+        let (status, v) = app.verify(&id, &session).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["status"], "pending", "{v}");
+    }
+    let after = calls(app.sandbox_get("/sandbox/stripe/requests").await);
+    assert_eq!(after - before, 1, "one read of the session for 20 polls");
+    app.pay(&session, json!({})).await;
+    let o = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    let settled = calls(app.sandbox_get("/sandbox/stripe/requests").await);
+    for _ in 0..5 {
+        let (_, v) = app.verify(&id, &session).await;
+        assert_eq!(v["status"], "paid", "{v}");
+    }
+    assert_eq!(
+        calls(app.sandbox_get("/sandbox/stripe/requests").await),
+        settled,
+        "a settled payment is answered from the store"
     );
     app.finish().await;
 }
