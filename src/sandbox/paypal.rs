@@ -7,6 +7,8 @@
 //! `paypal-cert-url` of each delivery.
 //!
 //! Buyer and provider controls (not PayPal API):
+//! - `GET /sandbox/paypal/checkoutnow?token={id}` — the approval page the order's `approve`
+//!   / `payer-action` link points at: one button, then back to the `return_url`.
 //! - `POST /sandbox/paypal/orders/{id}/approve` `{"webhook": "once"|"twice"|"none",
 //!   "delay_ms": N, "capture": "completed"|"pending"|"declined", "amount": "12.00"}` — the
 //!   buyer approves the order. Answers what PayPal's JS SDK hands `onApprove` (`orderID`,
@@ -153,6 +155,8 @@ struct St {
     refunds: Vec<(String, wire::Refund)>,
     /// PayPal-Request-Id → the response body first given for it.
     requests: HashMap<String, Value>,
+    /// Order id → where the buyer's browser goes after approving (`return_url`).
+    return_urls: HashMap<String, String>,
 }
 
 /// Transmission id → the raw body delivered, for verify-webhook-signature.
@@ -465,7 +469,14 @@ async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes
         links: Vec::new(),
     };
     order.links = order_links(&sb.inner.base, &order);
-    sb.state().orders.insert(order.id.clone(), order.clone());
+    {
+        let mut st = sb.state();
+        let back = &b["payment_source"]["paypal"]["experience_context"]["return_url"];
+        if let Some(url) = back.as_str() {
+            st.return_urls.insert(order.id.clone(), url.to_owned());
+        }
+        st.orders.insert(order.id.clone(), order.clone());
+    }
     let body = serde_json::to_value(&order).unwrap_or_default();
     remember(&sb, key, StatusCode::CREATED, body)
 }
@@ -1051,6 +1062,50 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
     Json(json!({ "capture": captured, "deliveries": deliveries })).into_response()
 }
 
+/// `GET /sandbox/paypal/checkoutnow?token={order id}`: the buyer's approval page behind
+/// the order's approval link. Its button approves the order (as the control call does) and
+/// sends the browser to the order's `return_url` with `token` and `PayerID`, as PayPal does.
+async fn checkout_page(
+    State(sb): State<Sandbox>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let token = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let st = sb.state();
+    let Some(o) = st.orders.get(&token) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::response::Html("<h1>No such PayPal order</h1>".to_owned()),
+        )
+            .into_response();
+    };
+    let esc = crate::domain::html_escape;
+    let amount = o
+        .purchase_units
+        .first()
+        .map(|u| format!("{} {}", u.amount.value, u.amount.currency_code))
+        .unwrap_or_default();
+    let back = st.return_urls.get(&token).cloned().unwrap_or_default();
+    axum::response::Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sandbox PayPal</title></head><body>\
+         <h1>fulfilld sandbox — PayPal</h1><p>Order {id}: {amount}, status {st}.</p>\
+         <button id=\"approve\" data-back=\"{back}\">Approve</button>\
+         <script>document.getElementById('approve').onclick=function(){{\
+           var back=this.dataset.back;\
+           fetch('/sandbox/paypal/orders/{id}/approve',{{method:'POST'}}).then(r=>r.json()).then(j=>{{\
+             document.body.insertAdjacentHTML('beforeend','<pre>'+JSON.stringify(j.deliveries)+'</pre>');\
+             if(back){{var u=new URL(back);u.searchParams.set('token',j.orderID);u.searchParams.set('PayerID',j.payerID);location.href=u}}}})}}</script>\
+         </body></html>",
+        id = esc(&o.id),
+        st = esc(&o.status),
+        amount = esc(&amount),
+        back = esc(&back),
+    ))
+    .into_response()
+}
+
 pub fn router(sb: Sandbox) -> Router {
     let (courier, faults) = (sb.inner.courier.clone(), sb.inner.faults.clone());
     let api = Router::new()
@@ -1066,6 +1121,7 @@ pub fn router(sb: Sandbox) -> Router {
             post(verify_webhook_signature),
         )
         .route("/v1/notifications/certs/{id}", get(cert))
+        .route("/sandbox/paypal/checkoutnow", get(checkout_page))
         .route("/sandbox/paypal/orders/{id}/approve", post(approve))
         .route("/sandbox/paypal/orders/{id}/void", post(void))
         .route("/sandbox/paypal/captures/{id}/settle", post(settle))

@@ -29,6 +29,16 @@ async fn pp_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
         s(&co["checkout_url"]).ends_with(&format!("checkoutnow?token={pp_order}")),
         "{co}"
     );
+    // The link is the buyer's approval page.
+    let page = app
+        .http
+        .get(s(&co["checkout_url"]))
+        .send()
+        .await
+        .expect("approval page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&pp_order) && html.contains("Approve"), "{html}");
     (id, pp_order)
 }
 
