@@ -388,7 +388,7 @@ fn order_links(base: &str, o: &wire::Order) -> Vec<wire::Link> {
                 "payer-action"
             };
             links.push(link(
-                format!("{base}/checkoutnow?token={}", o.id),
+                format!("{base}/sandbox/paypal/checkoutnow?token={}", o.id),
                 rel,
                 "GET",
             ));

@@ -38,7 +38,10 @@ async fn pp_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
         .expect("approval page");
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("html");
-    assert!(html.contains(&pp_order) && html.contains("Approve"), "{html}");
+    assert!(
+        html.contains(&pp_order) && html.contains("Approve"),
+        "{html}"
+    );
     (id, pp_order)
 }
 
