@@ -1,10 +1,12 @@
 //! Orders and their lines. The server prices every order from its own catalogue; a client
 //! never sends an amount that is trusted.
 //!
-//! Order status: created → pending_payment → paid → fulfilled, with the side exits
-//! payment_failed, refund_pending → refunded, and needs_review. Every transition is a
-//! conditional `UPDATE … WHERE status IN (…)`, so a late or duplicated event can never move
-//! an order backwards.
+//! Order status: created → pending_payment → paid → fulfilled → partially_refunded →
+//! refunded, with the side exits payment_failed (payable again), refund_pending → refunded
+//! (sold out), and needs_review. Every transition is a conditional `UPDATE … WHERE status
+//! IN (…)`, so a late or duplicated event can never move an order backwards; the one way
+//! back from payment_failed to paid is the provider's API confirming a capture we had given
+//! up on (`reconcile_payment`), never an event's payload alone.
 
 use serde::Serialize;
 

@@ -1,9 +1,11 @@
 //! Payments (one provider checkout each) and the stock reservations that ride with them.
 //!
 //! Payment status: creating (stock reserved, provider call in flight) → created (checkout
-//! open) → pending (checkout complete, money not settled yet) → paid → refunded; or failed /
-//! expired (reservations released); or error (the provider call failed, the order can try
-//! again).
+//! open) → pending (checkout complete, money not settled yet) → paid → refunded (in full;
+//! partial refunds live in `refunds`); or failed / expired (reservations released, the
+//! buyer told); or error (the provider call failed, the order can try again). An order may
+//! have several payments: attempts after a failure, and — rarely — a second capture, which
+//! is refunded.
 
 use serde::Serialize;
 
