@@ -217,6 +217,9 @@ fn redact(s: &str) -> &'static str {
     }
 }
 
+/// Where `fulfilld sandbox` writes its PayPal certificate by default.
+pub const SANDBOX_PAYPAL_CERT: &str = "data/sandbox/paypal-cert.pem";
+
 /// A configuration problem, always naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -388,6 +391,18 @@ impl Config {
                     format!("{:?} is not a URL", pp.api_base),
                 );
             }
+            // Trusting the sandbox's certificate against the real PayPal would refuse every
+            // genuine webhook: say so at start-up, not at the first payment.
+            let real = pp.api_base.starts_with("https://api-m.paypal.com")
+                || pp.api_base.starts_with("https://api-m.sandbox.paypal.com");
+            if real && pp.webhook_cert_file == SANDBOX_PAYPAL_CERT {
+                return bad(
+                    "providers.paypal.webhook_cert_file",
+                    format!(
+                        "is fulfilld sandbox's certificate ({SANDBOX_PAYPAL_CERT}) while api_base is PayPal's; set FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE= (empty) to verify with PayPal's own certificates"
+                    ),
+                );
+            }
         }
         if !s.enabled && !r.enabled && !pp.enabled {
             return bad("providers", "no provider is enabled".into());
@@ -541,6 +556,11 @@ mod tests {
                 "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_VERIFICATION",
                 "trust_me",
                 "webhook_verification",
+            ),
+            (
+                "FULFILLD__PROVIDERS__PAYPAL__API_BASE",
+                "https://api-m.paypal.com",
+                "providers.paypal.webhook_cert_file",
             ),
         ] {
             let err = Config::load_from(None, &env(&[(k, v)]), false)
