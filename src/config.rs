@@ -106,6 +106,7 @@ pub struct Entitlements {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Refunds {
     pub restock: bool,
+    pub resume_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

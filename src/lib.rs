@@ -108,6 +108,11 @@ pub async fn run(
         stop.clone(),
     ));
     let workers = tokio::spawn(pipeline::run_workers(engine.clone(), rx, stop.clone()));
+    let refunds = tokio::spawn(pipeline::refund_calls::resume(
+        engine.clone(),
+        Duration::from_millis(q.sweep_interval_ms),
+        stop.clone(),
+    ));
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = ?engine.store.backend, "fulfilld serving");
@@ -122,6 +127,7 @@ pub async fn run(
         .await;
     stop.cancel();
     let _ = sweeper.await;
+    let _ = refunds.await;
     let _ = workers.await;
     engine.store.pool.close().await;
     served.context("http server")?;

@@ -9,7 +9,8 @@
 //! The refund is recorded as `requested` before the provider is called, with our refund id
 //! as the provider's idempotency key and in its metadata. If the provider cannot be reached
 //! the answer is 503 and the refund stays `requested`, still counted against what can be
-//! refunded: repeating the request with the same key finishes it. 201 means the provider
+//! refunded: the engine asks again by itself after `refunds.resume_after_ms`, and repeating
+//! the request with the same key finishes it at once. 201 means the provider
 //! accepted the refund and its effects (credit note, ledger, order status, revocation,
 //! stock) are committed.
 
@@ -27,7 +28,7 @@ use super::ApiError;
 use super::admin::authorize;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
-use crate::providers::RefundRequest;
+use crate::pipeline::refund_calls::{self, Made};
 use crate::store::refunds::{NewRefund, RefundRow, Requested};
 
 #[derive(Debug, Deserialize)]
@@ -138,62 +139,20 @@ async fn refund(
             .into());
         }
     };
-    let provider = e
-        .providers
-        .get("provider", &payment.provider)
-        .map_err(ApiError::internal)?;
-    let req = RefundRequest {
-        refund_id: &row.id,
-        payment_id: &payment.id,
-        amount_minor: row.amount_minor,
-        currency: &row.currency,
-        idempotency_key: &format!("fulfilld-refund:{}", row.id),
-    };
-    match provider.refund(&payment.provider_ref(), &req).await {
-        Ok(r) => {
-            let (row, wake) = e.store.refund_answered(&row.id, &r.id, r.failed()).await?;
-            e.queue.wake(&wake);
-            if row.status == "failed" {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "refund_failed",
-                    format!("{} refused the refund ({})", payment.provider, r.status),
-                ));
-            }
+    match refund_calls::make(&e, &row, &payment).await? {
+        Made::Settled(row) => {
             let cn = credit_note_of(&e, &row).await?;
-            tracing::info!(order_id = %row.order_id, refund_id = %row.id, amount_minor = row.amount_minor, "refunded");
             Ok((StatusCode::CREATED, Json(refund_json(&row, cn.as_deref()))))
         }
-        Err(err) => {
-            let transient = err.is_transient();
-            let row = e
-                .store
-                .refund_call_failed(&row.id, &err.to_string(), !transient)
-                .await?;
-            if row.status == "succeeded" {
-                // The answer was lost, but the provider's refund event arrived and was
-                // applied: the refund is made.
-                let cn = credit_note_of(&e, &row).await?;
-                return Ok((StatusCode::CREATED, Json(refund_json(&row, cn.as_deref()))));
-            }
-            tracing::warn!(refund_id = %row.id, error = %err, transient, "refund call failed");
-            if transient {
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "provider_unavailable",
-                    format!(
-                        "{err}; refund {} is recorded as requested: repeat the request with the same Idempotency-Key to finish it",
-                        row.id
-                    ),
-                ))
-            } else {
-                Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "refund_failed",
-                    err.to_string(),
-                ))
-            }
-        }
+        Made::Refused(_, why) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "refund_failed", why)),
+        Made::Unanswered(row, why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+            format!(
+                "{why}; refund {} is recorded as requested and will be asked for again (refunds.resume_after_ms), or repeat the request with the same Idempotency-Key",
+                row.id
+            ),
+        )),
     }
 }
 

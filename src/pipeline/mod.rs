@@ -17,6 +17,7 @@ mod grant_entitlement;
 mod issue_invoice;
 mod notify_payment_failed;
 mod reconcile_payment;
+pub mod refund_calls;
 mod refund_payment;
 mod send_receipt;
 

@@ -277,6 +277,30 @@ impl Store {
         Ok(row)
     }
 
+    /// Admin refunds still `requested` whose last attempt is older than `before_ms` (the
+    /// provider did not answer), with their payments, oldest first.
+    pub async fn stalled_refunds(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(RefundRow, payments::PaymentRow)>> {
+        let rows = sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM refunds WHERE status = 'requested' AND source = 'admin'
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+        )))
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Some(p) = payments::by_id(&self.pool, &r.payment_id).await? {
+                out.push((r, p));
+            }
+        }
+        Ok(out)
+    }
+
     /// The order's refunds, oldest first, with their credit note numbers.
     pub async fn order_refunds(&self, order_id: &str) -> Result<Vec<(RefundRow, Option<String>)>> {
         let rows = sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(

@@ -17,6 +17,7 @@ on_both_stores!(
     refund_requests_are_checked,
     refund_survives_a_provider_outage_with_the_same_key,
     refund_whose_answer_times_out_is_made_once,
+    an_unanswered_refund_is_finished_by_the_engine,
     dashboard_refund_arrives_as_an_event,
     stripe_refund_event_before_capture,
     razorpay_refund_event_before_capture,
@@ -342,6 +343,32 @@ async fn refund_whose_answer_times_out_is_made_once(backend: Backend) {
     let made = app.sandbox_get("/sandbox/paypal/refunds").await;
     assert_eq!(made["items"].as_array().map(Vec::len), Some(1), "{made}");
     assert_eq!(app.order(&id).await["status"], "refunded");
+    app.finish().await;
+}
+
+/// The provider is down when the refund is asked for (503, `requested`); nobody repeats the
+/// request, and the engine asks again by itself: refunded once, with the same refund.
+async fn an_unanswered_refund_is_finished_by_the_engine(backend: Backend) {
+    let app = spawn(backend, &[("FULFILLD__REFUNDS__RESUME_AFTER_MS", "300")]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "razorpay", "resume@example.com", 1).await;
+    app.sandbox_post("/sandbox/razorpay/faults", json!({"api_errors": [503]}))
+        .await;
+    let (status, e) = refund(&app, json!({"order_id": id}), Some("resume-1")).await;
+    assert_eq!(status, 503, "{e}");
+    let o = app
+        .wait_until(&id, "refunded by the engine", |o| o["status"] == "refunded")
+        .await;
+    let refunds = o["refunds"].as_array().expect("refunds");
+    assert_eq!(refunds.len(), 1, "{o:#}");
+    assert_eq!(refunds[0]["status"], "succeeded");
+    assert_eq!(refunds[0]["source"], "admin");
+    let made = app.sandbox_get("/sandbox/razorpay/refunds").await;
+    assert_eq!(made["items"].as_array().map(Vec::len), Some(1), "{made}");
+    // The caller's retry, late, finds the refund made.
+    let (status, again) = refund(&app, json!({"order_id": id}), Some("resume-1")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], refunds[0]["id"]);
     app.finish().await;
 }
 

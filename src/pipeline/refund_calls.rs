@@ -1,0 +1,105 @@
+//! Asking the provider for a refund already recorded as `requested` (`store::refunds`): the
+//! admin API does it at once, and [`resume`] does it again for a request the provider left
+//! unanswered, so a refund accepted by `POST /api/payments/refund` is finished even if the
+//! caller never repeats it. Both use the refund's own idempotency key, so however many
+//! times it is asked, the provider refunds once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+use crate::domain::now_ms;
+use crate::providers::RefundRequest;
+use crate::store::StoreError;
+use crate::store::payments::PaymentRow;
+use crate::store::refunds::RefundRow;
+
+/// What asking came to.
+#[derive(Debug)]
+pub enum Made {
+    /// Succeeded and applied (the answer, or the provider's refund event, said so).
+    Settled(RefundRow),
+    /// The provider refused it: the refund is `failed`.
+    Refused(RefundRow, String),
+    /// The provider could not be reached: still `requested`.
+    Unanswered(RefundRow, String),
+}
+
+pub async fn make(e: &Engine, row: &RefundRow, payment: &PaymentRow) -> Result<Made, StoreError> {
+    let provider = e
+        .providers
+        .get("provider", &payment.provider)
+        .map_err(|err| StoreError::Other(err.to_string()))?;
+    let req = RefundRequest {
+        refund_id: &row.id,
+        payment_id: &payment.id,
+        amount_minor: row.amount_minor,
+        currency: &row.currency,
+        idempotency_key: &format!("fulfilld-refund:{}", row.id),
+    };
+    match provider.refund(&payment.provider_ref(), &req).await {
+        Ok(r) => {
+            let (row, wake) = e.store.refund_answered(&row.id, &r.id, r.failed()).await?;
+            e.queue.wake(&wake);
+            if row.status == "failed" {
+                let why = format!("{} refused the refund ({})", payment.provider, r.status);
+                return Ok(Made::Refused(row, why));
+            }
+            tracing::info!(order_id = %row.order_id, refund_id = %row.id, amount_minor = row.amount_minor, "refunded");
+            Ok(Made::Settled(row))
+        }
+        Err(err) => {
+            let transient = err.is_transient();
+            let row = e
+                .store
+                .refund_call_failed(&row.id, &err.to_string(), !transient)
+                .await?;
+            if row.status == "succeeded" {
+                // The answer was lost, but the provider's refund event arrived and was
+                // applied: the refund is made.
+                return Ok(Made::Settled(row));
+            }
+            tracing::warn!(refund_id = %row.id, error = %err, transient, "refund call failed");
+            if transient {
+                Ok(Made::Unanswered(row, err.to_string()))
+            } else {
+                Ok(Made::Refused(row, err.to_string()))
+            }
+        }
+    }
+}
+
+/// Every `interval`, asks the provider again about admin refunds left `requested` for
+/// longer than `refunds.resume_after_ms`.
+pub async fn resume(e: Arc<Engine>, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let before = now_ms() - e.config.refunds.resume_after_ms as i64;
+        let stalled = match e.store.stalled_refunds(before, 100).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for unanswered refunds");
+                continue;
+            }
+        };
+        for (row, payment) in stalled {
+            match make(&e, &row, &payment).await {
+                Ok(Made::Settled(r)) => {
+                    tracing::info!(refund_id = %r.id, "unanswered refund finished")
+                }
+                Ok(Made::Refused(r, why)) => {
+                    tracing::warn!(refund_id = %r.id, %why, "unanswered refund refused")
+                }
+                Ok(Made::Unanswered(..)) => {}
+                Err(err) => {
+                    tracing::warn!(refund_id = %row.id, error = %err, "could not resume a refund")
+                }
+            }
+        }
+    }
+}
