@@ -126,6 +126,13 @@ def main():
         assert status == 200 and again["id"] == r["id"], again
         _, o = call("GET", f"{app_url}/api/orders/{order['id']}")
         assert o["status"] == "partially_refunded" and len(o["refunds"]) == 1, o
+        # The buyer hears of it over SMTP, with the credit note.
+        deadline = time.time() + 60
+        while len(inbox.messages) < 2:
+            assert time.time() < deadline, inbox.messages
+            time.sleep(0.05)
+        text = inbox.messages[1].content.decode("utf-8", "replace")
+        assert "INV-CN-000001" in text and "49.00 USD" in text, text
         passed += 1
 
         # PayPal with the default configuration: the engine trusts the certificate the

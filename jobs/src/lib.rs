@@ -47,6 +47,7 @@ pub enum StepKind {
     RefundExtraPayment,
     ReconcilePayment,
     NotifyPaymentFailed,
+    NotifyRefund,
 }
 
 impl StepKind {
@@ -60,7 +61,7 @@ impl StepKind {
         StepKind::GrantEntitlement,
     ];
 
-    pub const ALL: [StepKind; 9] = [
+    pub const ALL: [StepKind; 10] = [
         StepKind::ConfirmCapture,
         StepKind::DeductStock,
         StepKind::RefundPayment,
@@ -70,6 +71,7 @@ impl StepKind {
         StepKind::RefundExtraPayment,
         StepKind::ReconcilePayment,
         StepKind::NotifyPaymentFailed,
+        StepKind::NotifyRefund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +85,7 @@ impl StepKind {
             StepKind::RefundExtraPayment => "refund_extra_payment",
             StepKind::ReconcilePayment => "reconcile_payment",
             StepKind::NotifyPaymentFailed => "notify_payment_failed",
+            StepKind::NotifyRefund => "notify_refund",
         }
     }
 
@@ -94,7 +97,8 @@ impl StepKind {
     /// with a lower position is done or skipped. Gaps leave room for steps added later
     /// (the refund sits between stock and invoice). The steps that are not about the
     /// order's own fulfilment — refunding a second captured payment, re-reading a payment
-    /// an event contradicted, telling the buyer a payment failed — come after it.
+    /// an event contradicted, telling the buyer a payment failed or was refunded — come
+    /// after it.
     /// Steps at this position or after are not part of the order's fulfilment pipeline:
     /// they never hold it up, and the order is fulfilled without waiting for them.
     pub const OUTSIDE_PIPELINE: i64 = 60;
@@ -110,6 +114,7 @@ impl StepKind {
             StepKind::RefundExtraPayment => StepKind::OUTSIDE_PIPELINE,
             StepKind::ReconcilePayment => 70,
             StepKind::NotifyPaymentFailed => 80,
+            StepKind::NotifyRefund => 90,
         }
     }
 
@@ -123,7 +128,7 @@ impl StepKind {
             StepKind::GrantEntitlement => grant_entitlement::POLICY,
             StepKind::RefundExtraPayment => refund_payment::POLICY,
             StepKind::ReconcilePayment => reconcile_payment::POLICY,
-            StepKind::NotifyPaymentFailed => send_receipt::POLICY,
+            StepKind::NotifyPaymentFailed | StepKind::NotifyRefund => send_receipt::POLICY,
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum Kind {
     RefundNotice,
     /// The payment failed, was declined, or the checkout expired: nothing was charged.
     PaymentFailed,
+    /// Money went back for an order the buyer already had a receipt for (an admin's refund,
+    /// one made on the provider's dashboard, a duplicate payment). One per refund.
+    Refunded,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::Receipt => "receipt",
             Kind::RefundNotice => "refund_notice",
             Kind::PaymentFailed => "payment_failed",
+            Kind::Refunded => "refund",
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct Content {
     pub total: String,
     /// For a refund notice: the refund was ours because an item sold out.
     pub sold_out: bool,
+    /// For a refund: its credit note.
+    pub credit_note: Option<String>,
 }
 
 /// Subject and plain-text body.
@@ -79,10 +85,20 @@ pub fn render(c: &Content) -> (String, String) {
             );
             format!("Your payment for order {} did not go through", c.order_id)
         }
+        Kind::Refunded => {
+            body.push_str(&format!(
+                "We have refunded {} of your payment; it will appear on your statement in a few days.\n\n",
+                c.total
+            ));
+            format!("A refund for order {}", c.order_id)
+        }
     };
     body.push_str(&format!("Order: {}\n", c.order_id));
     if let Some(n) = &c.invoice_number {
         body.push_str(&format!("Invoice: {n}\n"));
+    }
+    if let Some(n) = &c.credit_note {
+        body.push_str(&format!("Credit note: {n}\n"));
     }
     body.push('\n');
     for l in &c.lines {
@@ -92,6 +108,7 @@ pub fn render(c: &Content) -> (String, String) {
         Kind::Receipt => "Total paid",
         Kind::RefundNotice => "Refunded",
         Kind::PaymentFailed => "Not charged",
+        Kind::Refunded => "Refunded",
     };
     body.push_str(&format!("\n{label}: {}\n", c.total));
     (subject, body)
@@ -114,6 +131,7 @@ mod tests {
             }],
             total: "20.00 USD".into(),
             sold_out: true,
+            credit_note: None,
         };
         let (s, b) = render(&c);
         assert!(
@@ -133,5 +151,11 @@ mod tests {
         c.kind = Kind::PaymentFailed;
         let (s, b) = render(&c);
         assert!(s.contains("did not go through") && b.contains("Not charged: 20.00 USD"));
+        c.kind = Kind::Refunded;
+        c.total = "5.00 USD".into();
+        c.credit_note = Some("INV-CN-000001".into());
+        let (s, b) = render(&c);
+        assert!(s.contains("refund") && b.contains("refunded 5.00 USD"));
+        assert!(b.contains("Credit note: INV-CN-000001") && b.contains("Refunded: 5.00 USD"));
     }
 }

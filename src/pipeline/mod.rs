@@ -8,7 +8,7 @@
 //!
 //! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment` (also for
 //! `refund_extra_payment`), `issue_invoice`, `send_receipt`, `grant_entitlement`,
-//! `reconcile_payment`, `notify_payment_failed`. Each one's retry policy and pure logic sit in the
+//! `reconcile_payment`, `notify_payment_failed`, `notify_refund`. Each one's retry policy and pure logic sit in the
 //! file of the same name in the `jobs` crate.
 
 mod confirm_capture;
@@ -16,6 +16,7 @@ mod deduct_stock;
 mod grant_entitlement;
 mod issue_invoice;
 mod notify_payment_failed;
+mod notify_refund;
 mod reconcile_payment;
 pub mod refund_calls;
 mod refund_payment;
@@ -126,6 +127,7 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
         Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, &lease).await,
         Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, &lease).await,
         Some(StepKind::NotifyPaymentFailed) => notify_payment_failed::run(engine, &lease).await,
+        Some(StepKind::NotifyRefund) => notify_refund::run(engine, &lease).await,
         None => Err(StepError::Permanent(format!(
             "unknown step kind {:?}",
             lease.step.kind

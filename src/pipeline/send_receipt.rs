@@ -1,6 +1,6 @@
 //! `send_receipt`: one email per payment — a receipt, or a refund notice when the order was
-//! refunded (text and policy: `jobs::send_receipt`). [`send_once`] is also how
-//! `notify_payment_failed` sends.
+//! refunded (text and policy: `jobs::send_receipt`). [`send_once`] and [`mail_once`] are
+//! also how `notify_payment_failed` and `notify_refund` send.
 
 use jobs::StepError;
 use jobs::send_receipt::{Content, Kind, Line, render};
@@ -29,8 +29,8 @@ pub(super) async fn order_of(e: &Engine, lease: &Lease) -> Result<OrderRow, Step
         .ok_or_else(|| StepError::Permanent("order row missing".into()))
 }
 
-/// Sends the step payment's email of `kind` about `order`, unless it was sent already, and
-/// records it in the transaction that finishes the step.
+/// Sends the step payment's email of `kind` about `order`, unless it was sent already,
+/// then finishes the step.
 pub(super) async fn send_once(
     e: &Engine,
     lease: &Lease,
@@ -38,24 +38,6 @@ pub(super) async fn send_once(
     kind: Kind,
 ) -> StepResult {
     let payment_id = &lease.step.payment_id;
-    let already: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM emails_sent WHERE payment_id = $1 AND kind = $2")
-            .bind(payment_id)
-            .bind(kind.as_str())
-            .fetch_optional(&e.store.pool)
-            .await
-            .map_err(StoreError::from)?;
-    if already.is_some() {
-        let tx = e.store.begin().await?;
-        return complete(tx, lease, "already sent").await;
-    }
-    let items = e.store.order_items(&order.id).await?;
-    let invoice_number: Option<String> =
-        sqlx::query_scalar("SELECT invoice_number FROM invoices WHERE order_id = $1")
-            .bind(&order.id)
-            .fetch_optional(&e.store.pool)
-            .await
-            .map_err(StoreError::from)?;
     let sold_out: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM refunds WHERE order_id = $1 AND reason = 'out_of_stock'",
     )
@@ -63,8 +45,33 @@ pub(super) async fn send_once(
     .fetch_one(&e.store.pool)
     .await
     .map_err(StoreError::from)?;
+    let mut content = content(e, order, kind).await?;
+    content.sold_out = sold_out > 0;
+    let sent = mail_once(e, payment_id, kind.as_str(), order, &content).await?;
+    let tx = e.store.begin().await?;
+    let outcome = if sent {
+        format!("{} sent", kind.as_str())
+    } else {
+        "already sent".to_owned()
+    };
+    complete(tx, lease, &outcome).await
+}
+
+/// What an email about `order` says, with its lines and total.
+pub(super) async fn content(
+    e: &Engine,
+    order: &OrderRow,
+    kind: Kind,
+) -> Result<Content, StepError> {
+    let items = e.store.order_items(&order.id).await?;
+    let invoice_number: Option<String> =
+        sqlx::query_scalar("SELECT invoice_number FROM invoices WHERE order_id = $1")
+            .bind(&order.id)
+            .fetch_optional(&e.store.pool)
+            .await
+            .map_err(StoreError::from)?;
     let currency = orders::currency_of(order);
-    let content = Content {
+    Ok(Content {
         kind,
         order_id: order.id.clone(),
         invoice_number,
@@ -77,11 +84,35 @@ pub(super) async fn send_once(
             })
             .collect(),
         total: currency.format(order.total_minor),
-        sold_out: sold_out > 0,
-    };
-    let (subject, body) = render(&content);
-    let message_id = format!("<{}.{payment_id}@fulfilld>", kind.as_str());
-    let name = format!("{}-{payment_id}", kind.as_str());
+        sold_out: false,
+        credit_note: None,
+    })
+}
+
+/// Sends `content` to the buyer once per (payment, `slot`): an email already recorded is not
+/// sent again, and each carries a deterministic Message-ID, so the rare resend after a crash
+/// between sending and recording is recognisable as the same message. Returns whether it
+/// was sent now.
+pub(super) async fn mail_once(
+    e: &Engine,
+    payment_id: &str,
+    slot: &str,
+    order: &OrderRow,
+    content: &Content,
+) -> Result<bool, StepError> {
+    let already: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM emails_sent WHERE payment_id = $1 AND kind = $2")
+            .bind(payment_id)
+            .bind(slot)
+            .fetch_optional(&e.store.pool)
+            .await
+            .map_err(StoreError::from)?;
+    if already.is_some() {
+        return Ok(false);
+    }
+    let (subject, body) = render(content);
+    let message_id = format!("<{slot}.{payment_id}@fulfilld>").replace(':', ".");
+    let name = format!("{slot}-{payment_id}").replace(':', "-");
     let transport = e
         .mailer
         .send(&Outgoing {
@@ -99,7 +130,7 @@ pub(super) async fn send_once(
          ON CONFLICT (payment_id, kind) DO NOTHING",
     )
     .bind(payment_id)
-    .bind(kind.as_str())
+    .bind(slot)
     .bind(&order.customer_email)
     .bind(&subject)
     .bind(&message_id)
@@ -108,5 +139,6 @@ pub(super) async fn send_once(
     .execute(&mut *tx)
     .await
     .map_err(StoreError::from)?;
-    complete(tx, lease, &format!("{} sent", kind.as_str())).await
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(true)
 }

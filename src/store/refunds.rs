@@ -592,9 +592,10 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<i6
         if total(tx, &p.id, true).await? >= p.amount_minor {
             payments::transition(tx, &p.id, &["paid"], "refunded").await?;
         }
+        let wake = steps::arm(tx, &r.order_id, &p.id, StepKind::NotifyRefund).await?;
         return Ok((
             format!("refund {} of an extra payment applied", r.id),
-            Vec::new(),
+            wake.into_iter().collect(),
         ));
     }
     let order = orders::get_in(tx, &r.order_id)
@@ -669,6 +670,12 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<i6
             "partially_refunded",
         )
         .await?;
+    }
+    if !in_flight && order.status != "refund_pending" {
+        // The buyer had a receipt: tell them of this refund (a refund of an order not yet
+        // fulfilled is told by its refund notice instead).
+        let armed = steps::arm(tx, &r.order_id, &p.id, StepKind::NotifyRefund).await?;
+        wake.extend(armed);
     }
     let what = if full {
         "refunded in full"

@@ -141,7 +141,19 @@ async fn full_refund_revokes_credits_and_restocks(backend: Backend, provider: &s
     let (status, e) = refund(&app, json!({"order_id": id}), None).await;
     assert_eq!(status, 409, "{e}");
     assert_eq!(e["error"]["code"], "already_refunded");
+    // The buyer, who had a receipt, is told of the refund once.
+    app.wait_for(&id, &["refunded"]).await;
+    assert_eq!(refund_emails(&app, "refund-me@example.com").await, 1);
     app.finish().await;
+}
+
+/// Refund emails sent to `to` (one per refund).
+async fn refund_emails(app: &TestApp, to: &str) -> i64 {
+    app.count(
+        "SELECT COUNT(*) FROM emails_sent WHERE to_addr = $1 AND kind LIKE 'refund:%'",
+        to,
+    )
+    .await
 }
 
 async fn stripe_full_refund_revokes_credits_and_restocks(backend: Backend) {
@@ -193,6 +205,19 @@ async fn partial_refunds_add_up_and_are_bounded(backend: Backend) {
     assert_eq!(rest["credit_note_number"], "INV-CN-000002");
     assert_eq!(app.order(&id).await["status"], "refunded");
     assert!(revoked(&app, &id).await.iter().all(Option::is_some));
+    app.wait_for(&id, &["refunded"]).await;
+    assert_eq!(refund_emails(&app, "partial@example.com").await, 2);
+    let mail: Vec<String> = app
+        .outbox_files()
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("refund-"))
+        .map(|f| std::fs::read_to_string(f).expect("read mail"))
+        .collect();
+    assert!(
+        mail.iter()
+            .any(|m| m.contains("INV-CN-000002") && m.contains("700.00 USD")),
+        "{mail:?}"
+    );
     // Not asked to restock (the default): the seats stay sold.
     assert_eq!(app.stock("SEAT").await.0, 3);
     let rz = app.sandbox_get("/sandbox/razorpay/refunds").await;
