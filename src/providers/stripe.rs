@@ -379,35 +379,7 @@ impl Client {
             }
         }
     }
-}
 
-/// What a Checkout Session says about our payment.
-fn session_state(s: wire::CheckoutSession) -> PaymentState {
-    {
-        let status = s.status.clone().unwrap_or_default();
-        let pi = s.payment_intent.clone();
-        let change = match (status.as_str(), s.payment_status.as_str()) {
-            ("complete", "paid" | "no_payment_required") => PaymentChange::Paid {
-                provider_payment_id: pi,
-            },
-            ("complete", _) => PaymentChange::AwaitingSettlement {
-                provider_payment_id: pi,
-            },
-            ("expired", _) => PaymentChange::Expired,
-            _ => PaymentChange::Ignored,
-        };
-        PaymentState {
-            change,
-            paid: status == "complete" && s.payment_status == "paid",
-            state: format!("status={status}, payment_status={}", s.payment_status),
-            amount_minor: s.amount_total.unwrap_or(0),
-            currency: s.currency.unwrap_or_default(),
-            provider_payment_id: s.payment_intent,
-        }
-    }
-}
-
-impl Client {
     /// `POST /v1/refunds` on the payment intent, with our ids in `metadata`.
     pub async fn refund(
         &self,
@@ -428,6 +400,30 @@ impl Client {
             .header("Idempotency-Key", r.idempotency_key)
             .form(&form);
         self.call(req).await
+    }
+}
+
+/// What a Checkout Session says about our payment.
+fn session_state(s: wire::CheckoutSession) -> PaymentState {
+    let status = s.status.clone().unwrap_or_default();
+    let pi = s.payment_intent.clone();
+    let change = match (status.as_str(), s.payment_status.as_str()) {
+        ("complete", "paid" | "no_payment_required") => PaymentChange::Paid {
+            provider_payment_id: pi,
+        },
+        ("complete", _) => PaymentChange::AwaitingSettlement {
+            provider_payment_id: pi,
+        },
+        ("expired", _) => PaymentChange::Expired,
+        _ => PaymentChange::Ignored,
+    };
+    PaymentState {
+        change,
+        paid: status == "complete" && s.payment_status == "paid",
+        state: format!("status={status}, payment_status={}", s.payment_status),
+        amount_minor: s.amount_total.unwrap_or(0),
+        currency: s.currency.unwrap_or_default(),
+        provider_payment_id: s.payment_intent,
     }
 }
 
