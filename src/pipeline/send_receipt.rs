@@ -38,15 +38,18 @@ pub(super) async fn send_once(
     kind: Kind,
 ) -> StepResult {
     let payment_id = &lease.step.payment_id;
-    let sold_out: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM refunds WHERE order_id = $1 AND reason = 'out_of_stock'",
-    )
-    .bind(&order.id)
-    .fetch_one(&e.store.pool)
-    .await
-    .map_err(StoreError::from)?;
     let mut content = content(e, order, kind).await?;
-    content.sold_out = sold_out > 0;
+    if kind == Kind::RefundNotice {
+        // Only a refund notice says why; receipts (every order) skip the query.
+        let sold_out: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refunds WHERE order_id = $1 AND reason = 'out_of_stock'",
+        )
+        .bind(&order.id)
+        .fetch_one(&e.store.pool)
+        .await
+        .map_err(StoreError::from)?;
+        content.sold_out = sold_out > 0;
+    }
     let sent = mail_once(e, payment_id, kind.as_str(), order, &content).await?;
     let tx = e.store.begin().await?;
     let outcome = if sent {
