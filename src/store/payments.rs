@@ -349,9 +349,6 @@ pub async fn apply(
             if moved {
                 return captured(tx, p).await;
             }
-            if gone.contains(&current_status(tx, &p.id).await?.as_str()) {
-                return contradicted(tx, p, "a capture").await;
-            }
         }
         PaymentChange::AwaitingSettlement {
             provider_payment_id,
@@ -374,28 +371,27 @@ pub async fn apply(
                 let wake = failed(tx, p).await?;
                 return Ok((format!("payment {to}; stock released"), wake));
             }
-            if matches!(
-                current_status(tx, &p.id).await?.as_str(),
-                "paid" | "refunded"
-            ) {
-                return contradicted(tx, p, &format!("the payment {to}")).await;
-            }
         }
         // Refund events are recorded by `refunds::record_notice`.
         PaymentChange::Ignored | PaymentChange::Refunded(_) => {}
     }
-    // Nothing moved: another event or the verify call got here first. Say what it is now.
-    let now = current_status(tx, &p.id).await?;
-    Ok((format!("no change: payment is {now}"), Vec::new()))
-}
-
-async fn current_status(tx: &mut Tx, id: &str) -> Result<String> {
-    Ok(
-        sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?,
-    )
+    // Nothing moved: another event or the verify call got here first, or the event says
+    // the opposite of what we hold. Say which.
+    let now: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+        .bind(&p.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let held_paid = matches!(now.as_str(), "paid" | "refunded");
+    match change {
+        PaymentChange::Paid { .. } if gone.contains(&now.as_str()) => {
+            contradicted(tx, p, &now, "a capture").await
+        }
+        PaymentChange::Failed if held_paid => contradicted(tx, p, &now, "the payment failed").await,
+        PaymentChange::Expired if held_paid => {
+            contradicted(tx, p, &now, "the payment expired").await
+        }
+        _ => Ok((format!("no change: payment is {now}"), Vec::new())),
+    }
 }
 
 /// A payment ended without money (failed, declined, expired): the stock it held goes back,
@@ -415,8 +411,12 @@ pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<i64>> {
 
 /// An event says the opposite of what we hold: record that, and let the provider's API
 /// decide (`reconcile_payment`). The payload alone never moves a payment backwards.
-async fn contradicted(tx: &mut Tx, p: &PaymentRow, what: &str) -> Result<(String, Vec<i64>)> {
-    let now = current_status(tx, &p.id).await?;
+async fn contradicted(
+    tx: &mut Tx,
+    p: &PaymentRow,
+    now: &str,
+    what: &str,
+) -> Result<(String, Vec<i64>)> {
     let wake = steps::arm(tx, &p.order_id, &p.id, StepKind::ReconcilePayment).await?;
     tracing::warn!(payment_id = %p.id, held = %now, event = what, "event contradicts the payment; re-reading it");
     Ok((
