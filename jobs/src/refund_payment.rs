@@ -1,7 +1,8 @@
 //! `refund_payment`: give the money back when a paid order cannot be fulfilled (the last
-//! item went to someone else). The provider call carries a deterministic idempotency key, so
-//! a retry after a timeout — when we cannot know whether the first call landed — refunds at
-//! most once; the refund row, under a fixed id per payment, records that it happened.
+//! item went to someone else), or for a second capture of a paid order. The refund row has a
+//! fixed id per payment and the provider call an idempotency key made from it, so a retry
+//! after a timeout — when we cannot know whether the first call landed — refunds at most
+//! once.
 
 use crate::RetryPolicy;
 
@@ -10,8 +11,3 @@ pub const POLICY: RetryPolicy = RetryPolicy {
     base_ms: 2_000,
     cap_ms: 900_000,
 };
-
-/// The key sent to the provider with the refund request. One full refund per payment.
-pub fn idempotency_key(payment_id: &str) -> String {
-    format!("fulfilld-refund:{payment_id}")
-}

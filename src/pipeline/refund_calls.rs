@@ -1,7 +1,7 @@
 //! Asking the provider for a refund already recorded as `requested` (`store::refunds`): the
-//! admin API does it at once, and [`resume`] does it again for a request the provider left
-//! unanswered, so a refund accepted by `POST /api/payments/refund` is finished even if the
-//! caller never repeats it. Both use the refund's own idempotency key, so however many
+//! admin API and the `refund_payment` step do it at once, and [`resume`] does it again for
+//! an admin's request the provider left unanswered, so a refund accepted by
+//! `POST /api/payments/refund` is finished even if the caller never repeats it. Both use the refund's own idempotency key, so however many
 //! times it is asked, the provider refunds once.
 
 use std::sync::Arc;

@@ -188,16 +188,16 @@ impl Store {
         Ok(Requested::Call(row, p))
     }
 
-    /// Records the engine's own refund of a whole payment (the order sold out) as
-    /// `requested`, before the provider is called, under a fixed id: a retried step finds
-    /// it, and the provider's refund event (which may arrive before the call returns)
-    /// finds it by the id the provider echoes.
+    /// Records the engine's own refund of a whole payment (the order sold out, or a second
+    /// capture) as `requested`, before the provider is called, under a fixed id: a retried
+    /// step finds it (as it is now), and the provider's refund event (which may arrive
+    /// before the call returns) finds it by the id the provider echoes.
     pub async fn request_engine_refund(
         &self,
         p: &payments::PaymentRow,
         refund_id: &str,
         reason: &str,
-    ) -> Result<()> {
+    ) -> Result<RefundRow> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO refunds (id, payment_id, order_id, provider, amount_minor, currency, reason,
@@ -215,8 +215,11 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        let row = by_id(&mut tx, refund_id)
+            .await?
+            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
         tx.commit().await?;
-        Ok(())
+        Ok(row)
     }
 
     /// The provider answered a refund call: record its id and status and, if it succeeded,
