@@ -107,7 +107,7 @@ async fn refund(
     let (row, payment) = match e.store.request_refund(&asked).await? {
         Requested::Call(row, payment) => (row, payment),
         Requested::Done(row) => {
-            let cn = credit_note_of(&e, &row).await?;
+            let (row, cn) = e.store.refund_with_credit_note(&row.id).await?;
             return Ok((StatusCode::OK, Json(refund_json(&row, cn.as_deref()))));
         }
         Requested::KeyReused => {
@@ -141,7 +141,7 @@ async fn refund(
     };
     match refund_calls::make(&e, &row, &payment).await? {
         Made::Settled(row) => {
-            let cn = credit_note_of(&e, &row).await?;
+            let (row, cn) = e.store.refund_with_credit_note(&row.id).await?;
             Ok((StatusCode::CREATED, Json(refund_json(&row, cn.as_deref()))))
         }
         Made::Refused(_, why) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "refund_failed", why)),
@@ -154,15 +154,6 @@ async fn refund(
             ),
         )),
     }
-}
-
-async fn credit_note_of(e: &Engine, r: &RefundRow) -> Result<Option<String>, ApiError> {
-    Ok(e.store
-        .order_refunds(&r.order_id)
-        .await?
-        .into_iter()
-        .find(|(row, _)| row.id == r.id)
-        .and_then(|(_, cn)| cn))
 }
 
 pub fn router() -> Router<Arc<Engine>> {

@@ -126,9 +126,7 @@ impl Store {
                 if fp.as_deref() != Some(fingerprint.as_str()) {
                     return Ok(Requested::KeyReused);
                 }
-                let row = by_id(&mut tx, &id)
-                    .await?
-                    .ok_or_else(|| super::StoreError::Other(format!("refund {id} vanished")))?;
+                let row = get(&mut tx, &id).await?;
                 if row.status != "requested" {
                     return Ok(Requested::Done(row));
                 }
@@ -181,9 +179,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let row = by_id(&mut tx, &id)
-            .await?
-            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        let row = get(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(Requested::Call(row, p))
     }
@@ -215,9 +211,7 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        let row = by_id(&mut tx, refund_id)
-            .await?
-            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        let row = get(&mut tx, refund_id).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -244,9 +238,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let (_, wake) = apply_ready(&mut tx, refund_id).await?;
-        let row = by_id(&mut tx, refund_id)
-            .await?
-            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        let row = get(&mut tx, refund_id).await?;
         tx.commit().await?;
         Ok((row, wake))
     }
@@ -273,9 +265,7 @@ impl Store {
         .bind(refund_id)
         .execute(&mut *tx)
         .await?;
-        let row = by_id(&mut tx, refund_id)
-            .await?
-            .ok_or_else(|| super::StoreError::Other("refund vanished".into()))?;
+        let row = get(&mut tx, refund_id).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -306,24 +296,56 @@ impl Store {
 
     /// The order's refunds, oldest first, with their credit note numbers.
     pub async fn order_refunds(&self, order_id: &str) -> Result<Vec<(RefundRow, Option<String>)>> {
-        let rows = sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM refunds WHERE order_id = $1 ORDER BY created_at, id"
+        let rows = sqlx::query_as::<_, RefundView>(sqlx::AssertSqlSafe(format!(
+            "{} WHERE r.order_id = $1 ORDER BY r.created_at, r.id",
+            view_select()
         )))
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let cn: Option<String> = sqlx::query_scalar(
-                "SELECT credit_note_number FROM credit_notes WHERE refund_id = $1",
-            )
-            .bind(&r.id)
-            .fetch_optional(&self.pool)
-            .await?;
-            out.push((r, cn));
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .map(|v| (v.refund, v.credit_note_number))
+            .collect())
     }
+
+    /// One refund with its credit note number.
+    pub async fn refund_with_credit_note(
+        &self,
+        refund_id: &str,
+    ) -> Result<(RefundRow, Option<String>)> {
+        let v = sqlx::query_as::<_, RefundView>(sqlx::AssertSqlSafe(format!(
+            "{} WHERE r.id = $1",
+            view_select()
+        )))
+        .bind(refund_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((v.refund, v.credit_note_number))
+    }
+}
+
+/// A refund with its credit note number, read in one query.
+#[derive(sqlx::FromRow)]
+struct RefundView {
+    #[sqlx(flatten)]
+    refund: RefundRow,
+    credit_note_number: Option<String>,
+}
+
+fn view_select() -> String {
+    let cols: Vec<String> = COLS.split(',').map(|c| format!("r.{}", c.trim())).collect();
+    format!(
+        "SELECT {}, c.credit_note_number FROM refunds r LEFT JOIN credit_notes c ON c.refund_id = r.id",
+        cols.join(", ")
+    )
+}
+
+/// A refund row that must exist (this transaction wrote or found it).
+async fn get(tx: &mut Tx, id: &str) -> Result<RefundRow> {
+    by_id(tx, id)
+        .await?
+        .ok_or_else(|| super::StoreError::Other(format!("refund {id} vanished")))
 }
 
 /// A refund event: finds or creates our row for it and applies it when it can. Returns the
