@@ -280,6 +280,14 @@ fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
     })
 }
 
+/// A currency of ours (an order's, a payment's), as PayPal amounts need it.
+fn our_currency(code: &str) -> Result<Currency, ProviderError> {
+    Currency::parse("currency", code).map_err(|e| ProviderError::Unusable {
+        provider: NAME,
+        message: e.to_string(),
+    })
+}
+
 /// PayPal as a [`Provider`].
 pub struct PayPal {
     http: reqwest::Client,
@@ -550,11 +558,7 @@ impl Provider for PayPal {
     /// makes a retried create return the same order. `custom_id` carries our payment id back
     /// in captures and events; `reference_id` our order id.
     async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
-        let currency =
-            Currency::parse("currency", &r.currency).map_err(|e| ProviderError::Unusable {
-                provider: NAME,
-                message: e.to_string(),
-            })?;
+        let currency = our_currency(&r.currency)?;
         let amount: i64 = r.lines.iter().map(|l| l.qty * l.unit_amount_minor).sum();
         let body = json!({
             "intent": "CAPTURE",
@@ -712,11 +716,7 @@ impl Provider for PayPal {
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
         let capture = p.payment_id_for(NAME, "capture")?;
-        let currency =
-            Currency::parse("currency", req.currency).map_err(|e| ProviderError::Unusable {
-                provider: NAME,
-                message: e.to_string(),
-            })?;
+        let currency = our_currency(req.currency)?;
         let url = format!("{}/v2/payments/captures/{capture}/refund", self.base);
         let body = json!({
             "amount": { "currency_code": currency.as_str(), "value": currency.decimal(req.amount_minor) },
