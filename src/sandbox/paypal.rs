@@ -440,12 +440,7 @@ async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes
                 );
             }
         };
-        let currency = Currency::parse("currency_code", &unit.amount.currency_code);
-        let valid = currency
-            .as_ref()
-            .ok()
-            .and_then(|c| c.parse_decimal(&unit.amount.value))
-            .is_some_and(|v| v > 0);
+        let valid = unit.amount.minor().is_some_and(|v| v > 0);
         if !valid {
             return unprocessable(
                 "DECIMAL_PRECISION",
@@ -667,12 +662,7 @@ async fn refund(
         st.refunds
             .iter()
             .filter(|(cid, _)| *cid == id)
-            .filter_map(|(_, r)| r.amount.as_ref())
-            .filter_map(|m| {
-                Currency::parse("c", &m.currency_code)
-                    .ok()?
-                    .parse_decimal(&m.value)
-            })
+            .filter_map(|(_, r)| r.amount.as_ref().and_then(wire::Money::minor))
             .sum()
     };
     let refund = {
