@@ -26,6 +26,31 @@ pub struct Config {
     pub refunds: Refunds,
     pub providers: Providers,
     pub sandbox: Sandbox,
+    pub api: Api,
+    pub payments: Payments,
+    /// Per step kind (`retry.confirm_capture.base_ms = …`): overrides of the retry policy
+    /// each step declares next to its code.
+    #[serde(default)]
+    pub retry: BTreeMap<String, RetryOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Api {
+    pub idempotency_ttl_secs: u64,
+    pub idempotency_lock_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Payments {
+    pub stale_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    pub max_attempts: Option<u32>,
+    pub base_ms: Option<u64>,
+    pub cap_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +72,8 @@ pub struct Queue {
     pub sweep_interval_ms: u64,
     pub requeue_after_ms: u64,
     pub lease_ms: u64,
+    pub max_lease_expiries: i64,
+    pub housekeeping_interval_ms: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -455,7 +482,53 @@ impl Config {
         if self.invoice.series.is_empty() {
             return bad("invoice.series", "must not be empty".into());
         }
+        if self.queue.max_lease_expiries < 1 {
+            return bad("queue.max_lease_expiries", "must be at least 1".into());
+        }
+        for (kind, o) in &self.retry {
+            if jobs::StepKind::parse(kind).is_none() {
+                return bad(
+                    &format!("retry.{kind}"),
+                    format!(
+                        "no step kind {kind:?}; known: {}",
+                        jobs::StepKind::ALL.map(|k| k.as_str()).join(", ")
+                    ),
+                );
+            }
+            if o.max_attempts == Some(0) {
+                return bad(
+                    &format!("retry.{kind}.max_attempts"),
+                    "must be at least 1".into(),
+                );
+            }
+            let p =
+                self.policy(jobs::StepKind::parse(kind).unwrap_or(jobs::StepKind::ConfirmCapture));
+            if p.base_ms == 0 || p.cap_ms < p.base_ms {
+                return bad(
+                    &format!("retry.{kind}"),
+                    format!(
+                        "base_ms ({}) must be positive and at most cap_ms ({})",
+                        p.base_ms, p.cap_ms
+                    ),
+                );
+            }
+        }
+        if self.api.idempotency_ttl_secs == 0 {
+            return bad("api.idempotency_ttl_secs", "must be positive".into());
+        }
         Ok(())
+    }
+
+    /// The retry policy in force for a step kind: the one declared next to the step's code,
+    /// with this configuration's overrides.
+    pub fn policy(&self, kind: jobs::StepKind) -> jobs::RetryPolicy {
+        let mut p = kind.policy();
+        if let Some(o) = self.retry.get(kind.as_str()) {
+            p.max_attempts = o.max_attempts.unwrap_or(p.max_attempts);
+            p.base_ms = o.base_ms.unwrap_or(p.base_ms);
+            p.cap_ms = o.cap_ms.unwrap_or(p.cap_ms);
+        }
+        p
     }
 
     /// The grant configured for a SKU. Matched without regard to case, because keys set

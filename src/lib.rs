@@ -103,11 +103,11 @@ pub async fn run(
     let sweeper = tokio::spawn(queue::sweeper::run(
         engine.store.clone(),
         engine.queue.clone(),
-        Duration::from_millis(q.sweep_interval_ms),
-        Duration::from_millis(q.requeue_after_ms),
+        q.clone(),
         stop.clone(),
     ));
     let workers = tokio::spawn(pipeline::run_workers(engine.clone(), rx, stop.clone()));
+    let housekeeping = tokio::spawn(pipeline::housekeeping::run(engine.clone(), stop.clone()));
     let refunds = tokio::spawn(pipeline::refund_calls::resume(
         engine.clone(),
         Duration::from_millis(q.sweep_interval_ms),
@@ -128,6 +128,7 @@ pub async fn run(
     stop.cancel();
     let _ = sweeper.await;
     let _ = refunds.await;
+    let _ = housekeeping.await;
     let _ = workers.await;
     engine.store.pool.close().await;
     served.context("http server")?;

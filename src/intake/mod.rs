@@ -5,7 +5,9 @@
 //! Each resource file ends in `pub fn router()`; they are merged here.
 
 mod admin;
+mod dead_letters;
 mod error;
+mod idempotency;
 mod orders;
 mod payments;
 mod refunds;
@@ -26,11 +28,16 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let limit = engine.config.http.max_body_bytes;
     Router::new()
         .merge(admin::router())
+        .merge(dead_letters::router())
         .merge(orders::router())
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            idempotency::layer,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(engine)
 }

@@ -103,6 +103,7 @@ async fn show(
             "currency": p.currency,
         })),
         "steps": steps.iter().map(|s| json!({
+            "id": s.id,
             "kind": s.kind,
             "status": s.status,
             "attempts": s.attempts,

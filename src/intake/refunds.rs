@@ -4,7 +4,9 @@
 //! Body: `{"order_id", "amount_minor"?, "reason"?, "restock"?}` — no amount refunds what is
 //! left; `restock` (default `refunds.restock`) returns the stock once the order is refunded
 //! in full. An `Idempotency-Key` header makes a repeated request (a timeout, a double click)
-//! return the first one's refund; the same key with a different body is refused.
+//! return the first one's answer; the same key with a different body is refused (422) — as
+//! on every `POST /api/…` (`intake::idempotency`). The key is also kept on the refund itself,
+//! so that it still finds its refund after the API's key has expired.
 //!
 //! The refund is recorded as `requested` before the provider is called, with our refund id
 //! as the provider's idempotency key and in its metadata. If the provider cannot be reached
@@ -111,7 +113,8 @@ async fn refund(
             return Ok((StatusCode::OK, Json(refund_json(&row, cn.as_deref()))));
         }
         Requested::KeyReused => {
-            return Err(ApiError::conflict(
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was sent with a different refund request",
             ));

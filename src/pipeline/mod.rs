@@ -14,6 +14,7 @@
 mod confirm_capture;
 mod deduct_stock;
 mod grant_entitlement;
+pub mod housekeeping;
 mod issue_invoice;
 mod notify_payment_failed;
 mod notify_refund;
@@ -140,7 +141,11 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
         }
         Err(err) => {
             let kind = kind.unwrap_or(StepKind::ConfirmCapture);
-            match engine.store.fail(&lease, &err, kind).await? {
+            match engine
+                .store
+                .fail(&lease, &err, engine.config.policy(kind))
+                .await?
+            {
                 Failed::RetryAt(at) => tracing::warn!(
                     order_id = %lease.step.order_id, kind = %lease.step.kind,
                     attempts = lease.step.attempts, retry_at_ms = at, error = %err, "step failed; will retry"

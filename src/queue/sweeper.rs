@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Queue;
+use crate::config;
 use crate::domain::now_ms;
 use crate::store::Store;
 
@@ -14,16 +15,11 @@ use crate::store::Store;
 /// flooding the queue all at once.
 const BATCH: i64 = 1_000;
 
-pub async fn run(
-    store: Store,
-    queue: Queue,
-    interval: Duration,
-    requeue_after: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn run(store: Store, queue: Queue, config: config::Queue, shutdown: CancellationToken) {
+    let interval = Duration::from_millis(config.sweep_interval_ms);
     let mut first = true;
     loop {
-        if let Err(e) = pass(&store, &queue, first, requeue_after).await {
+        if let Err(e) = pass(&store, &queue, first, &config).await {
             tracing::warn!(error = %e, "sweeper pass failed; trying again next tick");
         } else {
             first = false;
@@ -40,16 +36,18 @@ pub async fn pass(
     store: &Store,
     queue: &Queue,
     everything_due: bool,
-    requeue_after: Duration,
+    config: &config::Queue,
 ) -> crate::store::Result<usize> {
-    let released = store.release_expired_leases().await?;
+    let released = store
+        .release_expired_leases(config.max_lease_expiries)
+        .await?;
     if released > 0 {
         tracing::warn!(released, "released steps whose worker lease expired");
     }
     let requeue_before = if everything_due {
         now_ms()
     } else {
-        now_ms() - requeue_after.as_millis() as i64
+        now_ms() - config.requeue_after_ms as i64
     };
     let ids = store.take_due(requeue_before, BATCH).await?;
     if !ids.is_empty() {

@@ -10,6 +10,8 @@
 //!   delivery's status.
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/settle` `{"outcome": "succeeded"|"failed", …}`
 //!   — settles a delayed payment: `checkout.session.async_payment_succeeded|failed`.
+//! - `POST /sandbox/stripe/checkout/sessions/{id}/amend` `{"amount_total": N}` — corrects the
+//!   amount a completed session reports (the provider's record fixed after a mismatch).
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
 //! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", …]}` — the next API calls
 //!   (`/v1/…`, after authentication) fail with these statuses, one each, in order.
@@ -683,6 +685,33 @@ async fn settle(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) 
     Json(json!({ "session": session, "event": ev, "deliveries": deliveries })).into_response()
 }
 
+/// Corrects what a completed session reports as captured (the provider's record fixed after
+/// a mismatch, e.g. the rest of the amount collected). No event is sent.
+async fn amend(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d = match control_body::<Delivery>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(amount) = d.amount_total.filter(|a| *a >= 0) else {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "amount_total (a non-negative integer) is required",
+            Some("amount_total"),
+        );
+    };
+    match update_session(
+        &sb,
+        &id,
+        |s| s.status.as_deref() == Some("complete"),
+        |_| "Only a completed session can be amended.".into(),
+        |s| s.amount_total = Some(amount),
+    ) {
+        Ok(session) => Json(json!({ "session": session })).into_response(),
+        Err(r) => r,
+    }
+}
+
 async fn checkout_page(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     let Some(s) = sb.state().sessions.get(&id).cloned() else {
         return (
@@ -732,6 +761,7 @@ pub fn router(sb: Sandbox) -> Router {
             post(settle),
         )
         .route("/sandbox/stripe/refunds", get(list_refunds))
+        .route("/sandbox/stripe/checkout/sessions/{id}/amend", post(amend))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)
         .with_state(sb);

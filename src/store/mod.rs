@@ -13,7 +13,9 @@
 //! transaction (`&mut Tx`) rather than opening its own.
 
 pub mod catalogue;
+pub mod dead_letters;
 pub mod events;
+pub mod idempotency;
 pub mod orders;
 pub mod payments;
 pub mod refunds;
@@ -221,13 +223,26 @@ async fn transition(
     from: &[&str],
     to: &str,
 ) -> Result<bool> {
+    transition_setting(tx, table, id, from, to, "").await
+}
+
+/// [`transition`] that also sets `also` (a constant assignment list of ours, such as
+/// `"review_from = status, "`: SET reads the row as it was before the update).
+async fn transition_setting(
+    tx: &mut Tx,
+    table: &'static str,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    also: &'static str,
+) -> Result<bool> {
     let list = from
         .iter()
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ");
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {table} SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
+        "UPDATE {table} SET {also}status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
     )))
     .bind(to)
     .bind(domain::now_ms())

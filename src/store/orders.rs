@@ -179,7 +179,28 @@ pub async fn items_in(tx: &mut Tx, id: &str) -> Result<Vec<ItemRow>> {
 
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.
 pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
-    super::transition(tx, "orders", id, from, to).await
+    // Remember where the order stood, for an admin retry to put it back.
+    let also = if to == "needs_review" {
+        "review_from = status, "
+    } else {
+        ""
+    };
+    super::transition_setting(tx, "orders", id, from, to, also).await
+}
+
+/// Puts an order that needs review back where it stood before, once nothing holds it
+/// there any more (no dead step of its pipeline left). Returns whether it moved.
+pub async fn resume_from_review(tx: &mut Tx, id: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE orders SET status = review_from, review_from = NULL, updated_at = $1
+         WHERE id = $2 AND status = 'needs_review' AND review_from IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM steps WHERE order_id = $2 AND status = 'dead')",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Parses a stored currency (always valid: it came from the catalogue).

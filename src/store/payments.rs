@@ -505,3 +505,76 @@ pub async fn release_reservations(tx: &mut Tx, order_id: &str) -> Result<()> {
     .await?;
     Ok(())
 }
+
+impl Store {
+    /// Open payments (checkout created, or completed but unsettled) that no webhook has
+    /// moved for `stale_after_ms`, due for a look at their provider; each is given its next
+    /// look at once — later as it ages (after half its age again, at least `stale_after_ms`),
+    /// so an abandoned checkout is asked about a few times, not every minute forever.
+    pub async fn take_stale_payments(
+        &self,
+        stale_after_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRow>> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let due: Vec<PaymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM payments
+             WHERE status IN ('created', 'pending') AND created_at <= $1
+               AND (next_check_at IS NULL OR next_check_at <= $2)
+             ORDER BY created_at LIMIT $3"
+        )))
+        .bind(now - stale_after_ms)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for p in &due {
+            sqlx::query(
+                "UPDATE payments SET next_check_at = $1 + CASE WHEN ($1 - created_at) / 2 > $2
+                     THEN ($1 - created_at) / 2 ELSE $2 END
+                 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(stale_after_ms)
+            .bind(&p.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    /// Releases the held stock of orders nobody paid for in time (reservations past
+    /// `expires_at`, order still unpaid). A payment that completes after this still
+    /// fulfils if stock is left, and is refunded if not (`deduct_stock`). Returns the
+    /// orders released.
+    pub async fn expire_reservations(&self, limit: i64) -> Result<Vec<String>> {
+        let now = now_ms();
+        let orders: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT r.order_id FROM stock_reservations r JOIN orders o ON o.id = r.order_id
+             WHERE r.status = 'held' AND r.expires_at < $1
+               AND o.status IN ('created', 'pending_payment', 'payment_failed')
+             LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        for order_id in &orders {
+            let mut tx = self.begin().await?;
+            // With the order locked, a capture arriving now waits and finds it released.
+            let unpaid = orders::lock_in(&mut tx, order_id).await?.is_some_and(|o| {
+                matches!(
+                    o.status.as_str(),
+                    "created" | "pending_payment" | "payment_failed"
+                )
+            });
+            if unpaid {
+                release_reservations(&mut tx, order_id).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(orders)
+    }
+}

@@ -8,7 +8,7 @@
 //! the current lease token can finish or fail a step, so a worker that lost its lease (it
 //! stalled and another took over) cannot mark anything.
 
-use jobs::{StepError, StepKind};
+use jobs::{RetryPolicy, StepError, StepKind};
 use serde::Serialize;
 
 use super::{Result, Store, Tx, orders};
@@ -22,20 +22,26 @@ pub struct StepRow {
     pub kind: String,
     pub position: i64,
     pub status: String,
+    /// Runs so far, ever.
     pub attempts: i64,
+    /// Runs before the current retry budget began (an admin retry or a re-arm).
+    #[serde(skip)]
+    pub attempt_base: i64,
     pub next_run_at: i64,
     pub last_error: Option<String>,
     pub outcome: Option<String>,
 }
 
-const COLS: &str =
-    "id, order_id, payment_id, kind, position, status, attempts, next_run_at, last_error, outcome";
+const COLS: &str = "id, order_id, payment_id, kind, position, status, attempts, attempt_base, \
+     next_run_at, last_error, outcome";
 
 /// A claimed step: only this token may finish or fail it.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub step: StepRow,
     pub token: String,
+    /// When this run claimed the step (the start of its attempt).
+    pub started_at: i64,
 }
 
 /// What became of a failed attempt.
@@ -106,7 +112,7 @@ pub async fn arm(
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
          VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5, $5)
-         ON CONFLICT (order_id, kind, payment_id) DO UPDATE SET status = 'pending', attempts = 0,
+         ON CONFLICT (order_id, kind, payment_id) DO UPDATE SET status = 'pending', attempt_base = steps.attempts, lease_expiries = 0,
              next_run_at = $5, enqueued_at = $5, outcome = NULL, last_error = NULL, updated_at = $5
          WHERE steps.status IN ('done', 'dead', 'skipped')
          RETURNING id",
@@ -135,7 +141,47 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     .bind(&lease.token)
     .execute(&mut **tx)
     .await?;
-    Ok(r.rows_affected() == 1)
+    if r.rows_affected() != 1 {
+        return Ok(false);
+    }
+    record_attempt(
+        tx,
+        lease.step.id,
+        lease.step.attempts,
+        lease.started_at,
+        "done",
+        None,
+        None,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Appends one run to the step's attempt history.
+async fn record_attempt(
+    tx: &mut Tx,
+    step_id: i64,
+    attempt: i64,
+    started_at: i64,
+    outcome: &str,
+    error: Option<&str>,
+    retry_at: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO step_attempts (step_id, attempt, started_at, ended_at, outcome, error, retry_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (step_id, attempt) DO NOTHING",
+    )
+    .bind(step_id)
+    .bind(attempt)
+    .bind(started_at)
+    .bind(now_ms())
+    .bind(outcome)
+    .bind(error)
+    .bind(retry_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Marks the order's not-yet-started steps of these kinds as skipped.
@@ -211,14 +257,23 @@ impl Store {
         .bind(step_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(step.map(|step| Lease { step, token }))
+        Ok(step.map(|step| Lease {
+            step,
+            token,
+            started_at: now,
+        }))
     }
 
     /// Records a failed attempt: rescheduled with backoff if transient and attempts remain,
     /// dead otherwise (and the order then needs review: it cannot finish on its own).
-    pub async fn fail(&self, lease: &Lease, err: &StepError, kind: StepKind) -> Result<Failed> {
-        let policy = kind.policy();
-        let attempts = u32::try_from(lease.step.attempts).unwrap_or(u32::MAX);
+    pub async fn fail(
+        &self,
+        lease: &Lease,
+        err: &StepError,
+        policy: RetryPolicy,
+    ) -> Result<Failed> {
+        let attempts =
+            u32::try_from(lease.step.attempts - lease.step.attempt_base).unwrap_or(u32::MAX);
         let dead = err.is_permanent() || policy.exhausted(attempts);
         let now = now_ms();
         let message = err.to_string();
@@ -245,6 +300,16 @@ impl Store {
         if r.rows_affected() == 0 {
             return Ok(Failed::LostLease);
         }
+        record_attempt(
+            &mut tx,
+            lease.step.id,
+            lease.step.attempts,
+            lease.started_at,
+            if dead { "dead" } else { "retry" },
+            Some(&message),
+            (!dead).then_some(next),
+        )
+        .await?;
         if dead {
             orders::transition(
                 &mut tx,
@@ -289,21 +354,73 @@ impl Store {
         Ok(ids)
     }
 
-    /// A worker that died or stalled past its lease gives its step back.
-    pub async fn release_expired_leases(&self) -> Result<u64> {
+    /// A worker that died or stalled past its lease gives its step back, and the cut-off
+    /// run is recorded as an attempt. A step whose lease expired `max_expiries` times is a
+    /// poison job (its run keeps killing or hanging its worker): it goes dead instead, and
+    /// its order needs review. Safe with several sweepers at once: each release is
+    /// conditional on the lease token it read.
+    pub async fn release_expired_leases(&self, max_expiries: i64) -> Result<u64> {
         let now = now_ms();
-        let _writer = self.write_guard().await;
-        let r = sqlx::query(
-            "UPDATE steps SET status = 'pending', lease_token = NULL, lease_until = NULL,
-                              enqueued_at = NULL, next_run_at = $1,
-                              last_error = 'lease expired: the worker stopped or stalled mid-step',
-                              updated_at = $1
+        let expired: Vec<(i64, String, i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT id, order_id, attempts, updated_at, lease_token, lease_expiries FROM steps
              WHERE status = 'running' AND lease_until < $1",
         )
         .bind(now)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(r.rows_affected())
+        let mut released = 0;
+        for (id, order_id, attempts, started_at, token, expiries) in expired {
+            let expiries = expiries + 1;
+            let poison = expiries >= max_expiries;
+            let message = if poison {
+                format!(
+                    "poison job: its worker stopped or stalled mid-step {expiries} times (lease expired); not run again"
+                )
+            } else {
+                "lease expired: the worker stopped or stalled mid-step".to_owned()
+            };
+            let mut tx = self.begin().await?;
+            let r = sqlx::query(
+                "UPDATE steps SET status = $1, lease_token = NULL, lease_until = NULL,
+                                  enqueued_at = NULL, next_run_at = $2, last_error = $3,
+                                  lease_expiries = $4, updated_at = $2
+                 WHERE id = $5 AND lease_token = $6 AND status = 'running'",
+            )
+            .bind(if poison { "dead" } else { "pending" })
+            .bind(now)
+            .bind(&message)
+            .bind(expiries)
+            .bind(id)
+            .bind(&token)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 0 {
+                continue;
+            }
+            let outcome = if poison { "dead" } else { "lease_expired" };
+            record_attempt(
+                &mut tx,
+                id,
+                attempts,
+                started_at,
+                outcome,
+                Some(&message),
+                None,
+            )
+            .await?;
+            if poison {
+                orders::transition(
+                    &mut tx,
+                    &order_id,
+                    &["paid", "refund_pending"],
+                    "needs_review",
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            released += 1;
+        }
+        Ok(released)
     }
 
     pub async fn order_steps(&self, order_id: &str) -> Result<Vec<StepRow>> {

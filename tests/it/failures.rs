@@ -8,6 +8,8 @@ use crate::on_both_stores;
 
 on_both_stores!(
     provider_outage_is_retried_with_backoff,
+    every_attempt_is_recorded_with_growing_backoff,
+    dead_letters_are_listed_retried_and_discarded,
     retry_survives_an_engine_restart,
     amount_mismatch_needs_review,
     checkout_creation_failure_releases_stock,
@@ -39,6 +41,178 @@ async fn provider_outage_is_retried_with_backoff(backend: Backend) {
         "two failed attempts, then success: {cap}"
     );
     assert!(cap["last_error"].is_null(), "a done step carries no error");
+    assert_eq!(
+        app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        4
+    );
+    app.finish().await;
+}
+
+/// Three 503s, then the provider answers: four attempts in the history, each failed one
+/// rescheduled no sooner than its backoff, the backoff ceiling doubling each time.
+async fn every_attempt_is_recorded_with_growing_backoff(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[
+            ("FULFILLD__RETRY__CONFIRM_CAPTURE__BASE_MS", "100"),
+            ("FULFILLD__RETRY__CONFIRM_CAPTURE__CAP_MS", "10000"),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let (id, co) = app.seat_checkout("attempts@example.com", 1, "stripe").await;
+    app.inject_api_errors(&[503, 503, 503]).await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    let cap = step(&done, "confirm_capture");
+    assert_eq!(cap["attempts"], 4, "{cap}");
+    let (status, h) = app
+        .admin(
+            "GET",
+            &format!("/api/admin/steps/{}/attempts", cap["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{h}");
+    let attempts = h["attempts"].as_array().expect("attempts");
+    let outcomes: Vec<&str> = attempts.iter().map(|a| s(&a["outcome"])).collect();
+    assert_eq!(outcomes, ["retry", "retry", "retry", "done"], "{h:#}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], i as i64 + 1);
+        assert!(a["started_at"].as_i64() <= a["ended_at"].as_i64(), "{a}");
+    }
+    // Full jitter: each wait is uniform in [0, 100 ms · 2^(n-1)], so the ceilings double;
+    // and no retry ran before the time it was scheduled for.
+    for (n, pair) in attempts.windows(2).enumerate() {
+        let (failed, next) = (&pair[0], &pair[1]);
+        assert!(s(&failed["error"]).contains("503"), "{failed}");
+        let ended = failed["ended_at"].as_i64().expect("ended_at");
+        let retry_at = failed["retry_at"].as_i64().expect("retry_at");
+        let ceiling = 100 * (1 << n);
+        assert!(
+            (ended..=ended + ceiling).contains(&retry_at),
+            "attempt {}: retry {} ms after failing, ceiling {ceiling} ms",
+            n + 1,
+            retry_at - ended
+        );
+        assert!(next["started_at"].as_i64() >= Some(retry_at), "{h:#}");
+    }
+    assert!(attempts[3]["error"].is_null());
+    app.finish().await;
+}
+
+/// A permanent failure goes dead at once and stops the order; the admin API lists it by
+/// kind, refuses to act without the token or (for a discard) without a reason, and a retry
+/// after the provider's record is fixed resumes the pipeline to fulfilled. Every action is
+/// audited.
+async fn dead_letters_are_listed_retried_and_discarded(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let mut orders = Vec::new();
+    for n in 0..2 {
+        let order = app
+            .create_order(
+                &format!("dead{n}@example.com"),
+                json!([{"sku": "SEAT", "qty": 1}]),
+            )
+            .await;
+        let id = s(&order["id"]).to_owned();
+        let co = app.checkout(&id).await;
+        let session = s(&co["provider_order_id"]).to_owned();
+        app.pay(&session, json!({"amount_total": 999})).await;
+        app.wait_for(&id, &["needs_review", "fulfilled"]).await;
+        orders.push((id, session));
+    }
+    let r = app
+        .http
+        .get(format!("{}/api/admin/dead-letters", app.url))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(r.status(), 401);
+    let (status, list) = app
+        .admin("GET", "/api/admin/dead-letters?kind=confirm_capture", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let dead = list["dead"].as_array().expect("dead");
+    assert_eq!(dead.len(), 2, "{list:#}");
+    assert!(
+        dead.iter()
+            .all(|d| s(&d["last_error"]).contains("amount mismatch"))
+    );
+    let (_, none) = app
+        .admin("GET", "/api/admin/dead-letters?kind=send_receipt", None)
+        .await;
+    assert_eq!(none["dead"], json!([]));
+    let (_, none) = app
+        .admin("GET", "/api/admin/dead-letters?older_than_secs=3600", None)
+        .await;
+    assert_eq!(none["dead"], json!([]), "nothing has been dead for an hour");
+    let (status, bad) = app
+        .admin("GET", "/api/admin/dead-letters?kind=nope", None)
+        .await;
+    assert_eq!((status, s(&bad["error"]["field"])), (422, "kind"));
+
+    // The first order: the provider's record is corrected, an admin retries.
+    let (first, first_session) = &orders[0];
+    let first_step = dead
+        .iter()
+        .find(|d| d["order_id"] == *first)
+        .expect("dead step");
+    app.sandbox_post(
+        &format!("/sandbox/stripe/checkout/sessions/{first_session}/amend"),
+        json!({"amount_total": 1000}),
+    )
+    .await;
+    let (status, r) = app
+        .admin(
+            "POST",
+            &format!("/api/admin/steps/{}/retry", first_step["id"]),
+            Some(json!({"reason": "customer paid the remainder"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["retried"]["order_resumed"], true);
+    let o = app.wait_for(first, &["fulfilled", "needs_review"]).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    assert_eq!(step(&o, "confirm_capture")["attempts"], 2);
+    let (status, again) = app
+        .admin(
+            "POST",
+            &format!("/api/admin/steps/{}/retry", first_step["id"]),
+            None,
+        )
+        .await;
+    assert_eq!((status, s(&again["error"]["code"])), (409, "not_dead"));
+
+    // The second: discarding needs a reason, and leaves the order for a human.
+    let (second, _) = &orders[1];
+    let second_step = dead
+        .iter()
+        .find(|d| d["order_id"] == *second)
+        .expect("dead step");
+    let path = format!("/api/admin/steps/{}/discard", second_step["id"]);
+    let (status, e) = app.admin("POST", &path, None).await;
+    assert_eq!((status, s(&e["error"]["field"])), (422, "reason"));
+    let (status, _) = app
+        .admin("POST", &path, Some(json!({"reason": "refunded by phone"})))
+        .await;
+    assert_eq!(status, 200);
+    let o = app.order(second).await;
+    assert_eq!(o["status"], "needs_review");
+    assert_eq!(step(&o, "confirm_capture")["status"], "discarded");
+    let (_, left) = app.admin("GET", "/api/admin/dead-letters", None).await;
+    assert_eq!(left["dead"], json!([]));
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM admin_actions WHERE actor = $1",
+            "test-operator"
+        )
+        .await,
+        2
+    );
     assert_eq!(
         app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
             .await,

@@ -337,6 +337,22 @@ impl TestApp {
     }
 
     /// POSTs JSON to the engine; returns status and body.
+    /// An admin API call (bearer token); `body` None sends no body. Status and JSON body.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-fulfilld-actor", "test-operator");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect(path);
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
+    }
+
     pub async fn post_api(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http

@@ -7,6 +7,8 @@ mod harness;
 mod api;
 mod checkout;
 mod failures;
+mod housekeeping;
+mod idempotency;
 mod last_item;
 mod paypal;
 mod razorpay;
