@@ -228,13 +228,11 @@ fn basic_credentials(encoded: &str) -> Option<String> {
 enum Fault {
     /// Answer with this error status, doing nothing.
     Status(u16),
-    /// Do the work, then hold the answer back for [`TIMEOUT_HOLD`]: the caller times out
-    /// not knowing that its request took effect — the case idempotency keys exist for.
-    Timeout,
+    /// Do the work, then hold the answer back for this long: the caller times out not
+    /// knowing that its request took effect — the case idempotency keys exist for.
+    /// `"timeout"` holds it 3 s; `"hang"` 30 s, long enough to kill the caller mid-call.
+    Hold(Duration),
 }
-
-/// How long a `timeout` fault holds the answer back.
-const TIMEOUT_HOLD: Duration = Duration::from_secs(3);
 
 /// The faults the next API calls of one provider suffer, in order, and how many API calls
 /// it has served.
@@ -262,17 +260,20 @@ impl Faults {
         }
     }
 
-    /// Whether the next call is to time out (and takes that fault).
-    fn take_timeout(&self) -> bool {
+    /// How long the next call's answer is to be held back, if it is (taking that fault).
+    fn take_hold(&self) -> Option<Duration> {
         let mut q = self.queue();
-        if q.front() == Some(&Fault::Timeout) {
-            q.pop_front();
-            return true;
+        match q.front() {
+            Some(Fault::Hold(d)) => {
+                let d = *d;
+                q.pop_front();
+                Some(d)
+            }
+            _ => None,
         }
-        false
     }
 
-    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, "timeout", …]}`.
+    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, "timeout", "hang", …]}`.
     fn handle(&self, body: &[u8]) -> axum::response::Response {
         use axum::response::IntoResponse;
         match Self::parse(body) {
@@ -303,9 +304,10 @@ impl Faults {
             .iter()
             .map(|v| match (v.as_u64(), v.as_str()) {
                 (Some(s), _) if (400..600).contains(&s) => Ok(Fault::Status(s as u16)),
-                (_, Some("timeout")) => Ok(Fault::Timeout),
+                (_, Some("timeout")) => Ok(Fault::Hold(Duration::from_secs(3))),
+                (_, Some("hang")) => Ok(Fault::Hold(Duration::from_secs(30))),
                 _ => Err(bad(format!(
-                    "{v} is neither a status 400-599 nor \"timeout\""
+                    "{v} is neither a status 400-599 nor \"timeout\" or \"hang\""
                 ))),
             })
             .collect()
@@ -357,9 +359,9 @@ fn with_timeouts(router: Router, faults: Arc<Faults>) -> Router {
                         .calls
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                if api && faults.take_timeout() {
+                if let Some(hold) = api.then(|| faults.take_hold()).flatten() {
                     let answer = next.run(req).await;
-                    tokio::time::sleep(TIMEOUT_HOLD).await;
+                    tokio::time::sleep(hold).await;
                     return answer;
                 }
                 next.run(req).await

@@ -13,8 +13,9 @@
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/amend` `{"amount_total": N}` — corrects the
 //!   amount a completed session reports (the provider's record fixed after a mismatch).
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
-//! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", …]}` — the next API calls
-//!   (`/v1/…`, after authentication) fail with these statuses, one each, in order.
+//! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", "hang", …]}` — the next
+//!   API calls (`/v1/…`, after authentication) fail with these statuses, one each, in order;
+//!   `timeout` and `hang` serve the call but hold its answer back 3 s and 30 s.
 //! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
 
 use std::collections::HashMap;

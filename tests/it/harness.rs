@@ -53,6 +53,10 @@ pub struct TestApp {
     stop: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pg_db: Option<String>,
+    /// The engine as a separate `fulfilld serve` process ([`spawn_process`]), and the
+    /// environment it is started with.
+    child: Option<tokio::process::Child>,
+    env: Vec<(String, String)>,
 }
 
 fn postgres_admin_url() -> String {
@@ -84,6 +88,16 @@ async fn fresh_postgres() -> (String, String) {
 
 /// Starts sandbox + engine. `extra` holds more `FULFILLD__…` settings.
 pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    start(backend, extra, false).await
+}
+
+/// [`spawn`] with the engine as a real `fulfilld serve` process (its log in the test's
+/// temp dir), so a test can SIGKILL it and start another on the same port and store.
+pub async fn spawn_process(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    start(backend, extra, true).await
+}
+
+async fn start(backend: Backend, extra: &[(&str, &str)], process: bool) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store_url, pg_db) = match backend {
         Backend::Sqlite => (
@@ -137,6 +151,10 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     env.push(("FULFILLD__SANDBOX__WEBHOOK_TARGET".into(), url.clone()));
+    env.push((
+        "FULFILLD__HTTP__ADDR".into(),
+        url.trim_start_matches("http://").to_owned(),
+    ));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = Config::load_from(None, &env, false).expect("test config");
 
@@ -153,12 +171,19 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         }
     });
     let store = fulfilld::open_store(&config).await.expect("store opens");
-    let app_task = start_engine(config.clone(), app_l, rx_app);
+    let mut stop = vec![stop_sb];
+    let mut tasks = vec![sb_task];
+    if process {
+        drop((app_l, rx_app, stop_app));
+    } else {
+        stop.insert(0, stop_app);
+        tasks.insert(0, start_engine(config.clone(), app_l, rx_app));
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
-    let app = TestApp {
+    let mut app = TestApp {
         url,
         config,
         sandbox,
@@ -166,11 +191,17 @@ pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         store,
         outbox,
         _dir: dir,
-        stop: vec![stop_app, stop_sb],
-        tasks: vec![app_task, sb_task],
+        stop,
+        tasks,
         pg_db,
+        child: None,
+        env,
     };
-    app.wait_healthy().await;
+    if process {
+        app.start_engine_process().await;
+    } else {
+        app.wait_healthy().await;
+    }
     app
 }
 
@@ -201,6 +232,40 @@ impl TestApp {
         self.tasks
             .insert(0, start_engine(self.config.clone(), listener, rx));
         self.wait_healthy().await;
+    }
+
+    /// Starts `fulfilld serve` as a process on this app's port and store, and waits until
+    /// it answers.
+    pub async fn start_engine_process(&mut self) {
+        assert!(self.child.is_none(), "an engine process is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("engine.log"))
+            .expect("engine log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+            .arg("serve")
+            .current_dir(self._dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start fulfilld serve");
+        self.child = Some(child);
+        self.wait_healthy().await;
+    }
+
+    /// SIGKILLs the engine process: no shutdown, no cleanup, whatever it was doing.
+    pub async fn kill_engine_process(&mut self) {
+        let mut child = self.child.take().expect("an engine process");
+        child.kill().await.expect("SIGKILL");
+    }
+
+    /// The engine process's log so far.
+    pub fn engine_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("engine.log")).unwrap_or_default()
     }
 
     /// Makes the sandbox's next Stripe API calls fail with these statuses.
@@ -252,6 +317,9 @@ impl TestApp {
 
     /// Stops engine and sandbox, and drops a Postgres test database.
     pub async fn finish(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("stop the engine process");
+        }
         for s in self.stop.drain(..) {
             let _ = s.send(());
         }

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod checkout;
+mod crash;
 mod failures;
 mod housekeeping;
 mod idempotency;
