@@ -5,11 +5,11 @@
 //! Each resource file ends in `pub fn router()`; they are merged here.
 
 mod admin;
-mod dead_letters;
 mod error;
 mod idempotency;
 mod orders;
 mod payments;
+mod queue_admin;
 mod refunds;
 mod webhooks;
 
@@ -28,7 +28,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let limit = engine.config.http.max_body_bytes;
     Router::new()
         .merge(admin::router())
-        .merge(dead_letters::router())
+        .merge(queue_admin::router())
         .merge(orders::router())
         .merge(payments::router())
         .merge(refunds::router())

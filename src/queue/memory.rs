@@ -18,10 +18,17 @@ use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::{SinkExt, Stream, StreamExt};
 use jobs::Wake;
 
-/// The producer side: cheap to clone, never blocks.
-#[derive(Clone, Debug)]
+/// The producer side: cheap to clone, never blocks. It can also empty the queue.
+#[derive(Clone)]
 pub struct Queue {
     tx: UnboundedSender<Task<Wake>>,
+    rx: Receiver,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queue(memory)")
+    }
 }
 
 /// The consumer side, shared by every worker of this process.
@@ -32,12 +39,10 @@ pub struct Receiver {
 
 pub fn channel() -> (Queue, Receiver) {
     let (tx, rx) = unbounded();
-    (
-        Queue { tx },
-        Receiver {
-            rx: Arc::new(futures::lock::Mutex::new(rx)),
-        },
-    )
+    let rx = Receiver {
+        rx: Arc::new(futures::lock::Mutex::new(rx)),
+    };
+    (Queue { tx, rx: rx.clone() }, rx)
 }
 
 impl Queue {
@@ -49,6 +54,20 @@ impl Queue {
                 tracing::debug!(step_id, "queue closed; the sweeper will re-send this step");
             }
         }
+    }
+}
+
+impl Queue {
+    /// Drops every wake-up waiting in the queue (an operator's "clear queue"); returns how
+    /// many. Losing them is harmless — the caller marks the steps as not enqueued, and the
+    /// sweeper's next pass sends them again.
+    pub async fn purge(&self) -> usize {
+        let mut rx = self.rx.rx.lock().await;
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
     }
 }
 

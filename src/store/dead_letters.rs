@@ -141,6 +141,22 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records an admin action that has no transaction of its own.
+    pub async fn audit_action(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        audit(&mut tx, actor, action, target, reason).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// Records an admin action in the same transaction as its effect.
 pub async fn audit(
     tx: &mut Tx,

@@ -423,6 +423,18 @@ impl Store {
         Ok(released)
     }
 
+    /// Forgets that any due step's wake-up is in flight, so the sweeper's next pass sends
+    /// every one again (after the queue lost or dropped its wake-ups).
+    pub async fn forget_enqueued(&self) -> Result<u64> {
+        let _writer = self.write_guard().await;
+        let r = sqlx::query(
+            "UPDATE steps SET enqueued_at = NULL WHERE status = 'pending' AND enqueued_at IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     pub async fn order_steps(&self, order_id: &str) -> Result<Vec<StepRow>> {
         Ok(sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM steps WHERE order_id = $1 ORDER BY position"

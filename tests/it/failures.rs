@@ -10,6 +10,7 @@ on_both_stores!(
     provider_outage_is_retried_with_backoff,
     every_attempt_is_recorded_with_growing_backoff,
     dead_letters_are_listed_retried_and_discarded,
+    emptied_queue_loses_nothing,
     retry_survives_an_engine_restart,
     amount_mismatch_needs_review,
     checkout_creation_failure_releases_stock,
@@ -217,6 +218,57 @@ async fn dead_letters_are_listed_retried_and_discarded(backend: Backend) {
         app.count("SELECT on_hand FROM skus WHERE sku = $1", "SEAT")
             .await,
         4
+    );
+    app.finish().await;
+}
+
+/// One worker, held up by a slow provider answer, while ten orders are paid: their
+/// wake-ups wait in the queue, and an operator empties it. The sweeper sends every due step
+/// again (the usual re-send after 10 minutes is not what saves them), and all ten are
+/// fulfilled once.
+async fn emptied_queue_loses_nothing(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[
+            ("FULFILLD__QUEUE__CONCURRENCY", "1"),
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "600000"),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, 20).await;
+    let mut orders = Vec::new();
+    for n in 0..10 {
+        orders.push(
+            app.seat_checkout(&format!("q{n}@example.com"), 1, "stripe")
+                .await,
+        );
+    }
+    app.sandbox_post("/sandbox/stripe/faults", json!({"api_errors": ["timeout"]}))
+        .await;
+    for (_, co) in &orders {
+        app.pay(s(&co["provider_order_id"]), json!({})).await;
+    }
+    let (status, purged) = app
+        .admin(
+            "POST",
+            "/api/admin/queue/purge",
+            Some(json!({"reason": "test"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{purged}");
+    assert!(
+        purged["dropped"].as_i64() > Some(0),
+        "wake-ups were waiting: {purged}"
+    );
+    for (id, _) in &orders {
+        let o = app.wait_for(id, &["fulfilled", "needs_review"]).await;
+        assert_eq!(o["status"], "fulfilled", "{o:#}");
+    }
+    assert_eq!(app.stock("SEAT").await, (10, 0));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE series = $1", "INV")
+            .await,
+        10
     );
     app.finish().await;
 }

@@ -1,7 +1,8 @@
-//! Admin API for dead letters (bearer token): list dead steps (by kind and age), retry one
-//! or every one matching a filter — the pipeline resumes where it stopped — or discard one
-//! with a reason. Every action is audited with its actor (`X-Fulfilld-Actor`, else
-//! "admin"), time and reason. A step's attempt history is at `/api/admin/steps/{id}/attempts`.
+//! Admin API for the queue and its dead letters (bearer token): list dead steps (by kind and
+//! age), retry one or every one matching a filter — the pipeline resumes where it stopped —
+//! or discard one with a reason; read a step's attempt history; empty the queue's wake-ups
+//! (the sweeper sends every due step again). Every action is audited with its actor
+//! (`X-Fulfilld-Actor`, else "admin"), time and reason.
 
 use std::sync::Arc;
 
@@ -194,6 +195,29 @@ async fn attempts(
     Ok(Json(json!({ "step_id": id, "attempts": attempts })))
 }
 
+/// Drops every wake-up waiting in the queue backend and forgets that they were sent, so the
+/// sweeper's next pass sends every due step again: what an operator does when the queue
+/// holds wake-ups it should not (or, in a test, to prove that losing them is harmless).
+async fn purge(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let who = actor(&headers)?;
+    let a: Action = optional_body(&body)?;
+    let why = reason(&a.reason, false)?;
+    let dropped = e.queue.purge().await;
+    let due = e.store.forget_enqueued().await?;
+    e.store
+        .audit_action(&who, "queue.purge", "queue", why.as_deref())
+        .await?;
+    tracing::warn!(actor = %who, dropped, due, "admin emptied the queue; the sweeper re-sends due steps");
+    Ok(Json(
+        json!({ "dropped": dropped, "due_steps_to_resend": due }),
+    ))
+}
+
 fn not_dead(id: i64) -> ApiError {
     ApiError::conflict(
         "not_dead",
@@ -208,4 +232,5 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/api/admin/steps/{id}/retry", post(retry_one))
         .route("/api/admin/steps/{id}/discard", post(discard_one))
         .route("/api/admin/steps/{id}/attempts", get(attempts))
+        .route("/api/admin/queue/purge", post(purge))
 }
