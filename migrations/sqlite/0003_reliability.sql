@@ -32,6 +32,10 @@ ALTER TABLE payments ADD COLUMN next_check_at INTEGER;
 CREATE INDEX payments_open ON payments (status, created_at);
 CREATE INDEX reservations_expiry ON stock_reservations (status, expires_at);
 
+-- The request headers a webhook came with (a JSON object; no credentials), so that a
+-- stored event can be verified again before an admin replays it.
+ALTER TABLE webhook_events ADD COLUMN headers TEXT;
+
 -- Every admin action that changes something: who, when, what, why.
 CREATE TABLE admin_actions (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -6,12 +6,13 @@
 
 mod admin;
 mod error;
+mod events_admin;
 mod idempotency;
 mod orders;
 mod payments;
 mod queue_admin;
 mod refunds;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let limit = engine.config.http.max_body_bytes;
     Router::new()
         .merge(admin::router())
+        .merge(events_admin::router())
         .merge(queue_admin::router())
         .merge(orders::router())
         .merge(payments::router())

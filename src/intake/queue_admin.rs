@@ -66,7 +66,7 @@ impl FilterParams {
 }
 
 /// Who is acting: `X-Fulfilld-Actor` (an operator's name or a tool's), else "admin".
-fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(v) = headers.get("x-fulfilld-actor") else {
         return Ok("admin".to_owned());
     };
@@ -77,7 +77,7 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// A JSON body that may be left out entirely.
-fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

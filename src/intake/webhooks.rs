@@ -48,23 +48,16 @@ async fn webhook(
         .await
         .map_err(|err| {
             tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
-            match err {
-                WebhookError::Signature(m) => {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
-                }
-                WebhookError::Malformed(m) => {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m)
-                }
-                WebhookError::Unavailable(m) => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "verification_unavailable",
-                    m,
-                ),
-            }
+            refused(err)
         })?;
     let recorded = e
         .store
-        .record_event(&event, &body, e.config.refunds.restock)
+        .record_event(
+            &event,
+            &body,
+            &headers_json(&headers),
+            e.config.refunds.restock,
+        )
         .await
         .map_err(|err| {
             tracing::error!(error = %err, event_id = %event.event_id, "could not store webhook");
@@ -82,6 +75,57 @@ async fn webhook(
     Ok(Json(
         json!({ "received": true, "duplicate": recorded.duplicate, "outcome": recorded.outcome }),
     ))
+}
+
+/// Why a webhook is refused, as the provider (or an admin replaying it) hears it.
+pub fn refused(err: WebhookError) -> ApiError {
+    match err {
+        WebhookError::Signature(m) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
+        }
+        WebhookError::Malformed(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m),
+        WebhookError::Unavailable(m) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "verification_unavailable",
+            m,
+        ),
+    }
+}
+
+/// The headers kept with an event, for verifying it again on replay: all but credentials.
+fn headers_json(headers: &HeaderMap) -> String {
+    let kept: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "authorization" | "proxy-authorization" | "cookie"
+            )
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    Value::Object(kept).to_string()
+}
+
+/// The headers kept by [`headers_json`], back as a map.
+pub fn headers_from_json(s: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(s) {
+        for (k, v) in m {
+            if let (Ok(name), Some(Ok(value))) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                v.as_str().map(axum::http::HeaderValue::from_str),
+            ) {
+                h.append(name, value);
+            }
+        }
+    }
+    h
 }
 
 pub fn router() -> Router<Arc<Engine>> {

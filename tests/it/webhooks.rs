@@ -14,6 +14,7 @@ on_both_stores!(
     sandbox_double_delivery_is_harmless,
     event_that_overtakes_the_checkout_commit_is_not_lost,
     unhandled_event_types_are_stored_and_acknowledged,
+    stored_event_is_replayed_once_with_a_dry_run_first,
 );
 
 /// A paid checkout whose completion event was not delivered; returns (order id, event body).
@@ -249,7 +250,7 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
     };
     let rec = app
         .store
-        .record_event(&ev, b"{}", false)
+        .record_event(&ev, b"{}", "{}", false)
         .await
         .expect("record");
     assert_eq!(rec.outcome, "paid");
@@ -273,7 +274,7 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
     };
     assert!(
         app.store
-            .record_event(&foreign, b"{}", false)
+            .record_event(&foreign, b"{}", "{}", false)
             .await
             .expect("record")
             .outcome
@@ -317,6 +318,133 @@ async fn unhandled_event_types_are_stored_and_acknowledged(backend: Backend) {
         )
         .await,
         1
+    );
+    app.finish().await;
+}
+
+/// An event that found no payment when it arrived (the checkout's commit had not landed) is
+/// stored and ignored. An admin's dry run re-verifies it and lists what a replay would do,
+/// changing nothing; the replay fulfils the order; a second replay changes nothing and says
+/// so; a stored body altered since no longer verifies.
+async fn stored_event_is_replayed_once_with_a_dry_run_first(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 10).await;
+    let (id, body) = paid_without_webhook(&app, "replay@example.com").await;
+    let session: String =
+        sqlx::query_scalar("SELECT provider_order_id FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("session");
+    let rename = |from: &str, to: &str| {
+        sqlx::query("UPDATE payments SET provider_order_id = $1 WHERE provider_order_id = $2")
+            .bind(to.to_owned())
+            .bind(from.to_owned())
+    };
+    rename(&session, "cs_not_yet")
+        .execute(&app.store.pool)
+        .await
+        .expect("hide");
+    let r = app
+        .post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 0)))
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert!(s(&answer["outcome"]).starts_with("ignored"), "{answer}");
+    rename("cs_not_yet", &session)
+        .execute(&app.store.pool)
+        .await
+        .expect("restore");
+
+    let (status, list) = app
+        .admin("GET", "/api/admin/events?provider=stripe", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let event_id = list["events"][0]["id"].as_i64().expect("event id");
+    let path = format!("/api/admin/events/{event_id}/replay");
+    let (status, dry) = app
+        .admin("POST", &path, Some(json!({"dry_run": true})))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let replay = &dry["replay"];
+    assert_eq!(
+        (replay["dry_run"].clone(), replay["changed"].clone()),
+        (json!(true), json!(true))
+    );
+    let moved: Vec<(String, String)> = replay["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .map(|t| {
+            let what = s(&t["what"]);
+            (
+                what.split(' ').take(2).collect::<Vec<_>>().join(" "),
+                s(&t["to"]).to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        moved
+            .iter()
+            .any(|(w, t)| w.starts_with("order") && t == "paid"),
+        "{dry:#}"
+    );
+    assert!(
+        moved
+            .iter()
+            .any(|(w, t)| w.starts_with("payment") && t == "paid"),
+        "{dry:#}"
+    );
+    assert!(
+        moved
+            .iter()
+            .any(|(w, t)| w == "step confirm_capture" && t == "pending"),
+        "{dry:#}"
+    );
+    assert_eq!(
+        app.order(&id).await["status"],
+        "pending_payment",
+        "a dry run changes nothing"
+    );
+
+    let (status, real) = app.admin("POST", &path, None).await;
+    assert_eq!(status, 200, "{real}");
+    assert_eq!(real["replay"]["changed"], true);
+    let o = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    let (_, again) = app.admin("POST", &path, None).await;
+    assert_eq!(again["replay"]["changed"], false, "{again:#}");
+    assert_eq!(again["replay"]["transitions"], json!([]));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    sqlx::query("UPDATE webhook_events SET raw_body = $1 WHERE id = $2")
+        .bind(tampered)
+        .bind(event_id)
+        .execute(&app.store.pool)
+        .await
+        .expect("tamper");
+    let (status, e) = app
+        .admin("POST", &path, Some(json!({"dry_run": true})))
+        .await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_signature");
+    let (status, _) = app
+        .admin("POST", "/api/admin/events/999999/replay", None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM admin_actions WHERE action = $1",
+            "event.replay"
+        )
+        .await,
+        2
     );
     app.finish().await;
 }
