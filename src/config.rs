@@ -28,6 +28,7 @@ pub struct Config {
     pub sandbox: Sandbox,
     pub api: Api,
     pub payments: Payments,
+    pub reconciliation: Reconciliation,
     /// Per step kind (`retry.confirm_capture.base_ms = …`): overrides of the retry policy
     /// each step declares next to its code.
     #[serde(default)]
@@ -38,6 +39,12 @@ pub struct Config {
 pub struct Api {
     pub idempotency_ttl_secs: u64,
     pub idempotency_lock_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reconciliation {
+    pub interval_secs: u64,
+    pub lookback_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -512,6 +519,9 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.reconciliation.lookback_secs == 0 {
+            return bad("reconciliation.lookback_secs", "must be positive".into());
         }
         if self.api.idempotency_ttl_secs == 0 {
             return bad("api.idempotency_ttl_secs", "must be positive".into());

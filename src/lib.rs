@@ -20,6 +20,7 @@
 //! [`run`] is the one entry point for `fulfilld serve` and for every test: it takes a bound
 //! listener and a shutdown future, so tests run the real engine on a random port.
 
+pub mod admin_client;
 pub mod config;
 pub mod domain;
 pub mod email;
@@ -108,6 +109,10 @@ pub async fn run(
     ));
     let workers = tokio::spawn(pipeline::run_workers(engine.clone(), rx, stop.clone()));
     let housekeeping = tokio::spawn(pipeline::housekeeping::run(engine.clone(), stop.clone()));
+    let reconciliation = tokio::spawn(pipeline::reconciliation::schedule(
+        engine.clone(),
+        stop.clone(),
+    ));
     let refunds = tokio::spawn(pipeline::refund_calls::resume(
         engine.clone(),
         Duration::from_millis(q.sweep_interval_ms),
@@ -129,6 +134,7 @@ pub async fn run(
     let _ = sweeper.await;
     let _ = refunds.await;
     let _ = housekeeping.await;
+    let _ = reconciliation.await;
     let _ = workers.await;
     engine.store.pool.close().await;
     served.context("http server")?;

@@ -27,9 +27,32 @@ enum Command {
     Serve,
     /// Apply the store's migrations and exit.
     Migrate,
-    /// Run the provider emulator (Stripe and Razorpay APIs, signed webhook delivery, fault
-    /// injection) for local use and tests.
+    /// Run the provider emulator (Stripe, Razorpay and PayPal APIs, signed webhook delivery,
+    /// fault injection) for local use and tests.
     Sandbox,
+    /// Talk to a running engine's admin API (token: FULFILLD__ADMIN__TOKEN, else the file
+    /// `serve` generated, data/admin-token).
+    Admin {
+        /// The engine's address; default: http://{http.addr}.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print the API's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Compare the providers' payments since a point in time with the store: backfill
+    /// undelivered events, repair what is safe, flag the rest needs_review.
+    Reconcile {
+        /// An age (30m, 24h, 7d) or Unix seconds.
+        #[arg(long)]
+        since: String,
+    },
 }
 
 #[tokio::main]
@@ -71,6 +94,28 @@ async fn real_main() -> anyhow::Result<()> {
                     format!("sandbox.addr: cannot listen on {}", config.sandbox.addr)
                 })?;
             fulfilld::sandbox::run(config, listener, shutdown_signal()).await
+        }
+        Command::Admin { url, json, command } => {
+            let client = fulfilld::admin_client::Client::new(&config, url.as_deref())?;
+            match command {
+                AdminCommand::Reconcile { since } => {
+                    let answer = client
+                        .post(
+                            "/api/admin/reconcile",
+                            &serde_json::json!({ "since": since }),
+                        )
+                        .await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&answer)?);
+                    } else {
+                        print!(
+                            "{}",
+                            fulfilld::admin_client::reconcile_table(&answer["report"])
+                        );
+                    }
+                    Ok(())
+                }
+            }
         }
     }
 }

@@ -60,3 +60,15 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+
+-- Reconciliation runs: what the providers listed, what was repaired, what needs a human.
+-- A scheduled run takes its slot (one per interval) so that several processes run it once.
+CREATE TABLE reconciliations (
+    id           BIGSERIAL PRIMARY KEY,
+    slot         BIGINT UNIQUE,     -- scheduled runs: start time / interval; NULL on demand
+    trigger      TEXT NOT NULL,    -- schedule | admin:<actor>
+    since_s      BIGINT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    finished_at  BIGINT,
+    report       TEXT              -- JSON, when finished
+);

@@ -227,6 +227,38 @@ pub fn parse_qty(field: &str, q: i64) -> Result<i64, Invalid> {
 
 /// Milliseconds since the Unix epoch: the store's only time representation (portable
 /// across SQLite and Postgres, and unambiguous).
+/// A point in the past, as an admin writes it: an age (`90s`, `30m`, `24h`, `7d`) or Unix
+/// seconds. Returns Unix seconds; never in the future.
+pub fn parse_since(field: &str, s: &str, now_s: i64) -> Result<i64, Invalid> {
+    let s = s.trim();
+    let bad = || {
+        Invalid::new(
+            field,
+            format!("{s:?} is not an age like 30m, 24h or 7d, nor Unix seconds"),
+        )
+    };
+    let unit = match s.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3_600,
+        Some('d') => 86_400,
+        Some(c) if c.is_ascii_digit() => {
+            let t: i64 = s.parse().map_err(|_| bad())?;
+            return if (0..=now_s).contains(&t) {
+                Ok(t)
+            } else {
+                Err(Invalid::new(field, "must not be in the future"))
+            };
+        }
+        _ => return Err(bad()),
+    };
+    let n: i64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    if n < 0 {
+        return Err(bad());
+    }
+    Ok(now_s.saturating_sub(n.saturating_mul(unit)).max(0))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -236,6 +268,21 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn since_reads_ages_and_unix_seconds() {
+        let now = 1_000_000;
+        assert_eq!(parse_since("since", "90s", now), Ok(now - 90));
+        assert_eq!(parse_since("since", "30m", now), Ok(now - 1_800));
+        assert_eq!(parse_since("since", "24h", now), Ok(now - 86_400));
+        assert_eq!(parse_since("since", "2d", now), Ok(now - 172_800));
+        assert_eq!(parse_since("since", "999000", now), Ok(999_000));
+        for bad in ["", "h", "-3h", "3w", "2000000", "1.5h"] {
+            let e = parse_since("since", bad, now).expect_err(bad);
+            assert_eq!(e.field, "since");
+        }
+    }
+
     use super::*;
 
     #[test]

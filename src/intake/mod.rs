@@ -11,6 +11,7 @@ mod idempotency;
 mod orders;
 mod payments;
 mod queue_admin;
+mod reconcile_admin;
 mod refunds;
 pub(crate) mod webhooks;
 
@@ -31,6 +32,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(admin::router())
         .merge(events_admin::router())
         .merge(queue_admin::router())
+        .merge(reconcile_admin::router())
         .merge(orders::router())
         .merge(payments::router())
         .merge(refunds::router())

@@ -19,6 +19,7 @@ mod issue_invoice;
 mod notify_payment_failed;
 mod notify_refund;
 mod reconcile_payment;
+pub mod reconciliation;
 pub mod refund_calls;
 mod refund_payment;
 mod send_receipt;

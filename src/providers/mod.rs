@@ -55,6 +55,16 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// what reconciliation compares with the store. Paged through to the end.
     async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError>;
 
+    /// Events since `since_s` whose webhook the provider could not deliver, read back from
+    /// its API (authentic by the API's own authentication), normalized, with their raw
+    /// JSON. Only Stripe keeps such a list (`delivery_success=false`); others have none.
+    async fn undelivered_events(
+        &self,
+        _since_s: i64,
+    ) -> Result<Vec<(ProviderEvent, Vec<u8>)>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     /// Refunds `r.amount_minor` of the payment, at most once per `r.idempotency_key`.
     async fn refund(
         &self,
@@ -174,6 +184,11 @@ impl Providers {
             by_name.insert("paypal", Arc::new(paypal::PayPal::new(&p.paypal, http)));
         }
         Providers { by_name }
+    }
+
+    /// Every configured provider, by name.
+    pub fn enabled(&self) -> impl Iterator<Item = &dyn Provider> {
+        self.by_name.values().map(|p| p.as_ref())
     }
 
     /// The provider called `name`, or an error for `field` that lists the supported ones.

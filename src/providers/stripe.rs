@@ -238,6 +238,23 @@ impl Provider for Stripe {
         self.client.recent_sessions(since_s).await
     }
 
+    async fn undelivered_events(
+        &self,
+        since_s: i64,
+    ) -> Result<Vec<(ProviderEvent, Vec<u8>)>, ProviderError> {
+        let mut out = Vec::new();
+        for v in self.client.undelivered_events(since_s).await? {
+            let raw = serde_json::to_vec(&v).unwrap_or_default();
+            match normalize(&raw) {
+                Ok(ev) => out.push((ev, raw)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stripe: an undelivered event is unreadable; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn refund(
         &self,
         p: &PaymentRef<'_>,
@@ -350,6 +367,49 @@ impl Client {
 
     /// `GET /v1/checkout/sessions?created[gte]=…`, newest first, page by page.
     pub async fn recent_sessions(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError> {
+        let sessions: Vec<wire::CheckoutSession> = self
+            .list_all(
+                "/v1/checkout/sessions",
+                since_s,
+                &[],
+                |s: &wire::CheckoutSession| s.id.clone(),
+            )
+            .await?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| RecentPayment {
+                provider_order_id: Some(s.id.clone()),
+                payment_ref: s.metadata.get("payment_id").cloned(),
+                created_s: s.created,
+                state: session_state(s),
+            })
+            .collect())
+    }
+
+    /// `GET /v1/events?delivery_success=false&created[gte]=…`: the events no webhook
+    /// delivery of succeeded (Stripe keeps them 30 days), as raw JSON objects.
+    pub async fn undelivered_events(
+        &self,
+        since_s: i64,
+    ) -> Result<Vec<serde_json::Value>, ProviderError> {
+        self.list_all(
+            "/v1/events",
+            since_s,
+            &[("delivery_success", "false")],
+            |v: &serde_json::Value| v["id"].as_str().unwrap_or_default().to_owned(),
+        )
+        .await
+    }
+
+    /// Every page of a Stripe list created since `since_s`, up to [`super::RECENT_LIMIT`]
+    /// items.
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        since_s: i64,
+        filters: &[(&str, &str)],
+        id: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, ProviderError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -357,23 +417,14 @@ impl Client {
                 ("created[gte]".to_owned(), since_s.to_string()),
                 ("limit".to_owned(), "100".to_owned()),
             ];
+            q.extend(filters.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             if let Some(a) = &after {
                 q.push(("starting_after".to_owned(), a.clone()));
             }
-            let req = self
-                .http
-                .get(format!("{}/v1/checkout/sessions", self.base))
-                .query(&q);
-            let page: wire::List<wire::CheckoutSession> = self.call(req).await?;
-            after = page.data.last().map(|s| s.id.clone());
-            for s in page.data {
-                out.push(RecentPayment {
-                    provider_order_id: Some(s.id.clone()),
-                    payment_ref: s.metadata.get("payment_id").cloned(),
-                    created_s: s.created,
-                    state: session_state(s),
-                });
-            }
+            let req = self.http.get(format!("{}{path}", self.base)).query(&q);
+            let page: wire::List<T> = self.call(req).await?;
+            after = page.data.last().map(&id).filter(|a| !a.is_empty());
+            out.extend(page.data);
             if !page.has_more || after.is_none() || out.len() >= super::RECENT_LIMIT {
                 return Ok(out);
             }

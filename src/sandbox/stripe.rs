@@ -55,6 +55,9 @@ struct State_ {
     refunds: Vec<wire::Refund>,
     /// Idempotency-Key → (request fingerprint, status, response body).
     idempotency: HashMap<String, (String, u16, Value)>,
+    /// Every event sent, and whether a delivery of it was answered 2xx (for
+    /// `GET /v1/events?delivery_success=false`).
+    events: Vec<(wire::Event, bool)>,
 }
 
 impl Sandbox {
@@ -486,6 +489,65 @@ async fn list_sessions(
     if let Err(r) = gate(&sb, &headers) {
         return r;
     }
+    let all: Vec<wire::CheckoutSession> = sb.state().sessions.values().cloned().collect();
+    page(
+        all,
+        query,
+        "/v1/checkout/sessions",
+        "checkout.session",
+        |s| (s.created, s.id.as_str()),
+    )
+}
+
+/// `GET /v1/events`: like sessions, plus `delivery_success=false` for the events no webhook
+/// delivery succeeded for (what a receiver that was down missed).
+async fn list_events(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let q = form(query.clone().unwrap_or_default().as_bytes());
+    let delivery = q
+        .iter()
+        .find(|(k, _)| k == "delivery_success")
+        .map(|(_, v)| v.clone());
+    let want = match delivery.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "delivery_success must be true or false.",
+                Some("delivery_success"),
+            );
+        }
+    };
+    let all: Vec<wire::Event> = sb
+        .state()
+        .events
+        .iter()
+        .filter(|(_, delivered)| want.is_none_or(|w| w == *delivered))
+        .map(|(e, _)| e.clone())
+        .collect();
+    page(all, query, "/v1/events", "event", |e| {
+        (e.created, e.id.as_str())
+    })
+}
+
+/// One page of a Stripe list, newest first: `created[gte]`, `limit` (1-100, default 10) and
+/// `starting_after` as Stripe reads them. `key` gives an item's (created, id).
+fn page<T: serde::Serialize + Clone>(
+    mut all: Vec<T>,
+    query: Option<String>,
+    url: &str,
+    object: &str,
+    key: impl Fn(&T) -> (i64, &str),
+) -> Response {
     let q = form(query.unwrap_or_default().as_bytes());
     let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     let since: i64 = get("created[gte]")
@@ -503,34 +565,31 @@ async fn list_sessions(
             );
         }
     };
-    let mut all: Vec<wire::CheckoutSession> = sb
-        .state()
-        .sessions
-        .values()
-        .filter(|s| s.created >= since)
-        .cloned()
-        .collect();
-    all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+    all.retain(|t| key(t).0 >= since);
+    all.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        kb.0.cmp(&ka.0).then(kb.1.cmp(ka.1))
+    });
     let start = match get("starting_after") {
-        Some(after) => match all.iter().position(|s| s.id == after) {
+        Some(after) => match all.iter().position(|t| key(t).1 == after) {
             Some(i) => i + 1,
             None => {
                 return stripe_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
-                    &format!("No such checkout.session: '{after}'"),
+                    &format!("No such {object}: '{after}'"),
                     Some("starting_after"),
                 );
             }
         },
         None => 0,
     };
-    let page: Vec<_> = all.iter().skip(start).take(limit).cloned().collect();
+    let data: Vec<T> = all.iter().skip(start).take(limit).cloned().collect();
     let list = wire::List {
         object: "list".into(),
-        has_more: start + page.len() < all.len(),
-        data: page,
-        url: "/v1/checkout/sessions".into(),
+        has_more: start + data.len() < all.len(),
+        data,
+        url: url.into(),
     };
     Json(list).into_response()
 }
@@ -590,10 +649,20 @@ async fn deliver(sb: &Sandbox, ev: &wire::Event, copies: Copies, delay_ms: u64) 
     let Ok(body) = serde_json::to_vec(ev) else {
         return Vec::new();
     };
-    sb.inner
+    let results = sb
+        .inner
         .courier
         .deliver(vec![(ev.id.clone(), body)], copies, delay_ms)
-        .await
+        .await;
+    // A delayed or held delivery counts as not delivered (yet): the engine's backfill may
+    // then read it too, and its event id makes that harmless.
+    let delivered = results.iter().any(|r| {
+        r["status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s))
+    });
+    sb.state().events.push((ev.clone(), delivered));
+    results
 }
 
 async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
@@ -756,6 +825,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/checkout/sessions/{id}", get(get_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route("/v1/refunds", post(create_refund))
+        .route("/v1/events", get(list_events))
         .route("/sandbox/stripe/checkout/sessions/{id}/pay", post(pay))
         .route(
             "/sandbox/stripe/checkout/sessions/{id}/settle",

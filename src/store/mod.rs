@@ -18,6 +18,7 @@ pub mod events;
 pub mod idempotency;
 pub mod orders;
 pub mod payments;
+pub mod reconciliations;
 pub mod refunds;
 pub mod steps;
 

@@ -138,6 +138,8 @@ async fn start(backend: Backend, extra: &[(&str, &str)], process: bool) -> TestA
             outbox.to_str().expect("utf-8 path"),
         ),
         ("FULFILLD__QUEUE__SWEEP_INTERVAL_MS", "200"),
+        // A scheduled reconciliation would read the sandbox at start; tests ask for one.
+        ("FULFILLD__RECONCILIATION__INTERVAL_SECS", "0"),
         // Tests verify in quick succession; the throttle has a test of its own.
         ("FULFILLD__CHECKOUT__VERIFY_MIN_INTERVAL_MS", "0"),
         (

@@ -14,6 +14,7 @@ mod last_item;
 mod paypal;
 mod razorpay;
 mod recent;
+mod reconciliation;
 mod refunds;
 mod verify;
 mod webhooks;

@@ -1,0 +1,142 @@
+//! Reconciliation against the sandbox's providers: a paid payment the store never heard of
+//! is fulfilled, a short one is flagged for review, Stripe's undelivered event is pulled and
+//! applied once; the same run again changes nothing more. `fulfilld admin reconcile` is the
+//! same call from the command line.
+
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_TOKEN, Backend, TestApp, s, spawn};
+use crate::on_both_stores;
+
+on_both_stores!(reconciliation_repairs_flags_and_backfills_once);
+
+async fn reconcile(app: &TestApp) -> Value {
+    let (status, r) = app
+        .admin("POST", "/api/admin/reconcile", Some(json!({"since": "1h"})))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    r["report"].clone()
+}
+
+fn findings<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["action"] == action)
+        .collect()
+}
+
+async fn reconciliation_repairs_flags_and_backfills_once(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 10).await;
+    // Paid at Razorpay; no webhook, no buyer back on the success page.
+    let (missing, co) = app
+        .seat_checkout("missing@example.com", 1, "razorpay")
+        .await;
+    let pay = |co: &Value| {
+        format!(
+            "/sandbox/razorpay/orders/{}/pay",
+            s(&co["provider_order_id"])
+        )
+    };
+    app.sandbox_post(&pay(&co), json!({"webhook": "none"}))
+        .await;
+    // Paid short at Razorpay, also unannounced.
+    let (short, co) = app.seat_checkout("short@example.com", 1, "razorpay").await;
+    app.sandbox_post(&pay(&co), json!({"webhook": "none", "amount": 49_000}))
+        .await;
+    // Paid at Stripe, whose webhook was never delivered.
+    let (late, co) = app.seat_checkout("late@example.com", 1, "stripe").await;
+    app.pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+        .await;
+    // A checkout nobody paid: nothing to say about it.
+    let (open, _) = app.seat_checkout("open@example.com", 1, "stripe").await;
+
+    let (status, e) = app
+        .admin(
+            "POST",
+            "/api/admin/reconcile",
+            Some(json!({"since": "soon"})),
+        )
+        .await;
+    assert_eq!((status, s(&e["error"]["field"])), (422, "since"));
+
+    let report = reconcile(&app).await;
+    let repaired = findings(&report, "repaired");
+    assert_eq!(repaired.len(), 1, "{report:#}");
+    assert_eq!(repaired[0]["order_id"], missing);
+    let review = findings(&report, "needs_review");
+    assert_eq!(review.len(), 1, "{report:#}");
+    assert_eq!(review[0]["order_id"], short);
+    assert!(
+        s(&review[0]["detail"]).contains("amount mismatch"),
+        "{report:#}"
+    );
+    let backfilled = findings(&report, "backfilled");
+    assert_eq!(backfilled.len(), 1, "{report:#}");
+    assert!(s(&backfilled[0]["detail"]).contains("checkout.session.completed"));
+
+    for id in [&missing, &late] {
+        let o = app.wait_for(id, &["fulfilled", "needs_review"]).await;
+        assert_eq!(o["status"], "fulfilled", "{o:#}");
+    }
+    assert_eq!(app.order(&short).await["status"], "needs_review");
+    assert_eq!(app.order(&open).await["status"], "pending_payment");
+
+    // Again: the undelivered event is known now, everything agrees; the short payment is
+    // still reported, its order already stopped.
+    let again = reconcile(&app).await;
+    assert_eq!(
+        (again["repaired"].clone(), again["backfilled"].clone()),
+        (json!(0), json!(0)),
+        "{again:#}"
+    );
+    assert_eq!(again["needs_review"], 1);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "stripe"
+        )
+        .await,
+        1
+    );
+    for id in [&missing, &late] {
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", id)
+                .await,
+            1
+        );
+    }
+    assert_eq!(
+        app.stock("SEAT").await.0,
+        8,
+        "two seats sold, the short payment's held"
+    );
+
+    // The command line: the same run, as a table.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(["admin", "--url", &app.url, "reconcile", "--since", "1h"])
+        .env("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("fulfilld admin");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("0 repaired, 1 need review, 0 backfilled"),
+        "{text}"
+    );
+    assert!(text.contains(&short), "{text}");
+    let (_, runs) = app.admin("GET", "/api/admin/reconciliations", None).await;
+    assert_eq!(runs["reconciliations"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        runs["reconciliations"][0]["trigger"],
+        "admin:cli:".to_owned() + &std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    app.finish().await;
+}
