@@ -57,6 +57,9 @@ pub struct Engine {
     pub admin_token: String,
     /// When each open payment was last read from its provider by the verify call.
     pub verify_reads: intake::VerifyReads,
+    /// This engine's name, unique per start (`fulfilld-<pid>-<random>`): its apalis
+    /// workers' names, and who ran each step attempt.
+    pub worker: String,
 }
 
 /// Where `serve` writes a generated admin token when none is configured.
@@ -97,6 +100,11 @@ pub async fn run(
         queue,
         admin_token,
         verify_reads: Default::default(),
+        worker: {
+            // The last characters of a ULID are its random part.
+            let id = domain::new_id("");
+            format!("fulfilld-{}-{}", std::process::id(), &id[id.len() - 8..])
+        },
     });
 
     let stop = CancellationToken::new();

@@ -7,6 +7,7 @@ CREATE TABLE step_attempts (
     id          BIGSERIAL PRIMARY KEY,
     step_id     BIGINT NOT NULL REFERENCES steps(id),
     attempt     BIGINT NOT NULL,
+    worker      TEXT NOT NULL,   -- the process that ran it (fulfilld-<pid>-<id>)
     started_at  BIGINT NOT NULL,
     ended_at    BIGINT NOT NULL,
     outcome     TEXT NOT NULL,   -- done | retry | dead | lease_expired

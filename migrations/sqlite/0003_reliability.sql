@@ -7,6 +7,7 @@ CREATE TABLE step_attempts (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     step_id     INTEGER NOT NULL REFERENCES steps(id),
     attempt     INTEGER NOT NULL,
+    worker      TEXT NOT NULL,   -- the process that ran it (fulfilld-<pid>-<id>)
     started_at  INTEGER NOT NULL,
     ended_at    INTEGER NOT NULL,
     outcome     TEXT NOT NULL,   -- done | retry | dead | lease_expired

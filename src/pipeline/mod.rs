@@ -112,7 +112,7 @@ async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError
 pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
     let Some(lease) = engine
         .store
-        .claim(step_id, engine.config.queue.lease_ms)
+        .claim(step_id, engine.config.queue.lease_ms, &engine.worker)
         .await?
     else {
         return Ok(());
@@ -172,11 +172,7 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
 pub async fn run_workers(engine: Arc<Engine>, rx: Receiver, shutdown: CancellationToken) {
     let concurrency = engine.config.queue.concurrency;
     // Unique per process start and per restart: apalis tracks workers by name.
-    let base = format!(
-        "fulfilld-{}-{}",
-        std::process::id(),
-        crate::domain::new_id("w")
-    );
+    let base = engine.worker.clone();
     let monitor = Monitor::new()
         .register(move |restart| {
             WorkerBuilder::new(format!("{base}-{restart}"))

@@ -35,6 +35,7 @@ pub struct Filter {
 pub struct Attempt {
     pub step_id: i64,
     pub attempt: i64,
+    pub worker: String,
     pub started_at: i64,
     pub ended_at: i64,
     pub outcome: String,
@@ -132,7 +133,7 @@ impl Store {
     /// A step's attempt history, oldest first.
     pub async fn step_attempts(&self, step_id: i64) -> Result<Vec<Attempt>> {
         Ok(sqlx::query_as::<_, Attempt>(
-            "SELECT step_id, attempt, started_at, ended_at, outcome, error, retry_at
+            "SELECT step_id, attempt, worker, started_at, ended_at, outcome, error, retry_at
              FROM step_attempts WHERE step_id = $1 ORDER BY attempt",
         )
         .bind(step_id)

@@ -144,37 +144,47 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     if r.rows_affected() != 1 {
         return Ok(false);
     }
-    record_attempt(
-        tx,
-        lease.step.id,
-        lease.step.attempts,
-        lease.started_at,
-        "done",
-        None,
-        None,
-    )
-    .await?;
+    record_attempt(tx, lease.into(), "done", None, None).await?;
     Ok(true)
+}
+
+/// One run of a step, as its attempt history records it.
+struct Ran<'a> {
+    step_id: i64,
+    /// The run's lease token; it starts with the worker's name.
+    token: &'a str,
+    attempt: i64,
+    started_at: i64,
+}
+
+impl<'a> From<&'a Lease> for Ran<'a> {
+    fn from(l: &'a Lease) -> Ran<'a> {
+        Ran {
+            step_id: l.step.id,
+            token: &l.token,
+            attempt: l.step.attempts,
+            started_at: l.started_at,
+        }
+    }
 }
 
 /// Appends one run to the step's attempt history.
 async fn record_attempt(
     tx: &mut Tx,
-    step_id: i64,
-    attempt: i64,
-    started_at: i64,
+    run: Ran<'_>,
     outcome: &str,
     error: Option<&str>,
     retry_at: Option<i64>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO step_attempts (step_id, attempt, started_at, ended_at, outcome, error, retry_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO step_attempts (step_id, attempt, worker, started_at, ended_at, outcome, error, retry_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (step_id, attempt) DO NOTHING",
     )
-    .bind(step_id)
-    .bind(attempt)
-    .bind(started_at)
+    .bind(run.step_id)
+    .bind(run.attempt)
+    .bind(run.token.split('/').next().unwrap_or(""))
+    .bind(run.started_at)
     .bind(now_ms())
     .bind(outcome)
     .bind(error)
@@ -241,9 +251,11 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
 impl Store {
     /// Claims a due pending step for this worker. `None` when it is not due, already
     /// running elsewhere, or finished — every duplicate wake-up ends here, harmlessly.
-    pub async fn claim(&self, step_id: i64, lease_ms: u64) -> Result<Option<Lease>> {
+    /// `worker` names this process (see `Engine::worker`); it leads the lease token, so the
+    /// attempt history says which process ran each attempt.
+    pub async fn claim(&self, step_id: i64, lease_ms: u64, worker: &str) -> Result<Option<Lease>> {
         let now = now_ms();
-        let token = new_id("lease");
+        let token = format!("{worker}/{}", new_id("lease"));
         let _writer = self.write_guard().await;
         let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
@@ -302,9 +314,7 @@ impl Store {
         }
         record_attempt(
             &mut tx,
-            lease.step.id,
-            lease.step.attempts,
-            lease.started_at,
+            lease.into(),
             if dead { "dead" } else { "retry" },
             Some(&message),
             (!dead).then_some(next),
@@ -398,16 +408,13 @@ impl Store {
                 continue;
             }
             let outcome = if poison { "dead" } else { "lease_expired" };
-            record_attempt(
-                &mut tx,
-                id,
-                attempts,
+            let run = Ran {
+                step_id: id,
+                token: &token,
+                attempt: attempts,
                 started_at,
-                outcome,
-                Some(&message),
-                None,
-            )
-            .await?;
+            };
+            record_attempt(&mut tx, run, outcome, Some(&message), None).await?;
             if poison {
                 orders::transition(
                     &mut tx,

@@ -11,6 +11,7 @@ on_both_stores!(
     every_attempt_is_recorded_with_growing_backoff,
     dead_letters_are_listed_retried_and_discarded,
     emptied_queue_loses_nothing,
+    two_engines_on_one_store_run_each_step_once,
     retry_survives_an_engine_restart,
     amount_mismatch_needs_review,
     checkout_creation_failure_releases_stock,
@@ -269,6 +270,69 @@ async fn emptied_queue_loses_nothing(backend: Backend) {
         app.count("SELECT COUNT(*) FROM invoices WHERE series = $1", "INV")
             .await,
         10
+    );
+    app.finish().await;
+}
+
+/// Two engines share one store, each with its own workers and a sweeper that re-sends
+/// every due step on every pass; every webhook arrives twice. Twenty capture checks fail,
+/// so their retries become due with no wake-up in flight and both sweepers race to hand
+/// them out — the one that ticks first after a retry is due wins, so both engines run
+/// steps (one winning all twenty has odds of about 1 in 500,000). Each order is fulfilled
+/// once: one claim wins each run.
+async fn two_engines_on_one_store_run_each_step_once(backend: Backend) {
+    const N: usize = 20;
+    let mut app = spawn(
+        backend,
+        &[
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "0"),
+            ("FULFILLD__RETRY__CONFIRM_CAPTURE__BASE_MS", "300"),
+        ],
+    )
+    .await;
+    app.start_another_engine().await;
+    app.put_sku("SEAT", 1000, 100).await;
+    let mut orders = Vec::new();
+    for n in 0..N {
+        orders.push(
+            app.seat_checkout(&format!("two{n}@example.com"), 1, "stripe")
+                .await,
+        );
+    }
+    app.inject_api_errors(&[503; N]).await;
+    for (_, co) in &orders {
+        app.pay(s(&co["provider_order_id"]), json!({"webhook": "twice"}))
+            .await;
+    }
+    for (id, _) in &orders {
+        let o = app.wait_for(id, &["fulfilled", "needs_review"]).await;
+        assert_eq!(o["status"], "fulfilled", "{o:#}");
+        // Capture: as many runs as 503s met (the faults go to whichever runs first); every
+        // other step claimed and run exactly once.
+        let once = |st: &Value| st["kind"] == "confirm_capture" || st["attempts"] == 1;
+        assert!(
+            o["steps"].as_array().expect("steps").iter().all(once),
+            "each run claimed once: {o:#}"
+        );
+    }
+    let workers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker FROM step_attempts")
+        .fetch_all(&app.store.pool)
+        .await
+        .expect("workers");
+    assert_eq!(workers.len(), 2, "both engines ran steps: {workers:?}");
+    assert_eq!(app.stock("SEAT").await, (100 - N as i64, 0));
+    let numbers: Vec<i64> = sqlx::query_scalar("SELECT number FROM invoices ORDER BY number")
+        .fetch_all(&app.store.pool)
+        .await
+        .expect("invoices");
+    assert_eq!(numbers, (1..=N as i64).collect::<Vec<_>>());
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM emails_sent WHERE kind = $1",
+            "receipt"
+        )
+        .await,
+        N as i64
     );
     app.finish().await;
 }

@@ -236,6 +236,16 @@ impl TestApp {
         self.wait_healthy().await;
     }
 
+    /// Starts one more engine in this process on the same store (its own port, queue,
+    /// workers and sweeper), as a second `serve` process beside the first would run.
+    pub async fn start_another_engine(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+        let (stop, rx) = oneshot::channel();
+        self.stop.push(stop);
+        self.tasks
+            .push(start_engine(self.config.clone(), listener, rx));
+    }
+
     /// Starts `fulfilld serve` as a process on this app's port and store, and waits until
     /// it answers.
     pub async fn start_engine_process(&mut self) {
