@@ -12,8 +12,11 @@
 //! - [`providers`]: signature checks, event normalization and API clients per provider.
 //! - [`store`]: the SQL source of truth (SQLite or Postgres), one module per aggregate.
 //! - [`queue`]: wake-ups for the workers, and the sweeper that makes losing them harmless.
-//! - [`pipeline`]: apalis workers running the fulfilment steps, one file per step.
+//! - [`pipeline`]: apalis workers running the fulfilment steps, one file per step; and the
+//!   periodic work beside them: housekeeping (stale payments, expired reservations, old
+//!   idempotency keys), reconciliation, unanswered refunds.
 //! - [`email`]: outgoing mail (file outbox or SMTP).
+//! - [`admin_client`]: `fulfilld admin …`, a client of the admin API.
 //! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
 //! - `jobs` (a crate of its own): the job contract — step kinds, payloads, retry policies.
 //!

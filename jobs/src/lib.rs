@@ -160,6 +160,31 @@ impl StepError {
 mod tests {
     use super::*;
 
+    /// `1 s`, `0.5 s`, `5 min`, `1 h`: how the README writes a duration.
+    fn human(ms: u64) -> String {
+        match ms {
+            ms if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
+            ms if ms % 1_000 == 0 => format!("{} s", ms / 1_000),
+            ms => format!("{} s", ms as f64 / 1000.0),
+        }
+    }
+
+    #[test]
+    fn readme_states_every_retry_policy() {
+        let readme = include_str!("../../README.md");
+        for k in StepKind::ALL {
+            let p = k.policy();
+            let row = format!(
+                "| `{k}` | {} | {} | {} |",
+                p.max_attempts,
+                human(p.base_ms),
+                human(p.cap_ms)
+            );
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
     #[test]
     fn kinds_round_trip_and_positions_are_unique() {
         let mut seen = std::collections::HashSet::new();

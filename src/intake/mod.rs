@@ -2,7 +2,9 @@
 //! verify, normalize, commit one transaction, wake the pipeline, answer. No provider calls
 //! except creating a checkout, no email, no stock work in a webhook's request path.
 //!
-//! Each resource file ends in `pub fn router()`; they are merged here.
+//! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
+//! `admin` (catalogue), `queue_admin` (dead letters, attempts, queue), `events_admin`
+//! (webhook log and replay) and `reconcile_admin`; `idempotency` wraps every `POST /api/…`.
 
 mod admin;
 mod error;
