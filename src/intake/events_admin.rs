@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::admin::authorize;
-use super::queue_admin::{actor, optional_body};
+use super::queue_admin::{admin_action, id_param, query};
 use super::webhooks::{headers_from_json, refused};
 use crate::Engine;
 use crate::domain::Invalid;
@@ -37,13 +38,7 @@ async fn list(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
-    let Query(p) = params.map_err(|r| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            r.body_text(),
-        )
-    })?;
+    let p = query(params)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Invalid::new("limit", "must be 1-1000").into());
@@ -62,12 +57,11 @@ struct ReplayBody {
 async fn replay(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
-    let who = actor(&headers)?;
-    let b: ReplayBody = optional_body(&body)?;
+    let (who, b): (String, ReplayBody) = admin_action(&e, &headers, &body)?;
+    let id = id_param(id)?;
     let stored = e
         .store
         .get_event(id)

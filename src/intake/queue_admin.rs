@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -76,8 +77,38 @@ pub(super) fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// The start of every admin action: the token checked, who acts, and its JSON body (which
+/// may be left out).
+pub(super) fn admin_action<T: DeserializeOwned + Default>(
+    e: &Engine,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, T), ApiError> {
+    authorize(e, headers)?;
+    Ok((actor(headers)?, optional_body(body)?))
+}
+
+/// A numeric id in the path, or a 422 that says it is not one.
+pub(super) fn id_param(p: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|_| Invalid::new("id", "must be a number").into())
+}
+
+/// Query parameters, or a 422 that says which one is wrong.
+pub(super) fn query<T>(
+    params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    params.map(|Query(p)| p).map_err(|r| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            r.body_text(),
+        )
+    })
+}
+
 /// A JSON body that may be left out entirely.
-pub(super) fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -107,13 +138,7 @@ async fn list(
     params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
-    let Query(p) = params.map_err(|r| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            r.body_text(),
-        )
-    })?;
+    let p = query(params)?;
     let dead = e.store.dead_steps(&p.filter()?).await?;
     Ok(Json(json!({ "dead": dead })))
 }
@@ -123,9 +148,7 @@ async fn retry_matching(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
-    let who = actor(&headers)?;
-    let p: FilterParams = optional_body(&body)?;
+    let (who, p): (String, FilterParams) = admin_action(&e, &headers, &body)?;
     let why = reason(&p.reason, false)?;
     let dead = e.store.dead_steps(&p.filter()?).await?;
     let mut retried = Vec::with_capacity(dead.len());
@@ -149,12 +172,11 @@ struct Action {
 async fn retry_one(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
-    let who = actor(&headers)?;
-    let a: Action = optional_body(&body)?;
+    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let id = id_param(id)?;
     let why = reason(&a.reason, false)?;
     let r = e
         .store
@@ -169,15 +191,12 @@ async fn retry_one(
 async fn discard_one(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
-    let who = actor(&headers)?;
-    let a: Action = optional_body(&body)?;
-    let Some(why) = reason(&a.reason, true)? else {
-        return Err(Invalid::new("reason", "say why (kept in the audit log)").into());
-    };
+    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let id = id_param(id)?;
+    let why = reason(&a.reason, true)?.unwrap_or_default();
     if !e.store.discard_dead(id, &who, &why).await? {
         return Err(not_dead(id));
     }
@@ -188,9 +207,10 @@ async fn discard_one(
 async fn attempts(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
+    let id = id_param(id)?;
     let attempts = e.store.step_attempts(id).await?;
     Ok(Json(json!({ "step_id": id, "attempts": attempts })))
 }
@@ -203,9 +223,7 @@ async fn purge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
-    let who = actor(&headers)?;
-    let a: Action = optional_body(&body)?;
+    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
     let why = reason(&a.reason, false)?;
     let dropped = e.queue.purge().await;
     let due = e.store.forget_enqueued().await?;

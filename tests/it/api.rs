@@ -192,5 +192,35 @@ async fn admin_needs_the_token(backend: Backend) {
         let e: Value = r.json().await.expect("json");
         assert_eq!(e["error"]["field"], field, "{bad} → {e}");
     }
+    // Every admin route: 401 without the token and with a wrong one, whatever else is wrong.
+    for (method, path) in [
+        ("GET", "/api/admin/dead-letters"),
+        ("POST", "/api/admin/dead-letters/retry"),
+        ("POST", "/api/admin/steps/1/retry"),
+        ("POST", "/api/admin/steps/x/discard"),
+        ("GET", "/api/admin/steps/1/attempts"),
+        ("POST", "/api/admin/queue/purge"),
+        ("GET", "/api/admin/events"),
+        ("POST", "/api/admin/events/1/replay"),
+        ("POST", "/api/admin/reconcile"),
+        ("GET", "/api/admin/reconciliations"),
+        ("POST", "/api/payments/refund"),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        for token in [None, Some("wrong")] {
+            let mut req = app.http.request(m.clone(), format!("{}{path}", app.url));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.json(&json!({})).send().await.expect(path);
+            assert_eq!(r.status(), 401, "{method} {path} with {token:?}");
+        }
+    }
+    let (status, e) = app.admin("POST", "/api/admin/steps/x/retry", None).await;
+    assert_eq!((status, e["error"]["field"].clone()), (422, json!("id")));
+    let (status, e) = app
+        .admin("GET", "/api/admin/dead-letters?limit=0", None)
+        .await;
+    assert_eq!((status, e["error"]["field"].clone()), (422, json!("limit")));
     app.finish().await;
 }
