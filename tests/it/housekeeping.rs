@@ -42,6 +42,26 @@ async fn stale_payment_is_fulfilled_without_any_webhook(backend: Backend) {
     let open = app.order(&open_id).await;
     assert_eq!(open["status"], "pending_payment", "{open:#}");
     assert_eq!(app.stock("SEAT").await, (4, 1), "one sold, one still held");
+    // A payment that failed, unannounced, releases its stock and leaves the order payable.
+    let (failed, co) = app
+        .seat_checkout("declined@example.com", 1, "razorpay")
+        .await;
+    assert_eq!(app.stock("SEAT").await, (4, 2));
+    app.sandbox_post(
+        &format!(
+            "/sandbox/razorpay/orders/{}/pay",
+            s(&co["provider_order_id"])
+        ),
+        json!({"webhook": "none", "outcome": "failed"}),
+    )
+    .await;
+    let o = app
+        .wait_until(&failed, "released after a failed payment", |o| {
+            o["status"] == "payment_failed"
+        })
+        .await;
+    assert_eq!(o["payment"]["status"], "failed", "{o:#}");
+    assert_eq!(app.stock("SEAT").await, (4, 1), "its seat is back on sale");
     app.finish().await;
 }
 
