@@ -1,8 +1,8 @@
 -- fulfilld schema v3: attempt history, dead letters an admin acts on, idempotency keys on
 -- the API. The Postgres twin of this file must stay equivalent.
 
--- One row per finished run of a step: done, failed (rescheduled or dead), or cut off when
--- its worker died (lease expired). A run's start is the moment it was claimed.
+-- One row per run of a step that did not succeed: failed (rescheduled or dead), or cut off
+-- when its worker died (lease expired). A run's start is the moment it was claimed.
 CREATE TABLE step_attempts (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     step_id     INTEGER NOT NULL REFERENCES steps(id),
@@ -10,11 +10,16 @@ CREATE TABLE step_attempts (
     worker      TEXT NOT NULL,   -- the process that ran it (fulfilld-<pid>-<id>)
     started_at  INTEGER NOT NULL,
     ended_at    INTEGER NOT NULL,
-    outcome     TEXT NOT NULL,   -- done | retry | dead | lease_expired
+    outcome     TEXT NOT NULL,   -- retry | dead | lease_expired
     error       TEXT,
     retry_at    INTEGER,         -- when outcome = retry: when the next run is due
     UNIQUE (step_id, attempt)
 );
+
+-- The latest run: which process ran it and when it started. A step's successful run is
+-- read from here (its end is updated_at); step_attempts holds the runs before it.
+ALTER TABLE steps ADD COLUMN worker TEXT;
+ALTER TABLE steps ADD COLUMN run_started_at INTEGER;
 
 -- How many times a worker died holding the step: past queue.max_lease_expiries the step is
 -- a poison job and goes dead instead of killing another worker.

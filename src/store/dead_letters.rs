@@ -130,15 +130,22 @@ impl Store {
         Ok(true)
     }
 
-    /// A step's attempt history, oldest first.
+    /// A step's attempt history, oldest first: the runs that failed or were cut off, then
+    /// the one that succeeded (read from the step row itself).
     pub async fn step_attempts(&self, step_id: i64) -> Result<Vec<Attempt>> {
-        Ok(sqlx::query_as::<_, Attempt>(
+        let mut runs = sqlx::query_as::<_, Attempt>(
             "SELECT step_id, attempt, worker, started_at, ended_at, outcome, error, retry_at
-             FROM step_attempts WHERE step_id = $1 ORDER BY attempt",
+             FROM step_attempts WHERE step_id = $1
+             UNION ALL
+             SELECT id, attempts, COALESCE(worker, ''), COALESCE(run_started_at, updated_at),
+                    updated_at, 'done', NULL, NULL
+             FROM steps WHERE id = $1 AND status = 'done' AND attempts > 0",
         )
         .bind(step_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        runs.sort_by_key(|a| a.attempt);
+        Ok(runs)
     }
 }
 

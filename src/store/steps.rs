@@ -27,13 +27,17 @@ pub struct StepRow {
     /// Runs before the current retry budget began (an admin retry or a re-arm).
     #[serde(skip)]
     pub attempt_base: i64,
+    /// The process that ran (or runs) the latest attempt, and when that attempt started.
+    pub worker: Option<String>,
+    pub run_started_at: Option<i64>,
+    pub updated_at: i64,
     pub next_run_at: i64,
     pub last_error: Option<String>,
     pub outcome: Option<String>,
 }
 
 const COLS: &str = "id, order_id, payment_id, kind, position, status, attempts, attempt_base, \
-     next_run_at, last_error, outcome";
+     worker, run_started_at, updated_at, next_run_at, last_error, outcome";
 
 /// A claimed step: only this token may finish or fail it.
 #[derive(Debug, Clone)]
@@ -141,18 +145,15 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     .bind(&lease.token)
     .execute(&mut **tx)
     .await?;
-    if r.rows_affected() != 1 {
-        return Ok(false);
-    }
-    record_attempt(tx, lease.into(), "done", None, None).await?;
-    Ok(true)
+    // The successful run is the step row itself (worker, run_started_at, updated_at): no
+    // history row on the hot path. `step_attempts` holds the runs that failed or were cut off.
+    Ok(r.rows_affected() == 1)
 }
 
 /// One run of a step, as its attempt history records it.
 struct Ran<'a> {
     step_id: i64,
-    /// The run's lease token; it starts with the worker's name.
-    token: &'a str,
+    worker: &'a str,
     attempt: i64,
     started_at: i64,
 }
@@ -161,7 +162,7 @@ impl<'a> From<&'a Lease> for Ran<'a> {
     fn from(l: &'a Lease) -> Ran<'a> {
         Ran {
             step_id: l.step.id,
-            token: &l.token,
+            worker: l.step.worker.as_deref().unwrap_or(""),
             attempt: l.step.attempts,
             started_at: l.started_at,
         }
@@ -183,7 +184,7 @@ async fn record_attempt(
     )
     .bind(run.step_id)
     .bind(run.attempt)
-    .bind(run.token.split('/').next().unwrap_or(""))
+    .bind(run.worker)
     .bind(run.started_at)
     .bind(now_ms())
     .bind(outcome)
@@ -251,15 +252,16 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
 impl Store {
     /// Claims a due pending step for this worker. `None` when it is not due, already
     /// running elsewhere, or finished — every duplicate wake-up ends here, harmlessly.
-    /// `worker` names this process (see `Engine::worker`); it leads the lease token, so the
-    /// attempt history says which process ran each attempt.
+    /// `worker` names this process (see `Engine::worker`), so the attempt history says which
+    /// process ran each attempt.
     pub async fn claim(&self, step_id: i64, lease_ms: u64, worker: &str) -> Result<Option<Lease>> {
         let now = now_ms();
-        let token = format!("{worker}/{}", new_id("lease"));
+        let token = new_id("lease");
         let _writer = self.write_guard().await;
         let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
             "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
-                              lease_until = $2, enqueued_at = NULL, updated_at = $3
+                              lease_until = $2, enqueued_at = NULL, updated_at = $3,
+                              run_started_at = $3, worker = $5
              WHERE id = $4 AND status = 'pending' AND next_run_at <= $3
              RETURNING {COLS}"
         )))
@@ -267,6 +269,7 @@ impl Store {
         .bind(now + lease_ms as i64)
         .bind(now)
         .bind(step_id)
+        .bind(worker)
         .fetch_optional(&self.pool)
         .await?;
         Ok(step.map(|step| Lease {
@@ -371,15 +374,16 @@ impl Store {
     /// conditional on the lease token it read.
     pub async fn release_expired_leases(&self, max_expiries: i64) -> Result<u64> {
         let now = now_ms();
-        let expired: Vec<(i64, String, i64, i64, String, i64)> = sqlx::query_as(
-            "SELECT id, order_id, attempts, updated_at, lease_token, lease_expiries FROM steps
-             WHERE status = 'running' AND lease_until < $1",
+        type Expired = (i64, String, i64, Option<i64>, Option<String>, String, i64);
+        let expired: Vec<Expired> = sqlx::query_as(
+            "SELECT id, order_id, attempts, run_started_at, worker, lease_token, lease_expiries
+             FROM steps WHERE status = 'running' AND lease_until < $1",
         )
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
         let mut released = 0;
-        for (id, order_id, attempts, started_at, token, expiries) in expired {
+        for (id, order_id, attempts, started_at, worker, token, expiries) in expired {
             let expiries = expiries + 1;
             let poison = expiries >= max_expiries;
             let message = if poison {
@@ -410,9 +414,9 @@ impl Store {
             let outcome = if poison { "dead" } else { "lease_expired" };
             let run = Ran {
                 step_id: id,
-                token: &token,
+                worker: worker.as_deref().unwrap_or(""),
                 attempt: attempts,
-                started_at,
+                started_at: started_at.unwrap_or(now),
             };
             record_attempt(&mut tx, run, outcome, Some(&message), None).await?;
             if poison {

@@ -118,19 +118,17 @@ async fn sigkill_in_backoff_and_mid_step_loses_nothing_and_doubles_nothing(backe
     // committing as the process died) is in the history, and the step ran again after it.
     let mut cut_off = 0;
     for id in running {
-        let outcomes: Vec<String> = sqlx::query_scalar(
-            "SELECT outcome FROM step_attempts WHERE step_id = $1 ORDER BY attempt",
-        )
-        .bind(id)
-        .fetch_all(&app.store.pool)
-        .await
-        .expect("attempts");
-        assert_eq!(
-            outcomes.last().map(String::as_str),
-            Some("done"),
-            "{outcomes:?}"
-        );
-        if outcomes.first().map(String::as_str) == Some("lease_expired") {
+        let (_, h) = app
+            .admin("GET", &format!("/api/admin/steps/{id}/attempts"), None)
+            .await;
+        let outcomes: Vec<&str> = h["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| s(&a["outcome"]))
+            .collect();
+        assert_eq!(outcomes.last(), Some(&"done"), "{h:#}");
+        if outcomes.first() == Some(&"lease_expired") {
             cut_off += 1;
         }
     }

@@ -315,7 +315,7 @@ async fn two_engines_on_one_store_run_each_step_once(backend: Backend) {
             "each run claimed once: {o:#}"
         );
     }
-    let workers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker FROM step_attempts")
+    let workers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker FROM steps")
         .fetch_all(&app.store.pool)
         .await
         .expect("workers");
