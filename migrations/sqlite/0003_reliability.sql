@@ -27,7 +27,9 @@ ALTER TABLE steps ADD COLUMN lease_expiries INTEGER NOT NULL DEFAULT 0;
 -- attempts counts every run ever (the attempt history is numbered by it); a step armed
 -- again or retried by an admin gets a fresh retry budget from attempt_base on.
 ALTER TABLE steps ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX steps_dead ON steps (status, kind, updated_at);
+-- Partial indexes: only the rows they find are in them, so the hot path's updates of every
+-- other row do not maintain them.
+CREATE INDEX steps_dead ON steps (kind, updated_at) WHERE status = 'dead';
 
 -- The status an order had when it was moved to needs_review, so that an admin retry of the
 -- step that stopped it can put it back.
@@ -35,8 +37,8 @@ ALTER TABLE orders ADD COLUMN review_from TEXT;
 
 -- When housekeeping next asks the provider about a payment still open (no webhook came).
 ALTER TABLE payments ADD COLUMN next_check_at INTEGER;
-CREATE INDEX payments_open ON payments (status, created_at);
-CREATE INDEX reservations_expiry ON stock_reservations (status, expires_at);
+CREATE INDEX payments_open ON payments (created_at) WHERE status IN ('created', 'pending');
+CREATE INDEX reservations_expiry ON stock_reservations (expires_at) WHERE status = 'held';
 
 -- The request headers a webhook came with (a JSON object; no credentials), so that a
 -- stored event can be verified again before an admin replays it.
