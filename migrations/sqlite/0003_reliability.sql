@@ -21,6 +21,10 @@ CREATE TABLE step_attempts (
 ALTER TABLE steps ADD COLUMN worker TEXT;
 ALTER TABLE steps ADD COLUMN run_started_at INTEGER;
 
+-- 1: the step was armed again while it ran (a second refund while the first one's notice
+-- was being sent); when the run finishes, the step is due again instead of done.
+ALTER TABLE steps ADD COLUMN rearm INTEGER NOT NULL DEFAULT 0;
+
 -- How many times a worker died holding the step: past queue.max_lease_expiries the step is
 -- a poison job and goes dead instead of killing another worker.
 ALTER TABLE steps ADD COLUMN lease_expiries INTEGER NOT NULL DEFAULT 0;

@@ -24,9 +24,12 @@ pub async fn run(store: Store, queue: Queue, config: config::Queue, shutdown: Ca
         } else {
             first = false;
         }
+        // ±25 % jitter: sweepers of several processes never fall into step with each other
+        // (nor hand every retry to the same one).
+        let pause = interval.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.75..1.25));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

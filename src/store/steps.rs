@@ -103,9 +103,10 @@ pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> R
 }
 
 /// Schedules a step that may be needed more than once for a payment: re-reading it after
-/// an event contradicted it, telling the buyer it failed. One that already ran is armed
-/// again; one still to run keeps its place (it reads the state of things when it runs).
-/// Returns the id to wake, if any.
+/// an event contradicted it, telling the buyer it failed or was refunded. One that already
+/// ran is armed again; one still to run keeps its place (it reads the state of things when
+/// it runs); one running now may have read the state already, so it runs once more after it
+/// finishes (`rearm`). Returns the id to wake, if any.
 pub async fn arm(
     tx: &mut Tx,
     order_id: &str,
@@ -128,6 +129,17 @@ pub async fn arm(
     .bind(now)
     .fetch_optional(&mut **tx)
     .await?;
+    if id.is_none() {
+        sqlx::query(
+            "UPDATE steps SET rearm = 1
+             WHERE order_id = $1 AND kind = $2 AND payment_id = $3 AND status = 'running'",
+        )
+        .bind(order_id)
+        .bind(kind.as_str())
+        .bind(payment_id)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(id)
 }
 
@@ -135,7 +147,12 @@ pub async fn arm(
 /// roll back the effects it wrote in the same transaction.
 pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE steps SET status = 'done', outcome = $1, last_error = NULL, lease_token = NULL,
+        // Armed again while it ran: due again at once, with a fresh budget (the sweeper
+        // sends it). SET reads the row as it was, so `rearm` here is the old flag.
+        "UPDATE steps SET status = CASE WHEN rearm = 1 THEN 'pending' ELSE 'done' END,
+                          attempt_base = CASE WHEN rearm = 1 THEN attempts ELSE attempt_base END,
+                          rearm = 0, next_run_at = $2, enqueued_at = NULL,
+                          outcome = $1, last_error = NULL, lease_token = NULL,
                           lease_until = NULL, updated_at = $2
          WHERE id = $3 AND lease_token = $4 AND status = 'running'",
     )

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, s, spawn};
+use crate::harness::{Backend, TestApp, WEBHOOK_SECRET, s, signature, spawn};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -275,44 +275,60 @@ async fn emptied_queue_loses_nothing(backend: Backend) {
 }
 
 /// Two engines share one store, each with its own workers and a sweeper that re-sends
-/// every due step on every pass; every webhook arrives twice. Twenty capture checks fail,
-/// so their retries become due with no wake-up in flight and both sweepers race to hand
-/// them out — the one that ticks first after a retry is due wins, so both engines run
-/// steps (one winning all twenty has odds of about 1 in 500,000). Each order is fulfilled
-/// once: one claim wins each run.
+/// every due step on every pass, so both keep trying to claim every step. Each payment's
+/// webhook reaches both engines at the same moment (a barrier): one stores it and starts
+/// the pipeline, the other finds a duplicate. Over twenty orders both engines win some (one
+/// winning all has odds of about 1 in 500,000), and every step runs exactly once.
 async fn two_engines_on_one_store_run_each_step_once(backend: Backend) {
     const N: usize = 20;
-    let mut app = spawn(
-        backend,
-        &[
-            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "0"),
-            ("FULFILLD__RETRY__CONFIRM_CAPTURE__BASE_MS", "300"),
-        ],
-    )
-    .await;
-    app.start_another_engine().await;
+    let mut app = spawn(backend, &[("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "0")]).await;
+    let second = app.start_another_engine().await;
+    let app = std::sync::Arc::new(app);
     app.put_sku("SEAT", 1000, 100).await;
     let mut orders = Vec::new();
     for n in 0..N {
-        orders.push(
-            app.seat_checkout(&format!("two{n}@example.com"), 1, "stripe")
-                .await,
-        );
-    }
-    app.inject_api_errors(&[503; N]).await;
-    for (_, co) in &orders {
-        app.pay(s(&co["provider_order_id"]), json!({"webhook": "twice"}))
+        let (id, co) = app
+            .seat_checkout(&format!("two{n}@example.com"), 1, "stripe")
             .await;
+        let paid = app
+            .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+            .await;
+        orders.push((id, serde_json::to_vec(&paid["event"]).expect("event")));
+    }
+    for (_, body) in &orders {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let sends: Vec<_> = [app.url.clone(), second.clone()]
+            .into_iter()
+            .map(|url| {
+                let (app, barrier, body) = (app.clone(), barrier.clone(), body.clone());
+                tokio::spawn(async move {
+                    let sig = signature(WEBHOOK_SECRET, &body, 0);
+                    barrier.wait().await;
+                    let r = app.post_webhook_to(&url, body, Some(sig)).await;
+                    assert_eq!(r.status(), 200);
+                    r.json::<Value>().await.expect("json")["duplicate"] == true
+                })
+            })
+            .collect();
+        let mut duplicates = 0;
+        for t in sends {
+            duplicates += usize::from(t.await.expect("send"));
+        }
+        assert_eq!(
+            duplicates, 1,
+            "one engine stored the event, the other saw a duplicate"
+        );
     }
     for (id, _) in &orders {
         let o = app.wait_for(id, &["fulfilled", "needs_review"]).await;
         assert_eq!(o["status"], "fulfilled", "{o:#}");
-        // Capture: as many runs as 503s met (the faults go to whichever runs first); every
-        // other step claimed and run exactly once.
-        let once = |st: &Value| st["kind"] == "confirm_capture" || st["attempts"] == 1;
         assert!(
-            o["steps"].as_array().expect("steps").iter().all(once),
-            "each run claimed once: {o:#}"
+            o["steps"]
+                .as_array()
+                .expect("steps")
+                .iter()
+                .all(|st| st["attempts"] == 1),
+            "each step claimed and run once: {o:#}"
         );
     }
     let workers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker FROM steps")
@@ -334,7 +350,7 @@ async fn two_engines_on_one_store_run_each_step_once(backend: Backend) {
         .await,
         N as i64
     );
-    app.finish().await;
+    TestApp::finish_shared(app).await;
 }
 
 async fn retry_survives_an_engine_restart(backend: Backend) {

@@ -238,12 +238,26 @@ impl TestApp {
 
     /// Starts one more engine in this process on the same store (its own port, queue,
     /// workers and sweeper), as a second `serve` process beside the first would run.
-    pub async fn start_another_engine(&mut self) {
+    /// Returns its URL once it answers.
+    pub async fn start_another_engine(&mut self) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = oneshot::channel();
         self.stop.push(stop);
         self.tasks
             .push(start_engine(self.config.clone(), listener, rx));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .http
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "{url} did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        url
     }
 
     /// Starts `fulfilld serve` as a process on this app's port and store, and waits until
@@ -547,9 +561,19 @@ impl TestApp {
         body: Vec<u8>,
         signature: Option<String>,
     ) -> reqwest::Response {
+        self.post_webhook_to(&self.url, body, signature).await
+    }
+
+    /// [`TestApp::post_webhook`] to the engine at `url`.
+    pub async fn post_webhook_to(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
         let mut req = self
             .http
-            .post(format!("{}/webhooks/stripe", self.url))
+            .post(format!("{url}/webhooks/stripe"))
             .header("content-type", "application/json")
             .body(body);
         if let Some(s) = signature {
