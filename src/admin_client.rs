@@ -77,14 +77,14 @@ pub fn reconcile_table(r: &Value) -> String {
     );
     out.push_str(&format!(
         "{:<10} {:>7} {:>12}  {}\n",
-        "PROVIDER", "LISTED", "UNDELIVERED", "ERROR"
+        "PROVIDER", "LISTED", "EVENTS READ", "ERROR"
     ));
     for p in r["providers"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:<10} {:>7} {:>12}  {}\n",
             p["provider"].as_str().unwrap_or(""),
             p["listed"],
-            p["undelivered_events"],
+            p["missed_events"],
             p["error"].as_str().unwrap_or("")
         ));
     }

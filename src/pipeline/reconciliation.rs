@@ -4,9 +4,10 @@
 //! demand (`POST /api/admin/reconcile`, `fulfilld admin reconcile --since …`).
 //!
 //! Per provider, for payments since the run's start point:
-//! 1. **Backfill**: the provider's own list of events it could not deliver (Stripe:
-//!    `delivery_success=false`) goes through intake's normal path — stored once by event
-//!    id, applied once.
+//! 1. **Backfill**: the provider's own record of events that may not have reached us
+//!    (Stripe: `delivery_success=false`; PayPal: every event notification of the period)
+//!    goes through intake's normal path — stored once by event id, applied once; events we
+//!    have already change nothing.
 //! 2. **Compare** each listed payment with ours (by checkout id, or by our payment id the
 //!    provider kept):
 //!    - captured for another amount or currency than ours → the order `needs_review`
@@ -46,8 +47,8 @@ pub struct ProviderSummary {
     pub provider: String,
     /// Payments the provider listed.
     pub listed: usize,
-    /// Undelivered events read back (stored ones among them were known already).
-    pub undelivered_events: usize,
+    /// Events read back from the provider (those we had already changed nothing).
+    pub missed_events: usize,
     /// The provider could not be read; nothing of it was compared.
     pub error: Option<String>,
 }
@@ -85,12 +86,12 @@ pub async fn run(
         let mut summary = ProviderSummary {
             provider: name.to_owned(),
             listed: 0,
-            undelivered_events: 0,
+            missed_events: 0,
             error: None,
         };
-        match provider.undelivered_events(since_s).await {
+        match provider.missed_events(since_s).await {
             Ok(events) => {
-                summary.undelivered_events = events.len();
+                summary.missed_events = events.len();
                 for (ev, raw) in events {
                     let r = e
                         .store

@@ -55,10 +55,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// what reconciliation compares with the store. Paged through to the end.
     async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError>;
 
-    /// Events since `since_s` whose webhook the provider could not deliver, read back from
-    /// its API (authentic by the API's own authentication), normalized, with their raw
-    /// JSON. Only Stripe keeps such a list (`delivery_success=false`); others have none.
-    async fn undelivered_events(
+    /// Events since `since_s` that may never have reached us, read back from the provider's
+    /// API (authentic by the API's own authentication), normalized, with their raw JSON:
+    /// Stripe lists the ones it could not deliver (`delivery_success=false`); PayPal lists
+    /// every event notification (those we have are known by id and change nothing); Razorpay
+    /// has no such list (reconciliation compares its payments instead).
+    async fn missed_events(
         &self,
         _since_s: i64,
     ) -> Result<Vec<(ProviderEvent, Vec<u8>)>, ProviderError> {

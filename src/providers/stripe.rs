@@ -238,12 +238,12 @@ impl Provider for Stripe {
         self.client.recent_sessions(since_s).await
     }
 
-    async fn undelivered_events(
+    async fn missed_events(
         &self,
         since_s: i64,
     ) -> Result<Vec<(ProviderEvent, Vec<u8>)>, ProviderError> {
         let mut out = Vec::new();
-        for v in self.client.undelivered_events(since_s).await? {
+        for v in self.client.missed_events(since_s).await? {
             let raw = serde_json::to_vec(&v).unwrap_or_default();
             match normalize(&raw) {
                 Ok(ev) => out.push((ev, raw)),
@@ -388,7 +388,7 @@ impl Client {
 
     /// `GET /v1/events?delivery_success=false&created[gte]=…`: the events no webhook
     /// delivery of succeeded (Stripe keeps them 30 days), as raw JSON objects.
-    pub async fn undelivered_events(
+    pub async fn missed_events(
         &self,
         since_s: i64,
     ) -> Result<Vec<serde_json::Value>, ProviderError> {

@@ -64,6 +64,17 @@ struct Courier {
     sign: Arc<Sign>,
     /// Events held back (`"webhook": "held"`), in the order they happened.
     held: Arc<std::sync::Mutex<Events>>,
+    /// Every event sent or held, oldest first, and whether a delivery of it was answered 2xx:
+    /// what a provider's "list events" API reads.
+    log: Arc<std::sync::Mutex<Vec<Logged>>>,
+}
+
+/// An event in a provider's log.
+#[derive(Debug, Clone)]
+struct Logged {
+    id: String,
+    body: Vec<u8>,
+    delivered: bool,
 }
 
 impl Courier {
@@ -80,7 +91,20 @@ impl Courier {
             ),
             sign,
             held: Arc::default(),
+            log: Arc::default(),
         }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Vec<Logged>> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The events sent or held so far, oldest first: (body, delivered).
+    fn sent(&self) -> Vec<(Vec<u8>, bool)> {
+        self.log()
+            .iter()
+            .map(|l| (l.body.clone(), l.delivered))
+            .collect()
     }
 
     async fn post(&self, id: &str, body: Vec<u8>) -> Value {
@@ -92,7 +116,14 @@ impl Courier {
             req = req.header(name, value);
         }
         match req.body(body).send().await {
-            Ok(r) => json!({ "status": r.status().as_u16() }),
+            Ok(r) => {
+                if r.status().is_success()
+                    && let Some(l) = self.log().iter_mut().find(|l| l.id == id)
+                {
+                    l.delivered = true;
+                }
+                json!({ "status": r.status().as_u16() })
+            }
             Err(e) => json!({ "error": e.to_string() }),
         }
     }
@@ -101,6 +132,18 @@ impl Courier {
     /// racing each other would, or holds them back. Without a delay it waits for the
     /// answers and reports them; with one it returns at once.
     async fn deliver(&self, events: Events, copies: Copies, delay_ms: u64) -> Vec<Value> {
+        {
+            let mut log = self.log();
+            for (id, body) in &events {
+                if !log.iter().any(|l| &l.id == id) {
+                    log.push(Logged {
+                        id: id.clone(),
+                        body: body.clone(),
+                        delivered: false,
+                    });
+                }
+            }
+        }
         let copies = match copies {
             Copies::Send(n) => n,
             Copies::Hold => {

@@ -1,6 +1,7 @@
 //! The PayPal part of the sandbox: OAuth client credentials, Orders v2 (create, get,
 //! capture), captures and their refunds, PayPal's error envelope, `PayPal-Request-Id`
-//! idempotency, the verify-webhook-signature API, and webhooks signed as PayPal signs them:
+//! idempotency, the verify-webhook-signature API, the event notifications list, and webhooks
+//! signed as PayPal signs them:
 //! SHA256withRSA over `transmission_id|transmission_time|webhook_id|crc32(body)` with a key
 //! the sandbox makes at start-up. Its certificate is written to `sandbox.paypal_cert_file`
 //! (for the engine's `providers.paypal.webhook_cert_file`) and served at the
@@ -745,6 +746,59 @@ async fn refund(
 /// `GET /v1/reporting/transactions`: the captures (and refunds, as negative amounts) made
 /// between `start_date` and `end_date` (required, at most 31 days apart), `page_size`
 /// (≤ 500) per `page`.
+/// `GET /v1/notifications/webhooks-events`: the event notifications sent, newest first,
+/// `start_time` … `end_time` (RFC 3339, UTC), `page_size` (default 10, at most 300), with a
+/// `next` link while more remain.
+async fn list_events(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let q: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let time = |k: &str| get(k).filter(|d| d.len() >= 19).map(|d| d[..19].to_owned());
+    let start = time("start_time").unwrap_or_default();
+    let end = time("end_time").unwrap_or_else(|| "9999".into());
+    let size: usize = get("page_size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 300);
+    let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let mut all: Vec<wire::Event> = sb
+        .inner
+        .courier
+        .sent()
+        .into_iter()
+        .filter_map(|(body, _)| serde_json::from_slice::<wire::Event>(&body).ok())
+        .filter(|e| {
+            e.create_time
+                .get(..19)
+                .is_some_and(|t| t >= start.as_str() && t <= end.as_str())
+        })
+        .collect();
+    all.reverse();
+    let events: Vec<&wire::Event> = all.iter().skip((page - 1) * size).take(size).collect();
+    let mut links = Vec::new();
+    if page * size < all.len() {
+        let mut next = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in q.iter().filter(|(k, _)| k != "page") {
+            next.append_pair(k, v);
+        }
+        next.append_pair("page", &(page + 1).to_string());
+        links.push(json!({
+            "href": format!("{}/v1/notifications/webhooks-events?{}", sb.inner.base, next.finish()),
+            "rel": "next",
+            "method": "GET",
+        }));
+    }
+    Json(json!({ "events": events, "count": events.len(), "links": links })).into_response()
+}
+
 async fn search_transactions(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
@@ -1105,6 +1159,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v2/checkout/orders/{id}/capture", post(capture))
         .route("/v2/payments/captures/{id}", get(get_capture))
         .route("/v1/reporting/transactions", get(search_transactions))
+        .route("/v1/notifications/webhooks-events", get(list_events))
         .route("/v2/payments/captures/{id}/refund", post(refund))
         .route(
             "/v1/notifications/verify-webhook-signature",

@@ -156,7 +156,16 @@ pub struct TransactionInfo {
     pub custom_field: Option<String>,
 }
 
-/// A webhook event.
+/// `GET /v1/notifications/webhooks-events`: one page.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventList {
+    #[serde(default)]
+    pub events: Vec<Value>,
+    #[serde(default)]
+    pub links: Vec<Link>,
+}
+
+/// A webhook event notification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
