@@ -743,9 +743,6 @@ async fn refund(
     remember(&sb, key, StatusCode::CREATED, body)
 }
 
-/// `GET /v1/reporting/transactions`: the captures (and refunds, as negative amounts) made
-/// between `start_date` and `end_date` (required, at most 31 days apart), `page_size`
-/// (≤ 500) per `page`.
 /// `GET /v1/notifications/webhooks-events`: the event notifications sent, newest first,
 /// `start_time` … `end_time` (RFC 3339, UTC), `page_size` (default 10, at most 300), with a
 /// `next` link while more remain.
@@ -757,18 +754,19 @@ async fn list_events(
     if let Err(r) = gate(&sb, &headers) {
         return r;
     }
-    let q: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
-    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let time = |k: &str| get(k).filter(|d| d.len() >= 19).map(|d| d[..19].to_owned());
-    let start = time("start_time").unwrap_or_default();
-    let end = time("end_time").unwrap_or_else(|| "9999".into());
-    let size: usize = get("page_size")
+    let q = Params::of(query);
+    let start = q.time("start_time").unwrap_or_default();
+    let end = q.time("end_time").unwrap_or_else(|| "9999".into());
+    let size: usize = q
+        .get("page_size")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10)
         .clamp(1, 300);
-    let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let mut all: Vec<wire::Event> = sb
         .inner
         .courier
@@ -786,7 +784,7 @@ async fn list_events(
     let mut links = Vec::new();
     if page * size < all.len() {
         let mut next = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in q.iter().filter(|(k, _)| k != "page") {
+        for (k, v) in q.0.iter().filter(|(k, _)| k != "page") {
             next.append_pair(k, v);
         }
         next.append_pair("page", &(page + 1).to_string());
@@ -799,6 +797,37 @@ async fn list_events(
     Json(json!({ "events": events, "count": events.len(), "links": links })).into_response()
 }
 
+/// A list call's query parameters.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn of(query: Option<String>) -> Params {
+        Params(
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// A date-time parameter, to compare as text on its first 19 characters (all are UTC
+    /// here).
+    fn time(&self, k: &str) -> Option<String> {
+        self.get(k)
+            .filter(|d| d.len() >= 19)
+            .map(|d| d[..19].to_owned())
+    }
+}
+
+/// `GET /v1/reporting/transactions`: the captures (and refunds, as negative amounts) made
+/// between `start_date` and `end_date` (required, at most 31 days apart), `page_size`
+/// (≤ 500) per `page`.
 async fn search_transactions(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
@@ -807,24 +836,24 @@ async fn search_transactions(
     if let Err(r) = gate(&sb, &headers) {
         return r;
     }
-    let q: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
-    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    // Dates compare as text on their first 19 characters: all are UTC here.
-    let date = |k: &str| get(k).filter(|d| d.len() >= 19).map(|d| d[..19].to_owned());
-    let (Some(start), Some(end)) = (date("start_date"), date("end_date")) else {
+    let q = Params::of(query);
+    let (Some(start), Some(end)) = (q.time("start_date"), q.time("end_date")) else {
         return invalid_request(
             "MISSING_REQUIRED_PARAMETER",
             "start_date",
             "start_date and end_date are required.",
         );
     };
-    let size: usize = get("page_size")
+    let size: usize = q
+        .get("page_size")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100)
         .clamp(1, 500);
-    let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let mut all = Vec::new();
     {
         let st = sb.state();
