@@ -60,6 +60,8 @@ pub struct Engine {
     pub admin_token: String,
     /// When each open payment was last read from its provider by the verify call.
     pub verify_reads: intake::VerifyReads,
+    /// Webhook events' way into the store (group commit).
+    pub events: store::group_commit::EventWriter,
     /// This engine's name, unique per start (`fulfilld-<pid>-<random>`): its apalis
     /// workers' names, and who ran each step attempt.
     pub worker: String,
@@ -95,7 +97,9 @@ pub async fn run(
     let mailer = Mailer::from_config(&config.email)?;
     let providers = Providers::from_config(&config);
     let (queue, rx) = queue::memory::channel();
+    let events = store::group_commit::EventWriter::start(store.clone());
     let engine = Arc::new(Engine {
+        events,
         config,
         store,
         providers,

@@ -50,17 +50,18 @@ async fn webhook(
             tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
             refused(err)
         })?;
+    let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
     let recorded = e
-        .store
-        .record_event(
-            &event,
-            &body,
-            &headers_json(&headers),
+        .events
+        .record(
+            event,
+            body.to_vec(),
+            headers_json(&headers),
             e.config.refunds.restock,
         )
         .await
         .map_err(|err| {
-            tracing::error!(error = %err, event_id = %event.event_id, "could not store webhook");
+            tracing::error!(error = %err, %event_id, "could not store webhook");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -69,7 +70,7 @@ async fn webhook(
         })?;
     e.queue.wake(&recorded.wake);
     tracing::info!(
-        provider = provider.name(), event_id = %event.event_id, kind = %event.event_type,
+        provider = provider.name(), %event_id, kind = %event_type,
         outcome = %recorded.outcome, "webhook"
     );
     Ok(Json(

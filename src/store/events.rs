@@ -31,46 +31,13 @@ impl Store {
         restock_default: bool,
     ) -> Result<Recorded> {
         let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
-             VALUES ($1, $2, $3, $4, $5, 'received', $6)
-             ON CONFLICT (provider, event_id) DO NOTHING",
-        )
-        .bind(ev.provider)
-        .bind(&ev.event_id)
-        .bind(&ev.event_type)
-        .bind(raw.to_vec())
-        .bind(headers)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
+        let r = record_in(&mut tx, ev, raw, headers, restock_default).await?;
+        if r.duplicate {
             tx.rollback().await?;
-            return Ok(Recorded {
-                duplicate: true,
-                outcome: "duplicate".into(),
-                wake: Vec::new(),
-            });
+        } else {
+            tx.commit().await?;
         }
-        let payment = payment_for(&mut tx, ev).await?;
-        let (outcome, wake) = apply_event(&mut tx, ev, payment.as_ref(), restock_default).await?;
-        sqlx::query(
-            "UPDATE webhook_events SET outcome = $1, payment_id = $2 WHERE provider = $3 AND event_id = $4",
-        )
-        .bind(&outcome)
-        .bind(payment.as_ref().map(|p| p.id.as_str()))
-        .bind(ev.provider)
-        .bind(&ev.event_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Recorded {
-            duplicate: false,
-            outcome,
-            wake,
-        })
+        Ok(r)
     }
 
     /// How many events are stored for a provider (used by tests and the admin overview).
@@ -82,6 +49,55 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// Records one event and applies it, in the caller's transaction (which the caller commits
+/// — or, for a duplicate, may simply roll back: nothing was written).
+pub async fn record_in(
+    tx: &mut Tx,
+    ev: &ProviderEvent,
+    raw: &[u8],
+    headers: &str,
+    restock_default: bool,
+) -> Result<Recorded> {
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
+         VALUES ($1, $2, $3, $4, $5, 'received', $6)
+         ON CONFLICT (provider, event_id) DO NOTHING",
+    )
+    .bind(ev.provider)
+    .bind(&ev.event_id)
+    .bind(&ev.event_type)
+    .bind(raw.to_vec())
+    .bind(headers)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(Recorded {
+            duplicate: true,
+            outcome: "duplicate".into(),
+            wake: Vec::new(),
+        });
+    }
+    let payment = payment_for(tx, ev).await?;
+    let (outcome, wake) = apply_event(tx, ev, payment.as_ref(), restock_default).await?;
+    sqlx::query(
+        "UPDATE webhook_events SET outcome = $1, payment_id = $2 WHERE provider = $3 AND event_id = $4",
+    )
+    .bind(&outcome)
+    .bind(payment.as_ref().map(|p| p.id.as_str()))
+    .bind(ev.provider)
+    .bind(&ev.event_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Recorded {
+        duplicate: false,
+        outcome,
+        wake,
+    })
 }
 
 /// The payment of ours an event is about, if any.

@@ -173,17 +173,7 @@ struct Ran<'a> {
     worker: &'a str,
     attempt: i64,
     started_at: i64,
-}
-
-impl<'a> From<&'a Lease> for Ran<'a> {
-    fn from(l: &'a Lease) -> Ran<'a> {
-        Ran {
-            step_id: l.step.id,
-            worker: l.step.worker.as_deref().unwrap_or(""),
-            attempt: l.step.attempts,
-            started_at: l.started_at,
-        }
-    }
+    ended_at: i64,
 }
 
 /// Appends one run to the step's attempt history.
@@ -203,7 +193,7 @@ async fn record_attempt(
     .bind(run.attempt)
     .bind(run.worker)
     .bind(run.started_at)
-    .bind(now_ms())
+    .bind(run.ended_at)
     .bind(outcome)
     .bind(error)
     .bind(retry_at)
@@ -307,9 +297,11 @@ impl Store {
         let attempts =
             u32::try_from(lease.step.attempts - lease.step.attempt_base).unwrap_or(u32::MAX);
         let dead = err.is_permanent() || policy.exhausted(attempts);
-        let now = now_ms();
         let message = err.to_string();
         let mut tx = self.begin().await?;
+        // After begin (which may wait for the writer): the attempt ends now, and its retry
+        // is due `delay` after that.
+        let now = now_ms();
         let (status, next) = if dead {
             ("dead", now)
         } else {
@@ -334,7 +326,13 @@ impl Store {
         }
         record_attempt(
             &mut tx,
-            lease.into(),
+            Ran {
+                step_id: lease.step.id,
+                worker: lease.step.worker.as_deref().unwrap_or(""),
+                attempt: lease.step.attempts,
+                started_at: lease.started_at,
+                ended_at: now,
+            },
             if dead { "dead" } else { "retry" },
             Some(&message),
             (!dead).then_some(next),
@@ -434,6 +432,7 @@ impl Store {
                 worker: worker.as_deref().unwrap_or(""),
                 attempt: attempts,
                 started_at: started_at.unwrap_or(now),
+                ended_at: now,
             };
             record_attempt(&mut tx, run, outcome, Some(&message), None).await?;
             if poison {
