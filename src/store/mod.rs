@@ -10,7 +10,8 @@
 //! `BEGIN IMMEDIATE` so two writers never deadlock upgrading read locks.
 //!
 //! One module per aggregate; every write that must be atomic with another takes a
-//! transaction (`&mut Tx`) rather than opening its own.
+//! transaction (`&mut Tx`) rather than opening its own. `group_commit` batches concurrent
+//! webhook events into shared commits on SQLite.
 
 pub mod catalogue;
 pub mod dead_letters;
