@@ -493,7 +493,7 @@ impl Config {
             return bad("queue.max_lease_expiries", "must be at least 1".into());
         }
         for (kind, o) in &self.retry {
-            if jobs::StepKind::parse(kind).is_none() {
+            let Some(step) = jobs::StepKind::parse(kind) else {
                 return bad(
                     &format!("retry.{kind}"),
                     format!(
@@ -501,15 +501,14 @@ impl Config {
                         jobs::StepKind::ALL.map(|k| k.as_str()).join(", ")
                     ),
                 );
-            }
+            };
             if o.max_attempts == Some(0) {
                 return bad(
                     &format!("retry.{kind}.max_attempts"),
                     "must be at least 1".into(),
                 );
             }
-            let p =
-                self.policy(jobs::StepKind::parse(kind).unwrap_or(jobs::StepKind::ConfirmCapture));
+            let p = self.policy(step);
             if p.base_ms == 0 || p.cap_ms < p.base_ms {
                 return bad(
                     &format!("retry.{kind}"),

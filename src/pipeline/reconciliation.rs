@@ -242,12 +242,20 @@ pub async fn schedule(e: Arc<Engine>, shutdown: CancellationToken) {
         return;
     }
     let tick = Duration::from_millis(e.config.queue.housekeeping_interval_ms);
+    // The slot this process has settled (ran it, or found it taken): the store is asked
+    // again only when a new interval begins, or after an error.
+    let mut settled = None;
     loop {
         let now_s = now_ms() / 1000;
         let slot = now_s / cfg.interval_secs as i64;
-        let since = now_s - cfg.lookback_secs as i64;
-        if let Err(err) = run(&e, since, "schedule", Some(slot)).await {
-            tracing::warn!(error = %err, "scheduled reconciliation failed; next interval tries again");
+        if settled != Some(slot) {
+            let since = now_s - cfg.lookback_secs as i64;
+            match run(&e, since, "schedule", Some(slot)).await {
+                Ok(_) => settled = Some(slot),
+                Err(err) => {
+                    tracing::warn!(error = %err, "scheduled reconciliation failed; trying again next tick")
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

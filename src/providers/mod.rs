@@ -75,6 +75,25 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     ) -> Result<Refund, ProviderError>;
 }
 
+/// Events read back from a provider's API (raw JSON objects), normalized with that
+/// provider's `normalize`, each with its raw bytes; one that does not read is logged and
+/// skipped rather than failing the rest.
+fn read_events(
+    provider: &str,
+    listed: Vec<serde_json::Value>,
+    normalize: fn(&[u8]) -> Result<ProviderEvent, String>,
+) -> Vec<(ProviderEvent, Vec<u8>)> {
+    let mut out = Vec::with_capacity(listed.len());
+    for v in listed {
+        let raw = serde_json::to_vec(&v).unwrap_or_default();
+        match normalize(&raw) {
+            Ok(ev) => out.push((ev, raw)),
+            Err(e) => tracing::warn!(provider, error = %e, "a listed event is unreadable; skipped"),
+        }
+    }
+    out
+}
+
 /// Why a webhook was refused; nothing is stored either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {

@@ -726,15 +726,7 @@ impl Provider for PayPal {
         let mut out = Vec::new();
         loop {
             let page: wire::EventList = self.call(|_| self.http.get(&url)).await?;
-            for v in page.events {
-                let raw = serde_json::to_vec(&v).unwrap_or_default();
-                match normalize(&raw) {
-                    Ok(ev) => out.push((ev, raw)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "paypal: a listed event is unreadable; skipped")
-                    }
-                }
-            }
+            out.extend(super::read_events(NAME, page.events, normalize));
             let next = page
                 .links
                 .into_iter()

@@ -242,17 +242,8 @@ impl Provider for Stripe {
         &self,
         since_s: i64,
     ) -> Result<Vec<(ProviderEvent, Vec<u8>)>, ProviderError> {
-        let mut out = Vec::new();
-        for v in self.client.missed_events(since_s).await? {
-            let raw = serde_json::to_vec(&v).unwrap_or_default();
-            match normalize(&raw) {
-                Ok(ev) => out.push((ev, raw)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "stripe: an undelivered event is unreadable; skipped")
-                }
-            }
-        }
-        Ok(out)
+        let listed = self.client.missed_events(since_s).await?;
+        Ok(super::read_events(NAME, listed, normalize))
     }
 
     async fn refund(

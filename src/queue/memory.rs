@@ -55,9 +55,7 @@ impl Queue {
             }
         }
     }
-}
 
-impl Queue {
     /// Drops every wake-up waiting in the queue (an operator's "clear queue"); returns how
     /// many. Losing them is harmless — the caller marks the steps as not enqueued, and the
     /// sweeper's next pass sends them again.

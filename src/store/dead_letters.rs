@@ -147,9 +147,7 @@ impl Store {
         runs.sort_by_key(|a| a.attempt);
         Ok(runs)
     }
-}
 
-impl Store {
     /// Records an admin action that has no transaction of its own.
     pub async fn audit_action(
         &self,

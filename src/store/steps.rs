@@ -27,17 +27,15 @@ pub struct StepRow {
     /// Runs before the current retry budget began (an admin retry or a re-arm).
     #[serde(skip)]
     pub attempt_base: i64,
-    /// The process that ran (or runs) the latest attempt, and when that attempt started.
+    /// The process that ran (or runs) the latest attempt.
     pub worker: Option<String>,
-    pub run_started_at: Option<i64>,
-    pub updated_at: i64,
     pub next_run_at: i64,
     pub last_error: Option<String>,
     pub outcome: Option<String>,
 }
 
 const COLS: &str = "id, order_id, payment_id, kind, position, status, attempts, attempt_base, \
-     worker, run_started_at, updated_at, next_run_at, last_error, outcome";
+     worker, next_run_at, last_error, outcome";
 
 /// A claimed step: only this token may finish or fail it.
 #[derive(Debug, Clone)]
@@ -165,6 +163,11 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     // The successful run is the step row itself (worker, run_started_at, updated_at): no
     // history row on the hot path. `step_attempts` holds the runs that failed or were cut off.
     Ok(r.rows_affected() == 1)
+}
+
+/// A step that went dead stops its order for a human: it cannot finish on its own.
+async fn stop_for_review(tx: &mut Tx, order_id: &str) -> Result<bool> {
+    orders::transition(tx, order_id, &["paid", "refund_pending"], "needs_review").await
 }
 
 /// One run of a step, as its attempt history records it.
@@ -339,13 +342,7 @@ impl Store {
         )
         .await?;
         if dead {
-            orders::transition(
-                &mut tx,
-                &lease.step.order_id,
-                &["paid", "refund_pending"],
-                "needs_review",
-            )
-            .await?;
+            stop_for_review(&mut tx, &lease.step.order_id).await?;
         }
         tx.commit().await?;
         Ok(if dead {
@@ -436,13 +433,7 @@ impl Store {
             };
             record_attempt(&mut tx, run, outcome, Some(&message), None).await?;
             if poison {
-                orders::transition(
-                    &mut tx,
-                    &order_id,
-                    &["paid", "refund_pending"],
-                    "needs_review",
-                )
-                .await?;
+                stop_for_review(&mut tx, &order_id).await?;
             }
             tx.commit().await?;
             released += 1;
