@@ -75,7 +75,11 @@ pub struct Store {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Queue {
     pub url: String,
+    pub prefix: String,
+    pub window: usize,
+    pub steps: String,
     pub concurrency: usize,
+    pub shutdown_grace_ms: u64,
     pub sweep_interval_ms: u64,
     pub requeue_after_ms: u64,
     pub lease_ms: u64,
@@ -340,12 +344,18 @@ impl Config {
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres:")) {
             return bad("store.url", "must start with sqlite: or postgres:".into());
         }
-        if !self.queue.url.is_empty() {
+        let q = &self.queue.url;
+        if !(q.is_empty() || q.starts_with("redis://") || q.starts_with("rediss://")) {
             return bad(
                 "queue.url",
-                "only the embedded queue (empty: beside the store) is available in this version"
-                    .into(),
+                "must be empty (the embedded queue) or start with redis:// or rediss://".into(),
             );
+        }
+        if self.queue.window == 0 {
+            return bad("queue.window", "must be at least 1".into());
+        }
+        if let Err(e) = self.step_kinds() {
+            return bad("queue.steps", e);
         }
         if self.queue.concurrency == 0 {
             return bad("queue.concurrency", "must be at least 1".into());
@@ -540,6 +550,11 @@ impl Config {
         p
     }
 
+    /// The step kinds this process's workers run (`queue.steps`; empty: all).
+    pub fn step_kinds(&self) -> Result<Vec<jobs::StepKind>, String> {
+        parse_step_kinds(&self.queue.steps)
+    }
+
     /// The grant configured for a SKU. Matched without regard to case, because keys set
     /// through environment variables arrive lower-cased.
     pub fn grant_for(&self, sku: &str) -> Option<&Grant> {
@@ -567,6 +582,24 @@ impl Config {
         }
         v
     }
+}
+
+/// `"confirm_capture, send_receipt"` → those kinds; empty → every kind.
+pub fn parse_step_kinds(list: &str) -> Result<Vec<jobs::StepKind>, String> {
+    if list.trim().is_empty() {
+        return Ok(jobs::StepKind::ALL.to_vec());
+    }
+    let mut kinds = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let kind = jobs::StepKind::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = jobs::StepKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown step kind {name:?} (known: {})", known.join(", "))
+        })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
 }
 
 #[cfg(test)]

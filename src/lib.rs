@@ -79,9 +79,44 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `fulfilld serve`: intake, workers and the periodic work, in one process.
+    Serve,
+    /// `fulfilld intake`: the HTTP API and webhooks only; stateless, run many.
+    Intake,
+    /// `fulfilld work`: workers for `queue.steps`, the sweeper and the periodic work; its
+    /// HTTP listener answers `/healthz` and `/readyz` only.
+    Work,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Intake => "intake",
+            Role::Work => "work",
+        }
+    }
+}
+
 /// Runs the whole engine — intake, workers and sweeper — until `shutdown` completes, then
 /// stops taking requests, lets in-flight steps finish, and returns.
 pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_role(Role::Serve, config, listener, shutdown).await
+}
+
+/// Runs one role until `shutdown` completes. Then the HTTP server stops accepting and
+/// finishes the requests it has; workers stop taking wake-ups and get
+/// `queue.shutdown_grace_ms` to finish the steps they run (one cut off is handed out again
+/// when its lease expires); nothing is lost whichever way the process stops.
+pub async fn run_role(
+    role: Role,
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -92,11 +127,15 @@ pub async fn run(
             "provider API points at a sandbox, not the real provider: no real money moves"
         );
     }
+    let kinds = config.step_kinds().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
-    let admin_token = admin_token(&config)?;
+    let admin_token = match role {
+        Role::Work => String::new(),
+        Role::Serve | Role::Intake => admin_token(&config)?,
+    };
     let mailer = Mailer::from_config(&config.email)?;
     let providers = Providers::from_config(&config);
-    let (queue, rx) = queue::memory::channel();
+    let queue = Queue::open(&config.queue)?;
     let events = store::group_commit::EventWriter::start(store.clone());
     let engine = Arc::new(Engine {
         events,
@@ -110,34 +149,54 @@ pub async fn run(
         worker: {
             // The last characters of a ULID are its random part.
             let id = domain::new_id("");
-            format!("fulfilld-{}-{}", std::process::id(), &id[id.len() - 8..])
+            format!(
+                "fulfilld-{}-{}-{}",
+                role.name(),
+                std::process::id(),
+                &id[id.len() - 8..]
+            )
         },
     });
 
     let stop = CancellationToken::new();
-    let q = &engine.config.queue;
-    let sweeper = tokio::spawn(queue::sweeper::run(
-        engine.store.clone(),
-        engine.queue.clone(),
-        q.clone(),
-        stop.clone(),
-    ));
-    let workers = tokio::spawn(pipeline::run_workers(engine.clone(), rx, stop.clone()));
-    let housekeeping = tokio::spawn(pipeline::housekeeping::run(engine.clone(), stop.clone()));
-    let reconciliation = tokio::spawn(pipeline::reconciliation::schedule(
-        engine.clone(),
-        stop.clone(),
-    ));
-    let refunds = tokio::spawn(pipeline::refund_calls::resume(
-        engine.clone(),
-        Duration::from_millis(q.sweep_interval_ms),
-        stop.clone(),
-    ));
+    let mut background = Vec::new();
+    if role != Role::Intake {
+        let q = &engine.config.queue;
+        background.push(tokio::spawn(queue::sweeper::run(
+            engine.store.clone(),
+            engine.queue.clone(),
+            kinds.clone(),
+            q.clone(),
+            stop.clone(),
+        )));
+        background.push(tokio::spawn(pipeline::run_workers(
+            engine.clone(),
+            kinds,
+            stop.clone(),
+        )));
+        background.push(tokio::spawn(pipeline::housekeeping::run(
+            engine.clone(),
+            stop.clone(),
+        )));
+        background.push(tokio::spawn(pipeline::reconciliation::schedule(
+            engine.clone(),
+            stop.clone(),
+        )));
+        background.push(tokio::spawn(pipeline::refund_calls::resume(
+            engine.clone(),
+            Duration::from_millis(q.sweep_interval_ms),
+            stop.clone(),
+        )));
+    }
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = ?engine.store.backend, "fulfilld serving");
+    tracing::info!(%addr, role = role.name(), worker = %engine.worker, store = ?engine.store.backend, queue = ?engine.queue, "fulfilld running");
+    let router = match role {
+        Role::Work => intake::health_router(engine.clone()),
+        Role::Serve | Role::Intake => intake::router(engine.clone()),
+    };
     let stop_http = stop.clone();
-    let served = axum::serve(listener, intake::router(engine.clone()))
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = shutdown => {}
@@ -146,11 +205,9 @@ pub async fn run(
         })
         .await;
     stop.cancel();
-    let _ = sweeper.await;
-    let _ = refunds.await;
-    let _ = housekeeping.await;
-    let _ = reconciliation.await;
-    let _ = workers.await;
+    for task in background {
+        let _ = task.await;
+    }
     engine.store.pool.close().await;
     served.context("http server")?;
     Ok(())

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fulfilld::Role;
 use fulfilld::config::Config;
 
 /// fulfilld — verified payments in, exactly-once fulfilment out.
@@ -25,6 +26,20 @@ struct Cli {
 enum Command {
     /// Run everything in one process: intake, workers and sweeper (migrates first).
     Serve,
+    /// Run the HTTP intake only (webhooks, the shop API, admin API); stateless, run many
+    /// behind a load balancer. Needs a shared store and queue (postgres://, redis://).
+    Intake,
+    /// Run workers only: the step kinds chosen, the sweeper that feeds them, housekeeping
+    /// and reconciliation. Answers /healthz and /readyz on http.addr. Run many.
+    Work {
+        /// Step kinds to run, comma-separated (default: queue.steps, empty = all), e.g.
+        /// `confirm_capture,deduct_stock`.
+        #[arg(long, value_name = "KINDS")]
+        steps: Option<String>,
+        /// Steps of each kind run at once (default: queue.concurrency).
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
+    },
     /// Apply the store's migrations and exit.
     Migrate,
     /// Run the provider emulator (Stripe, Razorpay and PayPal APIs, signed webhook delivery,
@@ -74,13 +89,21 @@ async fn main() -> std::process::ExitCode {
 
 async fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => {
-            let listener = tokio::net::TcpListener::bind(&config.http.addr)
-                .await
-                .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
-            fulfilld::run(config, listener, shutdown_signal()).await
+        Command::Serve => run_role(Role::Serve, config).await,
+        Command::Intake => run_role(Role::Intake, config).await,
+        Command::Work { steps, concurrency } => {
+            if let Some(steps) = steps {
+                fulfilld::config::parse_step_kinds(&steps)
+                    .map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
+                config.queue.steps = steps;
+            }
+            if let Some(n) = concurrency {
+                anyhow::ensure!(n > 0, "--concurrency: must be at least 1");
+                config.queue.concurrency = n;
+            }
+            run_role(Role::Work, config).await
         }
         Command::Migrate => {
             fulfilld::open_store(&config).await?;
@@ -118,6 +141,13 @@ async fn real_main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn run_role(role: Role, config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.http.addr)
+        .await
+        .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
+    fulfilld::run_role(role, config, listener, shutdown_signal()).await
 }
 
 /// Completes on SIGINT or SIGTERM.

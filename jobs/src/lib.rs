@@ -28,9 +28,12 @@ use serde::{Deserialize, Serialize};
 
 /// A wake-up: "step `step_id` may be due, look at it". Deliberately tiny and stable: it is
 /// the queue payload, and payloads outlive deploys, so it must never grow business data.
+/// `kind` picks the queue it travels on (one per step kind, so a slow kind never starves a
+/// fast one); on the wire only the id is sent, on the kind's own queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wake {
     pub step_id: i64,
+    pub kind: StepKind,
 }
 
 /// The fulfilment steps. The string form is stored in the `steps.kind` column and must not

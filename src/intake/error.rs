@@ -65,8 +65,28 @@ impl From<Invalid> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// The store being unreachable is a 503 (retry later; a provider will), not our bug.
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::error!(error = %e, "store unavailable");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store cannot be reached; retry later",
+            );
+        }
         ApiError::internal(e)
+    }
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        tracing::error!(error = %e, "queue unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            "the queue cannot be reached; retry later",
+        )
     }
 }
 

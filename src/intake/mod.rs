@@ -19,9 +19,13 @@ pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
 
 pub use error::ApiError;
 pub use payments::VerifyReads;
@@ -39,11 +43,40 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(health())
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             idempotency::layer,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(engine)
+}
+
+/// `fulfilld work`'s whole HTTP surface: health only.
+pub fn health_router(engine: Arc<Engine>) -> Router {
+    health().with_state(engine)
+}
+
+/// `/healthz`: the process is up. `/readyz`: the store and the queue answer now (503 naming
+/// what is down otherwise), so a load balancer stops sending work while a dependency is away.
+fn health() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+}
+
+async fn readyz(State(e): State<Arc<Engine>>) -> (StatusCode, Json<Value>) {
+    const WAIT: Duration = Duration::from_secs(2);
+    let (store, queue) = tokio::join!(
+        tokio::time::timeout(WAIT, e.store.ping()),
+        tokio::time::timeout(WAIT, e.queue.ping()),
+    );
+    let word = |up: Result<bool, _>| if up == Ok(true) { "up" } else { "down" };
+    let (store, queue) = (word(store), word(queue));
+    let status = if store == "up" && queue == "up" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "store": store, "queue": queue })))
 }

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use jobs::StepKind;
+use jobs::{StepKind, Wake};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -22,6 +22,7 @@ use super::admin::authorize;
 use crate::Engine;
 use crate::domain::Invalid;
 use crate::store::dead_letters::Filter;
+use crate::store::steps;
 
 /// Dead steps acted on at once, at most.
 const MAX_BATCH: i64 = 1_000;
@@ -157,9 +158,12 @@ async fn retry_matching(
             retried.push(r);
         }
     }
-    let ids: Vec<i64> = retried.iter().map(|r| r.step_id).collect();
-    e.queue.wake(&ids);
-    tracing::info!(actor = %who, count = ids.len(), "admin retried dead steps");
+    let wakes: Vec<Wake> = retried
+        .iter()
+        .filter_map(|r| steps::wake_of(r.step_id, &r.kind))
+        .collect();
+    e.queue.wake(&wakes);
+    tracing::info!(actor = %who, count = retried.len(), "admin retried dead steps");
     Ok(Json(json!({ "retried": retried })))
 }
 
@@ -183,7 +187,8 @@ async fn retry_one(
         .retry_dead(id, &who, why.as_deref())
         .await?
         .ok_or_else(|| not_dead(id))?;
-    e.queue.wake(&[id]);
+    e.queue
+        .wake(&steps::wake_of(id, &r.kind).into_iter().collect::<Vec<_>>());
     tracing::info!(actor = %who, step_id = id, "admin retried a dead step");
     Ok(Json(json!({ "retried": r })))
 }
@@ -225,7 +230,7 @@ async fn purge(
 ) -> Result<Json<Value>, ApiError> {
     let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
     let why = reason(&a.reason, false)?;
-    let dropped = e.queue.purge().await;
+    let dropped = e.queue.purge().await?;
     let due = e.store.forget_enqueued().await?;
     e.store
         .audit_action(&who, "queue.purge", "queue", why.as_deref())

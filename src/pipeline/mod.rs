@@ -33,13 +33,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
 use crate::providers::{PaymentRef, Provider};
-use crate::queue::memory::Receiver;
 use crate::store::payments::PaymentRow;
 use crate::store::steps::{self, Failed, Lease};
 use crate::store::{StoreError, Tx};
 
 /// A step run's result: the step ids to wake after its commit.
-pub type StepResult = Result<Vec<i64>, StepError>;
+pub type StepResult = Result<Vec<Wake>, StepError>;
 
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> StepError {
@@ -90,7 +89,7 @@ pub async fn finish(
     tx: &mut Tx,
     lease: &Lease,
     outcome: &str,
-) -> Result<Option<Vec<i64>>, StepError> {
+) -> Result<Option<Vec<Wake>>, StepError> {
     if !steps::finish(tx, lease, outcome).await? {
         tracing::warn!(
             step_id = lease.step.id,
@@ -167,24 +166,29 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs this process's workers until `shutdown`, then lets in-flight steps finish (up to
-/// the grace period; a step cut off is handed out again when its lease expires).
-pub async fn run_workers(engine: Arc<Engine>, rx: Receiver, shutdown: CancellationToken) {
+/// Runs this process's workers — one apalis worker per step kind in `kinds`, each running up
+/// to `queue.concurrency` steps at once — until `shutdown`. Then they stop taking wake-ups
+/// and in-flight steps get `queue.shutdown_grace_ms` to finish; a step cut off is handed out
+/// again when its lease expires.
+pub async fn run_workers(engine: Arc<Engine>, kinds: Vec<StepKind>, shutdown: CancellationToken) {
     let concurrency = engine.config.queue.concurrency;
-    // Unique per process start and per restart: apalis tracks workers by name.
-    let base = engine.worker.clone();
-    let monitor = Monitor::new()
-        .register(move |restart| {
+    let grace = Duration::from_millis(engine.config.queue.shutdown_grace_ms);
+    let mut monitor = Monitor::new();
+    for kind in kinds {
+        // Unique per process start, kind and restart: apalis tracks workers by name.
+        let base = format!("{}-{}", engine.worker, kind.as_str());
+        let engine = engine.clone();
+        monitor = monitor.register(move |restart| {
             WorkerBuilder::new(format!("{base}-{restart}"))
-                .backend(rx.backend())
+                .backend(engine.queue.backend(kind))
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .catch_panic()
                 .data(engine.clone())
                 .build(handle)
-        })
-        .should_restart(|_, _| true)
-        .shutdown_timeout(Duration::from_secs(30));
+        });
+    }
+    let monitor = monitor.should_restart(|_, _| true).shutdown_timeout(grace);
     let signal = async move {
         shutdown.cancelled().await;
         Ok(())

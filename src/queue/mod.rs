@@ -1,13 +1,140 @@
 //! Wake-ups. The store's step table is the durable queue; a queue backend only carries
 //! "step N may be due" to a worker quickly. Producers commit step rows first and wake after
 //! the commit; the sweeper covers every wake-up that was lost (a crash between commit and
-//! wake, a restart that emptied an in-process queue, a retry whose backoff ended).
+//! wake, a restart that emptied an in-process queue or Redis, a retry whose backoff ended).
+//!
+//! There is one queue per step kind, and each holds a bounded window of wake-ups
+//! (`queue.window`): past it, a wake-up is not sent and the step waits in the store until
+//! its queue drains. A backlog of any size — a burst, or workers down for an hour — waits in
+//! the step table, not in the queue.
 //!
 //! # Layout
-//! - `memory`: the embedded default — apalis's in-process backend, fed from the step table.
+//! - `memory`: the embedded default — in-process channels feeding this process's workers.
+//! - `redis`: one Redis list per kind, shared by every intake and worker process.
 //! - `sweeper`: re-enqueues due steps and releases expired leases.
 
 pub mod memory;
+pub mod redis;
 pub mod sweeper;
 
-pub use memory::Queue;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use apalis_core::backend::memory::{MemorySink, MemoryStorage};
+use apalis_core::task::Task;
+use futures::{SinkExt, Stream};
+use jobs::{StepKind, Wake};
+
+use crate::config;
+
+/// Wake-ups of one kind as a worker reads them.
+pub type WakeStream = Pin<Box<dyn Stream<Item = Task<Wake>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue: {0}")]
+pub struct QueueError(String);
+
+/// The producer and consumer sides of the configured queue; cheap to clone, `wake` never
+/// blocks.
+#[derive(Clone)]
+pub struct Queue {
+    transport: Transport,
+    window: usize,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Memory(memory::Memory),
+    Redis(Box<redis::Redis>),
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.transport {
+            Transport::Memory(_) => "Queue(memory)",
+            Transport::Redis(_) => "Queue(redis)",
+        })
+    }
+}
+
+impl Queue {
+    /// The queue `queue.url` names: empty for the embedded in-process queue, `redis://…`
+    /// (or `rediss://…`) for Redis. Does not wait for Redis to be up.
+    pub fn open(config: &config::Queue) -> Result<Queue, QueueError> {
+        let transport = if config.url.is_empty() {
+            Transport::Memory(memory::Memory::default())
+        } else {
+            let r = redis::Redis::open(&config.url, &config.prefix, config.window)
+                .map_err(|e| QueueError(format!("queue.url: {e}")))?;
+            Transport::Redis(Box::new(r))
+        };
+        Ok(Queue {
+            transport,
+            window: config.window,
+        })
+    }
+
+    /// Sends one wake-up per step, each on its kind's queue, unless that queue already holds
+    /// its window (the sweeper sends the step once it drains). A lost wake-up costs latency,
+    /// never a step.
+    pub fn wake(&self, wakes: &[Wake]) {
+        for &w in wakes {
+            match &self.transport {
+                Transport::Memory(m) => {
+                    if m.depth(w.kind) < self.window {
+                        m.send(w)
+                    }
+                }
+                Transport::Redis(r) => r.send(w),
+            }
+        }
+    }
+
+    /// How many wake-ups wait on each kind's queue.
+    pub async fn depths(&self) -> Result<Vec<(StepKind, usize)>, QueueError> {
+        match &self.transport {
+            Transport::Memory(m) => Ok(StepKind::ALL.map(|k| (k, m.depth(k))).to_vec()),
+            Transport::Redis(r) => {
+                let d = r.depths().await.map_err(|e| QueueError(e.to_string()))?;
+                Ok(StepKind::ALL
+                    .map(|k| (k, d.get(&k).copied().unwrap_or(0)))
+                    .to_vec())
+            }
+        }
+    }
+
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Drops every wake-up waiting in the queue (an operator's "clear queue"); returns how
+    /// many. Losing them is harmless — the caller marks the steps as not enqueued, and the
+    /// sweeper's next pass sends them again.
+    pub async fn purge(&self) -> Result<usize, QueueError> {
+        match &self.transport {
+            Transport::Memory(m) => Ok(m.purge()),
+            Transport::Redis(r) => r.purge().await.map_err(|e| QueueError(e.to_string())),
+        }
+    }
+
+    /// True when the queue can be used now (always, in process).
+    pub async fn ping(&self) -> bool {
+        match &self.transport {
+            Transport::Memory(_) => true,
+            Transport::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// A fresh apalis backend reading one kind's wake-ups, for one worker (re)start. Its
+    /// own sink is a no-op: producers push through [`Queue::wake`], and closing a worker
+    /// must not close the queue the next worker reads.
+    pub fn backend(&self, kind: StepKind) -> MemoryStorage<Wake> {
+        let stream = match &self.transport {
+            Transport::Memory(m) => m.stream(kind),
+            Transport::Redis(r) => r.stream(kind),
+        };
+        let drain = futures::sink::drain::<Task<Wake>>().sink_map_err(|never| match never {});
+        let sink = MemorySink::new(Arc::new(futures::lock::Mutex::new(Box::new(drain))));
+        MemoryStorage::new_with(sink, stream)
+    }
+}

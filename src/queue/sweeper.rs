@@ -1,9 +1,13 @@
-//! The sweeper: every `queue.sweep_interval_ms` it gives back steps whose worker lease
-//! expired and re-sends a wake-up for every due step that has none in flight. Its first
-//! pass after start re-sends every due step, because the in-process queue starts empty.
+//! The sweeper (the relay from the step table to the queue): every `queue.sweep_interval_ms`
+//! it gives back steps whose worker lease expired, then tops up each kind's queue to its
+//! window with due steps that have no wake-up waiting. A kind whose queue is empty gets every
+//! due step re-sent (nothing due can be waiting in an empty queue: after a restart, a
+//! Redis that lost its data, a window that was full); otherwise only steps whose wake-up was
+//! sent more than `queue.requeue_after_ms` ago and that have not started.
 
 use std::time::Duration;
 
+use jobs::StepKind;
 use tokio_util::sync::CancellationToken;
 
 use super::Queue;
@@ -11,22 +15,41 @@ use crate::config;
 use crate::domain::now_ms;
 use crate::store::Store;
 
-/// Steps re-sent per pass; the rest wait for the next pass, which keeps a huge backlog from
-/// flooding the queue all at once.
-const BATCH: i64 = 1_000;
+/// After a pass that filled a queue to its window (more may be due), the next comes this
+/// soon, so workers draining a backlog are never left idle for a whole interval.
+const REFILL_PAUSE: Duration = Duration::from_millis(50);
 
-pub async fn run(store: Store, queue: Queue, config: config::Queue, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    queue: Queue,
+    kinds: Vec<StepKind>,
+    config: config::Queue,
+    shutdown: CancellationToken,
+) {
     let interval = Duration::from_millis(config.sweep_interval_ms);
-    let mut first = true;
+    let mut failing = false;
     loop {
-        if let Err(e) = pass(&store, &queue, first, &config).await {
-            tracing::warn!(error = %e, "sweeper pass failed; trying again next tick");
-        } else {
-            first = false;
-        }
+        let pause = match pass(&store, &queue, &kinds, &config).await {
+            Ok(p) => {
+                if failing {
+                    tracing::info!("sweeper working again");
+                    failing = false;
+                }
+                if p.full { Some(REFILL_PAUSE) } else { None }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "sweeper pass failed; trying again each tick");
+                    failing = true;
+                }
+                None
+            }
+        };
         // ±25 % jitter: sweepers of several processes never fall into step with each other
         // (nor hand every retry to the same one).
-        let pause = interval.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.75..1.25));
+        let pause = pause.unwrap_or_else(|| {
+            interval.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.75..1.25))
+        });
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -34,28 +57,50 @@ pub async fn run(store: Store, queue: Queue, config: config::Queue, shutdown: Ca
     }
 }
 
-/// One pass; returns how many steps were woken.
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pass {
+    pub woken: usize,
+    /// Some queue was filled to its window: more steps of that kind may be due.
+    pub full: bool,
+}
+
+/// One pass over `kinds`.
 pub async fn pass(
     store: &Store,
     queue: &Queue,
-    everything_due: bool,
+    kinds: &[StepKind],
     config: &config::Queue,
-) -> crate::store::Result<usize> {
+) -> anyhow::Result<Pass> {
     let released = store
         .release_expired_leases(config.max_lease_expiries)
         .await?;
     if released > 0 {
         tracing::warn!(released, "released steps whose worker lease expired");
     }
-    let requeue_before = if everything_due {
-        now_ms()
-    } else {
-        now_ms() - config.requeue_after_ms as i64
-    };
-    let ids = store.take_due(requeue_before, BATCH).await?;
-    if !ids.is_empty() {
-        tracing::debug!(count = ids.len(), "sweeper woke due steps");
-        queue.wake(&ids);
+    let now = now_ms();
+    let mut done = Pass::default();
+    for (kind, depth) in queue.depths().await? {
+        let room = queue.window().saturating_sub(depth);
+        if room == 0 || !kinds.contains(&kind) {
+            continue;
+        }
+        let requeue_before = if depth == 0 {
+            now
+        } else {
+            now - config.requeue_after_ms as i64
+        };
+        let wakes = store.take_due(kind, requeue_before, room).await?;
+        if !wakes.is_empty() {
+            tracing::debug!(
+                kind = kind.as_str(),
+                count = wakes.len(),
+                "sweeper woke due steps"
+            );
+            queue.wake(&wakes);
+        }
+        done.woken += wakes.len();
+        done.full |= wakes.len() == room;
     }
-    Ok(ids.len())
+    Ok(done)
 }

@@ -48,6 +48,7 @@ pub struct Attempt {
 pub struct Retried {
     pub step_id: i64,
     pub order_id: String,
+    pub kind: String,
     /// The order left needs_review (nothing else of it is dead).
     pub order_resumed: bool,
 }
@@ -78,16 +79,16 @@ impl Store {
     ) -> Result<Option<Retried>> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let order_id: Option<String> = sqlx::query_scalar(
+        let row: Option<(String, String)> = sqlx::query_as(
             "UPDATE steps SET status = 'pending', attempt_base = attempts, lease_expiries = 0,
                               next_run_at = $1, enqueued_at = $1, updated_at = $1
-             WHERE id = $2 AND status = 'dead' RETURNING order_id",
+             WHERE id = $2 AND status = 'dead' RETURNING order_id, kind",
         )
         .bind(now)
         .bind(step_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(order_id) = order_id else {
+        let Some((order_id, kind)) = row else {
             return Ok(None);
         };
         let order_resumed = orders::resume_from_review(&mut tx, &order_id).await?;
@@ -96,6 +97,7 @@ impl Store {
         Ok(Some(Retried {
             step_id,
             order_id,
+            kind,
             order_resumed,
         }))
     }

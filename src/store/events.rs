@@ -3,6 +3,7 @@
 //! fulfilment pipeline happen in one transaction — either all of it is durable before the
 //! provider hears 200, or none of it is and the provider retries.
 
+use jobs::Wake;
 use serde::Serialize;
 
 use super::payments::PaymentRow;
@@ -18,7 +19,7 @@ pub struct Recorded {
     /// A short description stored with the event (`paid`, `no change: payment is paid`, …).
     pub outcome: String,
     /// Steps to wake after commit.
-    pub wake: Vec<i64>,
+    pub wake: Vec<Wake>,
 }
 
 impl Store {
@@ -119,7 +120,7 @@ async fn apply_event(
     ev: &ProviderEvent,
     payment: Option<&PaymentRow>,
     restock_default: bool,
-) -> Result<(String, Vec<i64>)> {
+) -> Result<(String, Vec<Wake>)> {
     Ok(match (payment, &ev.change) {
         (_, PaymentChange::Ignored) => ("ignored: event type not handled".to_owned(), Vec::new()),
         (None, PaymentChange::Refunded(n)) if ev.provider_payment_id.is_some() => {
@@ -172,7 +173,7 @@ pub struct Replayed {
     pub changed: bool,
     pub transitions: Vec<Transition>,
     #[serde(skip)]
-    pub wake: Vec<i64>,
+    pub wake: Vec<Wake>,
 }
 
 /// The states an event can move: its payment, its order, and the order's steps.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
 use crate::domain::{new_id, now_ms};
-use jobs::StepKind;
+use jobs::{StepKind, Wake};
 
 use crate::providers::{PaymentChange, PaymentRef};
 
@@ -260,7 +260,7 @@ impl Store {
         &self,
         payment_id: &str,
         change: &PaymentChange,
-    ) -> Result<(String, Vec<i64>)> {
+    ) -> Result<(String, Vec<Wake>)> {
         let mut tx = self.begin().await?;
         let p = by_id(&mut *tx, payment_id)
             .await?
@@ -326,7 +326,7 @@ pub async fn apply(
     tx: &mut Tx,
     p: &PaymentRow,
     change: &PaymentChange,
-) -> Result<(String, Vec<i64>)> {
+) -> Result<(String, Vec<Wake>)> {
     let open = ["creating", "created", "pending"];
     let gone = ["failed", "expired"];
     match change {
@@ -396,7 +396,7 @@ pub async fn apply(
 
 /// A payment ended without money (failed, declined, expired): the stock it held goes back,
 /// the order can be paid again, and the buyer is told. Returns the steps to wake.
-pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<i64>> {
+pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<Wake>> {
     release_reservations(tx, &p.order_id).await?;
     orders::transition(
         tx,
@@ -416,7 +416,7 @@ async fn contradicted(
     p: &PaymentRow,
     now: &str,
     what: &str,
-) -> Result<(String, Vec<i64>)> {
+) -> Result<(String, Vec<Wake>)> {
     let wake = steps::arm(tx, &p.order_id, &p.id, StepKind::ReconcilePayment).await?;
     tracing::warn!(payment_id = %p.id, held = %now, event = what, "event contradicts the payment; re-reading it");
     Ok((
@@ -427,7 +427,7 @@ async fn contradicted(
 
 /// A payment just became paid: fulfil the order with it — or, when another payment of the
 /// order was captured first, refund this one (`refund_extra_payment`).
-pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<i64>)> {
+pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<Wake>)> {
     // The order moves to paid, and the same statement says whether refunds wait for this
     // capture (an event that overtook it): no extra round trip on the hot path.
     let waiting: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

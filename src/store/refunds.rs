@@ -14,8 +14,8 @@
 //! the payment is captured; a partial refund of an order still being fulfilled waits until
 //! the order is fulfilled, so that its credit note refers to the invoice.
 
-use jobs::StepKind;
 use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
+use jobs::{StepKind, Wake};
 use serde::Serialize;
 
 use super::{Result, Store, Tx, catalogue, orders, payments, steps};
@@ -224,7 +224,7 @@ impl Store {
         refund_id: &str,
         provider_refund_id: &str,
         failed: bool,
-    ) -> Result<(RefundRow, Vec<i64>)> {
+    ) -> Result<(RefundRow, Vec<Wake>)> {
         let mut tx = self.begin().await?;
         let status = if failed { "failed" } else { "succeeded" };
         sqlx::query(
@@ -355,7 +355,7 @@ pub async fn record_notice(
     p: &payments::PaymentRow,
     n: &RefundNotice,
     restock_default: bool,
-) -> Result<(String, Vec<i64>)> {
+) -> Result<(String, Vec<Wake>)> {
     match upsert_notice(tx, p, n, restock_default).await? {
         Ok(refund_id) => apply_ready(tx, &refund_id).await,
         Err(outcome) => Ok((outcome, Vec::new())),
@@ -504,7 +504,7 @@ pub fn waiting_sql(p: &str, o: &str) -> String {
 /// After a payment's provider id was recorded or it was captured: places the refund events
 /// that came before (see [`hold_unplaced`]) and applies the refunds that waited for the
 /// capture. One cheap query when there are none, which is nearly always.
-pub async fn catch_up(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<i64>> {
+pub async fn catch_up(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<Wake>> {
     let pending: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {}",
         waiting_sql("$1", "$2")
@@ -520,7 +520,7 @@ pub async fn catch_up(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<V
 }
 
 /// The work of [`catch_up`] once refunds are known to wait.
-pub async fn place_and_apply(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<i64>> {
+pub async fn place_and_apply(tx: &mut Tx, payment_id: &str, order_id: &str) -> Result<Vec<Wake>> {
     if let Some(p) = payments::by_id(&mut **tx, payment_id).await? {
         adopt_unplaced(tx, &p).await?;
     }
@@ -560,7 +560,7 @@ async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
 
 /// Applies every succeeded refund of the order's payments that waited (for the capture, or
 /// for the fulfilment to finish). Returns the steps to wake.
-pub async fn apply_waiting(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
+pub async fn apply_waiting(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM refunds WHERE order_id = $1 AND status = 'succeeded' AND applied_at IS NULL
          ORDER BY created_at, id",
@@ -578,7 +578,7 @@ pub async fn apply_waiting(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
 /// Applies a succeeded refund's effects, once, if the time has come: the payment is
 /// captured, and either the order is done being fulfilled or this refund returns all of the
 /// money. Otherwise it waits (see [`apply_waiting`]).
-pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<i64>)> {
+pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wake>)> {
     let Some(r) = by_id(tx, refund_id).await? else {
         return Ok(("no such refund".into(), Vec::new()));
     };

@@ -8,7 +8,7 @@
 //! the current lease token can finish or fail a step, so a worker that lost its lease (it
 //! stalled and another took over) cannot mark anything.
 
-use jobs::{RetryPolicy, StepError, StepKind};
+use jobs::{RetryPolicy, StepError, StepKind, Wake};
 use serde::Serialize;
 
 use super::{Result, Store, Tx, orders};
@@ -63,7 +63,7 @@ pub async fn insert(
     payment_id: &str,
     kind: StepKind,
     status: &str,
-) -> Result<Option<i64>> {
+) -> Result<Option<Wake>> {
     let now = now_ms();
     // A pending step is woken right after the commit; enqueued_at says so to the sweeper.
     let enqueued_at = (status == "pending").then_some(now);
@@ -82,19 +82,19 @@ pub async fn insert(
     .bind(enqueued_at)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(id)
+    Ok(id.map(|step_id| Wake { step_id, kind }))
 }
 
 /// Creates a payment's fulfilment pipeline for its order: the first step pending, the rest
 /// waiting. Returns the ids to wake (none if the pipeline already existed). The steps of an
 /// earlier payment that failed at capture stay, done or skipped, as history.
-pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Vec<i64>> {
+pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Vec<Wake>> {
     let mut wake = Vec::new();
     for (i, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
         let status = if i == 0 { "pending" } else { "waiting" };
         let created = insert(tx, order_id, payment_id, kind, status).await?;
-        if let (Some(id), 0) = (created, i) {
-            wake.push(id);
+        if let (Some(w), 0) = (created, i) {
+            wake.push(w);
         }
     }
     Ok(wake)
@@ -110,7 +110,7 @@ pub async fn arm(
     order_id: &str,
     payment_id: &str,
     kind: StepKind,
-) -> Result<Option<i64>> {
+) -> Result<Option<Wake>> {
     let now = now_ms();
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
@@ -138,7 +138,7 @@ pub async fn arm(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(id)
+    Ok(id.map(|step_id| Wake { step_id, kind }))
 }
 
 /// Marks the leased step done with `outcome`. False if the lease was lost: the caller must
@@ -163,6 +163,16 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     // The successful run is the step row itself (worker, run_started_at, updated_at): no
     // history row on the hot path. `step_attempts` holds the runs that failed or were cut off.
     Ok(r.rows_affected() == 1)
+}
+
+/// The wake-up for a step row. A kind this build does not know (a row written by a newer
+/// version) has no queue here; the sweeper of a process that knows it will send it.
+pub fn wake_of(step_id: i64, kind: &str) -> Option<Wake> {
+    let kind = StepKind::parse(kind);
+    if kind.is_none() {
+        tracing::warn!(step_id, "step of an unknown kind left for a newer version");
+    }
+    kind.map(|kind| Wake { step_id, kind })
 }
 
 /// A step that went dead stops its order for a human: it cannot finish on its own.
@@ -225,9 +235,9 @@ pub async fn skip(tx: &mut Tx, order_id: &str, kinds: &[StepKind], why: &str) ->
 /// Moves the pipeline on after a step finished: the first pipeline step not yet done or
 /// skipped becomes due if it was waiting (steps outside the pipeline never hold it up). When nothing is left and the order is paid, the order is
 /// fulfilled. Returns the ids to wake after commit.
-pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
-    let next: Option<(i64, String)> = sqlx::query_as(
-        "SELECT id, status FROM steps WHERE order_id = $1 AND status NOT IN ('done', 'skipped')
+pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
+    let next: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, status, kind FROM steps WHERE order_id = $1 AND status NOT IN ('done', 'skipped')
          AND position < $2 ORDER BY position LIMIT 1",
     )
     .bind(order_id)
@@ -235,7 +245,7 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
     .fetch_optional(&mut **tx)
     .await?;
     match next {
-        Some((id, status)) if status == "waiting" => {
+        Some((id, status, kind)) if status == "waiting" => {
             let now = now_ms();
             sqlx::query(
                 "UPDATE steps SET status = 'pending', next_run_at = $1, enqueued_at = $1, updated_at = $1
@@ -245,7 +255,7 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<i64>> {
             .bind(id)
             .execute(&mut **tx)
             .await?;
-            Ok(vec![id])
+            Ok(wake_of(id, &kind).into_iter().collect())
         }
         Some(_) => Ok(Vec::new()),
         None => {
@@ -352,31 +362,37 @@ impl Store {
         })
     }
 
-    /// Steps due now whose wake-up is missing or older than `requeue_before`; marks them
-    /// as enqueued. With `requeue_before = now` every due step is returned (after a restart
-    /// the in-process queue is empty).
-    pub async fn take_due(&self, requeue_before: i64, limit: i64) -> Result<Vec<i64>> {
+    /// Up to `limit` steps of `kind` due now whose wake-up is missing or was sent before
+    /// `requeue_before`, marked as sent now. One statement, so sweepers of several
+    /// processes racing for the same steps mostly split them (a step sent twice only costs
+    /// a claim that finds nothing).
+    pub async fn take_due(
+        &self,
+        kind: StepKind,
+        requeue_before: i64,
+        limit: usize,
+    ) -> Result<Vec<Wake>> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let _writer = self.write_guard().await;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM steps WHERE status = 'pending' AND next_run_at <= $1
-               AND (enqueued_at IS NULL OR enqueued_at <= $2)
-             ORDER BY next_run_at LIMIT $3",
+            "UPDATE steps SET enqueued_at = $1
+             WHERE id IN (SELECT id FROM steps
+                          WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1
+                            AND (enqueued_at IS NULL OR enqueued_at <= $3)
+                          ORDER BY next_run_at LIMIT $4)
+               AND status = 'pending' AND (enqueued_at IS NULL OR enqueued_at <= $3)
+             RETURNING id",
         )
         .bind(now)
+        .bind(kind.as_str())
         .bind(requeue_before)
-        .bind(limit)
-        .fetch_all(&mut *tx)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
         .await?;
-        for id in &ids {
-            sqlx::query("UPDATE steps SET enqueued_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(ids)
+        Ok(ids
+            .into_iter()
+            .map(|step_id| Wake { step_id, kind })
+            .collect())
     }
 
     /// A worker that died or stalled past its lease gives its step back, and the cut-off
