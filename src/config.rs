@@ -70,6 +70,7 @@ pub struct Http {
 pub struct Store {
     pub url: String,
     pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -72,9 +72,13 @@ pub const ADMIN_TOKEN_FILE: &str = "data/admin-token";
 
 /// Connects to the store and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.store.url, config.store.max_connections)
-        .await
-        .with_context(|| "store.url: cannot open the store")?;
+    let store = Store::connect_with(
+        &config.store.url,
+        config.store.max_connections,
+        Duration::from_millis(config.store.acquire_timeout_ms),
+    )
+    .await
+    .with_context(|| "store.url: cannot open the store")?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }

@@ -118,6 +118,16 @@ pub struct Store {
 impl Store {
     /// Connects (creating a SQLite file and its directory if needed). Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        Self::connect_with(url, max_connections, Duration::from_secs(5)).await
+    }
+
+    /// [`Store::connect`] where a request waits at most `acquire_timeout` for a connection
+    /// (while the database is unreachable, that is how long a request takes to fail with 503).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -135,7 +145,7 @@ impl Store {
         let opts = AnyConnectOptions::from_str(&url)?;
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(acquire_timeout);
         if backend == Backend::Sqlite {
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {

@@ -88,16 +88,87 @@ async fn fresh_postgres() -> (String, String) {
 
 /// Starts sandbox + engine. `extra` holds more `FULFILLD__…` settings.
 pub async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
-    start(backend, extra, false).await
+    start(backend, extra, Engine::InProcess).await
+}
+
+/// Sandbox and store only: the test starts `fulfilld intake` / `work` processes itself
+/// ([`TestApp::start_role`]); the sandbox's webhooks go to `url`, where the test should start
+/// an intake.
+pub async fn spawn_bare(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    start(backend, extra, Engine::None).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    InProcess,
+    Serve,
+    None,
+}
+
+/// The Redis the tests share (`FULFILLD_TEST_REDIS`, set by scripts/test; default the
+/// standard local port). Each test keeps to its own key prefix ([`fresh_prefix`]).
+pub fn redis_url() -> String {
+    std::env::var("FULFILLD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub fn fresh_prefix() -> String {
+    format!(
+        "fulfilld_t_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
+}
+
+/// A free port on loopback (bound, read, released).
+pub async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A `fulfilld intake|work|serve` child process ([`TestApp::start_role`]).
+pub struct RoleProcess {
+    pub url: String,
+    pub log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl RoleProcess {
+    /// SIGKILL: no shutdown, no cleanup, whatever it was doing.
+    pub async fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("SIGKILL");
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns whether it exited cleanly.
+    pub async fn sigterm(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let pid = c.id().expect("pid").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = tokio::time::timeout(Duration::from_secs(60), c.wait())
+            .await
+            .expect("exits within a minute of SIGTERM")
+            .expect("wait");
+        status.success()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// [`spawn`] with the engine as a real `fulfilld serve` process (its log in the test's
 /// temp dir), so a test can SIGKILL it and start another on the same port and store.
 pub async fn spawn_process(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
-    start(backend, extra, true).await
+    start(backend, extra, Engine::Serve).await
 }
 
-async fn start(backend: Backend, extra: &[(&str, &str)], process: bool) -> TestApp {
+async fn start(backend: Backend, extra: &[(&str, &str)], engine: Engine) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store_url, pg_db) = match backend {
         Backend::Sqlite => (
@@ -175,11 +246,11 @@ async fn start(backend: Backend, extra: &[(&str, &str)], process: bool) -> TestA
     let store = fulfilld::open_store(&config).await.expect("store opens");
     let mut stop = vec![stop_sb];
     let mut tasks = vec![sb_task];
-    if process {
-        drop((app_l, rx_app, stop_app));
-    } else {
+    if engine == Engine::InProcess {
         stop.insert(0, stop_app);
         tasks.insert(0, start_engine(config.clone(), app_l, rx_app));
+    } else {
+        drop((app_l, rx_app, stop_app));
     }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -199,10 +270,10 @@ async fn start(backend: Backend, extra: &[(&str, &str)], process: bool) -> TestA
         child: None,
         env,
     };
-    if process {
-        app.start_engine_process().await;
-    } else {
-        app.wait_healthy().await;
+    match engine {
+        Engine::Serve => app.start_engine_process().await,
+        Engine::InProcess => app.wait_healthy().await,
+        Engine::None => {}
     }
     app
 }
@@ -283,6 +354,62 @@ impl TestApp {
         self.wait_healthy().await;
     }
 
+    /// Starts `fulfilld <role> <args…>` with this app's environment plus `extra`, listening
+    /// on `addr` (default: a free port), and waits until its `/healthz` answers.
+    pub async fn start_role(
+        &self,
+        role: &str,
+        args: &[&str],
+        addr: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> RoleProcess {
+        let addr = match addr {
+            Some(a) => a.trim_start_matches("http://").to_owned(),
+            None => format!("127.0.0.1:{}", free_port().await),
+        };
+        let log = self
+            ._dir
+            .path()
+            .join(format!("{role}-{}.log", addr.replace([':', '.'], "_")));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("role log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+            .arg(role)
+            .args(args)
+            .current_dir(self._dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .env("FULFILLD__HTTP__ADDR", &addr)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start fulfilld");
+        let p = RoleProcess {
+            url: format!("http://{addr}"),
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", p.url)).send().await
+                && r.status().is_success()
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fulfilld {role} did not answer:\n{}",
+                p.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILLs the engine process: no shutdown, no cleanup, whatever it was doing.
     pub async fn kill_engine_process(&mut self) {
         let mut child = self.child.take().expect("an engine process");
@@ -353,6 +480,23 @@ impl TestApp {
             t.await.expect("task ends cleanly");
         }
         self.store.pool.close().await;
+        let q = &self.config.queue;
+        if q.url.starts_with("redis") {
+            let keys: Vec<String> = jobs::StepKind::ALL
+                .iter()
+                .map(|k| format!("{}:wake:{}", q.prefix, k.as_str()))
+                .collect();
+            let del = async {
+                let client = redis::Client::open(q.url.as_str()).ok()?;
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .ok()
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), del).await;
+        }
         if let Some(db) = &self.pg_db
             && let Ok(admin) = Store::connect(&postgres_admin_url(), 1).await
         {

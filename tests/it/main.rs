@@ -16,5 +16,7 @@ mod razorpay;
 mod recent;
 mod reconciliation;
 mod refunds;
+mod scale;
+mod servers;
 mod verify;
 mod webhooks;

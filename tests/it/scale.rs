@@ -1,0 +1,334 @@
+//! Scale-out: separate `fulfilld intake` and `fulfilld work` processes on one store and one
+//! Redis queue; backlogs far larger than any queue window; Redis and PostgreSQL restarted
+//! under load (servers of the test's own, on free ports).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::harness::{
+    Backend, TestApp, WEBHOOK_SECRET, fresh_prefix, redis_url, s, signature, spawn, spawn_bare,
+};
+use crate::servers::{OwnPostgres, OwnRedis};
+
+/// Polls `SELECT COUNT(*) …` until it reaches `want`, failing with `logs` after `limit`.
+async fn until_count(
+    app: &TestApp,
+    sql: &'static str,
+    want: i64,
+    limit: Duration,
+    logs: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        // -1 while the store is restarting.
+        let n: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap_or(-1);
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {n}, never {want}; logs:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&app.store.pool)
+        .await
+        .expect(sql)
+}
+
+/// `n` orders with an open Stripe checkout, paid at the sandbox without a webhook: the
+/// order ids and the signed-ready `checkout.session.completed` bodies.
+async fn paid_without_webhook(app: &Arc<TestApp>, n: usize) -> Vec<(String, Vec<u8>)> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let app = app.clone();
+            async move {
+                let (id, co) = app
+                    .seat_checkout(&format!("scale{i}@example.com"), 1, "stripe")
+                    .await;
+                let paid = app
+                    .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+                    .await;
+                (id, serde_json::to_vec(&paid["event"]).expect("event"))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+/// Every receipt, invoice, entitlement and stock deduction exists exactly once per order.
+async fn effects_exactly_once(app: &TestApp, n: i64, stock: i64) {
+    for (what, sql) in [
+        (
+            "fulfilled orders",
+            "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
+        ),
+        ("invoices", "SELECT COUNT(*) FROM invoices"),
+        (
+            "invoiced orders",
+            "SELECT COUNT(DISTINCT order_id) FROM invoices",
+        ),
+        ("receipts", "SELECT COUNT(*) FROM emails_sent"),
+        ("entitlements", "SELECT COUNT(*) FROM entitlements"),
+    ] {
+        assert_eq!(count(app, sql).await, n, "{what}");
+    }
+    assert_eq!(
+        app.stock("SEAT").await,
+        (stock - n, 0),
+        "stock deducted once per order"
+    );
+}
+
+/// 2 intakes and 3 workers (separate processes) on Postgres + Redis take 2,000 orders, every
+/// webhook delivered to both intakes at once. One worker is SIGKILLed a third of the way in,
+/// another gets SIGTERM at two thirds (and must exit cleanly within its grace period). Every
+/// order ends fulfilled, every effect exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_intakes_three_workers_kill_and_term_fulfil_every_order_once() {
+    const N: usize = 2000;
+    let prefix = fresh_prefix();
+    let redis = redis_url();
+    let app = spawn_bare(
+        Backend::Postgres,
+        &[
+            ("FULFILLD__QUEUE__URL", redis.as_str()),
+            ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
+            ("FULFILLD__QUEUE__LEASE_MS", "3000"),
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "3000"),
+            ("FULFILLD__STORE__MAX_CONNECTIONS", "16"),
+        ],
+    )
+    .await;
+    let intake1 = app.start_role("intake", &[], Some(&app.url), &[]).await;
+    let intake2 = app.start_role("intake", &[], None, &[]).await;
+    app.put_sku("SEAT", 1000, N as i64 + 10).await;
+    let app = Arc::new(app);
+    let orders = paid_without_webhook(&app, N).await;
+
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(
+            app.start_role("work", &["--concurrency", "4"], None, &[])
+                .await,
+        );
+    }
+    let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deliveries = futures::stream::iter(orders.iter().cloned())
+        .map(|(_, body)| {
+            let (app, delivered) = (app.clone(), delivered.clone());
+            let urls = [intake1.url.clone(), intake2.url.clone()];
+            async move {
+                let barrier = Arc::new(tokio::sync::Barrier::new(2));
+                let sends = urls.map(|url| {
+                    let (app, barrier, body) = (app.clone(), barrier.clone(), body.clone());
+                    tokio::spawn(async move {
+                        let sig = signature(WEBHOOK_SECRET, &body, 0);
+                        barrier.wait().await;
+                        app.post_webhook_to(&url, body, Some(sig))
+                            .await
+                            .status()
+                            .as_u16()
+                    })
+                });
+                for send in sends {
+                    let status = send.await.expect("delivery task");
+                    assert_eq!(status, 200, "a webhook was refused");
+                }
+                delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>();
+    let chaos = async {
+        let wait_delivered = |k: usize| {
+            let delivered = delivered.clone();
+            async move {
+                while delivered.load(std::sync::atomic::Ordering::Relaxed) < k {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        wait_delivered(N / 3).await;
+        workers[0].sigkill().await;
+        wait_delivered(2 * N / 3).await;
+        let clean = workers[1].sigterm().await;
+        assert!(
+            clean,
+            "SIGTERM: exit 0 after finishing in-flight steps:\n{}",
+            workers[1].log_text()
+        );
+    };
+    tokio::join!(deliveries, chaos);
+
+    let logs = || {
+        workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    until_count(
+        &app,
+        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
+        N as i64,
+        Duration::from_secs(600),
+        &logs,
+    )
+    .await;
+    effects_exactly_once(&app, N as i64, N as i64 + 10).await;
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM webhook_events").await,
+        N as i64,
+        "each event stored once, the second delivery a duplicate"
+    );
+    drop((intake1, intake2, workers));
+    TestApp::finish_shared(app).await;
+}
+
+/// Redis is killed mid-run (every wake-up in it gone) and comes back empty: every order is
+/// still fulfilled, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_mid_run_loses_nothing() {
+    const N: usize = 200;
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let prefix = fresh_prefix();
+    let app = spawn(
+        Backend::Postgres,
+        &[
+            ("FULFILLD__QUEUE__URL", url.as_str()),
+            ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
+            ("FULFILLD__QUEUE__CONCURRENCY", "2"),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, N as i64).await;
+    let app = Arc::new(app);
+    let orders = paid_without_webhook(&app, N).await;
+    let mut sent = 0;
+    for (_, body) in &orders {
+        let sig = signature(WEBHOOK_SECRET, body, 0);
+        let r = app.post_webhook(body.clone(), Some(sig)).await;
+        assert_eq!(r.status(), 200);
+        sent += 1;
+        if sent == N / 2 {
+            redis.restart();
+        }
+    }
+    until_count(
+        &app,
+        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
+        N as i64,
+        Duration::from_secs(300),
+        &|| String::new(),
+    )
+    .await;
+    effects_exactly_once(&app, N as i64, N as i64).await;
+    TestApp::finish_shared(app).await;
+}
+
+/// The store goes down mid-run: meanwhile intake answers 503 (never 200 for an event it did
+/// not store) and `/readyz` says the store is down; the provider's retries (this test
+/// delivering again until a 2xx) cover the rest. Every 2xx'd event is stored, and every
+/// order ends fulfilled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_mid_run_only_stored_events_get_2xx() {
+    const N: usize = 120;
+    let pg = OwnPostgres::start().await;
+    let store_url = pg.url();
+    let app = spawn(
+        Backend::Postgres,
+        &[
+            ("FULFILLD__STORE__URL", store_url.as_str()),
+            ("FULFILLD__STORE__ACQUIRE_TIMEOUT_MS", "1000"),
+            // A step whose outcome could not be written is run again once its lease ends.
+            ("FULFILLD__QUEUE__LEASE_MS", "3000"),
+            ("FULFILLD__QUEUE__CONCURRENCY", "2"),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, N as i64).await;
+    let app = Arc::new(app);
+    let orders = paid_without_webhook(&app, N).await;
+    let mut answered_ok = Vec::new();
+    let mut refused_while_down = 0;
+    for (i, (_, body)) in orders.iter().enumerate() {
+        if i == N / 2 {
+            pg.down();
+            let r = app
+                .http
+                .get(format!("{}/readyz", app.url))
+                .send()
+                .await
+                .expect("readyz");
+            assert_eq!(r.status(), 503, "not ready while the store is down");
+            let ready: Value = r.json().await.expect("json");
+            assert_eq!(ready["store"], "down", "{ready}");
+        }
+        let down = (N / 2..N / 2 + 10).contains(&i);
+        if i == N / 2 + 10 {
+            pg.up();
+        }
+        // Delivered until a 2xx, as the provider would retry.
+        loop {
+            let sig = signature(WEBHOOK_SECRET, body, 0);
+            let status = app
+                .post_webhook(body.clone(), Some(sig))
+                .await
+                .status()
+                .as_u16();
+            if status == 200 {
+                answered_ok.push(i);
+                break;
+            }
+            assert_eq!(
+                status, 503,
+                "a store outage is a 503, so the provider retries"
+            );
+            if down {
+                refused_while_down += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        refused_while_down, 10,
+        "every webhook during the outage got a 503"
+    );
+    // The provider retries what was refused.
+    for (_, body) in &orders[N / 2..N / 2 + 10] {
+        let sig = signature(WEBHOOK_SECRET, body, 0);
+        assert_eq!(
+            app.post_webhook(body.clone(), Some(sig)).await.status(),
+            200
+        );
+    }
+    until_count(
+        &app,
+        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
+        N as i64,
+        Duration::from_secs(300),
+        &|| String::new(),
+    )
+    .await;
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM webhook_events").await,
+        N as i64
+    );
+    effects_exactly_once(&app, N as i64, N as i64).await;
+    TestApp::finish_shared(app).await;
+}
