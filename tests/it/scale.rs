@@ -332,3 +332,100 @@ async fn postgres_restart_mid_run_only_stored_events_get_2xx() {
     effects_exactly_once(&app, N as i64, N as i64).await;
     TestApp::finish_shared(app).await;
 }
+
+/// Puts `n` paid orders in the store, each with its last fulfilment step (`grant_entitlement`)
+/// due — a backlog as a burst of webhooks leaves it, without pushing anything to a queue.
+async fn due_backlog(app: &TestApp, batch: &str, n: i64) {
+    let position = jobs::StepKind::GrantEntitlement.position();
+    let statements = [
+        "INSERT INTO orders (id, customer_email, status, total_minor, currency, created_at, updated_at)
+         SELECT 'ord_' || $2 || '_' || i, 'backlog@example.com', 'paid', 1000, 'usd', 0, 0 FROM n",
+        "INSERT INTO payments (id, order_id, provider, provider_order_id, status, amount_minor, currency, created_at, updated_at)
+         SELECT 'pay_' || $2 || '_' || i, 'ord_' || $2 || '_' || i, 'stripe', 'cs_' || $2 || '_' || i, 'paid', 1000, 'usd', 0, 0 FROM n",
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, created_at, updated_at)
+         SELECT 'ord_' || $2 || '_' || i, 'pay_' || $2 || '_' || i, 'grant_entitlement', $3, 'pending', 0, 0, 0 FROM n",
+    ];
+    for sql in statements {
+        let sql = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) {sql}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(n)
+            .bind(batch)
+            .bind(position)
+            .execute(&app.store.pool)
+            .await
+            .expect("backlog insert");
+    }
+}
+
+/// 20,000 due steps wait before any worker runs; a worker drains them; a quarter of the way
+/// it is stopped (SIGTERM), 5,000 more arrive meanwhile — the queue never holding more than
+/// its window — and a new worker drains everything.
+async fn backlog_drains(backend: Backend, role: &str, queue_url: &str) {
+    const FIRST: i64 = 20_000;
+    const MORE: i64 = 5_000;
+    const WINDOW: usize = 500;
+    let prefix = fresh_prefix();
+    let window = WINDOW.to_string();
+    let app = spawn_bare(
+        backend,
+        &[
+            ("FULFILLD__QUEUE__URL", queue_url),
+            ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
+            ("FULFILLD__QUEUE__WINDOW", window.as_str()),
+        ],
+    )
+    .await;
+    let fulfilled = "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'";
+    due_backlog(&app, "a", FIRST).await;
+    // A line per step would be most of the work here.
+    let quiet = [("RUST_LOG", "warn")];
+    let mut worker = app.start_role(role, &[], None, &quiet).await;
+    let limit = Duration::from_secs(600);
+    let log = |w: &crate::harness::RoleProcess| w.log_text();
+    let deadline = Instant::now() + limit;
+    while count(&app, fulfilled).await < FIRST / 4 {
+        assert!(Instant::now() < deadline, "no progress:\n{}", log(&worker));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(worker.sigterm().await, "clean exit:\n{}", log(&worker));
+    due_backlog(&app, "b", MORE).await;
+    if queue_url.starts_with("redis") {
+        let client = redis::Client::open(queue_url).expect("redis url");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let held: usize = redis::cmd("LLEN")
+            .arg(format!("{prefix}:wake:grant_entitlement"))
+            .query_async(&mut c)
+            .await
+            .expect("LLEN");
+        assert!(held <= WINDOW, "the queue holds {held} wake-ups, past its window");
+    }
+    let worker = app.start_role(role, &[], None, &quiet).await;
+    until_count(&app, fulfilled, FIRST + MORE, limit, &|| log(&worker)).await;
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM steps WHERE status <> 'done'").await,
+        0
+    );
+    drop(worker);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backlog_drains_embedded() {
+    backlog_drains(Backend::Sqlite, "serve", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backlog_drains_postgres_store_polled() {
+    backlog_drains(Backend::Postgres, "work", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backlog_drains_redis() {
+    let redis = redis_url();
+    backlog_drains(Backend::Postgres, "work", &redis).await;
+}
