@@ -1,21 +1,32 @@
-//! Throughput of the embedded engine, in-process over loopback: signed Stripe webhooks for
-//! pre-created, paid checkouts are fired at the intake by `BENCH_CONC` concurrent clients,
-//! and every order is followed to `fulfilled`. Prints intake requests/s with p50/p99/max
-//! latency and end-to-end orders/s (first webhook to last order fulfilled).
+//! Throughput over loopback, per topology: signed Stripe webhooks for pre-created, paid
+//! checkouts are fired at the intake by `BENCH_CONC` concurrent clients (every
+//! `BENCH_DUP_EVERY`-th event delivered twice, as providers do), and every order is followed
+//! to `fulfilled`. Prints, per topology, intake requests/s with p50/p99/max latency,
+//! duplicates suppressed, end-to-end orders/s (first webhook to last order fulfilled) and the
+//! peak RSS of the engine processes; writes the same table as JSON to `BENCH_JSON`
+//! (default `target/bench-pipeline.json`) for comparison between runs.
+//!
+//! Topologies (`BENCH_TOPOLOGIES`, comma-separated; default all three):
+//! - `embedded`: `serve` on SQLite, in this process.
+//! - `pg-redis-1`, `pg-redis-2`: an intake in this process, and 1 or 2 `fulfilld work`
+//!   processes, on Postgres (`BENCH_POSTGRES`, default the local server) and Redis
+//!   (`BENCH_REDIS`, default the local server).
 //!
 //! ```sh
-//! cargo bench --bench pipeline                                   # SQLite, 1000 orders, 64 clients
-//! BENCH_STORE=postgres://postgres@127.0.0.1:5432/postgres BENCH_ORDERS=2000 cargo bench --bench pipeline
+//! cargo bench --bench pipeline                                    # 2000 orders, 64 clients
+//! BENCH_ORDERS=5000 BENCH_TOPOLOGIES=pg-redis-2 cargo bench --bench pipeline
 //! ```
-//! With a Postgres URL, a throwaway database is created beside the one named, and dropped.
+//! A throwaway Postgres database and Redis key prefix are made per run, and removed.
 //! `FULFILLD__*` variables override the engine's settings (e.g. `FULFILLD__QUEUE__CONCURRENCY`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fulfilld::Role;
 use fulfilld::config::Config;
 use fulfilld::providers::stripe::sign;
 use fulfilld::store::Store;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -26,16 +37,110 @@ fn env_or(k: &str, d: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| d.to_owned())
 }
 
+#[derive(Debug, Serialize)]
+struct Row {
+    topology: String,
+    orders: usize,
+    clients: usize,
+    requests: usize,
+    intake_req_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    duplicates_suppressed: usize,
+    e2e_orders_per_s: f64,
+    /// Peak resident memory of the engine: this process for `embedded` (which also runs
+    /// the load generator), else the largest worker process.
+    peak_rss_mb: f64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let orders: usize = env_or("BENCH_ORDERS", "1000").parse()?;
+    let orders: usize = env_or("BENCH_ORDERS", "2000").parse()?;
     let conc: usize = env_or("BENCH_CONC", "64").parse()?;
-    let store_arg = env_or("BENCH_STORE", "sqlite");
+    let dup_every: usize = env_or("BENCH_DUP_EVERY", "10").parse()?;
+    let topologies = env_or("BENCH_TOPOLOGIES", "embedded,pg-redis-1,pg-redis-2");
+    let mut rows = Vec::new();
+    for t in topologies
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let workers = match t {
+            "embedded" => 0,
+            "pg-redis-1" => 1,
+            "pg-redis-2" => 2,
+            other => anyhow::bail!("unknown topology {other:?}"),
+        };
+        let row = run(t, workers, orders, conc, dup_every.max(1)).await?;
+        eprintln!("{row:?}");
+        rows.push(row);
+    }
+    println!(
+        "{:<11} {:>6} {:>7} {:>12} {:>8} {:>8} {:>8} {:>6} {:>10} {:>8}",
+        "topology",
+        "orders",
+        "clients",
+        "intake req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "dups",
+        "e2e ord/s",
+        "RSS MB"
+    );
+    for r in &rows {
+        println!(
+            "{:<11} {:>6} {:>7} {:>12.0} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>10.0} {:>8.0}",
+            r.topology,
+            r.orders,
+            r.clients,
+            r.intake_req_per_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.duplicates_suppressed,
+            r.e2e_orders_per_s,
+            r.peak_rss_mb
+        );
+    }
+    let out = env_or(
+        "BENCH_JSON",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-pipeline.json"),
+    );
+    std::fs::write(&out, serde_json::to_vec_pretty(&rows)?)?;
+    eprintln!("written to {out}");
+    Ok(())
+}
+
+/// Peak RSS (VmHWM) of a process, in MB.
+fn peak_rss_mb(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn run(
+    topology: &str,
+    workers: usize,
+    orders: usize,
+    conc: usize,
+    dup_every: usize,
+) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
-    let (store_url, pg) = if store_arg == "sqlite" {
+    let (store_url, pg) = if workers == 0 {
         (format!("sqlite://{}/bench.db", dir.path().display()), None)
     } else {
-        let admin = Store::connect(&store_arg, 1).await?;
+        let admin_url = env_or(
+            "BENCH_POSTGRES",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        );
+        let admin = Store::connect(&admin_url, 1).await?;
         let name = format!(
             "fulfilld_bench_{}",
             ulid::Ulid::new().to_string().to_ascii_lowercase()
@@ -43,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin.pool)
             .await?;
-        let mut u = url::Url::parse(&store_arg)?;
+        let mut u = url::Url::parse(&admin_url)?;
         u.set_path(&format!("/{name}"));
         (u.to_string(), Some((admin, name)))
     };
@@ -52,6 +157,10 @@ async fn main() -> anyhow::Result<()> {
     let app = format!("http://{}", app_l.local_addr()?);
     let sb = format!("http://{}", sb_l.local_addr()?);
     let outbox = dir.path().join("outbox");
+    let prefix = format!(
+        "fulfilld_bench_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
     let mut env: Vec<(String, String)> = [
         ("FULFILLD__STORE__URL", store_url.clone()),
         ("FULFILLD__ADMIN__TOKEN", "bench".into()),
@@ -67,6 +176,10 @@ async fn main() -> anyhow::Result<()> {
             dir.path().join("paypal-cert.pem").display().to_string(),
         ),
         (
+            "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE",
+            dir.path().join("paypal-cert.pem").display().to_string(),
+        ),
+        (
             "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE",
             "pass".into(),
         ),
@@ -74,6 +187,11 @@ async fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if workers > 0 {
+        let redis = env_or("BENCH_REDIS", "redis://127.0.0.1:6379");
+        env.push(("FULFILLD__QUEUE__URL".into(), redis));
+        env.push(("FULFILLD__QUEUE__PREFIX".into(), prefix.clone()));
+    }
     // FULFILLD__* from the environment override the above, for tuning runs.
     env.extend(std::env::vars().filter(|(k, _)| k.starts_with("FULFILLD__")));
     let config = Config::load_from(None, &env, false)?;
@@ -86,14 +204,44 @@ async fn main() -> anyhow::Result<()> {
         sb_l,
         wait(stop_rx.clone()),
     ));
-    let app_task = tokio::spawn(fulfilld::run(config.clone(), app_l, wait(stop_rx.clone())));
+    let role = if workers == 0 {
+        Role::Serve
+    } else {
+        Role::Intake
+    };
+    let app_task = tokio::spawn(fulfilld::run_role(
+        role,
+        config.clone(),
+        app_l,
+        wait(stop_rx.clone()),
+    ));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(conc)
         .build()?;
     while http.get(format!("{app}/healthz")).send().await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
+    let mut children = Vec::new();
+    for _ in 0..workers {
+        let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+            .arg("work")
+            .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("FULFILLD__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        while http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        children.push(child);
+    }
     // Setup (not timed): catalogue, orders, checkouts, and paid sessions whose webhooks the
     // sandbox holds back; we deliver them ourselves below.
     let setup = Instant::now();
@@ -147,17 +295,33 @@ async fn main() -> anyhow::Result<()> {
         setup.elapsed()
     );
 
-    // Timed: deliver every event once, `conc` at a time.
+    // Timed: deliver every event, every `dup_every`-th one twice, `conc` at a time.
+    let deliveries: Arc<Vec<usize>> = Arc::new(
+        (0..events.len())
+            .flat_map(|i| {
+                let twice = i % dup_every == 0;
+                std::iter::repeat_n(i, if twice { 2 } else { 1 })
+            })
+            .collect(),
+    );
+    let dups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (http, app, events, next) = (http.clone(), app.clone(), events.clone(), next.clone());
+        let (http, app, events, next, deliveries, dups) = (
+            http.clone(),
+            app.clone(),
+            events.clone(),
+            next.clone(),
+            deliveries.clone(),
+            dups.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(body) = events.get(i) else {
+                let Some(body) = deliveries.get(i).and_then(|&e| events.get(e)) else {
                     break;
                 };
                 let now = std::time::SystemTime::now()
@@ -173,6 +337,10 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
                 anyhow::ensure!(r.status().is_success(), "webhook: {}", r.status());
                 lat.push(t.elapsed());
+                let answer: Value = r.json().await?;
+                if answer["duplicate"] == true {
+                    dups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             anyhow::Ok(lat)
         }));
@@ -200,19 +368,33 @@ async fn main() -> anyhow::Result<()> {
     let e2e = start.elapsed();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    println!("store      orders  clients  intake req/s  p50      p99      max      e2e orders/s");
-    println!(
-        "{:<10} {:<7} {:<8} {:<13.0} {:<8.1?} {:<8.1?} {:<8.1?} {:.0}",
-        if pg.is_some() { "postgres" } else { "sqlite" },
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let peak = if workers == 0 {
+        peak_rss_mb("self")
+    } else {
+        children
+            .iter()
+            .filter_map(|c| c.id())
+            .map(|pid| peak_rss_mb(&pid.to_string()))
+            .fold(0.0, f64::max)
+    };
+    let row = Row {
+        topology: topology.to_owned(),
         orders,
-        conc,
-        orders as f64 / intake.as_secs_f64(),
-        pct(0.5),
-        pct(0.99),
-        lat[lat.len() - 1],
-        orders as f64 / e2e.as_secs_f64(),
-    );
+        clients: conc,
+        requests: lat.len(),
+        intake_req_per_s: lat.len() as f64 / intake.as_secs_f64(),
+        p50_ms: ms(pct(0.5)),
+        p99_ms: ms(pct(0.99)),
+        max_ms: ms(lat[lat.len() - 1]),
+        duplicates_suppressed: dups.load(std::sync::atomic::Ordering::Relaxed),
+        e2e_orders_per_s: orders as f64 / e2e.as_secs_f64(),
+        peak_rss_mb: peak,
+    };
     store.pool.close().await;
+    for mut c in children {
+        let _ = c.kill().await;
+    }
     let _ = stop_tx.send(true);
     let _ = app_task.await;
     let _ = sb_task.await;
@@ -223,5 +405,17 @@ async fn main() -> anyhow::Result<()> {
         .execute(&admin.pool)
         .await?;
     }
-    Ok(())
+    if workers > 0 {
+        let client = redis::Client::open(env_or("BENCH_REDIS", "redis://127.0.0.1:6379"))?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = jobs::StepKind::ALL
+            .iter()
+            .map(|k| format!("{prefix}:wake:{}", k.as_str()))
+            .collect();
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<i64>(&mut c)
+            .await?;
+    }
+    Ok(row)
 }
