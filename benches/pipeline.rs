@@ -411,6 +411,7 @@ async fn run(
         let keys: Vec<String> = jobs::StepKind::ALL
             .iter()
             .map(|k| format!("{prefix}:wake:{}", k.as_str()))
+            .chain([format!("{prefix}:epoch")])
             .collect();
         redis::cmd("DEL")
             .arg(&keys)

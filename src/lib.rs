@@ -139,7 +139,7 @@ pub async fn run_role(
     };
     let mailer = Mailer::from_config(&config.email)?;
     let providers = Providers::from_config(&config);
-    let queue = Queue::open(&config.queue)?;
+    let queue = Queue::open(&config.queue, role == Role::Work)?;
     let events = store::group_commit::EventWriter::start(store.clone());
     let engine = Arc::new(Engine {
         events,

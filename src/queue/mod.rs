@@ -17,8 +17,10 @@ pub mod memory;
 pub mod redis;
 pub mod sweeper;
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use apalis_core::backend::memory::{MemorySink, MemoryStorage};
 use apalis_core::task::Task;
@@ -40,6 +42,40 @@ pub struct QueueError(String);
 pub struct Queue {
     transport: Transport,
     window: usize,
+    lost: Arc<Lost>,
+    polls_store: bool,
+}
+
+/// Per step kind: whether wake-ups may have been lost — not sent because the queue was at
+/// its window, a push that failed, a Redis that came back empty, or a process start (what
+/// the queue holds is unknown). The sweeper then sends every due step of that kind, not only
+/// those whose wake-up is older than `queue.requeue_after_ms`.
+#[derive(Debug)]
+pub struct Lost(HashMap<StepKind, AtomicBool>);
+
+impl Lost {
+    fn new() -> Lost {
+        Lost(
+            StepKind::ALL
+                .into_iter()
+                .map(|k| (k, AtomicBool::new(true)))
+                .collect(),
+        )
+    }
+
+    pub fn mark(&self, kind: StepKind) {
+        self.0[&kind].store(true, Ordering::Relaxed);
+    }
+
+    pub fn mark_all(&self) {
+        for f in self.0.values() {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self, kind: StepKind) -> bool {
+        self.0[&kind].swap(false, Ordering::Relaxed)
+    }
 }
 
 #[derive(Clone)]
@@ -60,18 +96,40 @@ impl std::fmt::Debug for Queue {
 impl Queue {
     /// The queue `queue.url` names: empty for the embedded in-process queue, `redis://…`
     /// (or `rediss://…`) for Redis. Does not wait for Redis to be up.
-    pub fn open(config: &config::Queue) -> Result<Queue, QueueError> {
+    ///
+    /// `polls_store`: this process's workers consume an in-process queue that wake-ups from
+    /// other processes cannot reach (`fulfilld work` without `queue.url`), so its sweeper must
+    /// find new due steps in the store: whenever a kind's queue is empty, it sends every due
+    /// step of that kind.
+    pub fn open(config: &config::Queue, polls_store: bool) -> Result<Queue, QueueError> {
+        let lost = Arc::new(Lost::new());
         let transport = if config.url.is_empty() {
             Transport::Memory(memory::Memory::default())
         } else {
-            let r = redis::Redis::open(&config.url, &config.prefix, config.window)
+            let r = redis::Redis::open(&config.url, &config.prefix, config.window, lost.clone())
                 .map_err(|e| QueueError(format!("queue.url: {e}")))?;
             Transport::Redis(Box::new(r))
         };
         Ok(Queue {
             transport,
             window: config.window,
+            lost,
+            polls_store: polls_store && config.url.is_empty(),
         })
+    }
+
+    /// See [`Queue::open`].
+    pub fn polls_store(&self) -> bool {
+        self.polls_store
+    }
+
+    /// Whether wake-ups of `kind` may have been lost since the last call (see [`Lost`]).
+    pub fn take_lost(&self, kind: StepKind) -> bool {
+        self.lost.take(kind)
+    }
+
+    pub fn mark_lost(&self, kind: StepKind) {
+        self.lost.mark(kind)
     }
 
     /// Sends one wake-up per step, each on its kind's queue, unless that queue already holds
@@ -83,6 +141,8 @@ impl Queue {
                 Transport::Memory(m) => {
                     if m.depth(w.kind) < self.window {
                         m.send(w)
+                    } else {
+                        self.lost.mark(w.kind)
                     }
                 }
                 Transport::Redis(r) => r.send(w),

@@ -24,7 +24,7 @@ use jobs::{StepKind, Wake};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-use super::WakeStream;
+use super::{Lost, WakeStream};
 
 #[derive(Clone)]
 pub struct Redis {
@@ -35,12 +35,18 @@ pub struct Redis {
     /// Each kind's list length as last seen (a push's reply, or the sweeper's `LLEN`).
     depth: Arc<HashMap<StepKind, AtomicUsize>>,
     pushes: mpsc::UnboundedSender<Wake>,
+    lost: Arc<Lost>,
 }
 
 impl Redis {
     /// Opens lazily: a Redis that is down at start makes errors (and a not-ready process),
     /// not a failed start.
-    pub fn open(url: &str, prefix: &str, window: usize) -> Result<Redis, redis::RedisError> {
+    pub fn open(
+        url: &str,
+        prefix: &str,
+        window: usize,
+        lost: Arc<Lost>,
+    ) -> Result<Redis, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let conn = manager(&client, Duration::from_secs(2))?;
         let depth = StepKind::ALL
@@ -55,6 +61,7 @@ impl Redis {
             window,
             depth: Arc::new(depth),
             pushes,
+            lost,
         };
         tokio::spawn(r.clone().pusher(rx));
         Ok(r)
@@ -84,6 +91,8 @@ impl Redis {
             for w in batch.drain(..) {
                 if self.depth[&w.kind].load(Ordering::Relaxed) < self.window {
                     by_kind.entry(w.kind).or_default().push(w.step_id);
+                } else {
+                    self.lost.mark(w.kind);
                 }
             }
             if by_kind.is_empty() {
@@ -105,6 +114,9 @@ impl Redis {
                     }
                 }
                 Err(e) => {
+                    for k in &kinds {
+                        self.lost.mark(*k);
+                    }
                     if !failing {
                         tracing::warn!(error = %e, "redis queue: push failed; the sweeper will re-send these steps");
                         failing = true;
@@ -115,12 +127,26 @@ impl Redis {
     }
 
     /// Each kind's list length, read now; also what the pusher goes by until its next reply.
+    /// It also notices a Redis that lost its data (restarted without persistence, flushed):
+    /// the `{prefix}:epoch` key, set when missing, is gone — every queue may have lost
+    /// wake-ups then.
     pub async fn depths(&self) -> Result<HashMap<StepKind, usize>, redis::RedisError> {
         let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{}:epoch", self.prefix))
+            .arg(crate::domain::now_ms())
+            .arg("NX");
         for k in StepKind::ALL {
             pipe.llen(self.key(k));
         }
-        let lens: Vec<usize> = pipe.query_async(&mut self.conn.clone()).await?;
+        let (fresh, lens): (Option<String>, Vec<usize>) =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        if fresh.is_some() {
+            tracing::info!(
+                "redis queue: no epoch key (first start, or Redis lost its data); re-sending every due step"
+            );
+            self.lost.mark_all();
+        }
         let mut out = HashMap::new();
         for (k, len) in StepKind::ALL.into_iter().zip(lens) {
             self.depth[&k].store(len, Ordering::Relaxed);

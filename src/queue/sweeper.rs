@@ -1,9 +1,9 @@
 //! The sweeper (the relay from the step table to the queue): every `queue.sweep_interval_ms`
 //! it gives back steps whose worker lease expired, then tops up each kind's queue to its
-//! window with due steps that have no wake-up waiting. A kind whose queue is empty gets every
-//! due step re-sent (nothing due can be waiting in an empty queue: after a restart, a
-//! Redis that lost its data, a window that was full); otherwise only steps whose wake-up was
-//! sent more than `queue.requeue_after_ms` ago and that have not started.
+//! window with due steps whose wake-up was sent more than `queue.requeue_after_ms` ago (or
+//! never) and that have not started. Where wake-ups may have been lost ([`super::Lost`]: a
+//! process start, a full window, a failed push, a Redis that came back empty) it sends every
+//! due step of that kind, as room allows.
 
 use std::time::Duration;
 
@@ -80,17 +80,33 @@ pub async fn pass(
     }
     let now = now_ms();
     let mut done = Pass::default();
-    for (kind, depth) in queue.depths().await? {
+    let depths = queue.depths().await?;
+    for (kind, depth) in depths {
         let room = queue.window().saturating_sub(depth);
         if room == 0 || !kinds.contains(&kind) {
             continue;
         }
-        let requeue_before = if depth == 0 {
+        let lost = queue.take_lost(kind) || (queue.polls_store() && depth == 0);
+        let requeue_before = if lost {
             now
         } else {
             now - config.requeue_after_ms as i64
         };
-        let wakes = store.take_due(kind, requeue_before, room).await?;
+        let wakes = store.take_due(kind, requeue_before, room).await;
+        let wakes = match wakes {
+            Ok(w) => w,
+            Err(e) => {
+                if lost {
+                    queue.mark_lost(kind);
+                }
+                return Err(e.into());
+            }
+        };
+        let full = wakes.len() == room;
+        if lost && full {
+            // More may be due than the room took: keep sending everything due.
+            queue.mark_lost(kind);
+        }
         if !wakes.is_empty() {
             tracing::debug!(
                 kind = kind.as_str(),
@@ -100,7 +116,7 @@ pub async fn pass(
             queue.wake(&wakes);
         }
         done.woken += wakes.len();
-        done.full |= wakes.len() == room;
+        done.full |= full;
     }
     Ok(done)
 }

@@ -485,6 +485,7 @@ impl TestApp {
             let keys: Vec<String> = jobs::StepKind::ALL
                 .iter()
                 .map(|k| format!("{}:wake:{}", q.prefix, k.as_str()))
+                .chain([format!("{}:epoch", q.prefix)])
                 .collect();
             let del = async {
                 let client = redis::Client::open(q.url.as_str()).ok()?;

@@ -435,3 +435,35 @@ async fn backlog_drains_redis() {
     let redis = redis_url();
     backlog_drains(Backend::Postgres, "work", &redis).await;
 }
+
+/// Without a shared queue, an intake's wake-ups cannot reach a `work` process: its sweeper
+/// finds the new due steps in the store, so orders still flow through promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intake_and_worker_without_a_shared_queue_fulfil_orders() {
+    const N: usize = 20;
+    let app = spawn_bare(
+        Backend::Postgres,
+        // Longer than the test may take: a step is not found only by the requeue timer.
+        &[("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "600000")],
+    )
+    .await;
+    let intake = app.start_role("intake", &[], Some(&app.url), &[]).await;
+    let worker = app.start_role("work", &[], None, &[]).await;
+    app.put_sku("SEAT", 1000, N as i64).await;
+    let app = Arc::new(app);
+    for (_, body) in paid_without_webhook(&app, N).await {
+        let sig = signature(WEBHOOK_SECRET, &body, 0);
+        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
+    }
+    until_count(
+        &app,
+        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
+        N as i64,
+        Duration::from_secs(120),
+        &|| worker.log_text(),
+    )
+    .await;
+    effects_exactly_once(&app, N as i64, N as i64).await;
+    drop((intake, worker));
+    TestApp::finish_shared(app).await;
+}
