@@ -139,9 +139,15 @@ impl Redis {
         for k in StepKind::ALL {
             pipe.llen(self.key(k));
         }
-        let (fresh, lens): (Option<String>, Vec<usize>) =
-            pipe.query_async(&mut self.conn.clone()).await?;
-        if fresh.is_some() {
+        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let (fresh, lens) = replies.split_first().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "empty pipeline reply"))
+        })?;
+        let lens = lens
+            .iter()
+            .map(redis::from_redis_value_ref::<usize>)
+            .collect::<Result<Vec<usize>, _>>()?;
+        if !matches!(fresh, redis::Value::Nil) {
             tracing::info!(
                 "redis queue: no epoch key (first start, or Redis lost its data); re-sending every due step"
             );

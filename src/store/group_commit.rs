@@ -113,7 +113,7 @@ async fn commit(store: &Store, batch: Vec<Job>) {
 }
 
 async fn together(store: &Store, batch: &[Job]) -> Result<Vec<Recorded>> {
-    let mut tx = store.begin().await?;
+    let mut tx = store.begin_first().await?;
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
         out.push(record_in(&mut tx, &job.ev, &job.raw, &job.headers, job.restock).await?);

@@ -112,7 +112,7 @@ pub struct Store {
     /// SQLite admits one writer at a time. Writers of this process queue here, in order
     /// and woken at once, instead of inside SQLite's busy handler, which sleeps and retries
     /// (a writer could wait seconds for a lock that was free after a millisecond).
-    writer: Option<Arc<Mutex<()>>>,
+    writer: Option<Arc<Writer>>,
 }
 
 impl Store {
@@ -162,7 +162,7 @@ impl Store {
             });
         }
         let pool = pool.connect_with(opts).await?;
-        let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let writer = (backend == Backend::Sqlite).then(|| Arc::new(Writer::default()));
         Ok(Store {
             pool,
             backend,
@@ -192,6 +192,20 @@ impl Store {
     /// waiting when another writer got there first.
     pub async fn begin(&self) -> Result<Tx> {
         let writer = self.write_guard().await;
+        self.begin_with(writer).await
+    }
+
+    /// [`Store::begin`] ahead of the queue of ordinary writers: for webhook intake, whose
+    /// latency a provider waits on, while pipeline steps can wait their turn.
+    pub async fn begin_first(&self) -> Result<Tx> {
+        let writer = match &self.writer {
+            Some(w) => Some(w.lock.clone().lock_owned().await),
+            None => None,
+        };
+        self.begin_with(writer).await
+    }
+
+    async fn begin_with(&self, writer: Option<OwnedMutexGuard<()>>) -> Result<Tx> {
         let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -206,7 +220,12 @@ impl Store {
     /// write outside [`Store::begin`]. Reads never need it: WAL readers do not block.
     pub async fn write_guard(&self) -> Option<OwnedMutexGuard<()>> {
         match &self.writer {
-            Some(m) => Some(m.clone().lock_owned().await),
+            Some(w) => {
+                // Ordinary writers line up at the gate, so at most one of them waits at the
+                // lock itself and a `begin_first` caller waits for at most two transactions.
+                let _gate = w.gate.lock().await;
+                Some(w.lock.clone().lock_owned().await)
+            }
             None => None,
         }
     }
@@ -215,6 +234,13 @@ impl Store {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// This process's SQLite writer lock (see [`Store::begin_first`]).
+#[derive(Debug, Default)]
+struct Writer {
+    gate: Mutex<()>,
+    lock: Arc<Mutex<()>>,
 }
 
 /// `sqlite://data/x.db` → an absolute-or-relative file URL with `mode=rwc`, its directory

@@ -421,6 +421,12 @@ impl TestApp {
         std::fs::read_to_string(self._dir.path().join("engine.log")).unwrap_or_default()
     }
 
+    /// Makes the sandbox's next Stripe API calls fail as listed (statuses, "timeout", "hang").
+    pub async fn inject_api_errors_json(&self, faults: Value) {
+        self.sandbox_post("/sandbox/stripe/faults", json!({ "api_errors": faults }))
+            .await;
+    }
+
     /// Makes the sandbox's next Stripe API calls fail with these statuses.
     pub async fn inject_api_errors(&self, statuses: &[u16]) {
         self.sandbox_post("/sandbox/stripe/faults", json!({ "api_errors": statuses }))

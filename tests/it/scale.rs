@@ -212,22 +212,35 @@ async fn redis_restart_mid_run_loses_nothing() {
             ("FULFILLD__QUEUE__URL", url.as_str()),
             ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
             ("FULFILLD__QUEUE__CONCURRENCY", "2"),
+            // Only noticing that Redis came back empty can recover the lost wake-ups in
+            // time: the requeue timer is longer than the test may take.
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "600000"),
         ],
     )
     .await;
     app.put_sku("SEAT", 1000, N as i64).await;
     let app = Arc::new(app);
     let orders = paid_without_webhook(&app, N).await;
-    let mut sent = 0;
+    // Both capture workers wait 3 s on the provider, so the wake-ups pile up in Redis.
+    app.inject_api_errors_json(json!(["timeout", "timeout"]))
+        .await;
     for (_, body) in &orders {
         let sig = signature(WEBHOOK_SECRET, body, 0);
         let r = app.post_webhook(body.clone(), Some(sig)).await;
         assert_eq!(r.status(), 200);
-        sent += 1;
-        if sent == N / 2 {
-            redis.restart();
-        }
     }
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let waiting: usize = redis::cmd("LLEN")
+        .arg(format!("{prefix}:wake:confirm_capture"))
+        .query_async(&mut c)
+        .await
+        .expect("LLEN");
+    assert!(waiting > 0, "wake-ups were waiting in Redis when it went");
+    redis.restart();
     until_count(
         &app,
         "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
