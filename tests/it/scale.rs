@@ -47,6 +47,19 @@ async fn count(app: &TestApp, sql: &'static str) -> i64 {
         .expect(sql)
 }
 
+/// `stock` SEATs on hand, and `n` orders for one each paid at the sandbox without a webhook:
+/// the app, shared, and each order's id and `checkout.session.completed` body.
+async fn stocked_and_paid(
+    app: TestApp,
+    stock: usize,
+    n: usize,
+) -> (Arc<TestApp>, Vec<(String, Vec<u8>)>) {
+    app.put_sku("SEAT", 1000, stock as i64).await;
+    let app = Arc::new(app);
+    let orders = paid_without_webhook(&app, n).await;
+    (app, orders)
+}
+
 /// `n` orders with an open Stripe checkout, paid at the sandbox without a webhook: the
 /// order ids and the signed-ready `checkout.session.completed` bodies.
 async fn paid_without_webhook(app: &Arc<TestApp>, n: usize) -> Vec<(String, Vec<u8>)> {
@@ -114,9 +127,7 @@ async fn two_intakes_three_workers_kill_and_term_fulfil_every_order_once() {
     .await;
     let intake1 = app.start_role("intake", &[], Some(&app.url), &[]).await;
     let intake2 = app.start_role("intake", &[], None, &[]).await;
-    app.put_sku("SEAT", 1000, N as i64 + 10).await;
-    let app = Arc::new(app);
-    let orders = paid_without_webhook(&app, N).await;
+    let (app, orders) = stocked_and_paid(app, N + 10, N).await;
 
     let mut workers = Vec::new();
     for _ in 0..3 {
@@ -218,9 +229,7 @@ async fn redis_restart_mid_run_loses_nothing() {
         ],
     )
     .await;
-    app.put_sku("SEAT", 1000, N as i64).await;
-    let app = Arc::new(app);
-    let orders = paid_without_webhook(&app, N).await;
+    let (app, orders) = stocked_and_paid(app, N, N).await;
     // Both capture workers wait 3 s on the provider, so the wake-ups pile up in Redis.
     app.inject_api_errors_json(json!(["timeout", "timeout"]))
         .await;
@@ -273,9 +282,7 @@ async fn postgres_restart_mid_run_only_stored_events_get_2xx() {
         ],
     )
     .await;
-    app.put_sku("SEAT", 1000, N as i64).await;
-    let app = Arc::new(app);
-    let orders = paid_without_webhook(&app, N).await;
+    let (app, orders) = stocked_and_paid(app, N, N).await;
     let mut answered_ok = Vec::new();
     let mut refused_while_down = 0;
     for (i, (_, body)) in orders.iter().enumerate() {
@@ -462,9 +469,8 @@ async fn intake_and_worker_without_a_shared_queue_fulfil_orders() {
     .await;
     let intake = app.start_role("intake", &[], Some(&app.url), &[]).await;
     let worker = app.start_role("work", &[], None, &[]).await;
-    app.put_sku("SEAT", 1000, N as i64).await;
-    let app = Arc::new(app);
-    for (_, body) in paid_without_webhook(&app, N).await {
+    let (app, orders) = stocked_and_paid(app, N, N).await;
+    for (_, body) in orders {
         let sig = signature(WEBHOOK_SECRET, &body, 0);
         assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
     }

@@ -136,7 +136,8 @@ impl OwnPostgres {
         let path = self.bin.join(tool);
         if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
+            // From "/": the postgres user may not enter the test's working directory.
+            c.args(["-u", "postgres", "--"]).arg(path).current_dir("/");
             c
         } else {
             Command::new(path)
