@@ -187,8 +187,7 @@ async fn retry_one(
         .retry_dead(id, &who, why.as_deref())
         .await?
         .ok_or_else(|| not_dead(id))?;
-    e.queue
-        .wake(&steps::wake_of(id, &r.kind).into_iter().collect::<Vec<_>>());
+    e.queue.wake(steps::wake_of(id, &r.kind).as_slice());
     tracing::info!(actor = %who, step_id = id, "admin retried a dead step");
     Ok(Json(json!({ "retried": r })))
 }

@@ -39,7 +39,7 @@ impl Default for Memory {
 
 impl Memory {
     fn lane(&self, kind: StepKind) -> &Lane {
-        // Every kind has a lane: `new` makes one for each of StepKind::ALL.
+        // Every kind has a lane: `default` makes one for each of StepKind::ALL.
         &self.lanes[&kind]
     }
 

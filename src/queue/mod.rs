@@ -118,14 +118,11 @@ impl Queue {
         })
     }
 
-    /// See [`Queue::open`].
-    pub fn polls_store(&self) -> bool {
-        self.polls_store
-    }
-
-    /// Whether wake-ups of `kind` may have been lost since the last call (see [`Lost`]).
-    pub fn take_lost(&self, kind: StepKind) -> bool {
-        self.lost.take(kind)
+    /// Whether the sweeper should send every due step of `kind`, whose queue holds `depth`:
+    /// wake-ups may have been lost since the last call (see [`Lost`]), or this process polls
+    /// the store (see [`Queue::open`]) and its queue is empty.
+    pub fn take_lost(&self, kind: StepKind, depth: usize) -> bool {
+        self.lost.take(kind) || (self.polls_store && depth == 0)
     }
 
     pub fn mark_lost(&self, kind: StepKind) {
@@ -154,12 +151,7 @@ impl Queue {
     pub async fn depths(&self) -> Result<Vec<(StepKind, usize)>, QueueError> {
         match &self.transport {
             Transport::Memory(m) => Ok(StepKind::ALL.map(|k| (k, m.depth(k))).to_vec()),
-            Transport::Redis(r) => {
-                let d = r.depths().await.map_err(|e| QueueError(e.to_string()))?;
-                Ok(StepKind::ALL
-                    .map(|k| (k, d.get(&k).copied().unwrap_or(0)))
-                    .to_vec())
-            }
+            Transport::Redis(r) => r.depths().await.map_err(|e| QueueError(e.to_string())),
         }
     }
 

@@ -130,7 +130,7 @@ impl Redis {
     /// It also notices a Redis that lost its data (restarted without persistence, flushed):
     /// the `{prefix}:epoch` key, set when missing, is gone — every queue may have lost
     /// wake-ups then.
-    pub async fn depths(&self) -> Result<HashMap<StepKind, usize>, redis::RedisError> {
+    pub async fn depths(&self) -> Result<Vec<(StepKind, usize)>, redis::RedisError> {
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(format!("{}:epoch", self.prefix))
@@ -153,16 +153,15 @@ impl Redis {
             );
             self.lost.mark_all();
         }
-        let mut out = HashMap::new();
-        for (k, len) in StepKind::ALL.into_iter().zip(lens) {
+        let depths: Vec<(StepKind, usize)> = StepKind::ALL.into_iter().zip(lens).collect();
+        for &(k, len) in &depths {
             self.depth[&k].store(len, Ordering::Relaxed);
-            out.insert(k, len);
         }
-        Ok(out)
+        Ok(depths)
     }
 
     pub async fn purge(&self) -> Result<usize, redis::RedisError> {
-        let before: usize = self.depths().await?.values().sum();
+        let before: usize = self.depths().await?.iter().map(|(_, n)| n).sum();
         let keys: Vec<String> = StepKind::ALL.into_iter().map(|k| self.key(k)).collect();
         let _: () = redis::cmd("DEL")
             .arg(&keys)

@@ -30,12 +30,12 @@ pub async fn run(
     let mut failing = false;
     loop {
         let pause = match pass(&store, &queue, &kinds, &config).await {
-            Ok(p) => {
+            Ok(filled) => {
                 if failing {
                     tracing::info!("sweeper working again");
                     failing = false;
                 }
-                if p.full { Some(REFILL_PAUSE) } else { None }
+                if filled { Some(REFILL_PAUSE) } else { None }
             }
             Err(e) => {
                 if !failing {
@@ -57,21 +57,14 @@ pub async fn run(
     }
 }
 
-/// What one pass did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Pass {
-    pub woken: usize,
-    /// Some queue was filled to its window: more steps of that kind may be due.
-    pub full: bool,
-}
-
-/// One pass over `kinds`.
+/// One pass over `kinds`; true if it filled some queue to its window (more steps of that
+/// kind may be due).
 pub async fn pass(
     store: &Store,
     queue: &Queue,
     kinds: &[StepKind],
     config: &config::Queue,
-) -> anyhow::Result<Pass> {
+) -> anyhow::Result<bool> {
     let released = store
         .release_expired_leases(config.max_lease_expiries)
         .await?;
@@ -79,14 +72,14 @@ pub async fn pass(
         tracing::warn!(released, "released steps whose worker lease expired");
     }
     let now = now_ms();
-    let mut done = Pass::default();
+    let mut filled = false;
     let depths = queue.depths().await?;
     for (kind, depth) in depths {
         let room = queue.window().saturating_sub(depth);
         if room == 0 || !kinds.contains(&kind) {
             continue;
         }
-        let lost = queue.take_lost(kind) || (queue.polls_store() && depth == 0);
+        let lost = queue.take_lost(kind, depth);
         let requeue_before = if lost {
             now
         } else {
@@ -115,8 +108,7 @@ pub async fn pass(
             );
             queue.wake(&wakes);
         }
-        done.woken += wakes.len();
-        done.full |= full;
+        filled |= full;
     }
-    Ok(done)
+    Ok(filled)
 }

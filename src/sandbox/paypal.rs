@@ -757,16 +757,7 @@ async fn list_events(
     let q = Params::of(query);
     let start = q.time("start_time").unwrap_or_default();
     let end = q.time("end_time").unwrap_or_else(|| "9999".into());
-    let size: usize = q
-        .get("page_size")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-        .clamp(1, 300);
-    let page: usize = q
-        .get("page")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (size, page) = q.paging(10, 300);
     let mut all: Vec<wire::Event> = sb
         .inner
         .courier
@@ -816,6 +807,13 @@ impl Params {
             .map(|(_, v)| v.clone())
     }
 
+    /// `page_size` (default `size`, between 1 and `max`) and the 1-based `page`.
+    fn paging(&self, size: usize, max: usize) -> (usize, usize) {
+        let number = |k: &str| self.get(k).and_then(|v| v.parse::<usize>().ok());
+        let size = number("page_size").unwrap_or(size).clamp(1, max);
+        (size, number("page").unwrap_or(1).max(1))
+    }
+
     /// A date-time parameter, to compare as text on its first 19 characters (all are UTC
     /// here).
     fn time(&self, k: &str) -> Option<String> {
@@ -844,16 +842,7 @@ async fn search_transactions(
             "start_date and end_date are required.",
         );
     };
-    let size: usize = q
-        .get("page_size")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 500);
-    let page: usize = q
-        .get("page")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (size, page) = q.paging(100, 500);
     let mut all = Vec::new();
     {
         let st = sb.state();
