@@ -3,7 +3,7 @@
 //! the same store finishes every order, and every effect exists exactly once. A step that
 //! takes its worker down every time it runs is stopped as a poison job.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -17,22 +17,9 @@ on_both_stores!(
 
 /// Polls the store until `sql` (a count) satisfies `ok`.
 async fn until_count(app: &TestApp, what: &str, sql: &'static str, ok: impl Fn(i64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: i64 = sqlx::query_scalar(sql)
-            .fetch_one(&app.store.pool)
-            .await
-            .expect(sql);
-        if ok(n) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {what} (last {n}); engine log:\n{}",
-            app.engine_log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let limit = Duration::from_secs(60);
+    app.until_count(what, sql, ok, limit, || app.engine_log())
+        .await
 }
 
 async fn col(app: &TestApp, sql: &'static str) -> Vec<i64> {

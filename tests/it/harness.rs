@@ -433,6 +433,34 @@ impl TestApp {
             .await;
     }
 
+    /// Polls `sql` (a count) until `ok` holds for it, for at most `limit`; a timeout fails
+    /// with `logs()`. A query that fails (the store restarting) reads as -1.
+    pub async fn until_count(
+        &self,
+        what: &str,
+        sql: &'static str,
+        ok: impl Fn(i64) -> bool,
+        limit: Duration,
+        logs: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n: i64 = sqlx::query_scalar(sql)
+                .fetch_one(&self.store.pool)
+                .await
+                .unwrap_or(-1);
+            if ok(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what} (last {n}); logs:\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls the order until `pred` holds for it.
     pub async fn wait_until(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);

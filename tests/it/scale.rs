@@ -3,7 +3,7 @@
 //! under load (servers of the test's own, on free ports).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -13,31 +13,27 @@ use crate::harness::{
 };
 use crate::servers::{OwnPostgres, OwnRedis};
 
-/// Polls `SELECT COUNT(*) …` until it reaches `want`, failing with `logs` after `limit`.
-async fn until_count(
-    app: &TestApp,
-    sql: &'static str,
-    want: i64,
-    limit: Duration,
-    logs: &dyn Fn() -> String,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        // -1 while the store is restarting.
-        let n: i64 = sqlx::query_scalar(sql)
-            .fetch_one(&app.store.pool)
-            .await
-            .unwrap_or(-1);
-        if n == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: {n}, never {want}; logs:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+const FULFILLED: &str = "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'";
+
+/// Waits until all `n` orders are fulfilled, for at most `limit`; a timeout shows `logs()`.
+async fn until_fulfilled(app: &TestApp, n: usize, limit: Duration, logs: impl Fn() -> String) {
+    let n = n as i64;
+    app.until_count("every order fulfilled", FULFILLED, |k| k == n, limit, logs)
+        .await
+}
+
+/// Wake-ups waiting in the Redis list of one step kind.
+async fn queued(redis_url: &str, prefix: &str, kind: &str) -> usize {
+    let client = redis::Client::open(redis_url).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("LLEN")
+        .arg(format!("{prefix}:wake:{kind}"))
+        .query_async(&mut c)
+        .await
+        .expect("LLEN")
 }
 
 async fn count(app: &TestApp, sql: &'static str) -> i64 {
@@ -191,14 +187,7 @@ async fn two_intakes_three_workers_kill_and_term_fulfil_every_order_once() {
             .collect::<Vec<_>>()
             .join("\n---\n")
     };
-    until_count(
-        &app,
-        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
-        N as i64,
-        Duration::from_secs(600),
-        &logs,
-    )
-    .await;
+    until_fulfilled(&app, N, Duration::from_secs(600), logs).await;
     effects_exactly_once(&app, N as i64, N as i64 + 10).await;
     assert_eq!(
         count(&app, "SELECT COUNT(*) FROM webhook_events").await,
@@ -238,26 +227,10 @@ async fn redis_restart_mid_run_loses_nothing() {
         let r = app.post_webhook(body.clone(), Some(sig)).await;
         assert_eq!(r.status(), 200);
     }
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let waiting: usize = redis::cmd("LLEN")
-        .arg(format!("{prefix}:wake:confirm_capture"))
-        .query_async(&mut c)
-        .await
-        .expect("LLEN");
+    let waiting = queued(&url, &prefix, "confirm_capture").await;
     assert!(waiting > 0, "wake-ups were waiting in Redis when it went");
     redis.restart();
-    until_count(
-        &app,
-        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
-        N as i64,
-        Duration::from_secs(300),
-        &|| String::new(),
-    )
-    .await;
+    until_fulfilled(&app, N, Duration::from_secs(300), String::new).await;
     effects_exactly_once(&app, N as i64, N as i64).await;
     TestApp::finish_shared(app).await;
 }
@@ -337,14 +310,7 @@ async fn postgres_restart_mid_run_only_stored_events_get_2xx() {
             200
         );
     }
-    until_count(
-        &app,
-        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
-        N as i64,
-        Duration::from_secs(300),
-        &|| String::new(),
-    )
-    .await;
+    until_fulfilled(&app, N, Duration::from_secs(300), String::new).await;
     assert_eq!(
         count(&app, "SELECT COUNT(*) FROM webhook_events").await,
         N as i64
@@ -400,38 +366,31 @@ async fn backlog_drains(backend: Backend, role: &str, queue_url: &str) {
         ],
     )
     .await;
-    let fulfilled = "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'";
     due_backlog(&app, "a", FIRST).await;
     // A line per step would be most of the work here.
     let quiet = [("RUST_LOG", "warn")];
     let mut worker = app.start_role(role, &[], None, &quiet).await;
     let limit = Duration::from_secs(600);
     let log = |w: &crate::harness::RoleProcess| w.log_text();
-    let deadline = Instant::now() + limit;
-    while count(&app, fulfilled).await < FIRST / 4 {
-        assert!(Instant::now() < deadline, "no progress:\n{}", log(&worker));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.until_count(
+        "a quarter fulfilled",
+        FULFILLED,
+        |n| n >= FIRST / 4,
+        limit,
+        || log(&worker),
+    )
+    .await;
     assert!(worker.sigterm().await, "clean exit:\n{}", log(&worker));
     due_backlog(&app, "b", MORE).await;
     if queue_url.starts_with("redis") {
-        let client = redis::Client::open(queue_url).expect("redis url");
-        let mut c = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let held: usize = redis::cmd("LLEN")
-            .arg(format!("{prefix}:wake:grant_entitlement"))
-            .query_async(&mut c)
-            .await
-            .expect("LLEN");
+        let held = queued(queue_url, &prefix, "grant_entitlement").await;
         assert!(
             held <= WINDOW,
             "the queue holds {held} wake-ups, past its window"
         );
     }
     let worker = app.start_role(role, &[], None, &quiet).await;
-    until_count(&app, fulfilled, FIRST + MORE, limit, &|| log(&worker)).await;
+    until_fulfilled(&app, (FIRST + MORE) as usize, limit, || log(&worker)).await;
     assert_eq!(
         count(&app, "SELECT COUNT(*) FROM steps WHERE status <> 'done'").await,
         0
@@ -474,14 +433,7 @@ async fn intake_and_worker_without_a_shared_queue_fulfil_orders() {
         let sig = signature(WEBHOOK_SECRET, &body, 0);
         assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
     }
-    until_count(
-        &app,
-        "SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'",
-        N as i64,
-        Duration::from_secs(120),
-        &|| worker.log_text(),
-    )
-    .await;
+    until_fulfilled(&app, N, Duration::from_secs(120), || worker.log_text()).await;
     effects_exactly_once(&app, N as i64, N as i64).await;
     drop((intake, worker));
     TestApp::finish_shared(app).await;
