@@ -8,6 +8,8 @@
 //!
 //! Topologies (`BENCH_TOPOLOGIES`, comma-separated; default all three):
 //! - `embedded`: `serve` on SQLite, in this process.
+//! - `embedded-intake`: `intake` alone on SQLite, in this process: what the intake takes
+//!   with no pipeline competing for the CPU (no end-to-end figure).
 //! - `pg-redis-1`, `pg-redis-2`: an intake in this process, and 1 or 2 `fulfilld work`
 //!   processes, on Postgres (`BENCH_POSTGRES`, default the local server) and Redis
 //!   (`BENCH_REDIS`, default the local server).
@@ -67,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         .filter(|t| !t.is_empty())
     {
         let workers = match t {
-            "embedded" => 0,
+            "embedded" | "embedded-intake" => 0,
             "pg-redis-1" => 1,
             "pg-redis-2" => 2,
             other => anyhow::bail!("unknown topology {other:?}"),
@@ -111,6 +113,18 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&out, serde_json::to_vec_pretty(&rows)?)?;
     eprintln!("written to {out}");
     Ok(())
+}
+
+/// Whether every order is fulfilled; an error once 600 s have passed since `start`.
+async fn all_fulfilled(store: &Store, orders: usize, start: Instant) -> anyhow::Result<bool> {
+    let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'")
+        .fetch_one(&store.pool)
+        .await?;
+    anyhow::ensure!(
+        start.elapsed() < Duration::from_secs(600),
+        "only {done} of {orders} fulfilled after 600 s"
+    );
+    Ok(done as usize >= orders)
 }
 
 /// Peak RSS (VmHWM) of a process, in MB.
@@ -204,7 +218,8 @@ async fn run(
         sb_l,
         wait(stop_rx.clone()),
     ));
-    let role = if workers == 0 {
+    let intake_only = topology.ends_with("-intake");
+    let role = if workers == 0 && !intake_only {
         Role::Serve
     } else {
         Role::Intake
@@ -351,18 +366,8 @@ async fn run(
     }
     let intake = start.elapsed();
     let store = Store::connect(&store_url, 2).await?;
-    loop {
-        let done: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status = 'fulfilled'")
-                .fetch_one(&store.pool)
-                .await?;
-        if done as usize >= orders {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "only {done} of {orders} fulfilled after 600 s"
-        );
+    // Every order followed to fulfilled (not for an intake alone: nothing runs the steps).
+    while !intake_only && !all_fulfilled(&store, orders, start).await? {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let e2e = start.elapsed();
@@ -388,7 +393,11 @@ async fn run(
         p99_ms: ms(pct(0.99)),
         max_ms: ms(lat[lat.len() - 1]),
         duplicates_suppressed: dups.load(std::sync::atomic::Ordering::Relaxed),
-        e2e_orders_per_s: orders as f64 / e2e.as_secs_f64(),
+        e2e_orders_per_s: if intake_only {
+            0.0
+        } else {
+            orders as f64 / e2e.as_secs_f64()
+        },
         peak_rss_mb: peak,
     };
     store.pool.close().await;

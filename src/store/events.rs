@@ -7,7 +7,7 @@ use jobs::Wake;
 use serde::Serialize;
 
 use super::payments::PaymentRow;
-use super::{Result, Store, Tx, payments, refunds};
+use super::{Result, Store, StoreError, Tx, payments, refunds};
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
@@ -32,7 +32,16 @@ impl Store {
         restock_default: bool,
     ) -> Result<Recorded> {
         let mut tx = self.begin().await?;
-        let r = record_in(&mut tx, ev, raw, headers, restock_default).await?;
+        let one = Incoming {
+            ev,
+            raw,
+            headers,
+            restock_default,
+        };
+        let r = record_batch(&mut tx, &[one])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Other("recording an event returned nothing".into()))?;
         if r.duplicate {
             tx.rollback().await?;
         } else {
@@ -52,53 +61,175 @@ impl Store {
     }
 }
 
-/// Records one event and applies it, in the caller's transaction (which the caller commits
-/// — or, for a duplicate, may simply roll back: nothing was written).
-pub async fn record_in(
-    tx: &mut Tx,
-    ev: &ProviderEvent,
-    raw: &[u8],
-    headers: &str,
-    restock_default: bool,
-) -> Result<Recorded> {
-    let inserted = sqlx::query(
-        "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
-         VALUES ($1, $2, $3, $4, $5, 'received', $6)
-         ON CONFLICT (provider, event_id) DO NOTHING",
-    )
-    .bind(ev.provider)
-    .bind(&ev.event_id)
-    .bind(&ev.event_type)
-    .bind(raw.to_vec())
-    .bind(headers)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
-        return Ok(Recorded {
-            duplicate: true,
-            outcome: "duplicate".into(),
-            wake: Vec::new(),
+/// One verified event to record (see [`record_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub ev: &'a ProviderEvent,
+    pub raw: &'a [u8],
+    pub headers: &'a str,
+    pub restock_default: bool,
+}
+
+/// What recording one event did, before its outcome is written back.
+struct Applied {
+    outcome: String,
+    payment_id: Option<String>,
+    wake: Vec<Wake>,
+}
+
+/// Records events and applies them, in the caller's transaction (which the caller commits
+/// — or, when every event was a duplicate, may simply roll back: nothing was written).
+/// A batch costs a fixed handful of statements on the hot path (paid events of open
+/// payments): the events are stored by one insert, their payments and orders move and their
+/// pipelines are created by one statement each. Every other event takes the full path, one
+/// by one, after them — events that arrived together have no order among themselves, so
+/// any serial order is a true one.
+pub async fn record_batch(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Recorded>> {
+    let ids = insert_events(tx, batch).await?;
+    let mut applied: Vec<Option<Applied>> = batch.iter().map(|_| None).collect();
+    // Paid events that name their payment by the provider's order id: the first per payment.
+    let mut fast: Vec<usize> = Vec::new();
+    let mut named: Vec<(&str, &str, Option<&str>)> = Vec::new();
+    for (i, inc) in batch.iter().enumerate() {
+        let (
+            Some(_),
+            PaymentChange::Paid {
+                provider_payment_id,
+            },
+            Some(poid),
+        ) = (ids[i], &inc.ev.change, inc.ev.provider_order_id.as_deref())
+        else {
+            continue;
+        };
+        if !named
+            .iter()
+            .any(|(p, o, _)| *p == inc.ev.provider && *o == poid)
+        {
+            fast.push(i);
+            named.push((inc.ev.provider, poid, provider_payment_id.as_deref()));
+        }
+    }
+    let mut moved = payments::mark_paid_many(tx, &named).await?;
+    let mut moved_at = Vec::with_capacity(moved.len());
+    for (&i, (provider, poid, _)) in fast.iter().zip(&named) {
+        let placed = moved_at.len();
+        if let Some(p) = moved[placed..]
+            .iter()
+            .position(|p| p.provider == *provider && p.provider_order_id == *poid)
+        {
+            moved.swap(placed, placed + p);
+            moved_at.push(i);
+        }
+    }
+    let captured = payments::captured_many(tx, &moved).await?;
+    for ((i, p), (outcome, wake)) in moved_at.into_iter().zip(moved).zip(captured) {
+        applied[i] = Some(Applied {
+            outcome,
+            payment_id: Some(p.id),
+            wake,
         });
     }
-    let payment = payment_for(tx, ev).await?;
-    let (outcome, wake) = apply_event(tx, ev, payment.as_ref(), restock_default).await?;
-    sqlx::query(
-        "UPDATE webhook_events SET outcome = $1, payment_id = $2 WHERE provider = $3 AND event_id = $4",
-    )
-    .bind(&outcome)
-    .bind(payment.as_ref().map(|p| p.id.as_str()))
-    .bind(ev.provider)
-    .bind(&ev.event_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(Recorded {
-        duplicate: false,
-        outcome,
-        wake,
-    })
+    for (i, inc) in batch.iter().enumerate() {
+        if ids[i].is_none() || applied[i].is_some() {
+            continue;
+        }
+        let payment = payment_for(tx, inc.ev).await?;
+        let (outcome, wake) =
+            apply_event(tx, inc.ev, payment.as_ref(), inc.restock_default).await?;
+        applied[i] = Some(Applied {
+            outcome,
+            payment_id: payment.map(|p| p.id),
+            wake,
+        });
+    }
+    let stored: Vec<(i64, &Applied)> = ids
+        .iter()
+        .zip(&applied)
+        .filter_map(|(id, a)| Some(((*id)?, a.as_ref()?)))
+        .collect();
+    set_outcomes(tx, &stored).await?;
+    Ok(applied
+        .into_iter()
+        .map(|a| match a {
+            Some(a) => Recorded {
+                duplicate: false,
+                outcome: a.outcome,
+                wake: a.wake,
+            },
+            None => Recorded {
+                duplicate: true,
+                outcome: "duplicate".into(),
+                wake: Vec::new(),
+            },
+        })
+        .collect())
+}
+
+/// Stores the events, each `(provider, event id)` once: the new ones' row ids, `None` for a
+/// duplicate (seen before, or earlier in this batch).
+async fn insert_events(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option<i64>>> {
+    let values = (0..batch.len())
+        .map(|i| {
+            let b = 2 + 5 * i;
+            format!(
+                "(${b}, ${}, ${}, ${}, ${}, 'received', $1)",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut q = sqlx::query_as::<_, (i64, String, String)>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
+         VALUES {values}
+         ON CONFLICT (provider, event_id) DO NOTHING
+         RETURNING id, provider, event_id"
+    )))
+    .persistent(false)
+    .bind(now_ms());
+    for inc in batch {
+        q = q
+            .bind(inc.ev.provider)
+            .bind(&inc.ev.event_id)
+            .bind(&inc.ev.event_type)
+            .bind(inc.raw.to_vec())
+            .bind(inc.headers);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    let mut ids: Vec<Option<i64>> = batch.iter().map(|_| None).collect();
+    for (id, provider, event_id) in rows {
+        // The first event of the batch with that key is the one stored.
+        if let Some(i) = batch
+            .iter()
+            .position(|inc| inc.ev.provider == provider && inc.ev.event_id == event_id)
+        {
+            ids[i] = Some(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Writes each stored event's outcome and payment, in one statement.
+async fn set_outcomes(tx: &mut Tx, stored: &[(i64, &Applied)]) -> Result<()> {
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let values = (0..stored.len())
+        .map(|i| format!("(${}, ${}, ${})", 1 + 3 * i, 2 + 3 * i, 3 + 3 * i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_events SET outcome = v.column2, payment_id = v.column3
+         FROM (VALUES {values}) AS v WHERE webhook_events.id = v.column1"
+    )))
+    .persistent(false);
+    for (id, a) in stored {
+        q = q.bind(*id).bind(&a.outcome).bind(a.payment_id.as_deref());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The payment of ours an event is about, if any.

@@ -394,6 +394,36 @@ pub async fn apply(
     }
 }
 
+/// The Paid hot path of a whole batch of events in one statement: each open payment named by
+/// `(provider, provider order id, provider payment id)` moves to paid. Returns the payments
+/// that moved; the caller gives every other event the full path ([`apply`]).
+pub async fn mark_paid_many(
+    tx: &mut Tx,
+    named: &[(&str, &str, Option<&str>)],
+) -> Result<Vec<PaymentRow>> {
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values = (0..named.len())
+        .map(|i| format!("(${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut q = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE payments SET status = 'paid', updated_at = $1,
+                provider_payment_id = COALESCE(v.column3, payments.provider_payment_id)
+         FROM (VALUES {values}) AS v
+         WHERE payments.provider = v.column1 AND payments.provider_order_id = v.column2
+           AND payments.status IN ('creating', 'created', 'pending')
+         RETURNING {COLS}"
+    )))
+    .persistent(false)
+    .bind(now_ms());
+    for (provider, poid, ppid) in named {
+        q = q.bind(*provider).bind(*poid).bind(*ppid);
+    }
+    Ok(q.fetch_all(&mut **tx).await?)
+}
+
 /// A payment ended without money (failed, declined, expired): the stock it held goes back,
 /// the order can be paid again, and the buyer is told. Returns the steps to wake.
 pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<Wake>> {
@@ -425,29 +455,85 @@ async fn contradicted(
     ))
 }
 
-/// A payment just became paid: fulfil the order with it — or, when another payment of the
-/// order was captured first, refund this one (`refund_extra_payment`).
+/// A payment was captured: its order moves to paid and gets its fulfilment pipeline — or,
+/// when the order was paid already by another payment, this one is refunded. Returns the
+/// outcome and the steps to wake.
 pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<Wake>)> {
-    // The order moves to paid, and the same statement says whether refunds wait for this
-    // capture (an event that overtook it): no extra round trip on the hot path.
-    let waiting: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let mut one = captured_many(tx, std::slice::from_ref(p)).await?;
+    Ok(one.pop().unwrap_or_default())
+}
+
+/// [`captured`] for many payments of different orders at once: a fixed handful of
+/// statements however many there are (the intake's group commit hands over whole batches).
+pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String, Vec<Wake>)>> {
+    if ps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = |from: usize, n: usize| {
+        (0..n)
+            .map(|i| format!("${}", from + i))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
         "UPDATE orders SET status = 'paid', updated_at = $1
-         WHERE id = $2 AND status IN ('pending_payment', 'payment_failed', 'created')
-         RETURNING {}",
-        refunds::waiting_sql("$3", "$2")
+         WHERE status IN ('pending_payment', 'payment_failed', 'created') AND id IN ({})
+         RETURNING id",
+        list(2, ps.len())
     )))
-    .bind(crate::domain::now_ms())
-    .bind(&p.order_id)
-    .bind(&p.id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(waiting) = waiting {
-        let mut wake = steps::create_pipeline(tx, &p.order_id, &p.id).await?;
-        if waiting > 0 {
+    .persistent(false)
+    .bind(crate::domain::now_ms());
+    for p in ps {
+        q = q.bind(&p.order_id);
+    }
+    let mut orders: Vec<String> = q.fetch_all(&mut **tx).await?;
+    // Each order that moved is paid by the first of its payments here; any other is extra.
+    let moved: Vec<&PaymentRow> = ps
+        .iter()
+        .filter(|p| match orders.iter().position(|o| *o == p.order_id) {
+            Some(i) => {
+                orders.swap_remove(i);
+                true
+            }
+            None => false,
+        })
+        .collect();
+    // Refunds that waited for these captures (an event that overtook them): nearly never.
+    let mut waiting: Vec<String> = Vec::new();
+    if !moved.is_empty() {
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM payments WHERE id IN ({}) AND {} > 0",
+            list(1, moved.len()),
+            refunds::waiting_sql("payments.id", "payments.order_id")
+        )))
+        .persistent(false);
+        for p in &moved {
+            q = q.bind(&p.id);
+        }
+        waiting = q.fetch_all(&mut **tx).await?;
+    }
+    let pairs: Vec<(&str, &str)> = moved
+        .iter()
+        .map(|p| (p.order_id.as_str(), p.id.as_str()))
+        .collect();
+    let mut pipelines = steps::create_pipelines(tx, &pairs).await?.into_iter();
+    let mut out = Vec::with_capacity(ps.len());
+    for p in ps {
+        if !moved.iter().any(|m| std::ptr::eq(*m, p)) {
+            out.push(extra_payment(tx, p).await?);
+            continue;
+        }
+        let mut wake = pipelines.next().unwrap_or_default();
+        if waiting.contains(&p.id) {
             wake.extend(refunds::place_and_apply(tx, &p.id, &p.order_id).await?);
         }
-        return Ok(("paid".to_owned(), wake));
+        out.push(("paid".to_owned(), wake));
     }
+    Ok(out)
+}
+
+/// A second capture for an order paid already: it is refunded.
+async fn extra_payment(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<Wake>)> {
     let id = steps::insert(
         tx,
         &p.order_id,

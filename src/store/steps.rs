@@ -85,19 +85,62 @@ pub async fn insert(
     Ok(id.map(|step_id| Wake { step_id, kind }))
 }
 
-/// Creates a payment's fulfilment pipeline for its order: the first step pending, the rest
-/// waiting. Returns the ids to wake (none if the pipeline already existed). The steps of an
-/// earlier payment that failed at capture stay, done or skipped, as history.
-pub async fn create_pipeline(tx: &mut Tx, order_id: &str, payment_id: &str) -> Result<Vec<Wake>> {
-    let mut wake = Vec::new();
-    for (i, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
-        let status = if i == 0 { "pending" } else { "waiting" };
-        let created = insert(tx, order_id, payment_id, kind, status).await?;
-        if let (Some(w), 0) = (created, i) {
-            wake.push(w);
+/// Creates the fulfilment pipeline of each `(order, payment)`: the first step pending, the
+/// rest waiting — all of them in one statement. Returns, per pair, the ids to wake (none if
+/// its pipeline already existed). The steps of an earlier payment that failed at capture
+/// stay, done or skipped, as history.
+pub async fn create_pipelines(tx: &mut Tx, pairs: &[(&str, &str)]) -> Result<Vec<Vec<Wake>>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // $1 is the time; each pair binds its order and payment; kinds, positions and statuses
+    // are our own constants. The text varies with the batch size, so it is not cached.
+    let mut sql = String::from(
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at) VALUES ",
+    );
+    for i in 0..pairs.len() {
+        let (o, p) = (2 + 2 * i, 3 + 2 * i);
+        for (k, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
+            let (status, enqueued) = if k == 0 {
+                ("pending", "$1")
+            } else {
+                ("waiting", "NULL")
+            };
+            if i + k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${o}, ${p}, '{}', {}, '{status}', $1, {enqueued}, $1, $1)",
+                kind.as_str(),
+                kind.position()
+            ));
         }
     }
-    Ok(wake)
+    sql.push_str(
+        " ON CONFLICT (order_id, kind, payment_id) DO NOTHING RETURNING id, order_id, payment_id, kind, status",
+    );
+    let mut q =
+        sqlx::query_as::<_, (i64, String, String, String, String)>(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(now_ms());
+    for (o, p) in pairs {
+        q = q.bind(*o).bind(*p);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    let mut out = vec![Vec::new(); pairs.len()];
+    for (id, order, payment, kind, status) in rows {
+        if status != "pending" {
+            continue;
+        }
+        let (Some(i), Some(kind)) = (
+            pairs.iter().position(|(o, p)| *o == order && *p == payment),
+            StepKind::parse(&kind),
+        ) else {
+            continue;
+        };
+        out[i].push(Wake { step_id: id, kind });
+    }
+    Ok(out)
 }
 
 /// Schedules a step that may be needed more than once for a payment: re-reading it after
