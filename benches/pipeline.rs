@@ -8,8 +8,9 @@
 //!
 //! Topologies (`BENCH_TOPOLOGIES`, comma-separated; default all three):
 //! - `embedded`: `serve` on SQLite, in this process.
-//! - `embedded-intake`: `intake` alone on SQLite, in this process: what the intake takes
-//!   with no pipeline competing for the CPU (no end-to-end figure).
+//! - `embedded-intake`, `pg-redis-intake`: `intake` alone on SQLite, or on Postgres and
+//!   Redis, in this process: what the intake takes with no pipeline competing for the CPU
+//!   (no end-to-end figure).
 //! - `pg-redis-1`, `pg-redis-2`: an intake in this process, and 1 or 2 `fulfilld work`
 //!   processes, on Postgres (`BENCH_POSTGRES`, default the local server) and Redis
 //!   (`BENCH_REDIS`, default the local server).
@@ -69,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         .filter(|t| !t.is_empty())
     {
         let workers = match t {
-            "embedded" | "embedded-intake" => 0,
+            "embedded" | "embedded-intake" | "pg-redis-intake" => 0,
             "pg-redis-1" => 1,
             "pg-redis-2" => 2,
             other => anyhow::bail!("unknown topology {other:?}"),
@@ -147,7 +148,8 @@ async fn run(
     dup_every: usize,
 ) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
-    let (store_url, pg) = if workers == 0 {
+    let shared = topology.starts_with("pg-");
+    let (store_url, pg) = if !shared {
         (format!("sqlite://{}/bench.db", dir.path().display()), None)
     } else {
         let admin_url = env_or(
@@ -201,7 +203,7 @@ async fn run(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    if workers > 0 {
+    if shared {
         let redis = env_or("BENCH_REDIS", "redis://127.0.0.1:6379");
         env.push(("FULFILLD__QUEUE__URL".into(), redis));
         env.push(("FULFILLD__QUEUE__PREFIX".into(), prefix.clone()));
@@ -219,7 +221,7 @@ async fn run(
         wait(stop_rx.clone()),
     ));
     let intake_only = topology.ends_with("-intake");
-    let role = if workers == 0 && !intake_only {
+    let role = if !shared && !intake_only {
         Role::Serve
     } else {
         Role::Intake
@@ -414,7 +416,7 @@ async fn run(
         .execute(&admin.pool)
         .await?;
     }
-    if workers > 0 {
+    if shared {
         let client = redis::Client::open(env_or("BENCH_REDIS", "redis://127.0.0.1:6379"))?;
         let mut c = client.get_multiplexed_async_connection().await?;
         let keys: Vec<String> = jobs::StepKind::ALL
