@@ -14,6 +14,7 @@
 //! - `pg-redis-1`, `pg-redis-2`: an intake in this process, and 1 or 2 `fulfilld work`
 //!   processes, on Postgres (`BENCH_POSTGRES`, default the local server) and Redis
 //!   (`BENCH_REDIS`, default the local server).
+//! - `pg-notify-1`, `pg-notify-2`: the same with Postgres notifications for the queue.
 //!
 //! ```sh
 //! cargo bench --bench pipeline                                    # 2000 orders, 64 clients
@@ -71,8 +72,8 @@ async fn main() -> anyhow::Result<()> {
     {
         let workers = match t {
             "embedded" | "embedded-intake" | "pg-redis-intake" => 0,
-            "pg-redis-1" => 1,
-            "pg-redis-2" => 2,
+            "pg-redis-1" | "pg-notify-1" => 1,
+            "pg-redis-2" | "pg-notify-2" => 2,
             other => anyhow::bail!("unknown topology {other:?}"),
         };
         let row = run(t, workers, orders, conc, dup_every.max(1)).await?;
@@ -204,8 +205,12 @@ async fn run(
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     if shared {
-        let redis = env_or("BENCH_REDIS", "redis://127.0.0.1:6379");
-        env.push(("FULFILLD__QUEUE__URL".into(), redis));
+        let queue = if topology.starts_with("pg-notify") {
+            store_url.clone()
+        } else {
+            env_or("BENCH_REDIS", "redis://127.0.0.1:6379")
+        };
+        env.push(("FULFILLD__QUEUE__URL".into(), queue));
         env.push(("FULFILLD__QUEUE__PREFIX".into(), prefix.clone()));
     }
     // FULFILLD__* from the environment override the above, for tuning runs.

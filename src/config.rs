@@ -346,10 +346,11 @@ impl Config {
             return bad("store.url", "must start with sqlite: or postgres:".into());
         }
         let q = &self.queue.url;
-        if !(q.is_empty() || q.starts_with("redis://") || q.starts_with("rediss://")) {
+        let schemes = ["redis://", "rediss://", "postgres://", "postgresql://"];
+        if !(q.is_empty() || schemes.iter().any(|s| q.starts_with(s))) {
             return bad(
                 "queue.url",
-                "must be empty (the embedded queue) or start with redis:// or rediss://".into(),
+                "must be empty (the embedded queue) or start with redis://, rediss://, postgres:// or postgresql://".into(),
             );
         }
         if self.queue.window == 0 {

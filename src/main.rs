@@ -27,7 +27,7 @@ enum Command {
     /// Run everything in one process: intake, workers and sweeper (migrates first).
     Serve,
     /// Run the HTTP intake only (webhooks, the shop API, admin API); stateless, run many
-    /// behind a load balancer. Needs a shared store and queue (postgres://, redis://).
+    /// behind a load balancer. Needs a shared store (postgres://) and a queue (redis:// or postgres://).
     Intake,
     /// Run workers only: the step kinds chosen, the sweeper that feeds them, housekeeping
     /// and reconciliation. Answers /healthz and /readyz on http.addr. Run many.

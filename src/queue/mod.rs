@@ -11,9 +11,11 @@
 //! # Layout
 //! - `memory`: the embedded default — in-process channels feeding this process's workers.
 //! - `redis`: one Redis list per kind, shared by every intake and worker process.
+//! - `notify`: Postgres `LISTEN`/`NOTIFY` telling each process's sweeper what became due.
 //! - `sweeper`: re-enqueues due steps and releases expired leases.
 
 pub mod memory;
+pub mod notify;
 pub mod redis;
 pub mod sweeper;
 
@@ -26,6 +28,7 @@ use apalis_core::backend::memory::{MemorySink, MemoryStorage};
 use apalis_core::task::Task;
 use futures::{SinkExt, Stream};
 use jobs::{StepKind, Wake};
+use tokio::sync::Notify;
 
 use crate::config;
 
@@ -44,37 +47,53 @@ pub struct Queue {
     window: usize,
     lost: Arc<Lost>,
     polls_store: bool,
+    /// Asks the sweeper for a pass now (a Postgres notification said steps are due).
+    nudge: Arc<Notify>,
 }
 
 /// Per step kind: whether wake-ups may have been lost — not sent because the queue was at
 /// its window, a push that failed, a Redis that came back empty, or a process start (what
 /// the queue holds is unknown). The sweeper then sends every due step of that kind, not only
 /// those whose wake-up is older than `queue.requeue_after_ms`.
+///
+/// And whether new wake-ups wait in the store for a sweeper to take them (`fresh`: a
+/// Postgres notification said so).
 #[derive(Debug)]
-pub struct Lost(HashMap<StepKind, AtomicBool>);
+pub struct Lost {
+    lost: HashMap<StepKind, AtomicBool>,
+    fresh: HashMap<StepKind, AtomicBool>,
+}
 
 impl Lost {
     fn new() -> Lost {
-        Lost(
+        let flags = |v: bool| {
             StepKind::ALL
                 .into_iter()
-                .map(|k| (k, AtomicBool::new(true)))
-                .collect(),
-        )
+                .map(|k| (k, AtomicBool::new(v)))
+                .collect()
+        };
+        Lost {
+            lost: flags(true),
+            fresh: flags(false),
+        }
     }
 
     pub fn mark(&self, kind: StepKind) {
-        self.0[&kind].store(true, Ordering::Relaxed);
+        self.lost[&kind].store(true, Ordering::Relaxed);
     }
 
     pub fn mark_all(&self) {
-        for f in self.0.values() {
+        for f in self.lost.values() {
             f.store(true, Ordering::Relaxed);
         }
     }
 
+    pub fn mark_fresh(&self, kind: StepKind) {
+        self.fresh[&kind].store(true, Ordering::Relaxed);
+    }
+
     fn take(&self, kind: StepKind) -> bool {
-        self.0[&kind].swap(false, Ordering::Relaxed)
+        self.lost[&kind].swap(false, Ordering::Relaxed)
     }
 }
 
@@ -82,6 +101,7 @@ impl Lost {
 enum Transport {
     Memory(memory::Memory),
     Redis(Box<redis::Redis>),
+    Postgres(Box<notify::PgNotify>),
 }
 
 impl std::fmt::Debug for Queue {
@@ -89,13 +109,15 @@ impl std::fmt::Debug for Queue {
         f.write_str(match self.transport {
             Transport::Memory(_) => "Queue(memory)",
             Transport::Redis(_) => "Queue(redis)",
+            Transport::Postgres(_) => "Queue(postgres)",
         })
     }
 }
 
 impl Queue {
     /// The queue `queue.url` names: empty for the embedded in-process queue, `redis://…`
-    /// (or `rediss://…`) for Redis. Does not wait for Redis to be up.
+    /// (or `rediss://…`) for Redis, `postgres://…` for Postgres notifications (see
+    /// [`notify`]). Does not wait for Redis or Postgres to be up.
     ///
     /// `polls_store`: this process's workers consume an in-process queue that wake-ups from
     /// other processes cannot reach (`fulfilld work` without `queue.url`), so its sweeper must
@@ -103,8 +125,16 @@ impl Queue {
     /// step of that kind.
     pub fn open(config: &config::Queue, polls_store: bool) -> Result<Queue, QueueError> {
         let lost = Arc::new(Lost::new());
+        let nudge = Arc::new(Notify::new());
         let transport = if config.url.is_empty() {
             Transport::Memory(memory::Memory::default())
+        } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
+            Transport::Postgres(Box::new(notify::PgNotify::open(
+                &config.url,
+                &config.prefix,
+                lost.clone(),
+                nudge.clone(),
+            )))
         } else {
             let r = redis::Redis::open(&config.url, &config.prefix, config.window, lost.clone())
                 .map_err(|e| QueueError(format!("queue.url: {e}")))?;
@@ -115,7 +145,13 @@ impl Queue {
             window: config.window,
             lost,
             polls_store: polls_store && config.url.is_empty(),
+            nudge,
         })
+    }
+
+    /// Resolves when a pass of the sweeper is wanted before its next tick.
+    pub async fn nudged(&self) {
+        self.nudge.notified().await
     }
 
     /// Whether the sweeper should send every due step of `kind`, whose queue holds `depth`:
@@ -127,6 +163,15 @@ impl Queue {
 
     pub fn mark_lost(&self, kind: StepKind) {
         self.lost.mark(kind)
+    }
+
+    /// Whether new wake-ups of `kind` wait in the store for a sweeper (see [`Lost`]).
+    pub fn take_fresh(&self, kind: StepKind) -> bool {
+        self.lost.fresh[&kind].swap(false, Ordering::Relaxed)
+    }
+
+    pub fn mark_fresh(&self, kind: StepKind) {
+        self.lost.mark_fresh(kind)
     }
 
     /// Sends one wake-up per step, each on its kind's queue, unless that queue already holds
@@ -143,7 +188,18 @@ impl Queue {
                     }
                 }
                 Transport::Redis(r) => r.send(w),
+                Transport::Postgres(p) => p.send(w),
             }
+        }
+    }
+
+    /// Hands the steps a sweeper took from the store to the workers: like [`Queue::wake`],
+    /// except that with Postgres notifications they go to this process's own lanes (the
+    /// sweeper's take already chose this process).
+    pub fn deliver(&self, wakes: &[Wake]) {
+        match &self.transport {
+            Transport::Postgres(p) => wakes.iter().for_each(|&w| p.lanes.send(w)),
+            _ => self.wake(wakes),
         }
     }
 
@@ -152,6 +208,7 @@ impl Queue {
         match &self.transport {
             Transport::Memory(m) => Ok(StepKind::ALL.map(|k| (k, m.depth(k))).to_vec()),
             Transport::Redis(r) => r.depths().await.map_err(|e| QueueError(e.to_string())),
+            Transport::Postgres(p) => Ok(StepKind::ALL.map(|k| (k, p.lanes.depth(k))).to_vec()),
         }
     }
 
@@ -166,6 +223,7 @@ impl Queue {
         match &self.transport {
             Transport::Memory(m) => Ok(m.purge()),
             Transport::Redis(r) => r.purge().await.map_err(|e| QueueError(e.to_string())),
+            Transport::Postgres(p) => Ok(p.lanes.purge()),
         }
     }
 
@@ -174,6 +232,7 @@ impl Queue {
         match &self.transport {
             Transport::Memory(_) => true,
             Transport::Redis(r) => r.ping().await,
+            Transport::Postgres(p) => p.ping(),
         }
     }
 
@@ -184,6 +243,7 @@ impl Queue {
         let stream = match &self.transport {
             Transport::Memory(m) => m.stream(kind),
             Transport::Redis(r) => r.stream(kind),
+            Transport::Postgres(p) => p.lanes.stream(kind),
         };
         let drain = futures::sink::drain::<Task<Wake>>().sink_map_err(|never| match never {});
         let sink = MemorySink::new(Arc::new(futures::lock::Mutex::new(Box::new(drain))));

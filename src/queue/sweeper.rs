@@ -3,7 +3,8 @@
 //! window with due steps whose wake-up was sent more than `queue.requeue_after_ms` ago (or
 //! never) and that have not started. Where wake-ups may have been lost ([`super::Lost`]: a
 //! process start, a full window, a failed push, a Redis that came back empty) it sends every
-//! due step of that kind, as room allows.
+//! due step of that kind, as room allows. With Postgres notifications, a notification asks
+//! for a pass at once, for its kind only, taking the steps no sweeper has taken yet.
 
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ pub async fn run(
 ) {
     let interval = Duration::from_millis(config.sweep_interval_ms);
     let mut failing = false;
+    let mut nudged = false;
     loop {
-        let pause = match pass(&store, &queue, &kinds, &config).await {
+        let pause = match pass(&store, &queue, &kinds, &config, nudged).await {
             Ok(filled) => {
                 if failing {
                     tracing::info!("sweeper working again");
@@ -50,26 +52,31 @@ pub async fn run(
         let pause = pause.unwrap_or_else(|| {
             interval.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.75..1.25))
         });
-        tokio::select! {
+        nudged = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
+            _ = tokio::time::sleep(pause) => false,
+            _ = queue.nudged() => true,
+        };
     }
 }
 
 /// One pass over `kinds`; true if it filled some queue to its window (more steps of that
-/// kind may be due).
+/// kind may be due). `nudged`: a pass asked for between ticks, for the kinds marked lost
+/// only (leases and requeue timers wait for the tick).
 pub async fn pass(
     store: &Store,
     queue: &Queue,
     kinds: &[StepKind],
     config: &config::Queue,
+    nudged: bool,
 ) -> anyhow::Result<bool> {
-    let released = store
-        .release_expired_leases(config.max_lease_expiries)
-        .await?;
-    if released > 0 {
-        tracing::warn!(released, "released steps whose worker lease expired");
+    if !nudged {
+        let released = store
+            .release_expired_leases(config.max_lease_expiries)
+            .await?;
+        if released > 0 {
+            tracing::warn!(released, "released steps whose worker lease expired");
+        }
     }
     let now = now_ms();
     let mut filled = false;
@@ -80,25 +87,36 @@ pub async fn pass(
             continue;
         }
         let lost = queue.take_lost(kind, depth);
-        let requeue_before = if lost {
-            now
+        let fresh = !lost && queue.take_fresh(kind);
+        if nudged && !lost && !fresh {
+            continue;
+        }
+        let wakes = if lost {
+            store.take_due(kind, now, room).await
+        } else if fresh {
+            store.take_fresh(kind, room).await
         } else {
-            now - config.requeue_after_ms as i64
+            store
+                .take_due(kind, now - config.requeue_after_ms as i64, room)
+                .await
         };
-        let wakes = store.take_due(kind, requeue_before, room).await;
         let wakes = match wakes {
             Ok(w) => w,
             Err(e) => {
                 if lost {
                     queue.mark_lost(kind);
+                } else if fresh {
+                    queue.mark_fresh(kind);
                 }
                 return Err(e.into());
             }
         };
         let full = wakes.len() == room;
+        // More may be due than the room took: keep sending them.
         if lost && full {
-            // More may be due than the room took: keep sending everything due.
             queue.mark_lost(kind);
+        } else if fresh && full {
+            queue.mark_fresh(kind);
         }
         if !wakes.is_empty() {
             tracing::debug!(
@@ -106,7 +124,7 @@ pub async fn pass(
                 count = wakes.len(),
                 "sweeper woke due steps"
             );
-            queue.wake(&wakes);
+            queue.deliver(&wakes);
         }
         filled |= full;
     }

@@ -418,7 +418,7 @@ impl Store {
         let now = now_ms();
         let _writer = self.write_guard().await;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE steps SET enqueued_at = $1
+            "UPDATE steps SET enqueued_at = $1, taken_at = $1
              WHERE id IN (SELECT id FROM steps
                           WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1
                             AND (enqueued_at IS NULL OR enqueued_at <= $3)
@@ -429,6 +429,32 @@ impl Store {
         .bind(now)
         .bind(kind.as_str())
         .bind(requeue_before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids
+            .into_iter()
+            .map(|step_id| Wake { step_id, kind })
+            .collect())
+    }
+
+    /// Takes up to `limit` due steps of `kind` whose latest wake-up no sweeper has taken
+    /// yet (with `queue.url = postgres://` a wake-up is only a notification): each goes to
+    /// the one process whose update wins.
+    pub async fn take_fresh(&self, kind: StepKind, limit: usize) -> Result<Vec<Wake>> {
+        let now = now_ms();
+        let _writer = self.write_guard().await;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE steps SET taken_at = $1
+             WHERE id IN (SELECT id FROM steps
+                          WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1
+                            AND enqueued_at IS NOT NULL AND (taken_at IS NULL OR taken_at < enqueued_at)
+                          ORDER BY next_run_at LIMIT $3)
+               AND status = 'pending' AND (taken_at IS NULL OR taken_at < enqueued_at)
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(kind.as_str())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;

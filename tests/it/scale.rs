@@ -348,16 +348,18 @@ async fn due_backlog(app: &TestApp, batch: &str, n: i64) {
 /// 20,000 due steps wait before any worker runs; a worker drains them; a quarter of the way
 /// it is stopped (SIGTERM), 5,000 more arrive meanwhile — the queue never holding more than
 /// its window — and a new worker drains everything.
+/// `queue_url` "postgres": notifications through the store's own Postgres.
 async fn backlog_drains(backend: Backend, role: &str, queue_url: &str) {
     const FIRST: i64 = 20_000;
     const MORE: i64 = 5_000;
     const WINDOW: usize = 500;
     let prefix = fresh_prefix();
     let window = WINDOW.to_string();
+    let notify = queue_url == "postgres";
     let app = spawn_bare(
         backend,
         &[
-            ("FULFILLD__QUEUE__URL", queue_url),
+            ("FULFILLD__QUEUE__URL", if notify { "" } else { queue_url }),
             ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
             ("FULFILLD__QUEUE__WINDOW", window.as_str()),
             // Each step waits on two commits; more at once keeps the drain short.
@@ -368,7 +370,11 @@ async fn backlog_drains(backend: Backend, role: &str, queue_url: &str) {
     .await;
     due_backlog(&app, "a", FIRST).await;
     // A line per step would be most of the work here.
-    let quiet = [("RUST_LOG", "warn")];
+    let store_url = app.config.store.url.clone();
+    let mut quiet = vec![("RUST_LOG", "warn")];
+    if notify {
+        quiet.push(("FULFILLD__QUEUE__URL", store_url.as_str()));
+    }
     let mut worker = app.start_role(role, &[], None, &quiet).await;
     let limit = Duration::from_secs(600);
     let log = |w: &crate::harness::RoleProcess| w.log_text();
@@ -413,6 +419,50 @@ async fn backlog_drains_postgres_store_polled() {
 async fn backlog_drains_redis() {
     let redis = redis_url();
     backlog_drains(Backend::Postgres, "work", &redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backlog_drains_postgres_notify() {
+    backlog_drains(Backend::Postgres, "work", "postgres").await;
+}
+
+/// `queue.url` = the store's Postgres: an intake and two workers, no Redis. Sweeps and
+/// requeue timers are out of the test's reach, so after the workers' first pass every step
+/// reaches a worker through a notification — and each runs once, whichever process takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intake_and_workers_on_postgres_notifications_fulfil_orders() {
+    const N: usize = 40;
+    let app = spawn_bare(
+        Backend::Postgres,
+        &[
+            ("FULFILLD__QUEUE__SWEEP_INTERVAL_MS", "600000"),
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "600000"),
+        ],
+    )
+    .await;
+    let store_url = app.config.store.url.clone();
+    let queue = [("FULFILLD__QUEUE__URL", store_url.as_str())];
+    let intake = app.start_role("intake", &[], Some(&app.url), &queue).await;
+    let workers = [
+        app.start_role("work", &[], None, &queue).await,
+        app.start_role("work", &[], None, &queue).await,
+    ];
+    let (app, orders) = stocked_and_paid(app, N, N).await;
+    for (_, body) in orders {
+        let sig = signature(WEBHOOK_SECRET, &body, 0);
+        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
+    }
+    let logs = || {
+        workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    until_fulfilled(&app, N, Duration::from_secs(120), logs).await;
+    effects_exactly_once(&app, N as i64, N as i64).await;
+    drop((intake, workers));
+    TestApp::finish_shared(app).await;
 }
 
 /// Without a shared queue, an intake's wake-ups cannot reach a `work` process: its sweeper
