@@ -404,7 +404,6 @@ impl Store {
             Failed::RetryAt(next)
         })
     }
-
     /// Up to `limit` steps of `kind` due now whose wake-up is missing or was sent before
     /// `requeue_before`, marked as sent now. One statement, so sweepers of several
     /// processes racing for the same steps mostly split them (a step sent twice only costs
@@ -415,50 +414,58 @@ impl Store {
         requeue_before: i64,
         limit: usize,
     ) -> Result<Vec<Wake>> {
-        let now = now_ms();
-        let _writer = self.write_guard().await;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE steps SET enqueued_at = $1, taken_at = $1
-             WHERE id IN (SELECT id FROM steps
-                          WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1
-                            AND (enqueued_at IS NULL OR enqueued_at <= $3)
-                          ORDER BY next_run_at LIMIT $4)
-               AND status = 'pending' AND (enqueued_at IS NULL OR enqueued_at <= $3)
-             RETURNING id",
+        self.take(
+            kind,
+            limit,
+            "enqueued_at = $1, taken_at = $1",
+            "(enqueued_at IS NULL OR enqueued_at <= $4)",
+            Some(requeue_before),
         )
-        .bind(now)
-        .bind(kind.as_str())
-        .bind(requeue_before)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids
-            .into_iter()
-            .map(|step_id| Wake { step_id, kind })
-            .collect())
+        .await
     }
 
-    /// Takes up to `limit` due steps of `kind` whose latest wake-up no sweeper has taken
-    /// yet (with `queue.url = postgres://` a wake-up is only a notification): each goes to
-    /// the one process whose update wins.
+    /// Up to `limit` due steps of `kind` whose latest wake-up no sweeper has taken yet
+    /// (with `queue.url = postgres://` a wake-up is only a notification): each goes to the
+    /// one process whose update wins.
     pub async fn take_fresh(&self, kind: StepKind, limit: usize) -> Result<Vec<Wake>> {
+        self.take(
+            kind,
+            limit,
+            "taken_at = $1",
+            "enqueued_at IS NOT NULL AND (taken_at IS NULL OR taken_at < enqueued_at)",
+            None,
+        )
+        .await
+    }
+
+    /// Sets `set` on up to `limit` pending, due steps of `kind` that match `filter`, in one
+    /// statement; `$1` is now, `$4` `requeue_before`.
+    async fn take(
+        &self,
+        kind: StepKind,
+        limit: usize,
+        set: &str,
+        filter: &str,
+        requeue_before: Option<i64>,
+    ) -> Result<Vec<Wake>> {
         let now = now_ms();
         let _writer = self.write_guard().await;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE steps SET taken_at = $1
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "UPDATE steps SET {set}
              WHERE id IN (SELECT id FROM steps
-                          WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1
-                            AND enqueued_at IS NOT NULL AND (taken_at IS NULL OR taken_at < enqueued_at)
+                          WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1 AND {filter}
                           ORDER BY next_run_at LIMIT $3)
-               AND status = 'pending' AND (taken_at IS NULL OR taken_at < enqueued_at)
-             RETURNING id",
-        )
+               AND status = 'pending' AND {filter}
+             RETURNING id"
+        )))
         .bind(now)
         .bind(kind.as_str())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        if let Some(before) = requeue_before {
+            q = q.bind(before);
+        }
+        Ok(q.fetch_all(&self.pool)
+            .await?
             .into_iter()
             .map(|step_id| Wake { step_id, kind })
             .collect())

@@ -36,6 +36,15 @@ async fn queued(redis_url: &str, prefix: &str, kind: &str) -> usize {
         .expect("LLEN")
 }
 
+/// The logs of several processes, for a failure message.
+fn logs(processes: &[crate::harness::RoleProcess]) -> String {
+    processes
+        .iter()
+        .map(|p| p.log_text())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 async fn count(app: &TestApp, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(&app.store.pool)
@@ -180,14 +189,7 @@ async fn two_intakes_three_workers_kill_and_term_fulfil_every_order_once() {
     };
     tokio::join!(deliveries, chaos);
 
-    let logs = || {
-        workers
-            .iter()
-            .map(|w| w.log_text())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
-    until_fulfilled(&app, N, Duration::from_secs(600), logs).await;
+    until_fulfilled(&app, N, Duration::from_secs(600), || logs(&workers)).await;
     effects_exactly_once(&app, N as i64, N as i64 + 10).await;
     assert_eq!(
         count(&app, "SELECT COUNT(*) FROM webhook_events").await,
@@ -452,14 +454,7 @@ async fn intake_and_workers_on_postgres_notifications_fulfil_orders() {
         let sig = signature(WEBHOOK_SECRET, &body, 0);
         assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
     }
-    let logs = || {
-        workers
-            .iter()
-            .map(|w| w.log_text())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
-    until_fulfilled(&app, N, Duration::from_secs(120), logs).await;
+    until_fulfilled(&app, N, Duration::from_secs(120), || logs(&workers)).await;
     effects_exactly_once(&app, N as i64, N as i64).await;
     drop((intake, workers));
     TestApp::finish_shared(app).await;
