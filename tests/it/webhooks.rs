@@ -15,6 +15,7 @@ on_both_stores!(
     event_that_overtakes_the_checkout_commit_is_not_lost,
     unhandled_event_types_are_stored_and_acknowledged,
     stored_event_is_replayed_once_with_a_dry_run_first,
+    one_batch_of_mixed_events_is_recorded_as_if_one_by_one,
 );
 
 /// A paid checkout whose completion event was not delivered; returns (order id, event body).
@@ -456,5 +457,109 @@ async fn stored_event_is_replayed_once_with_a_dry_run_first(backend: Backend) {
         .await,
         2
     );
+    app.finish().await;
+}
+
+/// What the group-commit writer hands the store when webhooks arrive together: one batch
+/// with a delivery repeated inside it, two paid events for one payment, a payment that is
+/// not ours and an unhandled type. Each gets what it would have got alone.
+async fn one_batch_of_mixed_events_is_recorded_as_if_one_by_one(backend: Backend) {
+    use fulfilld::providers::{PaymentChange, ProviderEvent};
+    use fulfilld::store::events::{Incoming, record_batch};
+
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 10).await;
+    let (a, co_a) = app.seat_checkout("batch-a@example.com", 1, "stripe").await;
+    let (b, co_b) = app.seat_checkout("batch-b@example.com", 1, "stripe").await;
+    // Paid at the provider (its webhooks held back), so the pipelines that follow agree.
+    for co in [&co_a, &co_b] {
+        app.pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+            .await;
+    }
+    let paid = |id: &str, poid: &str| ProviderEvent {
+        provider: "stripe",
+        event_id: id.to_owned(),
+        event_type: "checkout.session.completed".to_owned(),
+        provider_order_id: Some(poid.to_owned()),
+        provider_payment_id: None,
+        payment_ref: None,
+        change: PaymentChange::Paid {
+            provider_payment_id: None,
+        },
+    };
+    let events = [
+        paid("evt_batch_1", s(&co_a["provider_order_id"])),
+        paid("evt_batch_1", s(&co_a["provider_order_id"])),
+        paid("evt_batch_2", s(&co_a["provider_order_id"])),
+        paid("evt_batch_3", s(&co_b["provider_order_id"])),
+        paid("evt_batch_4", "cs_not_ours"),
+        ProviderEvent {
+            change: PaymentChange::Ignored,
+            event_type: "customer.created".to_owned(),
+            ..paid("evt_batch_5", "cs_none")
+        },
+    ];
+    let batch: Vec<Incoming<'_>> = events
+        .iter()
+        .map(|ev| Incoming {
+            ev,
+            raw: b"{}",
+            headers: "{}",
+            restock_default: true,
+        })
+        .collect();
+    let mut tx = app.store.begin().await.expect("begin");
+    let got = record_batch(&mut tx, &batch).await.expect("record batch");
+    tx.commit().await.expect("commit");
+
+    let outcomes: Vec<(&str, bool, usize)> = got
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.duplicate, r.wake.len()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("paid", false, 1),
+            ("duplicate", true, 0),
+            ("no change: payment is paid", false, 0),
+            ("paid", false, 1),
+            ("ignored: no payment of ours matches", false, 0),
+            ("ignored: event type not handled", false, 0),
+        ]
+    );
+    // Stored once each, with the outcome each was answered with.
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_id, outcome FROM webhook_events WHERE event_id LIKE 'evt_batch_%' ORDER BY event_id",
+    )
+    .fetch_all(&app.store.pool)
+    .await
+    .expect("events");
+    let want = [
+        ("evt_batch_1", "paid"),
+        ("evt_batch_2", "no change: payment is paid"),
+        ("evt_batch_3", "paid"),
+        ("evt_batch_4", "ignored: no payment of ours matches"),
+        ("evt_batch_5", "ignored: event type not handled"),
+    ];
+    assert_eq!(
+        stored,
+        want.map(|(e, o)| (e.to_owned(), o.to_owned())).to_vec()
+    );
+    // One pipeline per paid order, each payment paid once.
+    for order in [&a, &b] {
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM steps WHERE order_id = $1", order)
+                .await,
+            5
+        );
+        assert_eq!(
+            app.count(
+                "SELECT COUNT(*) FROM payments WHERE order_id = $1 AND status = 'paid'",
+                order
+            )
+            .await,
+            1
+        );
+    }
     app.finish().await;
 }
