@@ -95,6 +95,10 @@ impl Lost {
     fn take(&self, kind: StepKind) -> bool {
         self.lost[&kind].swap(false, Ordering::Relaxed)
     }
+
+    fn take_fresh(&self, kind: StepKind) -> bool {
+        self.fresh[&kind].swap(false, Ordering::Relaxed)
+    }
 }
 
 #[derive(Clone)]
@@ -167,7 +171,7 @@ impl Queue {
 
     /// Whether new wake-ups of `kind` wait in the store for a sweeper (see [`Lost`]).
     pub fn take_fresh(&self, kind: StepKind) -> bool {
-        self.lost.fresh[&kind].swap(false, Ordering::Relaxed)
+        self.lost.take_fresh(kind)
     }
 
     pub fn mark_fresh(&self, kind: StepKind) {

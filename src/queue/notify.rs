@@ -6,10 +6,10 @@
 //! every process whose workers run K answers it with an immediate sweeper pass for K. That
 //! pass takes the due steps no sweeper has taken since their wake-up with one conditional
 //! `UPDATE … RETURNING` (`Store::take_fresh`), so each step goes to one process, and feeds
-//! this process's in-process lane. The step
-//! table stays the only queue: a (re)connecting listener makes the next pass send every due
-//! step, and a notification lost otherwise costs at most `queue.requeue_after_ms`, after
-//! which the sweeper's periodic pass sends the step.
+//! this process's in-process lane. The step table stays the only queue: a (re)connecting
+//! listener makes the next pass send every due step, and a notification lost otherwise
+//! costs at most `queue.requeue_after_ms`, after which the sweeper's periodic pass sends
+//! the step.
 //!
 //! Why not apalis-postgres: it keeps its own jobs table beside our step table (a second
 //! durable copy of every wake-up, and one more table to vacuum), where a signal is all the

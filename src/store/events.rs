@@ -7,7 +7,7 @@ use jobs::Wake;
 use serde::Serialize;
 
 use super::payments::PaymentRow;
-use super::{Result, Store, StoreError, Tx, payments, refunds};
+use super::{Result, Store, StoreError, Tx, payments, refunds, value_rows};
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
@@ -109,15 +109,15 @@ pub async fn record_batch(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Rec
             named.push((inc.ev.provider, poid, provider_payment_id.as_deref()));
         }
     }
-    let mut moved = payments::mark_paid_many(tx, &named).await?;
-    let mut moved_at = Vec::with_capacity(moved.len());
+    // The payments that moved, each beside the event that moved it.
+    let mut unpaired = payments::mark_paid_many(tx, &named).await?;
+    let (mut moved, mut moved_at) = (Vec::new(), Vec::new());
     for (&i, (provider, poid, _)) in fast.iter().zip(&named) {
-        let placed = moved_at.len();
-        if let Some(p) = moved[placed..]
+        if let Some(k) = unpaired
             .iter()
             .position(|p| p.provider == *provider && p.provider_order_id == *poid)
         {
-            moved.swap(placed, placed + p);
+            moved.push(unpaired.swap_remove(k));
             moved_at.push(i);
         }
     }
@@ -168,19 +168,7 @@ pub async fn record_batch(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Rec
 /// Stores the events, each `(provider, event id)` once: the new ones' row ids, `None` for a
 /// duplicate (seen before, or earlier in this batch).
 async fn insert_events(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option<i64>>> {
-    let values = (0..batch.len())
-        .map(|i| {
-            let b = 2 + 5 * i;
-            format!(
-                "(${b}, ${}, ${}, ${}, ${}, 'received', $1)",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let values = value_rows(2, batch.len(), 5, ", 'received', $1");
     let mut q = sqlx::query_as::<_, (i64, String, String)>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
          VALUES {values}
@@ -216,10 +204,7 @@ async fn set_outcomes(tx: &mut Tx, stored: &[(i64, &Applied)]) -> Result<()> {
     if stored.is_empty() {
         return Ok(());
     }
-    let values = (0..stored.len())
-        .map(|i| format!("(${}, ${}, ${})", 1 + 3 * i, 2 + 3 * i, 3 + 3 * i))
-        .collect::<Vec<_>>()
-        .join(",");
+    let values = value_rows(1, stored.len(), 3, "");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE webhook_events SET outcome = v.column2, payment_id = v.column3
          FROM (VALUES {values}) AS v WHERE webhook_events.id = v.column1"

@@ -46,39 +46,36 @@ impl EventWriter {
     /// Starts the batch writer; it stops when every `EventWriter` is dropped.
     pub fn start(store: Store) -> EventWriter {
         let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 64);
-        if store.backend == Backend::Postgres {
-            tokio::spawn(writer(store.clone(), rx));
-            return EventWriter {
-                store,
-                tx: Some(tx),
-            };
-        }
         // On SQLite the writer runs on a thread of its own: between its statements it must not
         // wait in the request handlers' run queue (under load that wait, not SQLite, set the
         // pace: 1.6× the webhooks/s). Postgres connections belong to the runtime that opened
         // them, so there it stays a task.
-        let writer_store = store.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fulfilld-intake-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(writer(writer_store, rx)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the intake's writer"),
-                }
-            });
-        match spawned {
-            Ok(_) => EventWriter {
-                store,
-                tx: Some(tx),
-            },
+        let started = if store.backend == Backend::Postgres {
+            tokio::spawn(writer(store.clone(), rx));
+            Ok(())
+        } else {
+            let writer_store = store.clone();
+            std::thread::Builder::new()
+                .name("fulfilld-intake-writer".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(writer(writer_store, rx)),
+                        Err(e) => tracing::error!(error = %e, "cannot start the intake's writer"),
+                    }
+                })
+                .map(drop)
+        };
+        let tx = match started {
+            Ok(()) => Some(tx),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the intake's writer thread; events commit one by one");
-                EventWriter { store, tx: None }
+                None
             }
-        }
+        };
+        EventWriter { store, tx }
     }
 
     /// Records and applies the event; returns once it is committed (with others).

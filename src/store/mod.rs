@@ -243,6 +243,21 @@ struct Writer {
     lock: Arc<Mutex<()>>,
 }
 
+/// `rows` rows of `width` numbered placeholders each, from `$first` on, for a multi-row
+/// statement: `($2, $3), ($4, $5)`; `tail` (constants of ours) ends each row. Such text
+/// varies with the row count, so its statements are not kept prepared.
+pub(crate) fn value_rows(first: usize, rows: usize, width: usize, tail: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({}{tail})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `sqlite://data/x.db` → an absolute-or-relative file URL with `mode=rwc`, its directory
 /// created.
 fn prepare_sqlite_url(url: &str) -> Result<String> {

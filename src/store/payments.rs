@@ -404,10 +404,7 @@ pub async fn mark_paid_many(
     if named.is_empty() {
         return Ok(Vec::new());
     }
-    let values = (0..named.len())
-        .map(|i| format!("(${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
-        .collect::<Vec<_>>()
-        .join(",");
+    let values = super::value_rows(2, named.len(), 3, "");
     let mut q = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
         "UPDATE payments SET status = 'paid', updated_at = $1,
                 provider_payment_id = COALESCE(v.column3, payments.provider_payment_id)
@@ -488,15 +485,21 @@ pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String
     }
     let mut orders: Vec<String> = q.fetch_all(&mut **tx).await?;
     // Each order that moved is paid by the first of its payments here; any other is extra.
-    let moved: Vec<&PaymentRow> = ps
+    let pays: Vec<bool> = ps
         .iter()
-        .filter(|p| match orders.iter().position(|o| *o == p.order_id) {
+        .map(|p| match orders.iter().position(|o| *o == p.order_id) {
             Some(i) => {
                 orders.swap_remove(i);
                 true
             }
             None => false,
         })
+        .collect();
+    let moved: Vec<&PaymentRow> = ps
+        .iter()
+        .zip(&pays)
+        .filter(|(_, m)| **m)
+        .map(|(p, _)| p)
         .collect();
     // Refunds that waited for these captures (an event that overtook them): nearly never.
     let mut waiting: Vec<String> = Vec::new();
@@ -518,8 +521,8 @@ pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String
         .collect();
     let mut pipelines = steps::create_pipelines(tx, &pairs).await?.into_iter();
     let mut out = Vec::with_capacity(ps.len());
-    for p in ps {
-        if !moved.iter().any(|m| std::ptr::eq(*m, p)) {
+    for (p, &pays) in ps.iter().zip(&pays) {
+        if !pays {
             out.push(extra_payment(tx, p).await?);
             continue;
         }

@@ -404,6 +404,7 @@ impl Store {
             Failed::RetryAt(next)
         })
     }
+
     /// Up to `limit` steps of `kind` due now whose wake-up is missing or was sent before
     /// `requeue_before`, marked as sent now. One statement, so sweepers of several
     /// processes racing for the same steps mostly split them (a step sent twice only costs
