@@ -21,7 +21,8 @@
 //! BENCH_ORDERS=5000 BENCH_TOPOLOGIES=pg-redis-2 cargo bench --bench pipeline
 //! ```
 //! A throwaway Postgres database and Redis key prefix are made per run, and removed.
-//! `FULFILLD__*` variables override the engine's settings (e.g. `FULFILLD__QUEUE__CONCURRENCY`).
+//! `FULFILLD__*` variables override the engine's settings (e.g. `FULFILLD__QUEUE__CONCURRENCY`);
+//! `BENCH_WORKER_LOG` is the `work` processes' `RUST_LOG` (default `warn`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,7 +252,7 @@ async fn run(
             .current_dir(dir.path())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FULFILLD__HTTP__ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", env_or("BENCH_WORKER_LOG", "warn"))
             .kill_on_drop(true)
             .spawn()?;
         while http

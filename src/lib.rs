@@ -139,7 +139,8 @@ pub async fn run_role(
     };
     let mailer = Mailer::from_config(&config.email)?;
     let providers = Providers::from_config(&config);
-    let queue = Queue::open(&config.queue, role == Role::Work)?;
+    let runs: &[jobs::StepKind] = if role == Role::Intake { &[] } else { &kinds };
+    let queue = Queue::open(&config.queue, role == Role::Work, runs)?;
     let events = store::group_commit::EventWriter::start(store.clone());
     let engine = Arc::new(Engine {
         events,

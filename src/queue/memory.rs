@@ -9,7 +9,7 @@
 //! The channels are multi-consumer: every worker (re)started by the monitor reads its
 //! kind's channel directly, so a restarted worker picks up where the old one stopped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use apalis_core::task::Task;
@@ -23,29 +23,32 @@ type Lane = (flume::Sender<Wake>, flume::Receiver<Wake>);
 #[derive(Clone)]
 pub struct Memory {
     lanes: Arc<HashMap<StepKind, Lane>>,
+    /// The kinds this process's workers read; wake-ups of others are dropped.
+    runs: Arc<HashSet<StepKind>>,
 }
 
-impl Default for Memory {
-    fn default() -> Memory {
+impl Memory {
+    pub fn new(runs: &[StepKind]) -> Memory {
         let lanes = StepKind::ALL
             .into_iter()
             .map(|kind| (kind, flume::unbounded()))
             .collect();
         Memory {
             lanes: Arc::new(lanes),
+            runs: Arc::new(runs.iter().copied().collect()),
         }
     }
-}
 
-impl Memory {
     fn lane(&self, kind: StepKind) -> &Lane {
-        // Every kind has a lane: `default` makes one for each of StepKind::ALL.
+        // Every kind has a lane: `new` makes one for each of StepKind::ALL.
         &self.lanes[&kind]
     }
 
     pub fn send(&self, w: Wake) {
-        // The channel closes only with the process; the sweeper re-sends at next start.
-        let _ = self.lane(w.kind).0.send(w);
+        if self.runs.contains(&w.kind) {
+            // The channel closes only with the process; the sweeper re-sends at next start.
+            let _ = self.lane(w.kind).0.send(w);
+        }
     }
 
     /// Wake-ups sent and not yet taken by a worker.

@@ -3,10 +3,12 @@
 //! the commit; the sweeper covers every wake-up that was lost (a crash between commit and
 //! wake, a restart that emptied an in-process queue or Redis, a retry whose backoff ended).
 //!
-//! There is one queue per step kind, and each holds a bounded window of wake-ups
-//! (`queue.window`): past it, a wake-up is not sent and the step waits in the store until
-//! its queue drains. A backlog of any size — a burst, or workers down for an hour — waits in
-//! the step table, not in the queue.
+//! There is one queue per step kind. Wake-ups of new work always go out (an entry costs a
+//! few bytes, and a step held back would wait for a sweeper to find it among everything
+//! due); what sweepers send — a backlog found in the store, re-sends — stops at a window
+//! (`queue.window`), and the rest waits in the step table until the queue drains. A backlog
+//! of any size that the sweepers find (workers down for an hour and restarted, a Redis that
+//! lost its data) never sits in the queue.
 //!
 //! # Layout
 //! - `memory`: the embedded default — in-process channels feeding this process's workers.
@@ -51,9 +53,9 @@ pub struct Queue {
     nudge: Arc<Notify>,
 }
 
-/// Per step kind: whether wake-ups may have been lost — not sent because the queue was at
-/// its window, a push that failed, a Redis that came back empty, or a process start (what
-/// the queue holds is unknown). The sweeper then sends every due step of that kind, not only
+/// Per step kind: whether wake-ups may have been lost — a push that failed (in this process,
+/// or in another that said so through Redis), a Redis that came back empty, or a process
+/// start (what the queue holds is unknown). The sweeper then sends every due step of that kind, not only
 /// those whose wake-up is older than `queue.requeue_after_ms`.
 ///
 /// And whether new wake-ups wait in the store for a sweeper to take them (`fresh`: a
@@ -127,11 +129,19 @@ impl Queue {
     /// other processes cannot reach (`fulfilld work` without `queue.url`), so its sweeper must
     /// find new due steps in the store: whenever a kind's queue is empty, it sends every due
     /// step of that kind.
-    pub fn open(config: &config::Queue, polls_store: bool) -> Result<Queue, QueueError> {
+    ///
+    /// `runs`: the step kinds this process's workers run (none for `intake`). An in-process
+    /// queue drops the wake-ups of other kinds: nothing here would read them, and the
+    /// sweeper of the process that runs them finds them in the store.
+    pub fn open(
+        config: &config::Queue,
+        polls_store: bool,
+        runs: &[StepKind],
+    ) -> Result<Queue, QueueError> {
         let lost = Arc::new(Lost::new());
         let nudge = Arc::new(Notify::new());
         let transport = if config.url.is_empty() {
-            Transport::Memory(memory::Memory::default())
+            Transport::Memory(memory::Memory::new(runs))
         } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
             Transport::Postgres(Box::new(notify::PgNotify::open(
                 &config.url,
@@ -140,7 +150,7 @@ impl Queue {
                 nudge.clone(),
             )))
         } else {
-            let r = redis::Redis::open(&config.url, &config.prefix, config.window, lost.clone())
+            let r = redis::Redis::open(&config.url, &config.prefix, lost.clone())
                 .map_err(|e| QueueError(format!("queue.url: {e}")))?;
             Transport::Redis(Box::new(r))
         };
@@ -178,19 +188,12 @@ impl Queue {
         self.lost.mark_fresh(kind)
     }
 
-    /// Sends one wake-up per step, each on its kind's queue, unless that queue already holds
-    /// its window (the sweeper sends the step once it drains). A lost wake-up costs latency,
+    /// Sends one wake-up per step, each on its kind's queue. A lost wake-up costs latency,
     /// never a step.
     pub fn wake(&self, wakes: &[Wake]) {
         for &w in wakes {
             match &self.transport {
-                Transport::Memory(m) => {
-                    if m.depth(w.kind) < self.window {
-                        m.send(w)
-                    } else {
-                        self.lost.mark(w.kind)
-                    }
-                }
+                Transport::Memory(m) => m.send(w),
                 Transport::Redis(r) => r.send(w),
                 Transport::Postgres(p) => p.send(w),
             }
@@ -204,6 +207,19 @@ impl Queue {
         match &self.transport {
             Transport::Postgres(p) => wakes.iter().for_each(|&w| p.lanes.send(w)),
             _ => self.wake(wakes),
+        }
+    }
+
+    /// Takes into this process's [`Lost`] flags the wake-ups of `kinds` (those its sweeper
+    /// runs) that another process could not send: with Redis, pushes that failed in an
+    /// intake. Other transports keep their flags in the process that sweeps.
+    pub async fn collect_lost(&self, kinds: &[StepKind]) -> Result<(), QueueError> {
+        match &self.transport {
+            Transport::Redis(r) => r
+                .collect_lost(kinds)
+                .await
+                .map_err(|e| QueueError(e.to_string())),
+            Transport::Memory(_) | Transport::Postgres(_) => Ok(()),
         }
     }
 

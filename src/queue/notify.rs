@@ -52,7 +52,7 @@ impl PgNotify {
             listening.clone(),
         ));
         PgNotify {
-            lanes: Memory::default(),
+            lanes: Memory::new(&StepKind::ALL),
             kinds,
             listening,
         }

@@ -14,9 +14,8 @@
 //! Every connection is a `ConnectionManager`: it reconnects with backoff by itself, so a
 //! Redis restart costs errors for its duration, not the process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apalis_core::task::Task;
@@ -31,9 +30,6 @@ pub struct Redis {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
-    window: usize,
-    /// Each kind's list length as last seen (a push's reply, or the sweeper's `LLEN`).
-    depth: Arc<HashMap<StepKind, AtomicUsize>>,
     pushes: mpsc::UnboundedSender<Wake>,
     lost: Arc<Lost>,
 }
@@ -41,25 +37,14 @@ pub struct Redis {
 impl Redis {
     /// Opens lazily: a Redis that is down at start makes errors (and a not-ready process),
     /// not a failed start.
-    pub fn open(
-        url: &str,
-        prefix: &str,
-        window: usize,
-        lost: Arc<Lost>,
-    ) -> Result<Redis, redis::RedisError> {
+    pub fn open(url: &str, prefix: &str, lost: Arc<Lost>) -> Result<Redis, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let conn = manager(&client, Duration::from_secs(2))?;
-        let depth = StepKind::ALL
-            .into_iter()
-            .map(|k| (k, AtomicUsize::new(0)))
-            .collect();
         let (pushes, rx) = mpsc::unbounded_channel();
         let r = Redis {
             client,
             conn,
             prefix: prefix.to_owned(),
-            window,
-            depth: Arc::new(depth),
             pushes,
             lost,
         };
@@ -71,6 +56,10 @@ impl Redis {
         format!("{}:wake:{}", self.prefix, kind.as_str())
     }
 
+    fn lost_key(&self, kind: StepKind) -> String {
+        format!("{}:lost:{}", self.prefix, kind.as_str())
+    }
+
     /// Queues a wake-up for the pusher (never blocks the caller; a request that just
     /// committed does not wait for Redis).
     pub fn send(&self, w: Wake) {
@@ -79,54 +68,76 @@ impl Redis {
     }
 
     /// Takes whatever wake-ups are waiting and pushes them in one pipeline, one `LPUSH` per
-    /// kind. A kind whose list holds `window` or more gets none: those steps wait in the
-    /// store until the list drains (the sweeper sends them then). On an error the batch is
-    /// dropped the same way — the step rows are the queue.
+    /// kind. Wake-ups of new work always go out, whatever a list holds: an entry costs Redis
+    /// a few bytes, and a step held back would wait for a sweeper to find it among everything
+    /// due (`queue.window` bounds what sweepers add, see [`super::sweeper`]). When a push
+    /// fails the batch is dropped — the step rows are the queue — and the kinds it named owe
+    /// a lost flag (`{prefix}:lost:{kind}`): the next pipeline that gets through sets them,
+    /// tried each second meanwhile, and the next sweeper of that kind in any process (this
+    /// one may run none: an intake) then sends every due step of it.
     async fn pusher(self, mut rx: mpsc::UnboundedReceiver<Wake>) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::new();
-        let mut failing = false;
-        while rx.recv_many(&mut batch, 4096).await > 0 {
+        let mut owed: HashSet<StepKind> = HashSet::new();
+        loop {
+            let retry = async {
+                if owed.is_empty() {
+                    std::future::pending::<()>().await
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await
+            };
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 4096) => if n == 0 { return },
+                _ = retry => {}
+            }
             let mut by_kind: HashMap<StepKind, Vec<i64>> = HashMap::new();
             for w in batch.drain(..) {
-                if self.depth[&w.kind].load(Ordering::Relaxed) < self.window {
-                    by_kind.entry(w.kind).or_default().push(w.step_id);
-                } else {
-                    self.lost.mark(w.kind);
-                }
+                by_kind.entry(w.kind).or_default().push(w.step_id);
             }
-            if by_kind.is_empty() {
-                continue;
-            }
-            let kinds: Vec<StepKind> = by_kind.keys().copied().collect();
             let mut pipe = redis::pipe();
-            for k in &kinds {
-                pipe.lpush(self.key(*k), &by_kind[k]);
+            for (k, ids) in &by_kind {
+                pipe.lpush(self.key(*k), ids).ignore();
             }
-            match pipe.query_async::<Vec<usize>>(&mut conn).await {
-                Ok(lengths) => {
-                    for (k, len) in kinds.iter().zip(lengths) {
-                        self.depth[k].store(len, Ordering::Relaxed);
-                    }
-                    if failing {
+            for k in &owed {
+                pipe.set(self.lost_key(*k), 1).ignore();
+            }
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    if !owed.is_empty() {
                         tracing::info!("redis queue reachable again");
-                        failing = false;
+                        owed.clear();
                     }
                 }
                 Err(e) => {
-                    for k in &kinds {
-                        self.lost.mark(*k);
-                    }
-                    if !failing {
+                    if owed.is_empty() {
                         tracing::warn!(error = %e, "redis queue: push failed; the sweeper will re-send these steps");
-                        failing = true;
+                    }
+                    for k in by_kind.into_keys() {
+                        self.lost.mark(k);
+                        owed.insert(k);
                     }
                 }
             }
         }
     }
 
-    /// Each kind's list length, read now; also what the pusher goes by until its next reply.
+    /// Takes the lost flags of `kinds` that pushers set in Redis (see [`Redis::pusher`]) into
+    /// this process's own, for its sweeper, which runs those kinds.
+    pub async fn collect_lost(&self, kinds: &[StepKind]) -> Result<(), redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for k in kinds {
+            pipe.cmd("GETDEL").arg(self.lost_key(*k));
+        }
+        let flags: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        for (k, flag) in kinds.iter().zip(flags) {
+            if flag.is_some() {
+                self.lost.mark(*k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Each kind's list length, read now.
     /// It also notices a Redis that lost its data (restarted without persistence, flushed):
     /// the `{prefix}:epoch` key, set when missing, is gone — every queue may have lost
     /// wake-ups then.
@@ -153,11 +164,7 @@ impl Redis {
             );
             self.lost.mark_all();
         }
-        let depths: Vec<(StepKind, usize)> = StepKind::ALL.into_iter().zip(lens).collect();
-        for &(k, len) in &depths {
-            self.depth[&k].store(len, Ordering::Relaxed);
-        }
-        Ok(depths)
+        Ok(StepKind::ALL.into_iter().zip(lens).collect())
     }
 
     pub async fn purge(&self) -> Result<usize, redis::RedisError> {
@@ -167,9 +174,6 @@ impl Redis {
             .arg(&keys)
             .query_async(&mut self.conn.clone())
             .await?;
-        for d in self.depth.values() {
-            d.store(0, Ordering::Relaxed);
-        }
         Ok(before)
     }
 

@@ -80,6 +80,7 @@ pub async fn pass(
     }
     let now = now_ms();
     let mut filled = false;
+    queue.collect_lost(kinds).await?;
     let depths = queue.depths().await?;
     for (kind, depth) in depths {
         let room = queue.window().saturating_sub(depth);

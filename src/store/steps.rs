@@ -11,7 +11,7 @@
 use jobs::{RetryPolicy, StepError, StepKind, Wake};
 use serde::Serialize;
 
-use super::{Result, Store, Tx, orders};
+use super::{Backend, Result, Store, Tx, orders};
 use crate::domain::{new_id, now_ms};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -440,7 +440,10 @@ impl Store {
     }
 
     /// Sets `set` on up to `limit` pending, due steps of `kind` that match `filter`, in one
-    /// statement; `$1` is now, `$4` `requeue_before`.
+    /// statement; `$1` is now, `$4` `requeue_before`. On Postgres the rows are locked as they
+    /// are chosen, skipping those a worker is claiming this instant: otherwise a step claimed
+    /// between the choice and the update drops out, the sweeper gets fewer than `limit` while
+    /// more are due, and takes that as "nothing more is due".
     async fn take(
         &self,
         kind: StepKind,
@@ -450,12 +453,16 @@ impl Store {
         requeue_before: Option<i64>,
     ) -> Result<Vec<Wake>> {
         let now = now_ms();
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
         let _writer = self.write_guard().await;
         let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
             "UPDATE steps SET {set}
              WHERE id IN (SELECT id FROM steps
                           WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1 AND {filter}
-                          ORDER BY next_run_at LIMIT $3)
+                          ORDER BY next_run_at LIMIT $3 {lock})
                AND status = 'pending' AND {filter}
              RETURNING id"
         )))

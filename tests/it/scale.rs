@@ -483,3 +483,47 @@ async fn intake_and_worker_without_a_shared_queue_fulfil_orders() {
     drop((intake, worker));
     TestApp::finish_shared(app).await;
 }
+
+/// Redis queue with a tiny window, a burst of webhooks at an intake (which runs no sweeper)
+/// and a slow worker: every step still reaches the worker through the queue at once, not by
+/// the requeue timer (out of the test's reach here). The window bounds what sweepers send,
+/// never a producer's wake-ups: an intake that held them back could tell no sweeper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wake_ups_past_the_window_reach_workers_of_other_processes() {
+    const N: usize = 40;
+    let prefix = fresh_prefix();
+    let redis = redis_url();
+    let app = spawn_bare(
+        Backend::Postgres,
+        &[
+            ("FULFILLD__QUEUE__URL", redis.as_str()),
+            ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
+            ("FULFILLD__QUEUE__WINDOW", "2"),
+            ("FULFILLD__QUEUE__SWEEP_INTERVAL_MS", "200"),
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "600000"),
+        ],
+    )
+    .await;
+    let processes = [
+        app.start_role("intake", &[], Some(&app.url), &[]).await,
+        app.start_role("work", &["--concurrency", "1"], None, &[])
+            .await,
+    ];
+    let (app, orders) = stocked_and_paid(app, N, N).await;
+    let statuses: Vec<u16> = futures::stream::iter(orders)
+        .map(|(_, body)| {
+            let app = app.clone();
+            async move {
+                let sig = signature(WEBHOOK_SECRET, &body, 0);
+                app.post_webhook(body, Some(sig)).await.status().as_u16()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    until_fulfilled(&app, N, Duration::from_secs(120), || logs(&processes)).await;
+    effects_exactly_once(&app, N as i64, N as i64).await;
+    drop(processes);
+    TestApp::finish_shared(app).await;
+}
