@@ -65,6 +65,10 @@ pub struct Engine {
     /// This engine's name, unique per start (`fulfilld-<pid>-<random>`): its apalis
     /// workers' names, and who ran each step attempt.
     pub worker: String,
+    /// The store-only step kinds this process's workers run: a run that finishes an
+    /// order's step goes straight on to the next when it is one of these
+    /// (see [`store::steps::Chain`]).
+    pub chains_into: Vec<jobs::StepKind>,
 }
 
 /// Where `serve` writes a generated admin token when none is configured.
@@ -141,6 +145,7 @@ pub async fn run_role(
     let providers = Providers::from_config(&config);
     let runs: &[jobs::StepKind] = if role == Role::Intake { &[] } else { &kinds };
     let queue = Queue::open(&config.queue, role == Role::Work, runs)?;
+    let chains_into = runs.iter().copied().filter(|k| k.store_only()).collect();
     let events = store::group_commit::EventWriter::start(store.clone());
     let engine = Arc::new(Engine {
         events,
@@ -161,6 +166,7 @@ pub async fn run_role(
                 &id[id.len() - 8..]
             )
         },
+        chains_into,
     });
 
     let stop = CancellationToken::new();

@@ -92,6 +92,17 @@ impl StepKind {
         }
     }
 
+    /// Whether the step only reads and writes the store (no provider, no email, nothing
+    /// outside the database). A worker that finishes an order's previous step runs such a
+    /// step straight after, claimed in the same commit, instead of sending it through its
+    /// queue: it cannot hold a worker for long, so it starves no other kind.
+    pub fn store_only(self) -> bool {
+        matches!(
+            self,
+            StepKind::DeductStock | StepKind::IssueInvoice | StepKind::GrantEntitlement
+        )
+    }
+
     pub fn parse(s: &str) -> Option<StepKind> {
         StepKind::ALL.into_iter().find(|k| k.as_str() == s)
     }

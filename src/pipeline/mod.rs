@@ -3,7 +3,9 @@
 //! A run claims the step row under a lease (a duplicate or stale wake-up claims nothing and
 //! ends here), runs the step's file below, and either marks it done — in the same
 //! transaction as the step's effect, then wakes the next step — or records the failure with
-//! the step's retry policy. Handlers never return errors to apalis for step failures: the
+//! the step's retry policy. When the next step only touches the store and this process runs
+//! its kind, the same transaction claims it instead, and the run goes straight on to it
+//! (`store::steps::Chain`). Handlers never return errors to apalis for step failures: the
 //! retry schedule lives in the store, where it survives restarts.
 //!
 //! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment` (also for
@@ -97,7 +99,21 @@ pub async fn finish(
         );
         return Ok(None);
     }
-    Ok(Some(steps::advance(tx, &lease.step.order_id).await?))
+    let wake = steps::advance(tx, &lease.step.order_id).await?;
+    let Some(chain) = &lease.chain else {
+        return Ok(Some(wake));
+    };
+    let claimed = match wake.as_slice() {
+        [next] if chain.into.contains(&next.kind) => {
+            steps::claim_next(tx, next.step_id, chain.lease_ms, &chain.worker).await?
+        }
+        _ => None,
+    };
+    let chained = claimed.is_some();
+    // Taken by `run_step` once the commit succeeded. Set on every call: a step that rolls
+    // back and finishes again in a new transaction leaves only the last claim.
+    *chain.next.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
+    Ok(Some(if chained { Vec::new() } else { wake }))
 }
 
 /// The apalis handler: one wake-up, at most one step run.
@@ -109,26 +125,51 @@ async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError
 /// outcome; the step's lease then expires and the sweeper hands it out again.
 #[tracing::instrument(skip(engine))]
 pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
-    let Some(lease) = engine
+    let Some(mut lease) = engine
         .store
         .claim(step_id, engine.config.queue.lease_ms, &engine.worker)
         .await?
     else {
         return Ok(());
     };
+    loop {
+        let chain = (!engine.chains_into.is_empty()).then(|| {
+            Arc::new(steps::Chain {
+                into: engine.chains_into.clone(),
+                lease_ms: engine.config.queue.lease_ms,
+                worker: engine.worker.clone(),
+                next: Default::default(),
+            })
+        });
+        lease.chain = chain.clone();
+        let done = run_claimed(engine, &lease).await?;
+        let next = chain
+            .filter(|_| done)
+            .and_then(|c| c.next.lock().unwrap_or_else(|p| p.into_inner()).take());
+        match next {
+            Some(next) => lease = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Runs a claimed step and records its outcome; true if it succeeded (its commit went
+/// through, so a step it chained to is claimed).
+async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError> {
+    let step_id = lease.step.id;
     let kind = StepKind::parse(&lease.step.kind);
     let result = match kind {
-        Some(StepKind::ConfirmCapture) => confirm_capture::run(engine, &lease).await,
-        Some(StepKind::DeductStock) => deduct_stock::run(engine, &lease).await,
+        Some(StepKind::ConfirmCapture) => confirm_capture::run(engine, lease).await,
+        Some(StepKind::DeductStock) => deduct_stock::run(engine, lease).await,
         Some(StepKind::RefundPayment | StepKind::RefundExtraPayment) => {
-            refund_payment::run(engine, &lease).await
+            refund_payment::run(engine, lease).await
         }
-        Some(StepKind::IssueInvoice) => issue_invoice::run(engine, &lease).await,
-        Some(StepKind::SendReceipt) => send_receipt::run(engine, &lease).await,
-        Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, &lease).await,
-        Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, &lease).await,
-        Some(StepKind::NotifyPaymentFailed) => notify_payment_failed::run(engine, &lease).await,
-        Some(StepKind::NotifyRefund) => notify_refund::run(engine, &lease).await,
+        Some(StepKind::IssueInvoice) => issue_invoice::run(engine, lease).await,
+        Some(StepKind::SendReceipt) => send_receipt::run(engine, lease).await,
+        Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, lease).await,
+        Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, lease).await,
+        Some(StepKind::NotifyPaymentFailed) => notify_payment_failed::run(engine, lease).await,
+        Some(StepKind::NotifyRefund) => notify_refund::run(engine, lease).await,
         None => Err(StepError::Permanent(format!(
             "unknown step kind {:?}",
             lease.step.kind
@@ -138,12 +179,13 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
         Ok(wake) => {
             tracing::info!(order_id = %lease.step.order_id, kind = %lease.step.kind, "step done");
             engine.queue.wake(&wake);
+            return Ok(true);
         }
         Err(err) => {
             let kind = kind.unwrap_or(StepKind::ConfirmCapture);
             match engine
                 .store
-                .fail(&lease, &err, engine.config.policy(kind))
+                .fail(lease, &err, engine.config.policy(kind))
                 .await?
             {
                 Failed::RetryAt(at) => tracing::warn!(
@@ -163,7 +205,7 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Runs this process's workers — one apalis worker per step kind in `kinds`, each running up

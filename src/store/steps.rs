@@ -8,10 +8,12 @@
 //! the current lease token can finish or fail a step, so a worker that lost its lease (it
 //! stalled and another took over) cannot mark anything.
 
+use std::sync::{Arc, Mutex};
+
 use jobs::{RetryPolicy, StepError, StepKind, Wake};
 use serde::Serialize;
 
-use super::{Backend, Result, Store, Tx, orders};
+use super::{Result, Store, Tx, orders};
 use crate::domain::{new_id, now_ms};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -44,6 +46,23 @@ pub struct Lease {
     pub token: String,
     /// When this run claimed the step (the start of its attempt).
     pub started_at: i64,
+    /// Where this run may go straight on to the order's next step (see [`Chain`]).
+    pub chain: Option<Arc<Chain>>,
+}
+
+/// Chaining: a run that finishes its step may claim the order's next step in the same
+/// commit — when that step is one of `into` (kinds that only touch the store, run by this
+/// process) — and run it right after, without a wake-up, a queue hop and a claim commit of
+/// its own. The claim is an ordinary lease: if this process dies, it expires and the sweeper
+/// hands the step out again.
+#[derive(Debug, Default)]
+pub struct Chain {
+    pub into: Vec<StepKind>,
+    pub lease_ms: u64,
+    pub worker: String,
+    /// The next step, claimed in the commit that finished this one; taken once that commit
+    /// succeeded.
+    pub next: Mutex<Option<Lease>>,
 }
 
 /// What became of a failed attempt.
@@ -208,6 +227,46 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
+/// [`Store::claim`] inside a transaction: the next step of a chain (see [`Chain`]).
+pub async fn claim_next(
+    tx: &mut Tx,
+    step_id: i64,
+    lease_ms: u64,
+    worker: &str,
+) -> Result<Option<Lease>> {
+    claim_on(tx, step_id, lease_ms, worker).await
+}
+
+async fn claim_on(
+    conn: &mut sqlx::AnyConnection,
+    step_id: i64,
+    lease_ms: u64,
+    worker: &str,
+) -> Result<Option<Lease>> {
+    let now = now_ms();
+    let token = new_id("lease");
+    let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
+                          lease_until = $2, enqueued_at = NULL, updated_at = $3,
+                          run_started_at = $3, worker = $5
+         WHERE id = $4 AND status = 'pending' AND next_run_at <= $3
+         RETURNING {COLS}"
+    )))
+    .bind(&token)
+    .bind(now + lease_ms as i64)
+    .bind(now)
+    .bind(step_id)
+    .bind(worker)
+    .fetch_optional(conn)
+    .await?;
+    Ok(step.map(|step| Lease {
+        step,
+        token,
+        started_at: now,
+        chain: None,
+    }))
+}
+
 /// The wake-up for a step row. A kind this build does not know (a row written by a newer
 /// version) has no queue here; the sweeper of a process that knows it will send it.
 pub fn wake_of(step_id: i64, kind: &str) -> Option<Wake> {
@@ -318,28 +377,9 @@ impl Store {
     /// `worker` names this process (see `Engine::worker`), so the attempt history says which
     /// process ran each attempt.
     pub async fn claim(&self, step_id: i64, lease_ms: u64, worker: &str) -> Result<Option<Lease>> {
-        let now = now_ms();
-        let token = new_id("lease");
         let _writer = self.write_guard().await;
-        let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
-            "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
-                              lease_until = $2, enqueued_at = NULL, updated_at = $3,
-                              run_started_at = $3, worker = $5
-             WHERE id = $4 AND status = 'pending' AND next_run_at <= $3
-             RETURNING {COLS}"
-        )))
-        .bind(&token)
-        .bind(now + lease_ms as i64)
-        .bind(now)
-        .bind(step_id)
-        .bind(worker)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(step.map(|step| Lease {
-            step,
-            token,
-            started_at: now,
-        }))
+        let mut conn = self.pool.acquire().await?;
+        claim_on(&mut conn, step_id, lease_ms, worker).await
     }
 
     /// Records a failed attempt: rescheduled with backoff if transient and attempts remain,
@@ -440,10 +480,7 @@ impl Store {
     }
 
     /// Sets `set` on up to `limit` pending, due steps of `kind` that match `filter`, in one
-    /// statement; `$1` is now, `$4` `requeue_before`. On Postgres the rows are locked as they
-    /// are chosen, skipping those a worker is claiming this instant: otherwise a step claimed
-    /// between the choice and the update drops out, the sweeper gets fewer than `limit` while
-    /// more are due, and takes that as "nothing more is due".
+    /// statement; `$1` is now, `$4` `requeue_before`.
     async fn take(
         &self,
         kind: StepKind,
@@ -453,16 +490,12 @@ impl Store {
         requeue_before: Option<i64>,
     ) -> Result<Vec<Wake>> {
         let now = now_ms();
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
         let _writer = self.write_guard().await;
         let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
             "UPDATE steps SET {set}
              WHERE id IN (SELECT id FROM steps
                           WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1 AND {filter}
-                          ORDER BY next_run_at LIMIT $3 {lock})
+                          ORDER BY next_run_at LIMIT $3)
                AND status = 'pending' AND {filter}
              RETURNING id"
         )))

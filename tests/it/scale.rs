@@ -527,3 +527,61 @@ async fn wake_ups_past_the_window_reach_workers_of_other_processes() {
     drop(processes);
     TestApp::finish_shared(app).await;
 }
+
+/// A worker goes straight on to an order's next store-only step only when its process runs
+/// that kind: with `--steps` split across two processes, each kind still runs only where it
+/// was asked for, and every order is fulfilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chained_steps_stay_in_the_processes_that_run_their_kind() {
+    const N: usize = 20;
+    let prefix = fresh_prefix();
+    let redis = redis_url();
+    let app = spawn_bare(
+        Backend::Postgres,
+        &[
+            ("FULFILLD__QUEUE__URL", redis.as_str()),
+            ("FULFILLD__QUEUE__PREFIX", prefix.as_str()),
+            ("FULFILLD__QUEUE__REQUEUE_AFTER_MS", "600000"),
+        ],
+    )
+    .await;
+    let processes = [
+        app.start_role("intake", &[], Some(&app.url), &[]).await,
+        app.start_role(
+            "work",
+            &["--steps", "confirm_capture,send_receipt"],
+            None,
+            &[],
+        )
+        .await,
+        app.start_role(
+            "work",
+            &["--steps", "deduct_stock,issue_invoice,grant_entitlement"],
+            None,
+            &[],
+        )
+        .await,
+    ];
+    let (app, orders) = stocked_and_paid(app, N, N).await;
+    for (_, body) in orders {
+        let sig = signature(WEBHOOK_SECRET, &body, 0);
+        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
+    }
+    until_fulfilled(&app, N, Duration::from_secs(120), || logs(&processes)).await;
+    effects_exactly_once(&app, N as i64, N as i64).await;
+    let crossed = count(
+        &app,
+        "SELECT COUNT(*) FROM steps a JOIN steps b ON a.worker = b.worker
+         WHERE a.kind IN ('confirm_capture', 'send_receipt')
+           AND b.kind IN ('deduct_stock', 'issue_invoice', 'grant_entitlement')",
+    )
+    .await;
+    assert_eq!(
+        crossed, 0,
+        "a step ran in a process that does not run its kind"
+    );
+    let workers = count(&app, "SELECT COUNT(DISTINCT worker) FROM steps").await;
+    assert_eq!(workers, 2, "each kind ran in its own process");
+    drop(processes);
+    TestApp::finish_shared(app).await;
+}
