@@ -142,6 +142,8 @@ async fn step_that_kills_its_worker_three_times_goes_dead_as_poison(backend: Bac
         json!({"api_errors": ["hang", "hang", "hang"]}),
     )
     .await;
+    let calls = |v: Value| v["api_requests"].as_i64().expect("count");
+    let before = calls(app.sandbox_get("/sandbox/stripe/requests").await);
     app.pay(s(&co["provider_order_id"]), json!({})).await;
     for round in 1..=3 {
         let sql = match round {
@@ -150,6 +152,16 @@ async fn step_that_kills_its_worker_three_times_goes_dead_as_poison(backend: Bac
             _ => "SELECT COUNT(*) FROM steps WHERE status = 'running' AND attempts = 3",
         };
         until_count(&app, "the step running again", sql, |n| n == 1).await;
+        // Killed only once its call hangs at the provider: a run killed before its call
+        // would leave that hang for the run after the admin's retry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while calls(app.sandbox_get("/sandbox/stripe/requests").await) < before + round {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no hung call in round {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         app.kill_engine_process().await;
         app.start_engine_process().await;
     }
