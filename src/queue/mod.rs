@@ -184,6 +184,12 @@ impl Queue {
         self.lost.take_fresh(kind)
     }
 
+    /// Whether wake-ups are notifications that leave the steps in the store for a sweeper
+    /// to take (`queue.url = postgres://…`).
+    pub fn notifies(&self) -> bool {
+        matches!(self.transport, Transport::Postgres(_))
+    }
+
     pub fn mark_fresh(&self, kind: StepKind) {
         self.lost.mark_fresh(kind)
     }

@@ -8,8 +8,7 @@
 //! `UPDATE … RETURNING` (`Store::take_fresh`), so each step goes to one process, and feeds
 //! this process's in-process lane. The step table stays the only queue: a (re)connecting
 //! listener makes the next pass send every due step, and a notification lost otherwise
-//! costs at most `queue.requeue_after_ms`, after which the sweeper's periodic pass sends
-//! the step.
+//! costs at most `queue.sweep_interval_ms`: every periodic pass takes the untaken steps too.
 //!
 //! Why not apalis-postgres: it keeps its own jobs table beside our step table (a second
 //! durable copy of every wake-up, and one more table to vacuum), where a signal is all the

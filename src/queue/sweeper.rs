@@ -2,9 +2,10 @@
 //! it gives back steps whose worker lease expired, then tops up each kind's queue to its
 //! window with due steps whose wake-up was sent more than `queue.requeue_after_ms` ago (or
 //! never) and that have not started. Where wake-ups may have been lost ([`super::Lost`]: a
-//! process start, a full window, a failed push, a Redis that came back empty) it sends every
+//! process start, a failed push, a Redis that came back empty) it sends every
 //! due step of that kind, as room allows. With Postgres notifications, a notification asks
-//! for a pass at once, for its kind only, taking the steps no sweeper has taken yet.
+//! for a pass at once, for its kind only, taking the steps no sweeper has taken yet; each
+//! tick takes those too, so a notification that never arrived costs one interval.
 
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ pub async fn pass(
                 .take_due(kind, now - config.requeue_after_ms as i64, room)
                 .await
         };
-        let wakes = match wakes {
+        let mut wakes = match wakes {
             Ok(w) => w,
             Err(e) => {
                 if lost {
@@ -112,6 +113,17 @@ pub async fn pass(
                 return Err(e.into());
             }
         };
+        // With notifications, a tick also takes what no sweeper took yet: a notification
+        // that never arrived costs one interval, not the requeue timer.
+        if !nudged && !lost && !fresh && queue.notifies() && wakes.len() < room {
+            match store.take_fresh(kind, room - wakes.len()).await {
+                Ok(w) => wakes.extend(w),
+                Err(e) => {
+                    queue.deliver(&wakes);
+                    return Err(e.into());
+                }
+            }
+        }
         let full = wakes.len() == room;
         // More may be due than the room took: keep sending them.
         if lost && full {
