@@ -122,6 +122,23 @@ async fn effects_exactly_once(app: &TestApp, n: i64, stock: i64) {
     );
 }
 
+/// Delivers each order's webhook once (each answered 200), then waits until every order is
+/// fulfilled with each effect exactly once (`processes`' logs shown on a timeout). The
+/// stock was exactly enough for the orders.
+async fn deliver_and_fulfil(
+    app: &TestApp,
+    orders: Vec<(String, Vec<u8>)>,
+    processes: &[crate::harness::RoleProcess],
+) {
+    let n = orders.len();
+    for (_, body) in orders {
+        let sig = signature(WEBHOOK_SECRET, &body, 0);
+        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
+    }
+    until_fulfilled(app, n, Duration::from_secs(120), || logs(processes)).await;
+    effects_exactly_once(app, n as i64, n as i64).await;
+}
+
 /// 2 intakes and 3 workers (separate processes) on Postgres + Redis take 2,000 orders, every
 /// webhook delivered to both intakes at once. One worker is SIGKILLed a third of the way in,
 /// another gets SIGTERM at two thirds (and must exit cleanly within its grace period). Every
@@ -462,12 +479,7 @@ async fn intake_and_workers_on_postgres_notifications_fulfil_orders() {
         app.start_role("work", &[], None, &queue).await,
     ];
     let (app, orders) = stocked_and_paid(app, N, N).await;
-    for (_, body) in orders {
-        let sig = signature(WEBHOOK_SECRET, &body, 0);
-        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
-    }
-    until_fulfilled(&app, N, Duration::from_secs(120), || logs(&workers)).await;
-    effects_exactly_once(&app, N as i64, N as i64).await;
+    deliver_and_fulfil(&app, orders, &workers).await;
     drop((intake, workers));
     TestApp::finish_shared(app).await;
 }
@@ -503,12 +515,7 @@ async fn lost_postgres_notifications_cost_one_sweep_interval() {
         app.start_role("work", &[], None, &queue).await,
     ];
     let (app, orders) = stocked_and_paid(app, N, N).await;
-    for (_, body) in orders {
-        let sig = signature(WEBHOOK_SECRET, &body, 0);
-        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
-    }
-    until_fulfilled(&app, N, Duration::from_secs(120), || logs(&processes)).await;
-    effects_exactly_once(&app, N as i64, N as i64).await;
+    deliver_and_fulfil(&app, orders, &processes).await;
     drop(processes);
     TestApp::finish_shared(app).await;
 }
@@ -527,12 +534,7 @@ async fn intake_and_worker_without_a_shared_queue_fulfil_orders() {
     let intake = app.start_role("intake", &[], Some(&app.url), &[]).await;
     let worker = app.start_role("work", &[], None, &[]).await;
     let (app, orders) = stocked_and_paid(app, N, N).await;
-    for (_, body) in orders {
-        let sig = signature(WEBHOOK_SECRET, &body, 0);
-        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
-    }
-    until_fulfilled(&app, N, Duration::from_secs(120), || worker.log_text()).await;
-    effects_exactly_once(&app, N as i64, N as i64).await;
+    deliver_and_fulfil(&app, orders, std::slice::from_ref(&worker)).await;
     drop((intake, worker));
     TestApp::finish_shared(app).await;
 }
@@ -599,12 +601,7 @@ async fn chained_steps_stay_in_the_processes_that_run_their_kind() {
         .await,
     ];
     let (app, orders) = stocked_and_paid(app, N, N).await;
-    for (_, body) in orders {
-        let sig = signature(WEBHOOK_SECRET, &body, 0);
-        assert_eq!(app.post_webhook(body, Some(sig)).await.status(), 200);
-    }
-    until_fulfilled(&app, N, Duration::from_secs(120), || logs(&processes)).await;
-    effects_exactly_once(&app, N as i64, N as i64).await;
+    deliver_and_fulfil(&app, orders, &processes).await;
     let crossed = count(
         &app,
         "SELECT COUNT(*) FROM steps a JOIN steps b ON a.worker = b.worker
