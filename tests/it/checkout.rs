@@ -171,8 +171,9 @@ async fn expired_checkout_releases_stock(backend: Backend) {
 
     let body = app.expire_session(s(&co["provider_order_id"])).await;
     assert_eq!(body["status"], "expired", "Stripe answers with the session");
-    // The sandbox delivers checkout.session.expired before it answers.
-    let o = app.order(id).await;
+    // The sandbox delivers checkout.session.expired before it answers; the buyer's notice is
+    // a step of its own, so wait for it before a new attempt makes it moot.
+    let o = app.wait_for(id, &["payment_failed"]).await;
     assert_eq!(o["status"], "payment_failed");
     assert_eq!(o["payment"]["status"], "expired");
     assert_eq!(
