@@ -60,7 +60,7 @@ pub struct Engine {
     pub admin_token: String,
     /// When each open payment was last read from its provider by the verify call.
     pub verify_reads: intake::VerifyReads,
-    /// Webhook events' way into the store (group commit).
+    /// Webhook events' way into the store (group commit); `intake::applier` applies them.
     pub events: store::group_commit::EventWriter,
     /// This engine's name, unique per start (`fulfilld-<pid>-<random>`): its apalis
     /// workers' names, and who ran each step attempt.
@@ -196,6 +196,13 @@ pub async fn run_role(
         background.push(tokio::spawn(pipeline::refund_calls::resume(
             engine.clone(),
             Duration::from_millis(q.sweep_interval_ms),
+            stop.clone(),
+        )));
+    }
+
+    if role != Role::Work {
+        background.push(tokio::spawn(intake::applier::run(
+            engine.clone(),
             stop.clone(),
         )));
     }

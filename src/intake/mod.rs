@@ -1,12 +1,14 @@
-//! The intake: axum routes for provider webhooks, the shop's API and health. Thin by design:
-//! verify, normalize, commit one transaction, wake the pipeline, answer. No provider calls
-//! except creating a checkout, no email, no stock work in a webhook's request path.
+//! The intake: axum routes for provider webhooks, the shop's API and health, and the event
+//! applier beside them. Thin by design: a webhook is verified, normalized, appended and
+//! answered; `applier` applies it after the 200. No provider calls except creating a
+//! checkout, no email, no stock work in a webhook's request path.
 //!
 //! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
 //! `admin` (catalogue), `queue_admin` (dead letters, attempts, queue), `events_admin`
 //! (webhook log and replay) and `reconcile_admin`; `idempotency` wraps every `POST /api/…`.
 
 mod admin;
+pub(crate) mod applier;
 mod error;
 mod events_admin;
 mod idempotency;

@@ -1,6 +1,7 @@
 //! `POST /webhooks/{provider}`: the provider verifies the webhook on the raw bytes and
-//! normalizes it; then one transaction stores and applies it, the pipeline is woken, and the
-//! provider gets 200. A bad signature is 400 and stores nothing; a body over the limit is
+//! normalizes it; the event is appended to the store (a duplicate is known here: its id was
+//! stored before) and the provider gets 200 once that commit is durable. The event applier
+//! (`applier`) applies it right after, outside the request. A bad signature is 400 and stores nothing; a body over the limit is
 //! 413; a store that cannot commit is 503 so the provider retries — never 200 for an event
 //! we did not keep.
 
@@ -51,14 +52,9 @@ async fn webhook(
             refused(err)
         })?;
     let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
-    let recorded = e
+    let duplicate = e
         .events
-        .record(
-            event,
-            body.to_vec(),
-            headers_json(&headers),
-            e.config.refunds.restock,
-        )
+        .append(event, body.to_vec(), headers_json(&headers))
         .await
         .map_err(|err| {
             tracing::error!(error = %err, %event_id, "could not store webhook");
@@ -68,14 +64,10 @@ async fn webhook(
                 "the event could not be stored; retry later",
             )
         })?;
-    e.queue.wake(&recorded.wake);
     tracing::info!(
-        provider = provider.name(), %event_id, kind = %event_type,
-        outcome = %recorded.outcome, "webhook"
+        provider = provider.name(), %event_id, kind = %event_type, duplicate, "webhook"
     );
-    Ok(Json(
-        json!({ "received": true, "duplicate": recorded.duplicate, "outcome": recorded.outcome }),
-    ))
+    Ok(Json(json!({ "received": true, "duplicate": duplicate })))
 }
 
 /// Why a webhook is refused, as the provider (or an admin replaying it) hears it.

@@ -36,6 +36,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         now_s: i64,
     ) -> Result<ProviderEvent, WebhookError>;
 
+    /// Normalizes an event that [`Provider::webhook`] accepted before and that was stored
+    /// with its headers, without checking its signature again (its age would now refuse it):
+    /// how the event applier reads what the intake appended.
+    fn read_stored(&self, headers: &HeaderMap, body: &[u8]) -> Result<ProviderEvent, String>;
+
     /// Reads what the provider's checkout handed the browser and says which checkout of ours
     /// it is about. Proof is checked against the provider afterwards, never taken from here.
     fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError>;

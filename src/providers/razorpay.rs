@@ -236,10 +236,17 @@ impl Provider for Razorpay {
                 "no signature matches the payload".into(),
             ));
         }
-        let event_id = header("x-razorpay-event-id")
+        self.read_stored(headers, body)
+            .map_err(WebhookError::Malformed)
+    }
+
+    fn read_stored(&self, headers: &HeaderMap, body: &[u8]) -> Result<ProviderEvent, String> {
+        let event_id = headers
+            .get("x-razorpay-event-id")
+            .and_then(|v| v.to_str().ok())
             .filter(|id| !id.is_empty() && id.len() <= 255)
-            .ok_or_else(|| WebhookError::Malformed("missing x-razorpay-event-id header".into()))?;
-        normalize(event_id, body).map_err(WebhookError::Malformed)
+            .ok_or_else(|| "missing x-razorpay-event-id header".to_owned())?;
+        normalize(event_id, body)
     }
 
     fn client_claim(&self, payload: &Value) -> Result<ClientClaim, ClaimError> {

@@ -205,7 +205,12 @@ impl Provider for Stripe {
             now_s,
         )
         .map_err(|e| WebhookError::Signature(e.to_string()))?;
-        normalize(body).map_err(WebhookError::Malformed)
+        self.read_stored(headers, body)
+            .map_err(WebhookError::Malformed)
+    }
+
+    fn read_stored(&self, _headers: &HeaderMap, body: &[u8]) -> Result<ProviderEvent, String> {
+        normalize(body)
     }
 
     fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError> {

@@ -7,7 +7,7 @@ use jobs::Wake;
 use serde::Serialize;
 
 use super::payments::PaymentRow;
-use super::{Result, Store, StoreError, Tx, payments, refunds, value_rows};
+use super::{Backend, Result, Store, StoreError, Tx, payments, refunds, value_rows};
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
@@ -79,13 +79,22 @@ struct Applied {
 
 /// Records events and applies them, in the caller's transaction (which the caller commits
 /// — or, when every event was a duplicate, may simply roll back: nothing was written).
-/// A batch costs a fixed handful of statements on the hot path (paid events of open
-/// payments): the events are stored by one insert, their payments and orders move and their
-/// pipelines are created by one statement each. Every other event takes the full path, one
-/// by one, after them — events that arrived together have no order among themselves, so
-/// any serial order is a true one.
 pub async fn record_batch(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Recorded>> {
-    let ids = insert_events(tx, batch).await?;
+    let ids = append(tx, batch).await?;
+    apply_stored(tx, batch, &ids).await
+}
+
+/// Applies stored events (`ids[i]` is `batch[i]`'s row; `None`: a duplicate, left alone)
+/// and writes their outcomes, in the caller's transaction. A batch costs a fixed handful of
+/// statements on the hot path (paid events of open payments): their payments and orders
+/// move and their pipelines are created by one statement each. Every other event takes the
+/// full path, one by one, after them — events that arrived together have no order among
+/// themselves, so any serial order is a true one.
+pub async fn apply_stored(
+    tx: &mut Tx,
+    batch: &[Incoming<'_>],
+    ids: &[Option<i64>],
+) -> Result<Vec<Recorded>> {
     let mut applied: Vec<Option<Applied>> = batch.iter().map(|_| None).collect();
     // Paid events that name their payment by the provider's order id: the first per payment.
     let mut fast: Vec<usize> = Vec::new();
@@ -165,9 +174,10 @@ pub async fn record_batch(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Rec
         .collect())
 }
 
-/// Stores the events, each `(provider, event id)` once: the new ones' row ids, `None` for a
-/// duplicate (seen before, or earlier in this batch).
-async fn insert_events(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option<i64>>> {
+/// Stores the events, each `(provider, event id)` once, with outcome `received` (not
+/// applied yet): the new ones' row ids, `None` for a duplicate (seen before, or earlier in
+/// this batch). One statement however many there are: all the intake does before its 200.
+pub async fn append(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option<i64>>> {
     let values = value_rows(2, batch.len(), 5, ", 'received', $1");
     let mut q = sqlx::query_as::<_, (i64, String, String)>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
@@ -197,6 +207,59 @@ async fn insert_events(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option
         }
     }
     Ok(ids)
+}
+
+/// An event the intake appended and nobody has applied yet.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Unapplied {
+    pub id: i64,
+    pub provider: String,
+    pub raw_body: Vec<u8>,
+    pub headers: Option<String>,
+}
+
+/// The oldest events not applied yet, at most `limit`, held by the caller's transaction until
+/// it ends. On Postgres, where several intakes apply at once, rows another transaction holds
+/// are skipped rather than waited for; SQLite's write lock admits one applier anyway.
+pub async fn take_unapplied(tx: &mut Tx, backend: Backend, limit: i64) -> Result<Vec<Unapplied>> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    Ok(sqlx::query_as::<_, Unapplied>(sqlx::AssertSqlSafe(format!(
+        "SELECT id, provider, raw_body, headers FROM webhook_events
+         WHERE outcome = 'received' ORDER BY id LIMIT $1{lock}"
+    )))
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Takes the one event `id` if it is still unapplied (and, on Postgres, not held by another
+/// transaction): whether it was.
+pub async fn take_unapplied_one(tx: &mut Tx, backend: Backend, id: i64) -> Result<bool> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM webhook_events WHERE id = $1 AND outcome = 'received'{lock}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Gives a stored event that cannot be applied (its provider no longer configured, or it no
+/// longer reads) that reason as its outcome, so it is shown, not retried forever.
+pub async fn set_unapplicable(tx: &mut Tx, id: i64, why: &str) -> Result<()> {
+    sqlx::query("UPDATE webhook_events SET outcome = $1 WHERE id = $2")
+        .bind(format!("not applied: {why}"))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Writes each stored event's outcome and payment, in one statement.

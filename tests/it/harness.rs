@@ -680,7 +680,9 @@ impl TestApp {
             .await
             .expect("expire");
         assert_eq!(r.status(), 200, "expire");
-        r.json().await.expect("json")
+        let v = r.json().await.expect("json");
+        self.applied().await;
+        v
     }
 
     pub async fn sandbox_get(&self, path: &str) -> Value {
@@ -703,7 +705,10 @@ impl TestApp {
             .await
             .expect("sandbox call");
         assert_eq!(r.status(), 200, "sandbox {path}");
-        r.json().await.expect("json")
+        let v = r.json().await.expect("json");
+        // What the sandbox delivered was stored before it answered; wait until it is applied.
+        self.applied().await;
+        v
     }
 
     pub async fn order(&self, id: &str) -> Value {
@@ -761,6 +766,38 @@ impl TestApp {
         req.send().await.expect("post webhook")
     }
 
+    /// Waits until the engine has applied every webhook event it took (a webhook's 200
+    /// means stored; the applier applies it right after).
+    pub async fn applied(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM webhook_events WHERE outcome = 'received'",
+            )
+            .fetch_one(&self.store.pool)
+            .await
+            .expect("unapplied events");
+            if left == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} webhook events never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The outcome the engine gave the webhook event `event_id`, once it is applied.
+    pub async fn event_outcome(&self, event_id: &str) -> String {
+        self.applied().await;
+        sqlx::query_scalar("SELECT outcome FROM webhook_events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&self.store.pool)
+            .await
+            .expect("event outcome")
+    }
+
     pub async fn count(&self, sql: &'static str, arg: &str) -> i64 {
         sqlx::query_scalar(sql)
             .bind(arg)
@@ -789,6 +826,12 @@ pub fn signature(secret: &str, body: &[u8], age_secs: i64) -> String {
         .expect("clock")
         .as_secs() as i64;
     fulfilld::providers::stripe::sign(secret, now - age_secs, body)
+}
+
+/// The `id` of a Stripe event body.
+pub fn event_id_of(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("event json");
+    s(&v["id"]).to_owned()
 }
 
 pub fn s(v: &Value) -> &str {

@@ -417,6 +417,7 @@ async fn dashboard_refund_arrives_as_an_event(backend: Backend) {
         .await
         .expect("dashboard refund");
     assert_eq!(r.status(), 200);
+    app.applied().await;
     let o = app.order(&id).await;
     assert_eq!(o["status"], "partially_refunded", "{o:#}");
     let refunds = o["refunds"].as_array().expect("refunds");

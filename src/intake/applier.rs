@@ -1,0 +1,139 @@
+//! The event applier: what the intake appended (outcome `received`) is applied here, in
+//! batches — each event's payment, order, stock and pipeline move in one transaction per
+//! batch, its outcome is written, and the steps it created are woken.
+//!
+//! Runs in every process that takes webhooks (`serve`, `intake`). It is told after each
+//! append, and also looks every second, so events that another intake appended and could
+//! not apply (it stopped) are applied by whichever intake is still running; on start it
+//! applies whatever a stopped process left. On Postgres several appliers take disjoint
+//! events (`FOR UPDATE SKIP LOCKED`); on SQLite the write lock admits one at a time.
+//!
+//! Events are read back from the store and normalized again by their provider
+//! (`Provider::read_stored`), without a second signature check, so a process that died
+//! between the append and the apply loses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs::Wake;
+use tokio_util::sync::CancellationToken;
+
+use super::webhooks::headers_from_json;
+use crate::Engine;
+use crate::providers::ProviderEvent;
+use crate::store::events::{self, Incoming, Unapplied};
+use crate::store::{Result, Tx};
+
+/// Events applied in one transaction at most: a SQLite transaction holds the write lock
+/// (webhook appends wait for it), so it is kept to a few milliseconds.
+const BATCH: i64 = 64;
+
+/// Applies appended events until `stop`; then applies what is left and returns.
+pub async fn run(e: Arc<Engine>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        drain(&e).await;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = e.events.appended() => {}
+            _ = tick.tick() => {}
+        }
+    }
+    drain(&e).await;
+}
+
+/// Applies batches until none is full, each when the intake gives it a turn (webhooks
+/// waiting for their commit go first); a failure is logged and left for the next look.
+async fn drain(e: &Engine) {
+    loop {
+        e.events.turn().await;
+        match apply_batch(e).await {
+            Ok(n) if n == BATCH as usize => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "applying webhook events failed; they stay stored and are retried");
+                return;
+            }
+        }
+    }
+}
+
+/// Applies up to [`BATCH`] of the oldest unapplied events; returns how many it took. If the
+/// batch fails, each event is applied in a transaction of its own, so one event that cannot
+/// be applied holds up no other.
+async fn apply_batch(e: &Engine) -> Result<usize> {
+    let mut tx = e.store.begin().await?;
+    let taken = events::take_unapplied(&mut tx, e.store.backend, BATCH).await?;
+    if taken.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let n = taken.len();
+    match apply(e, &mut tx, &taken).await {
+        Ok(wake) => {
+            tx.commit().await?;
+            e.queue.wake(&wake);
+            return Ok(n);
+        }
+        Err(err) if n > 1 => {
+            tracing::warn!(error = %err, events = n, "a batch of webhook events failed to apply; applying them one by one");
+            tx.rollback().await?;
+        }
+        Err(err) => return Err(err),
+    }
+    for ev in taken {
+        let mut tx = e.store.begin().await?;
+        // Still unapplied? Another applier may have taken it since the rollback.
+        if !events::take_unapplied_one(&mut tx, e.store.backend, ev.id).await? {
+            tx.rollback().await?;
+            continue;
+        }
+        match apply(e, &mut tx, std::slice::from_ref(&ev)).await {
+            Ok(wake) => {
+                tx.commit().await?;
+                e.queue.wake(&wake);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, event = ev.id, "a webhook event failed to apply; it stays stored and is retried");
+                tx.rollback().await?;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Applies the events in `tx`: the steps to wake once it commits.
+async fn apply(e: &Engine, tx: &mut Tx, taken: &[Unapplied]) -> Result<Vec<Wake>> {
+    let mut read: Vec<(i64, ProviderEvent)> = Vec::with_capacity(taken.len());
+    for t in taken {
+        let headers = headers_from_json(t.headers.as_deref().unwrap_or("{}"));
+        let ev = match e.providers.get("provider", &t.provider) {
+            Ok(p) => p.read_stored(&headers, &t.raw_body),
+            Err(err) => Err(err.to_string()),
+        };
+        match ev {
+            Ok(ev) => read.push((t.id, ev)),
+            Err(why) => {
+                tracing::error!(event = t.id, provider = %t.provider, error = %why, "a stored webhook event cannot be applied");
+                events::set_unapplicable(tx, t.id, &why).await?;
+            }
+        }
+    }
+    // Stored already: applying needs only the event.
+    let incoming: Vec<Incoming<'_>> = read
+        .iter()
+        .map(|(_, ev)| Incoming {
+            ev,
+            raw: &[],
+            headers: "",
+            restock_default: e.config.refunds.restock,
+        })
+        .collect();
+    let ids: Vec<Option<i64>> = read.iter().map(|(id, _)| Some(*id)).collect();
+    let applied = events::apply_stored(tx, &incoming, &ids).await?;
+    for ((id, ev), a) in read.iter().zip(&applied) {
+        tracing::debug!(event = id, provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type, outcome = %a.outcome, "webhook applied");
+    }
+    Ok(applied.into_iter().flat_map(|a| a.wake).collect())
+}
