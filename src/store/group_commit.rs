@@ -32,8 +32,13 @@ use crate::providers::ProviderEvent;
 const MAX_BATCH: usize = 256;
 
 /// While webhooks keep the writer busy, the applier still gets a turn after this many of its
-/// commits: appending goes first, but applying never stops.
-const TURN_EVERY: u64 = 16;
+/// commits, or after waiting [`MAX_TURN_WAIT`]: appending goes first, but applying never
+/// stops. (Commits count because they grow with the load: under a burst 32 commits carry a
+/// few thousand events, at a steady trickle a few dozen.)
+const TURN_EVERY: u64 = 32;
+
+/// The longest the applier waits for its turn.
+const MAX_TURN_WAIT: Duration = Duration::from_millis(100);
 
 /// The intake counts as idle when no webhook has waited for a commit for this long. (A
 /// moment with none waiting is not enough: a burst's clients all wait for one commit and
@@ -120,7 +125,9 @@ impl EventWriter {
         let _waiting = Waiting::new(self);
         let Some(queue) = &self.tx else {
             let r = append_one(&self.store, &ev, &raw, &headers).await;
-            self.appended.notify_one();
+            if matches!(r, Ok(false)) {
+                self.appended.notify_one();
+            }
             return r;
         };
         let (reply, answer) = oneshot::channel();
@@ -141,7 +148,7 @@ impl EventWriter {
     }
 
     /// Completes when applying may go ahead: once the intake has been idle for [`IDLE`],
-    /// or after the writer's next [`TURN_EVERY`] commits. A webhook's answer waits for its
+    /// after the writer's next [`TURN_EVERY`] commits, or after [`MAX_TURN_WAIT`]. A webhook's answer waits for its
     /// commit, and applying takes the same store (on SQLite the same write lock) and the
     /// same CPU, so under a burst the 200s go first and applying catches up behind them.
     pub async fn turn(&self) {
@@ -151,7 +158,8 @@ impl EventWriter {
         };
         // Nothing appended since the last turn, and nothing waiting: go at once.
         if !idle(self.turn_at.load(Ordering::Acquire)) {
-            loop {
+            let deadline = tokio::time::Instant::now() + MAX_TURN_WAIT;
+            while tokio::time::Instant::now() < deadline {
                 let turn = self.turn.notified();
                 let commits = self.commits.load(Ordering::Acquire);
                 tokio::select! {
@@ -200,8 +208,9 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, signals: Signals) {
                 Err(_) => break,
             }
         }
-        commit(&store, batch).await;
-        signals.appended.notify_one();
+        if commit(&store, batch).await {
+            signals.appended.notify_one();
+        }
         if signals.commits.fetch_add(1, Ordering::AcqRel) % TURN_EVERY == TURN_EVERY - 1 {
             signals.turn.notify_waiters();
         }
@@ -209,25 +218,32 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, signals: Signals) {
     signals.turn.notify_waiters();
 }
 
-async fn commit(store: &Store, batch: Vec<Job>) {
+/// Appends the batch and answers its requests: whether any event was new. (Only then is
+/// this process's applier told: the one whose append stored an event applies it, as the
+/// one whose commit stored it did when intake applied in the request.)
+async fn commit(store: &Store, batch: Vec<Job>) -> bool {
     if batch.len() > 1 {
         let incoming: Vec<Incoming<'_>> = batch.iter().map(Job::incoming).collect();
         match together(store, &incoming).await {
             Ok(duplicates) => {
+                let new = duplicates.contains(&false);
                 for (job, d) in batch.into_iter().zip(duplicates) {
                     let _ = job.reply.send(Ok(d));
                 }
-                return;
+                return new;
             }
             Err(e) => {
                 tracing::warn!(error = %e, events = batch.len(), "batched commit failed; appending the events one by one");
             }
         }
     }
+    let mut new = false;
     for job in batch {
         let r = append_one(store, &job.ev, &job.raw, &job.headers).await;
+        new |= matches!(r, Ok(false));
         let _ = job.reply.send(r);
     }
+    new
 }
 
 impl Job {
