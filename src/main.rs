@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run everything in one process: intake, workers and sweeper (migrates first).
     Serve,
-    /// Run the HTTP intake only (webhooks, the shop API, admin API); stateless, run many
+    /// Run the HTTP intake only (webhooks, the shop API, admin API) and its event applier; stateless, run many
     /// behind a load balancer. Needs a shared store (postgres://) and a queue (redis:// or postgres://).
     Intake,
     /// Run workers only: the step kinds chosen, the sweeper that feeds them, housekeeping
