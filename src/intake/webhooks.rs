@@ -1,9 +1,9 @@
 //! `POST /webhooks/{provider}`: the provider verifies the webhook on the raw bytes and
 //! normalizes it; the event is appended to the store (a duplicate is known here: its id was
 //! stored before) and the provider gets 200 once that commit is durable. The event applier
-//! (`applier`) applies it right after, outside the request. A bad signature is 400 and stores nothing; a body over the limit is
-//! 413; a store that cannot commit is 503 so the provider retries — never 200 for an event
-//! we did not keep.
+//! (`applier`) applies it right after, outside the request. A bad signature is 400 and
+//! stores nothing; a body over the limit is 413; a store that cannot commit is 503 so the
+//! provider retries — never 200 for an event we did not keep.
 
 use std::sync::Arc;
 

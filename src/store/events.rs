@@ -222,13 +222,10 @@ pub struct Unapplied {
 /// it ends. On Postgres, where several intakes apply at once, rows another transaction holds
 /// are skipped rather than waited for; SQLite's write lock admits one applier anyway.
 pub async fn take_unapplied(tx: &mut Tx, backend: Backend, limit: i64) -> Result<Vec<Unapplied>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
     Ok(sqlx::query_as::<_, Unapplied>(sqlx::AssertSqlSafe(format!(
         "SELECT id, provider, raw_body, headers FROM webhook_events
-         WHERE outcome = 'received' ORDER BY id LIMIT $1{lock}"
+         WHERE outcome = 'received' ORDER BY id LIMIT $1{}",
+        skip_locked(backend)
     )))
     .bind(limit)
     .fetch_all(&mut **tx)
@@ -238,17 +235,23 @@ pub async fn take_unapplied(tx: &mut Tx, backend: Backend, limit: i64) -> Result
 /// Takes the one event `id` if it is still unapplied (and, on Postgres, not held by another
 /// transaction): whether it was.
 pub async fn take_unapplied_one(tx: &mut Tx, backend: Backend, id: i64) -> Result<bool> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
     let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT id FROM webhook_events WHERE id = $1 AND outcome = 'received'{lock}"
+        "SELECT id FROM webhook_events WHERE id = $1 AND outcome = 'received'{}",
+        skip_locked(backend)
     )))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
     Ok(found.is_some())
+}
+
+/// How a take holds the rows it read: on Postgres locked, skipping rows another transaction
+/// holds; on SQLite the transaction's write lock holds everything already.
+fn skip_locked(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
 }
 
 /// Gives a stored event that cannot be applied (its provider no longer configured, or it no

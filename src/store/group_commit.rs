@@ -124,7 +124,7 @@ impl EventWriter {
     pub async fn append(&self, ev: ProviderEvent, raw: Vec<u8>, headers: String) -> Result<bool> {
         let _waiting = Waiting::new(self);
         let Some(queue) = &self.tx else {
-            let r = append_one(&self.store, &ev, &raw, &headers).await;
+            let r = append_one(&self.store, incoming(&ev, &raw, &headers)).await;
             if matches!(r, Ok(false)) {
                 self.appended.notify_one();
             }
@@ -148,9 +148,10 @@ impl EventWriter {
     }
 
     /// Completes when applying may go ahead: once the intake has been idle for [`IDLE`],
-    /// after the writer's next [`TURN_EVERY`] commits, or after [`MAX_TURN_WAIT`]. A webhook's answer waits for its
-    /// commit, and applying takes the same store (on SQLite the same write lock) and the
-    /// same CPU, so under a burst the 200s go first and applying catches up behind them.
+    /// after the writer's next [`TURN_EVERY`] commits, or after [`MAX_TURN_WAIT`]. A
+    /// webhook's answer waits for its commit, and applying takes the same store (on SQLite
+    /// the same write lock) and the same CPU, so under a burst the 200s go first and
+    /// applying catches up behind them.
     pub async fn turn(&self) {
         let idle = |since: u64| {
             self.waiting.load(Ordering::Acquire) == 0
@@ -223,8 +224,11 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, signals: Signals) {
 /// one whose commit stored it did when intake applied in the request.)
 async fn commit(store: &Store, batch: Vec<Job>) -> bool {
     if batch.len() > 1 {
-        let incoming: Vec<Incoming<'_>> = batch.iter().map(Job::incoming).collect();
-        match together(store, &incoming).await {
+        let all: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|job| incoming(&job.ev, &job.raw, &job.headers))
+            .collect();
+        match together(store, &all).await {
             Ok(duplicates) => {
                 let new = duplicates.contains(&false);
                 for (job, d) in batch.into_iter().zip(duplicates) {
@@ -239,31 +243,25 @@ async fn commit(store: &Store, batch: Vec<Job>) -> bool {
     }
     let mut new = false;
     for job in batch {
-        let r = append_one(store, &job.ev, &job.raw, &job.headers).await;
+        let r = append_one(store, incoming(&job.ev, &job.raw, &job.headers)).await;
         new |= matches!(r, Ok(false));
         let _ = job.reply.send(r);
     }
     new
 }
 
-impl Job {
-    fn incoming(&self) -> Incoming<'_> {
-        Incoming {
-            ev: &self.ev,
-            raw: &self.raw,
-            headers: &self.headers,
-            restock_default: false,
-        }
-    }
-}
-
-async fn append_one(store: &Store, ev: &ProviderEvent, raw: &[u8], headers: &str) -> Result<bool> {
-    let one = Incoming {
+/// An event to append (`restock_default` is for applying, which is not done here).
+fn incoming<'a>(ev: &'a ProviderEvent, raw: &'a [u8], headers: &'a str) -> Incoming<'a> {
+    Incoming {
         ev,
         raw,
         headers,
         restock_default: false,
-    };
+    }
+}
+
+/// Appends one event in a transaction of its own: whether it was a duplicate.
+async fn append_one(store: &Store, one: Incoming<'_>) -> Result<bool> {
     Ok(together(store, &[one]).await?.pop().unwrap_or(true))
 }
 
