@@ -69,6 +69,9 @@ pub struct Engine {
     /// order's step goes straight on to the next when it is one of these
     /// (see [`store::steps::Chain`]).
     pub chains_into: Vec<jobs::StepKind>,
+    /// This process's step writes' way into the store (group commit; see
+    /// [`pipeline::batch`]).
+    pub batcher: pipeline::batch::Batcher,
 }
 
 /// Where `serve` writes a generated admin token when none is configured.
@@ -167,6 +170,7 @@ pub async fn run_role(
             )
         },
         chains_into,
+        batcher: Default::default(),
     });
 
     let stop = CancellationToken::new();

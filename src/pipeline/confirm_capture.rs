@@ -43,18 +43,18 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             currency: &state.currency,
         },
     )?;
-    let mut tx = e.store.begin().await?;
-    let mut wake = Vec::new();
-    if let Some(ppid) = state
+    let Some(ppid) = state
         .provider_payment_id
         .as_ref()
         .filter(|id| payment.provider_payment_id.as_ref() != Some(*id))
-    {
-        // The event did not carry it (an approval, an authorization): refunds need it,
-        // and refund events that came before it can be placed now.
-        payments::set_provider_payment_id(&mut tx, &payment.id, ppid).await?;
-        wake = refunds::catch_up(&mut tx, &payment.id, &payment.order_id).await?;
-    }
+    else {
+        return e.batcher.finish(e, lease, "captured".into(), None).await;
+    };
+    // The event did not carry it (an approval, an authorization): refunds need it, and
+    // refund events that came before it can be placed now.
+    let mut tx = e.store.begin().await?;
+    payments::set_provider_payment_id(&mut tx, &payment.id, ppid).await?;
+    let mut wake = refunds::catch_up(&mut tx, &payment.id, &payment.order_id).await?;
     wake.extend(complete(tx, lease, "captured").await?);
     Ok(wake)
 }

@@ -3,24 +3,25 @@
 
 use std::collections::HashMap;
 
-use jobs::StepKind;
 use jobs::deduct_stock::Outcome;
+use jobs::{StepError, StepKind};
 
+use super::batch::Applied;
 use super::{StepResult, complete, finish};
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::store::steps::{self, Lease};
-use crate::store::{StoreError, catalogue, orders, payments};
+use crate::store::{StoreError, Tx, catalogue, orders, payments};
 
-pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
+/// Consumes the reservations and deducts the stock in `tx` (see `pipeline::batch`).
+pub async fn apply(tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
     let order_id = &lease.step.order_id;
-    let mut tx = e.store.begin().await?;
-    let items = orders::items_in(&mut tx, order_id).await?;
+    let items = orders::items_in(tx, order_id).await?;
     let held: HashMap<String, i64> = sqlx::query_as(
         "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'held'",
     )
     .bind(order_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::from)?
     .into_iter()
@@ -31,29 +32,27 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     )
     .bind(now_ms())
     .bind(order_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(StoreError::from)?;
-    let Some(wake) = finish(&mut tx, lease, Outcome::Deducted.as_str()).await? else {
-        tx.rollback().await.map_err(StoreError::from)?;
-        return Ok(Vec::new());
+    let Some(wake) = finish(tx, lease, Outcome::Deducted.as_str()).await? else {
+        return Ok(Applied::LeaseLost);
     };
     // The SKU rows are what every order for the same item contends for: touch them last,
     // so each holds their lock only for the decrement and the commit.
-    let mut all_deducted = true;
     for it in &items {
         let held_qty = held.get(&it.sku).copied().unwrap_or(0).min(it.qty);
-        if !catalogue::try_deduct(&mut tx, &it.sku, it.qty, held_qty).await? {
-            all_deducted = false;
-            break;
+        if !catalogue::try_deduct(tx, &it.sku, it.qty, held_qty).await? {
+            // The caller rolls back the lines already deducted, and refunds instead.
+            return Ok(Applied::OutOfStock);
         }
     }
-    if all_deducted {
-        tx.commit().await.map_err(StoreError::from)?;
-        return Ok(wake);
-    }
-    // Some line found no stock: undo the lines already deducted, and refund instead.
-    tx.rollback().await.map_err(StoreError::from)?;
+    Ok(Applied::Done(wake))
+}
+
+/// Some line found no stock: the order is refunded instead, its reservations released.
+pub async fn out_of_stock(e: &Engine, lease: &Lease) -> StepResult {
+    let order_id = &lease.step.order_id;
     let mut tx = e.store.begin().await?;
     payments::release_reservations(&mut tx, order_id).await?;
     steps::skip(

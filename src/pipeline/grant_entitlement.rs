@@ -4,24 +4,36 @@
 use jobs::StepError;
 use jobs::grant_entitlement::expires_at_ms;
 
-use super::{StepResult, complete};
+use super::batch::Applied;
+use super::finish;
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::store::steps::Lease;
-use crate::store::{StoreError, orders};
+use crate::store::{StoreError, Tx, orders};
 
-pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
+/// Grants in `tx` (see `pipeline::batch`).
+pub async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
     let order_id = &lease.step.order_id;
-    let mut tx = e.store.begin().await?;
     // Locks the order row: a refund applied meanwhile either committed before (and is
     // seen here) or waits for this grant and revokes it.
-    let order = orders::lock_in(&mut tx, order_id)
+    let order = orders::lock_in(tx, order_id)
         .await?
         .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
-    if order.status == "refunded" {
-        return complete(tx, lease, "nothing to grant: order refunded").await;
-    }
-    let items = orders::items_in(&mut tx, order_id).await?;
+    let outcome = if order.status == "refunded" {
+        "nothing to grant: order refunded".to_owned()
+    } else {
+        grant(e, tx, &order).await?
+    };
+    Ok(match finish(tx, lease, &outcome).await? {
+        Some(wake) => Applied::Done(wake),
+        None => Applied::LeaseLost,
+    })
+}
+
+/// Inserts what the order's items grant; says what that was.
+async fn grant(e: &Engine, tx: &mut Tx, order: &orders::OrderRow) -> Result<String, StepError> {
+    let order_id = &order.id;
+    let items = orders::items_in(tx, order_id).await?;
     let now = now_ms();
     let mut granted = Vec::new();
     for it in &items {
@@ -39,15 +51,14 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .bind(&grant.feature)
         .bind(now)
         .bind(expires_at_ms(now, grant.duration_days))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(StoreError::from)?;
         granted.push(grant.feature.as_str());
     }
-    let outcome = if granted.is_empty() {
+    Ok(if granted.is_empty() {
         "nothing to grant".to_owned()
     } else {
         format!("granted {}", granted.join(", "))
-    };
-    complete(tx, lease, &outcome).await
+    })
 }

@@ -4,20 +4,21 @@
 use jobs::StepError;
 use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
 
-use super::{StepResult, finish};
+use super::batch::Applied;
+use super::finish;
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
-use crate::store::{StoreError, orders};
+use crate::store::{StoreError, Tx, orders};
 
-pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
+/// Issues the invoice in `tx` (see `pipeline::batch`).
+pub async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
     let cfg = &e.config.invoice;
     let order_id = &lease.step.order_id;
-    let mut tx = e.store.begin().await?;
-    let order = orders::get_in(&mut tx, order_id)
+    let order = orders::get_in(tx, order_id)
         .await?
         .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
-    let items = orders::items_in(&mut tx, order_id).await?;
+    let items = orders::items_in(tx, order_id).await?;
     let tax = inclusive_tax(order.total_minor, cfg.tax_rate_bps);
     let now = now_ms();
     let invoice_id = new_id("inv");
@@ -33,24 +34,20 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         .bind(line.credit_minor)
         .bind(&order.currency)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(StoreError::from)?;
     }
-    let Some(wake) = finish(&mut tx, lease, "issued").await? else {
-        tx.rollback().await.map_err(StoreError::from)?;
-        return Ok(Vec::new());
-    };
-    // Last, right before the commit: the counter row is locked by this update until then,
-    // so concurrent invoices queue here for as short a time as possible. A rollback gives
-    // the number back: numbers have no gaps.
+    // The counter row stays locked by this update until the commit, so it comes after
+    // everything that does not need the number. A rollback gives the number back: numbers
+    // have no gaps.
     let n: i64 = sqlx::query_scalar(
         "INSERT INTO invoice_counters (series, last_number) VALUES ($1, 1)
          ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + 1
          RETURNING last_number",
     )
     .bind(&cfg.series)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(StoreError::from)?;
     let invoice_number = number(&cfg.series, n);
@@ -83,17 +80,14 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     .bind(i64::from(cfg.tax_rate_bps))
     .bind(html)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(StoreError::from)?;
-    sqlx::query("UPDATE steps SET outcome = $1 WHERE id = $2")
-        .bind(&invoice_number)
-        .bind(lease.step.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(wake)
+    // The step's outcome is the invoice's number.
+    Ok(match finish(tx, lease, &invoice_number).await? {
+        Some(wake) => Applied::Done(wake),
+        None => Applied::LeaseLost,
+    })
 }
 
 fn render_html(

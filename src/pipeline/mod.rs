@@ -13,6 +13,7 @@
 //! `reconcile_payment`, `notify_payment_failed`, `notify_refund`. Each one's retry policy and pure logic sit in the
 //! file of the same name in the `jobs` crate.
 
+pub mod batch;
 mod confirm_capture;
 mod deduct_stock;
 mod grant_entitlement;
@@ -125,11 +126,7 @@ async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError
 /// outcome; the step's lease then expires and the sweeper hands it out again.
 #[tracing::instrument(skip(engine))]
 pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
-    let Some(mut lease) = engine
-        .store
-        .claim(step_id, engine.config.queue.lease_ms, &engine.worker)
-        .await?
-    else {
+    let Some(mut lease) = engine.batcher.claim(engine, step_id).await? else {
         return Ok(());
     };
     loop {
@@ -160,13 +157,13 @@ async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError>
     let kind = StepKind::parse(&lease.step.kind);
     let result = match kind {
         Some(StepKind::ConfirmCapture) => confirm_capture::run(engine, lease).await,
-        Some(StepKind::DeductStock) => deduct_stock::run(engine, lease).await,
+        Some(StepKind::DeductStock | StepKind::IssueInvoice | StepKind::GrantEntitlement) => {
+            engine.batcher.run(engine, lease).await
+        }
         Some(StepKind::RefundPayment | StepKind::RefundExtraPayment) => {
             refund_payment::run(engine, lease).await
         }
-        Some(StepKind::IssueInvoice) => issue_invoice::run(engine, lease).await,
         Some(StepKind::SendReceipt) => send_receipt::run(engine, lease).await,
-        Some(StepKind::GrantEntitlement) => grant_entitlement::run(engine, lease).await,
         Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, lease).await,
         Some(StepKind::NotifyPaymentFailed) => notify_payment_failed::run(engine, lease).await,
         Some(StepKind::NotifyRefund) => notify_refund::run(engine, lease).await,
@@ -213,6 +210,7 @@ async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError>
 /// and in-flight steps get `queue.shutdown_grace_ms` to finish; a step cut off is handed out
 /// again when its lease expires.
 pub async fn run_workers(engine: Arc<Engine>, kinds: Vec<StepKind>, shutdown: CancellationToken) {
+    batch::Batcher::start(&engine);
     let concurrency = engine.config.queue.concurrency;
     let grace = Duration::from_millis(engine.config.queue.shutdown_grace_ms);
     let mut monitor = Monitor::new();

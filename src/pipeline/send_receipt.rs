@@ -5,13 +5,13 @@
 use jobs::StepError;
 use jobs::send_receipt::{Content, Kind, Line, render};
 
-use super::{StepResult, complete};
+use super::StepResult;
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::email::Outgoing;
 use crate::store::orders::OrderRow;
 use crate::store::steps::Lease;
-use crate::store::{StoreError, orders};
+use crate::store::{StoreError, Tx, orders};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let order = order_of(e, lease).await?;
@@ -50,14 +50,14 @@ pub(super) async fn send_once(
         .map_err(StoreError::from)?;
         content.sold_out = sold_out > 0;
     }
-    let sent = mail_once(e, payment_id, kind.as_str(), order, &content).await?;
-    let tx = e.store.begin().await?;
-    let outcome = if sent {
+    let sent = send_mail(e, payment_id, kind.as_str(), order, &content).await?;
+    let outcome = if sent.is_some() {
         format!("{} sent", kind.as_str())
     } else {
         "already sent".to_owned()
     };
-    complete(tx, lease, &outcome).await
+    // The record that it was sent goes in with the step's finish.
+    e.batcher.finish(e, lease, outcome, sent).await
 }
 
 /// What an email about `order` says, with its lines and total.
@@ -92,10 +92,10 @@ pub(super) async fn content(
     })
 }
 
-/// Sends `content` to the buyer once per (payment, `slot`): an email already recorded is not
-/// sent again, and each carries a deterministic Message-ID, so the rare resend after a crash
-/// between sending and recording is recognisable as the same message. Returns whether it
-/// was sent now.
+/// Sends `content` to the buyer once per (payment, `slot`), and records that it did: an
+/// email already recorded is not sent again, and each carries a deterministic Message-ID, so
+/// the rare resend after a crash between sending and recording is recognisable as the same
+/// message. Returns whether it was sent now.
 pub(super) async fn mail_once(
     e: &Engine,
     payment_id: &str,
@@ -103,6 +103,35 @@ pub(super) async fn mail_once(
     order: &OrderRow,
     content: &Content,
 ) -> Result<bool, StepError> {
+    let Some(sent) = send_mail(e, payment_id, slot, order, content).await? else {
+        return Ok(false);
+    };
+    let mut tx = e.store.begin().await?;
+    record(&mut tx, &sent).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(true)
+}
+
+/// An email sent, to be recorded (see [`record`]).
+#[derive(Debug, Clone)]
+pub struct SentEmail {
+    payment_id: String,
+    slot: String,
+    to: String,
+    subject: String,
+    message_id: String,
+    transport: &'static str,
+}
+
+/// [`mail_once`] but for the record, which the caller writes: `None` if the email was
+/// recorded already, and nothing was sent.
+async fn send_mail(
+    e: &Engine,
+    payment_id: &str,
+    slot: &str,
+    order: &OrderRow,
+    content: &Content,
+) -> Result<Option<SentEmail>, StepError> {
     let already: Option<i64> =
         sqlx::query_scalar("SELECT id FROM emails_sent WHERE payment_id = $1 AND kind = $2")
             .bind(payment_id)
@@ -111,7 +140,7 @@ pub(super) async fn mail_once(
             .await
             .map_err(StoreError::from)?;
     if already.is_some() {
-        return Ok(false);
+        return Ok(None);
     }
     let (subject, body) = render(content);
     let message_id = format!("<{slot}.{payment_id}@fulfilld>").replace(':', ".");
@@ -126,22 +155,31 @@ pub(super) async fn mail_once(
             name: &name,
         })
         .await?;
-    let mut tx = e.store.begin().await?;
+    Ok(Some(SentEmail {
+        payment_id: payment_id.to_owned(),
+        slot: slot.to_owned(),
+        to: order.customer_email.clone(),
+        subject,
+        message_id,
+        transport,
+    }))
+}
+
+/// Records that an email was sent (once per payment and slot).
+pub async fn record(tx: &mut Tx, m: &SentEmail) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO emails_sent (payment_id, kind, to_addr, subject, message_id, transport, sent_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (payment_id, kind) DO NOTHING",
     )
-    .bind(payment_id)
-    .bind(slot)
-    .bind(&order.customer_email)
-    .bind(&subject)
-    .bind(&message_id)
-    .bind(transport)
+    .bind(&m.payment_id)
+    .bind(&m.slot)
+    .bind(&m.to)
+    .bind(&m.subject)
+    .bind(&m.message_id)
+    .bind(m.transport)
     .bind(now_ms())
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(true)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

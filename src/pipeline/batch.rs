@@ -1,0 +1,320 @@
+//! Group commit for the workers' writes. Every step run writes the store a few times — the
+//! claim, the store-only steps' whole runs, the end of a step whose effect happened outside
+//! (a provider call, an email) — and each used to be a transaction and a commit of its own.
+//! Commits are what a store does a few thousand of per second, and the contended rows (a
+//! SKU's stock, the invoice counter) stay locked until the commit: one commit per invoice
+//! makes the invoice series a queue of commits.
+//!
+//! So a worker process sends those writes here, and a batch loop runs whatever is waiting in
+//! one transaction and answers each caller after the commit. A write in a batch behaves as
+//! it does alone: a claim that finds nothing claims nothing, a finish whose lease was lost
+//! writes nothing. A batch that cannot go through as a whole — an error, a lease lost after
+//! a step wrote its effect, a step that wants its own transaction (no stock left) — is
+//! rolled back and every write in it runs alone, as it would without batching, so one bad
+//! step never fails the others.
+//!
+//! Inside a batch the writes go claims first, then finishes, then the store-only steps in
+//! pipeline order (grant, deduct, invoice): the rows others wait for are locked as late as
+//! possible, and every batch takes them in the same order.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use jobs::{StepError, StepKind, Wake};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::send_receipt::{self, SentEmail};
+use super::{StepResult, deduct_stock, grant_entitlement, issue_invoice};
+use crate::Engine;
+use crate::store::steps::{self, Lease};
+use crate::store::{StoreError, Tx};
+
+/// The most writes one transaction takes.
+const MAX_BATCH: usize = 64;
+/// Batch loops per process: one can run statements while another waits for its commit.
+const LOOPS: usize = 2;
+
+/// What a store-only step's run wrote in its transaction.
+pub enum Applied {
+    /// Done; the steps to wake after the commit.
+    Done(Vec<Wake>),
+    /// The lease was lost: what the step wrote must be rolled back.
+    LeaseLost,
+    /// No stock left: roll back, and take the refund path in a transaction of its own.
+    OutOfStock,
+}
+
+/// A step's write.
+enum Work {
+    /// A store-only step's whole run.
+    Run(Lease),
+    /// The end of a step whose effect happened outside the store.
+    Finish {
+        lease: Lease,
+        outcome: String,
+        email: Option<SentEmail>,
+    },
+}
+
+enum Job {
+    Claim {
+        step_id: i64,
+        reply: oneshot::Sender<Result<Option<Lease>, StoreError>>,
+    },
+    Step {
+        work: Box<Work>,
+        reply: oneshot::Sender<StepResult>,
+    },
+}
+
+impl Job {
+    /// Where the write goes in its batch (see the module doc).
+    fn rank(&self) -> u8 {
+        match self {
+            Job::Claim { .. } => 0,
+            Job::Step { work, .. } => match &**work {
+                Work::Finish { .. } => 1,
+                Work::Run(l) => match StepKind::parse(&l.step.kind) {
+                    Some(StepKind::GrantEntitlement) => 2,
+                    Some(StepKind::DeductStock) => 3,
+                    _ => 4,
+                },
+            },
+        }
+    }
+}
+
+/// The way into this process's batch loops. Every write also works without them (an
+/// engine whose workers are not running): alone, in a transaction of its own.
+#[derive(Debug, Default)]
+pub struct Batcher {
+    jobs: OnceLock<mpsc::UnboundedSender<Job>>,
+}
+
+impl Batcher {
+    /// Starts the batch loops of `engine` (once; they end with the engine).
+    pub fn start(engine: &Arc<Engine>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if engine.batcher.jobs.set(tx).is_err() {
+            return;
+        }
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..LOOPS {
+            tokio::spawn(run(Arc::downgrade(engine), rx.clone()));
+        }
+    }
+
+    /// Gives `job` to the batch loops; back if none runs.
+    fn send(&self, job: Job) -> Option<Job> {
+        match self.jobs.get() {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        }
+    }
+
+    /// Claims a step (see [`crate::store::Store::claim`]).
+    pub async fn claim(&self, e: &Engine, step_id: i64) -> Result<Option<Lease>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Job::Claim { step_id, reply }).is_none() {
+            // No answer: the loop went away mid-batch (the runtime is stopping).
+            return answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Other("step writer stopped".into())));
+        }
+        claim_alone(e, step_id).await
+    }
+
+    /// Runs a claimed store-only step.
+    pub async fn run(&self, e: &Engine, lease: &Lease) -> StepResult {
+        self.step(e, Work::Run(lease.clone())).await
+    }
+
+    /// Marks a claimed step done with `outcome` and moves its order on (see
+    /// [`super::complete`]); with `email`, records in the same commit that it was sent.
+    pub async fn finish(
+        &self,
+        e: &Engine,
+        lease: &Lease,
+        outcome: String,
+        email: Option<SentEmail>,
+    ) -> StepResult {
+        let work = Work::Finish {
+            lease: lease.clone(),
+            outcome,
+            email,
+        };
+        self.step(e, work).await
+    }
+
+    async fn step(&self, e: &Engine, work: Work) -> StepResult {
+        let (reply, answer) = oneshot::channel();
+        let work = Box::new(work);
+        match self.send(Job::Step { work, reply }) {
+            // No answer: as above. What the batch committed holds; a write made again
+            // finds the step no longer leased to it.
+            None => answer
+                .await
+                .unwrap_or_else(|_| Err(StepError::Transient("step writer stopped".into()))),
+            Some(Job::Step { work, .. }) => alone(e, &work).await,
+            Some(Job::Claim { .. }) => Ok(Vec::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+async fn run(engine: Weak<Engine>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH
+                && let Ok(j) = rx.try_recv()
+            {
+                jobs.push(j);
+            }
+        }
+        let Some(e) = engine.upgrade() else {
+            return;
+        };
+        batch(&e, jobs).await;
+    }
+}
+
+/// Runs `jobs` in one transaction, or each alone if that fails.
+async fn batch(e: &Engine, mut jobs: Vec<Job>) {
+    jobs.sort_by_key(Job::rank);
+    if jobs.len() > 1
+        && let Some(outcomes) = together(e, &jobs).await
+    {
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            match (job, outcome) {
+                (Job::Claim { reply, .. }, Outcome::Claimed(l)) => {
+                    drop(reply.send(Ok(l.map(|l| *l))))
+                }
+                (Job::Step { reply, .. }, Outcome::Ran(w)) => drop(reply.send(Ok(w))),
+                // Each outcome comes from its own job's kind of write.
+                _ => {}
+            }
+        }
+        return;
+    }
+    for job in jobs {
+        match job {
+            Job::Claim { step_id, reply } => drop(reply.send(claim_alone(e, step_id).await)),
+            Job::Step { work, reply } => {
+                if let Work::Run(l) | Work::Finish { lease: l, .. } = &*work
+                    && let Some(c) = &l.chain
+                {
+                    // A claim made by a batch that was rolled back is no claim.
+                    *c.next.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                drop(reply.send(alone(e, &work).await));
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Claimed(Option<Box<Lease>>),
+    Ran(Vec<Wake>),
+}
+
+/// All of `jobs` in one transaction; `None` if it was rolled back.
+async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
+    let mut tx = e.store.begin().await.ok()?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        out.push(match job {
+            Job::Claim { step_id, .. } => Outcome::Claimed(
+                steps::claim_next(&mut tx, *step_id, e.config.queue.lease_ms, &e.worker)
+                    .await
+                    .ok()?
+                    .map(Box::new),
+            ),
+            Job::Step { work, .. } => match &**work {
+                Work::Run(lease) => match apply(e, &mut tx, lease).await {
+                    Ok(Applied::Done(w)) => Outcome::Ran(w),
+                    Ok(Applied::LeaseLost | Applied::OutOfStock) | Err(_) => return None,
+                },
+                Work::Finish {
+                    lease,
+                    outcome,
+                    email,
+                } => Outcome::Ran(finish_in(&mut tx, lease, outcome, email).await.ok()?),
+            },
+        });
+    }
+    if let Err(err) = tx.commit().await {
+        tracing::warn!(error = %err, "step batch commit failed; making its writes one by one");
+        return None;
+    }
+    Some(out)
+}
+
+async fn claim_alone(e: &Engine, step_id: i64) -> Result<Option<Lease>, StoreError> {
+    e.store
+        .claim(step_id, e.config.queue.lease_ms, &e.worker)
+        .await
+}
+
+/// A finish: the step, then the email record; a lost lease writes neither.
+async fn finish_in(
+    tx: &mut Tx,
+    lease: &Lease,
+    outcome: &str,
+    email: &Option<SentEmail>,
+) -> StepResult {
+    let Some(wake) = super::finish(tx, lease, outcome).await? else {
+        return Ok(Vec::new());
+    };
+    if let Some(m) = email {
+        send_receipt::record(tx, m).await?;
+    }
+    Ok(wake)
+}
+
+/// A store-only step's run in `tx`.
+async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
+    match StepKind::parse(&lease.step.kind) {
+        Some(StepKind::DeductStock) => deduct_stock::apply(tx, lease).await,
+        Some(StepKind::IssueInvoice) => issue_invoice::apply(e, tx, lease).await,
+        Some(StepKind::GrantEntitlement) => grant_entitlement::apply(e, tx, lease).await,
+        _ => Err(StepError::Permanent(format!(
+            "{} is not a store-only step",
+            lease.step.kind
+        ))),
+    }
+}
+
+/// One step's write in a transaction of its own.
+async fn alone(e: &Engine, work: &Work) -> StepResult {
+    let mut tx = e.store.begin().await?;
+    let wake = match work {
+        Work::Finish {
+            lease,
+            outcome,
+            email,
+        } => finish_in(&mut tx, lease, outcome, email).await?,
+        Work::Run(lease) => match apply(e, &mut tx, lease).await? {
+            Applied::Done(w) => w,
+            Applied::LeaseLost => {
+                tx.rollback().await.map_err(StoreError::from)?;
+                return Ok(Vec::new());
+            }
+            Applied::OutOfStock => {
+                tx.rollback().await.map_err(StoreError::from)?;
+                return deduct_stock::out_of_stock(e, lease).await;
+            }
+        },
+    };
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(wake)
+}
