@@ -13,10 +13,13 @@
 //! rolled back and every write in it runs alone, as it would without batching, so one bad
 //! step never fails the others.
 //!
-//! Inside a batch the writes go claims first, then finishes, then the store-only steps in
-//! pipeline order (grant, deduct, invoice): the rows others wait for are locked as late as
-//! possible, and every batch takes them in the same order.
+//! The rows every batch contends for — a SKU's stock, the invoice counter — are written last,
+//! once per batch, right before the commit ([`Tail`]): the steps leave their stock
+//! decrements and unnumbered invoices there, and the flush deducts each SKU's total (in SKU
+//! order, so batches never deadlock) and takes every number the batch needs in one counter
+//! update. Those locks are held for a few statements and one commit per batch, not per step.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
 
 use jobs::{StepError, StepKind, Wake};
@@ -33,14 +36,32 @@ const MAX_BATCH: usize = 64;
 /// Batch loops per process: one can run statements while another waits for its commit.
 const LOOPS: usize = 2;
 
+/// The writes to contended rows that a transaction's store-only steps left for its end (see
+/// the module doc), made by [`Tail::flush`] right before the commit.
+#[derive(Default)]
+pub struct Tail {
+    /// Per SKU: the quantity to deduct, and how much of it was held.
+    pub stock: BTreeMap<String, (i64, i64)>,
+    pub invoices: Vec<issue_invoice::Unnumbered>,
+}
+
+impl Tail {
+    /// False when some SKU's stock is gone: roll back.
+    async fn flush(&self, e: &Engine, tx: &mut Tx) -> Result<bool, StoreError> {
+        if !deduct_stock::deduct_all(tx, &self.stock).await? {
+            return Ok(false);
+        }
+        issue_invoice::number_all(e, tx, &self.invoices).await?;
+        Ok(true)
+    }
+}
+
 /// What a store-only step's run wrote in its transaction.
 pub enum Applied {
     /// Done; the steps to wake after the commit.
     Done(Vec<Wake>),
     /// The lease was lost: what the step wrote must be rolled back.
     LeaseLost,
-    /// No stock left: roll back, and take the refund path in a transaction of its own.
-    OutOfStock,
 }
 
 /// A step's write.
@@ -64,23 +85,6 @@ enum Job {
         work: Box<Work>,
         reply: oneshot::Sender<StepResult>,
     },
-}
-
-impl Job {
-    /// Where the write goes in its batch (see the module doc).
-    fn rank(&self) -> u8 {
-        match self {
-            Job::Claim { .. } => 0,
-            Job::Step { work, .. } => match &**work {
-                Work::Finish { .. } => 1,
-                Work::Run(l) => match StepKind::parse(&l.step.kind) {
-                    Some(StepKind::GrantEntitlement) => 2,
-                    Some(StepKind::DeductStock) => 3,
-                    _ => 4,
-                },
-            },
-        }
-    }
 }
 
 /// The way into this process's batch loops. Every write also works without them (an
@@ -189,8 +193,7 @@ async fn run(engine: Weak<Engine>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>)
 }
 
 /// Runs `jobs` in one transaction, or each alone if that fails.
-async fn batch(e: &Engine, mut jobs: Vec<Job>) {
-    jobs.sort_by_key(Job::rank);
+async fn batch(e: &Engine, jobs: Vec<Job>) {
     if jobs.len() > 1
         && let Some(outcomes) = together(e, &jobs).await
     {
@@ -230,19 +233,20 @@ enum Outcome {
 /// All of `jobs` in one transaction; `None` if it was rolled back.
 async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
     let mut tx = e.store.begin().await.ok()?;
+    let mut tail = Tail::default();
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         out.push(match job {
             Job::Claim { step_id, .. } => Outcome::Claimed(
-                steps::claim_next(&mut tx, *step_id, e.config.queue.lease_ms, &e.worker)
+                steps::claim_in(&mut tx, *step_id, e.config.queue.lease_ms, &e.worker)
                     .await
                     .ok()?
                     .map(Box::new),
             ),
             Job::Step { work, .. } => match &**work {
-                Work::Run(lease) => match apply(e, &mut tx, lease).await {
+                Work::Run(lease) => match apply(e, &mut tx, lease, &mut tail).await {
                     Ok(Applied::Done(w)) => Outcome::Ran(w),
-                    Ok(Applied::LeaseLost | Applied::OutOfStock) | Err(_) => return None,
+                    Ok(Applied::LeaseLost) | Err(_) => return None,
                 },
                 Work::Finish {
                     lease,
@@ -251,6 +255,9 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
                 } => Outcome::Ran(finish_in(&mut tx, lease, outcome, email).await.ok()?),
             },
         });
+    }
+    if !tail.flush(e, &mut tx).await.ok()? {
+        return None;
     }
     if let Err(err) = tx.commit().await {
         tracing::warn!(error = %err, "step batch commit failed; making its writes one by one");
@@ -282,10 +289,15 @@ async fn finish_in(
 }
 
 /// A store-only step's run in `tx`.
-async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
+async fn apply(
+    e: &Engine,
+    tx: &mut Tx,
+    lease: &Lease,
+    tail: &mut Tail,
+) -> Result<Applied, StepError> {
     match StepKind::parse(&lease.step.kind) {
-        Some(StepKind::DeductStock) => deduct_stock::apply(tx, lease).await,
-        Some(StepKind::IssueInvoice) => issue_invoice::apply(e, tx, lease).await,
+        Some(StepKind::DeductStock) => deduct_stock::apply(tx, lease, tail).await,
+        Some(StepKind::IssueInvoice) => issue_invoice::apply(e, tx, lease, tail).await,
         Some(StepKind::GrantEntitlement) => grant_entitlement::apply(e, tx, lease).await,
         _ => Err(StepError::Permanent(format!(
             "{} is not a store-only step",
@@ -303,17 +315,21 @@ async fn alone(e: &Engine, work: &Work) -> StepResult {
             outcome,
             email,
         } => finish_in(&mut tx, lease, outcome, email).await?,
-        Work::Run(lease) => match apply(e, &mut tx, lease).await? {
-            Applied::Done(w) => w,
-            Applied::LeaseLost => {
-                tx.rollback().await.map_err(StoreError::from)?;
-                return Ok(Vec::new());
+        Work::Run(lease) => {
+            let mut tail = Tail::default();
+            match apply(e, &mut tx, lease, &mut tail).await? {
+                Applied::LeaseLost => {
+                    tx.rollback().await.map_err(StoreError::from)?;
+                    return Ok(Vec::new());
+                }
+                Applied::Done(_) if !tail.flush(e, &mut tx).await? => {
+                    // No stock left: the refund path, in a transaction of its own.
+                    tx.rollback().await.map_err(StoreError::from)?;
+                    return deduct_stock::out_of_stock(e, lease).await;
+                }
+                Applied::Done(w) => w,
             }
-            Applied::OutOfStock => {
-                tx.rollback().await.map_err(StoreError::from)?;
-                return deduct_stock::out_of_stock(e, lease).await;
-            }
-        },
+        }
     };
     tx.commit().await.map_err(StoreError::from)?;
     Ok(wake)

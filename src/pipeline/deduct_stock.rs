@@ -1,20 +1,21 @@
 //! `deduct_stock`: consume the reservations with a conditional decrement; when the stock is
 //! gone, switch the order to the refund path (see `jobs::deduct_stock`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jobs::deduct_stock::Outcome;
 use jobs::{StepError, StepKind};
 
-use super::batch::Applied;
+use super::batch::{Applied, Tail};
 use super::{StepResult, complete, finish};
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::store::steps::{self, Lease};
 use crate::store::{StoreError, Tx, catalogue, orders, payments};
 
-/// Consumes the reservations and deducts the stock in `tx` (see `pipeline::batch`).
-pub async fn apply(tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
+/// Consumes the reservations and finishes the step in `tx`; the stock decrements wait in
+/// `tail` (see `pipeline::batch`).
+pub async fn apply(tx: &mut Tx, lease: &Lease, tail: &mut Tail) -> Result<Applied, StepError> {
     let order_id = &lease.step.order_id;
     let items = orders::items_in(tx, order_id).await?;
     let held: HashMap<String, i64> = sqlx::query_as(
@@ -38,16 +39,29 @@ pub async fn apply(tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
     let Some(wake) = finish(tx, lease, Outcome::Deducted.as_str()).await? else {
         return Ok(Applied::LeaseLost);
     };
-    // The SKU rows are what every order for the same item contends for: touch them last,
-    // so each holds their lock only for the decrement and the commit.
     for it in &items {
         let held_qty = held.get(&it.sku).copied().unwrap_or(0).min(it.qty);
-        if !catalogue::try_deduct(tx, &it.sku, it.qty, held_qty).await? {
-            // The caller rolls back the lines already deducted, and refunds instead.
-            return Ok(Applied::OutOfStock);
-        }
+        let d = tail.stock.entry(it.sku.clone()).or_default();
+        d.0 += it.qty;
+        d.1 += held_qty;
     }
     Ok(Applied::Done(wake))
+}
+
+/// Deducts the stock of `stock` (SKU → quantity, of which held), right before the commit:
+/// the SKU rows are what every order for the same item contends for, so each is locked only
+/// for its decrement and the commit, once for a whole batch, in SKU order. False, when some
+/// SKU has not enough on hand: the caller rolls back, and each order finds out alone.
+pub async fn deduct_all(
+    tx: &mut Tx,
+    stock: &BTreeMap<String, (i64, i64)>,
+) -> Result<bool, StoreError> {
+    for (sku, (qty, held)) in stock {
+        if !catalogue::try_deduct(tx, sku, *qty, *held).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Some line found no stock: the order is refunded instead, its reservations released.

@@ -4,15 +4,21 @@
 use jobs::StepError;
 use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
 
-use super::batch::Applied;
+use super::batch::{Applied, Tail};
 use super::finish;
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
 use crate::store::{StoreError, Tx, orders};
 
-/// Issues the invoice in `tx` (see `pipeline::batch`).
-pub async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
+/// Writes the invoice's ledger rows and finishes the step in `tx`; the numbered invoice
+/// itself waits in `tail` (see `pipeline::batch`).
+pub async fn apply(
+    e: &Engine,
+    tx: &mut Tx,
+    lease: &Lease,
+    tail: &mut Tail,
+) -> Result<Applied, StepError> {
     let cfg = &e.config.invoice;
     let order_id = &lease.step.order_id;
     let order = orders::get_in(tx, order_id)
@@ -38,56 +44,94 @@ pub async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, St
         .await
         .map_err(StoreError::from)?;
     }
-    // The counter row stays locked by this update until the commit, so it comes after
-    // everything that does not need the number. A rollback gives the number back: numbers
-    // have no gaps.
-    let n: i64 = sqlx::query_scalar(
-        "INSERT INTO invoice_counters (series, last_number) VALUES ($1, 1)
-         ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + 1
+    let Some(wake) = finish(tx, lease, "issued").await? else {
+        return Ok(Applied::LeaseLost);
+    };
+    tail.invoices.push(Unnumbered {
+        id: invoice_id,
+        step_id: lease.step.id,
+        payment_id: lease.step.payment_id.clone(),
+        order,
+        items,
+        tax,
+        issued_at: now,
+    });
+    Ok(Applied::Done(wake))
+}
+
+/// An invoice written but for its number.
+pub struct Unnumbered {
+    id: String,
+    step_id: i64,
+    payment_id: String,
+    order: orders::OrderRow,
+    items: Vec<orders::ItemRow>,
+    tax: i64,
+    issued_at: i64,
+}
+
+/// Numbers and inserts `invoices`, right before the commit: the counter row stays locked by
+/// its update until then, and one update takes the numbers of them all. A rollback gives
+/// the numbers back: numbers have no gaps. Each step's outcome becomes its number.
+pub async fn number_all(
+    e: &Engine,
+    tx: &mut Tx,
+    invoices: &[Unnumbered],
+) -> Result<(), StoreError> {
+    if invoices.is_empty() {
+        return Ok(());
+    }
+    let cfg = &e.config.invoice;
+    let n = i64::try_from(invoices.len()).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar(
+        "INSERT INTO invoice_counters (series, last_number) VALUES ($1, $2)
+         ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + $2
          RETURNING last_number",
     )
     .bind(&cfg.series)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(StoreError::from)?;
-    let invoice_number = number(&cfg.series, n);
-    let currency = orders::currency_of(&order);
-    let html = render_html(
-        &invoice_number,
-        &order,
-        &items,
-        tax,
-        &cfg.tax_name,
-        cfg.tax_rate_bps,
-        &currency,
-    );
-    sqlx::query(
-        "INSERT INTO invoices (id, series, number, invoice_number, order_id, payment_id, currency,
-                               subtotal_minor, tax_minor, total_minor, tax_name, tax_rate_bps, html, issued_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(&invoice_id)
-    .bind(&cfg.series)
     .bind(n)
-    .bind(&invoice_number)
-    .bind(order_id)
-    .bind(&lease.step.payment_id)
-    .bind(&order.currency)
-    .bind(order.total_minor - tax)
-    .bind(tax)
-    .bind(order.total_minor)
-    .bind(&cfg.tax_name)
-    .bind(i64::from(cfg.tax_rate_bps))
-    .bind(html)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from)?;
-    // The step's outcome is the invoice's number.
-    Ok(match finish(tx, lease, &invoice_number).await? {
-        Some(wake) => Applied::Done(wake),
-        None => Applied::LeaseLost,
-    })
+    .fetch_one(&mut **tx)
+    .await?;
+    for (inv, n) in invoices.iter().zip(last - n + 1..) {
+        let invoice_number = number(&cfg.series, n);
+        let order = &inv.order;
+        let html = render_html(
+            &invoice_number,
+            order,
+            &inv.items,
+            inv.tax,
+            &cfg.tax_name,
+            cfg.tax_rate_bps,
+            &orders::currency_of(order),
+        );
+        sqlx::query(
+            "INSERT INTO invoices (id, series, number, invoice_number, order_id, payment_id, currency,
+                                   subtotal_minor, tax_minor, total_minor, tax_name, tax_rate_bps, html, issued_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&inv.id)
+        .bind(&cfg.series)
+        .bind(n)
+        .bind(&invoice_number)
+        .bind(&order.id)
+        .bind(&inv.payment_id)
+        .bind(&order.currency)
+        .bind(order.total_minor - inv.tax)
+        .bind(inv.tax)
+        .bind(order.total_minor)
+        .bind(&cfg.tax_name)
+        .bind(i64::from(cfg.tax_rate_bps))
+        .bind(html)
+        .bind(inv.issued_at)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE steps SET outcome = $1 WHERE id = $2")
+            .bind(&invoice_number)
+            .bind(inv.step_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 fn render_html(

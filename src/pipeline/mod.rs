@@ -100,21 +100,14 @@ pub async fn finish(
         );
         return Ok(None);
     }
-    let wake = steps::advance(tx, &lease.step.order_id).await?;
-    let Some(chain) = &lease.chain else {
-        return Ok(Some(wake));
-    };
-    let claimed = match wake.as_slice() {
-        [next] if chain.into.contains(&next.kind) => {
-            steps::claim_next(tx, next.step_id, chain.lease_ms, &chain.worker).await?
-        }
-        _ => None,
-    };
-    let chained = claimed.is_some();
-    // Taken by `run_step` once the commit succeeded. Set on every call: a step that rolls
-    // back and finishes again in a new transaction leaves only the last claim.
-    *chain.next.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
-    Ok(Some(if chained { Vec::new() } else { wake }))
+    let (wake, claimed) =
+        steps::advance_or_claim(tx, &lease.step.order_id, lease.chain.as_deref()).await?;
+    if let Some(chain) = &lease.chain {
+        // Taken by `run_step` once the commit succeeded. Set on every call: a step that
+        // rolls back and finishes again in a new transaction leaves only the last claim.
+        *chain.next.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
+    }
+    Ok(Some(wake))
 }
 
 /// The apalis handler: one wake-up, at most one step run.

@@ -227,8 +227,8 @@ pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
-/// [`Store::claim`] inside a transaction: the next step of a chain (see [`Chain`]).
-pub async fn claim_next(
+/// [`Store::claim`] inside a transaction (a batch of writes).
+pub async fn claim_in(
     tx: &mut Tx,
     step_id: i64,
     lease_ms: u64,
@@ -243,13 +243,25 @@ async fn claim_on(
     lease_ms: u64,
     worker: &str,
 ) -> Result<Option<Lease>> {
-    let now = now_ms();
+    lease_on(conn, step_id, "pending", now_ms(), lease_ms, worker).await
+}
+
+/// Leases the step if it is in `from` (and due, for `pending`): a new lease token, one
+/// more attempt.
+async fn lease_on(
+    conn: &mut sqlx::AnyConnection,
+    step_id: i64,
+    from: &str,
+    now: i64,
+    lease_ms: u64,
+    worker: &str,
+) -> Result<Option<Lease>> {
     let token = new_id("lease");
     let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
         "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
                           lease_until = $2, enqueued_at = NULL, updated_at = $3,
                           run_started_at = $3, worker = $5
-         WHERE id = $4 AND status = 'pending' AND next_run_at <= $3
+         WHERE id = $4 AND status = $6 AND next_run_at <= $3
          RETURNING {COLS}"
     )))
     .bind(&token)
@@ -257,6 +269,7 @@ async fn claim_on(
     .bind(now)
     .bind(step_id)
     .bind(worker)
+    .bind(from)
     .fetch_optional(conn)
     .await?;
     Ok(step.map(|step| Lease {
@@ -335,9 +348,20 @@ pub async fn skip(tx: &mut Tx, order_id: &str, kinds: &[StepKind], why: &str) ->
 }
 
 /// Moves the pipeline on after a step finished: the first pipeline step not yet done or
-/// skipped becomes due if it was waiting (steps outside the pipeline never hold it up). When nothing is left and the order is paid, the order is
-/// fulfilled. Returns the ids to wake after commit.
+/// skipped becomes due if it was waiting (steps outside the pipeline never hold it up). When
+/// nothing is left and the order is paid, the order is fulfilled. Returns the ids to wake
+/// after commit.
 pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
+    Ok(advance_or_claim(tx, order_id, None).await?.0)
+}
+
+/// [`advance`], except that a next step `chain` goes into is claimed at once (one update
+/// from waiting to running) instead of woken.
+pub async fn advance_or_claim(
+    tx: &mut Tx,
+    order_id: &str,
+    chain: Option<&Chain>,
+) -> Result<(Vec<Wake>, Option<Lease>)> {
     let next: Option<(i64, String, String)> = sqlx::query_as(
         "SELECT id, status, kind FROM steps WHERE order_id = $1 AND status NOT IN ('done', 'skipped')
          AND position < $2 ORDER BY position LIMIT 1",
@@ -349,6 +373,12 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
     match next {
         Some((id, status, kind)) if status == "waiting" => {
             let now = now_ms();
+            if let Some(chain) =
+                chain.filter(|c| StepKind::parse(&kind).is_some_and(|k| c.into.contains(&k)))
+            {
+                let lease = lease_on(tx, id, "waiting", now, chain.lease_ms, &chain.worker).await?;
+                return Ok((Vec::new(), lease));
+            }
             sqlx::query(
                 "UPDATE steps SET status = 'pending', next_run_at = $1, enqueued_at = $1, updated_at = $1
                  WHERE id = $2 AND status = 'waiting'",
@@ -357,16 +387,17 @@ pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
             .bind(id)
             .execute(&mut **tx)
             .await?;
-            Ok(wake_of(id, &kind).into_iter().collect())
+            Ok((wake_of(id, &kind).into_iter().collect(), None))
         }
-        Some(_) => Ok(Vec::new()),
+        Some(_) => Ok((Vec::new(), None)),
         None => {
             if orders::transition(tx, order_id, &["paid"], "fulfilled").await? {
                 // Partial refunds that arrived during fulfilment refer to the invoice now
                 // issued. (Boxed: applying a refund can advance a pipeline in turn.)
-                return Box::pin(super::refunds::apply_waiting(tx, order_id)).await;
+                let wake = Box::pin(super::refunds::apply_waiting(tx, order_id)).await?;
+                return Ok((wake, None));
             }
-            Ok(Vec::new())
+            Ok((Vec::new(), None))
         }
     }
 }
