@@ -56,14 +56,6 @@ impl Tail {
     }
 }
 
-/// What a store-only step's run wrote in its transaction.
-pub enum Applied {
-    /// Done; the steps to wake after the commit.
-    Done(Vec<Wake>),
-    /// The lease was lost: what the step wrote must be rolled back.
-    LeaseLost,
-}
-
 /// A step's write.
 enum Work {
     /// A store-only step's whole run.
@@ -230,32 +222,59 @@ enum Outcome {
     Ran(Vec<Wake>),
 }
 
-/// All of `jobs` in one transaction; `None` if it was rolled back.
+/// All of `jobs` in one transaction; `None` if it was rolled back. The writes to the steps
+/// table are made for the whole batch at once — one statement claims every step claimed,
+/// one finishes every step finished, a handful move every order on — and between them each
+/// store-only step runs its own statements.
 async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
     let mut tx = e.store.begin().await.ok()?;
     let mut tail = Tail::default();
-    let mut out = Vec::with_capacity(jobs.len());
+    let claims: Vec<i64> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Claim { step_id, .. } => Some(*step_id),
+            Job::Step { .. } => None,
+        })
+        .collect();
+    let mut claimed = steps::claim_many(&mut tx, &claims, e.config.queue.lease_ms, &e.worker)
+        .await
+        .ok()?;
+    // Per step job: its lease, its outcome, and (a finish) the email it sent.
+    let mut done: Vec<(&Lease, String, Option<&SentEmail>)> = Vec::new();
     for job in jobs {
-        out.push(match job {
-            Job::Claim { step_id, .. } => Outcome::Claimed(
-                steps::claim_in(&mut tx, *step_id, e.config.queue.lease_ms, &e.worker)
-                    .await
-                    .ok()?
-                    .map(Box::new),
-            ),
-            Job::Step { work, .. } => match &**work {
-                Work::Run(lease) => match apply(e, &mut tx, lease, &mut tail).await {
-                    Ok(Applied::Done(w)) => Outcome::Ran(w),
-                    Ok(Applied::LeaseLost) | Err(_) => return None,
-                },
-                Work::Finish {
-                    lease,
-                    outcome,
-                    email,
-                } => Outcome::Ran(finish_in(&mut tx, lease, outcome, email).await.ok()?),
-            },
+        let Job::Step { work, .. } = job else {
+            continue;
+        };
+        done.push(match &**work {
+            Work::Run(lease) => (lease, apply(e, &mut tx, lease, &mut tail).await.ok()?, None),
+            Work::Finish {
+                lease,
+                outcome,
+                email,
+            } => (lease, outcome.clone(), email.as_ref()),
         });
     }
+    let rows: Vec<(&Lease, &str)> = done.iter().map(|d| (d.0, d.1.as_str())).collect();
+    let finished = steps::finish_many(&mut tx, &rows).await.ok()?;
+    // A store-only step whose lease was lost must not keep what it wrote: all alone, then.
+    // A finish whose lease was lost writes nothing (its effect happened outside anyway).
+    let mut moved = Vec::new();
+    for (lease, _, email) in &done {
+        if finished.contains(&lease.step.id) {
+            moved.push(*lease);
+            if let Some(m) = email {
+                send_receipt::record(&mut tx, m).await.ok()?;
+            }
+        } else if jobs_run(jobs, lease) {
+            return None;
+        } else {
+            tracing::warn!(
+                step_id = lease.step.id,
+                "lease lost before commit; nothing recorded"
+            );
+        }
+    }
+    let mut wakes = super::advance(&mut tx, &moved).await.ok()?.into_iter();
     if !tail.flush(e, &mut tx).await.ok()? {
         return None;
     }
@@ -263,7 +282,36 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
         tracing::warn!(error = %err, "step batch commit failed; making its writes one by one");
         return None;
     }
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut done = done.into_iter();
+    for job in jobs {
+        out.push(match job {
+            Job::Claim { step_id, .. } => Outcome::Claimed(
+                claimed
+                    .iter()
+                    .position(|l| l.step.id == *step_id)
+                    .map(|i| Box::new(claimed.swap_remove(i))),
+            ),
+            Job::Step { .. } => {
+                let finished_now = done
+                    .next()
+                    .is_some_and(|(l, ..)| finished.contains(&l.step.id));
+                Outcome::Ran(if finished_now {
+                    wakes.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                })
+            }
+        });
+    }
     Some(out)
+}
+
+/// Whether `lease` is that of a store-only step's run among `jobs` (not of a finish).
+fn jobs_run(jobs: &[Job], lease: &Lease) -> bool {
+    jobs.iter().any(|j| {
+        matches!(j, Job::Step { work, .. } if matches!(&**work, Work::Run(l) if l.step.id == lease.step.id))
+    })
 }
 
 async fn claim_alone(e: &Engine, step_id: i64) -> Result<Option<Lease>, StoreError> {
@@ -288,13 +336,13 @@ async fn finish_in(
     Ok(wake)
 }
 
-/// A store-only step's run in `tx`.
+/// A store-only step's run in `tx`: its outcome.
 async fn apply(
     e: &Engine,
     tx: &mut Tx,
     lease: &Lease,
     tail: &mut Tail,
-) -> Result<Applied, StepError> {
+) -> Result<String, StepError> {
     match StepKind::parse(&lease.step.kind) {
         Some(StepKind::DeductStock) => deduct_stock::apply(tx, lease, tail).await,
         Some(StepKind::IssueInvoice) => issue_invoice::apply(e, tx, lease, tail).await,
@@ -317,18 +365,17 @@ async fn alone(e: &Engine, work: &Work) -> StepResult {
         } => finish_in(&mut tx, lease, outcome, email).await?,
         Work::Run(lease) => {
             let mut tail = Tail::default();
-            match apply(e, &mut tx, lease, &mut tail).await? {
-                Applied::LeaseLost => {
-                    tx.rollback().await.map_err(StoreError::from)?;
-                    return Ok(Vec::new());
-                }
-                Applied::Done(_) if !tail.flush(e, &mut tx).await? => {
-                    // No stock left: the refund path, in a transaction of its own.
-                    tx.rollback().await.map_err(StoreError::from)?;
-                    return deduct_stock::out_of_stock(e, lease).await;
-                }
-                Applied::Done(w) => w,
+            let outcome = apply(e, &mut tx, lease, &mut tail).await?;
+            let Some(wake) = super::finish(&mut tx, lease, &outcome).await? else {
+                tx.rollback().await.map_err(StoreError::from)?;
+                return Ok(Vec::new());
+            };
+            if !tail.flush(e, &mut tx).await? {
+                // No stock left: the refund path, in a transaction of its own.
+                tx.rollback().await.map_err(StoreError::from)?;
+                return deduct_stock::out_of_stock(e, lease).await;
             }
+            wake
         }
     };
     tx.commit().await.map_err(StoreError::from)?;

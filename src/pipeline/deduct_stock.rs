@@ -6,16 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 use jobs::deduct_stock::Outcome;
 use jobs::{StepError, StepKind};
 
-use super::batch::{Applied, Tail};
-use super::{StepResult, complete, finish};
+use super::batch::Tail;
+use super::{StepResult, complete};
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::store::steps::{self, Lease};
 use crate::store::{StoreError, Tx, catalogue, orders, payments};
 
-/// Consumes the reservations and finishes the step in `tx`; the stock decrements wait in
-/// `tail` (see `pipeline::batch`).
-pub async fn apply(tx: &mut Tx, lease: &Lease, tail: &mut Tail) -> Result<Applied, StepError> {
+/// Consumes the reservations in `tx`; the stock decrements wait in `tail` (see
+/// `pipeline::batch`). Returns the step's outcome.
+pub async fn apply(tx: &mut Tx, lease: &Lease, tail: &mut Tail) -> Result<String, StepError> {
     let order_id = &lease.step.order_id;
     let items = orders::items_in(tx, order_id).await?;
     let held: HashMap<String, i64> = sqlx::query_as(
@@ -36,16 +36,13 @@ pub async fn apply(tx: &mut Tx, lease: &Lease, tail: &mut Tail) -> Result<Applie
     .execute(&mut **tx)
     .await
     .map_err(StoreError::from)?;
-    let Some(wake) = finish(tx, lease, Outcome::Deducted.as_str()).await? else {
-        return Ok(Applied::LeaseLost);
-    };
     for it in &items {
         let held_qty = held.get(&it.sku).copied().unwrap_or(0).min(it.qty);
         let d = tail.stock.entry(it.sku.clone()).or_default();
         d.0 += it.qty;
         d.1 += held_qty;
     }
-    Ok(Applied::Done(wake))
+    Ok(Outcome::Deducted.as_str().to_owned())
 }
 
 /// Deducts the stock of `stock` (SKU → quantity, of which held), right before the commit:

@@ -4,30 +4,23 @@
 use jobs::StepError;
 use jobs::grant_entitlement::expires_at_ms;
 
-use super::batch::Applied;
-use super::finish;
 use crate::Engine;
 use crate::domain::now_ms;
 use crate::store::steps::Lease;
 use crate::store::{StoreError, Tx, orders};
 
-/// Grants in `tx` (see `pipeline::batch`).
-pub async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<Applied, StepError> {
+/// Grants in `tx` (see `pipeline::batch`); returns the step's outcome.
+pub async fn apply(e: &Engine, tx: &mut Tx, lease: &Lease) -> Result<String, StepError> {
     let order_id = &lease.step.order_id;
     // Locks the order row: a refund applied meanwhile either committed before (and is
     // seen here) or waits for this grant and revokes it.
     let order = orders::lock_in(tx, order_id)
         .await?
         .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
-    let outcome = if order.status == "refunded" {
-        "nothing to grant: order refunded".to_owned()
-    } else {
-        grant(e, tx, &order).await?
-    };
-    Ok(match finish(tx, lease, &outcome).await? {
-        Some(wake) => Applied::Done(wake),
-        None => Applied::LeaseLost,
-    })
+    if order.status == "refunded" {
+        return Ok("nothing to grant: order refunded".to_owned());
+    }
+    grant(e, tx, &order).await
 }
 
 /// Inserts what the order's items grant; says what that was.

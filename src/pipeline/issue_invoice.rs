@@ -4,21 +4,20 @@
 use jobs::StepError;
 use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
 
-use super::batch::{Applied, Tail};
-use super::finish;
+use super::batch::Tail;
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
 use crate::store::{StoreError, Tx, orders};
 
-/// Writes the invoice's ledger rows and finishes the step in `tx`; the numbered invoice
-/// itself waits in `tail` (see `pipeline::batch`).
+/// Writes the invoice's ledger rows in `tx`; the numbered invoice itself waits in `tail`
+/// (see `pipeline::batch`). Returns the step's outcome (until the number replaces it).
 pub async fn apply(
     e: &Engine,
     tx: &mut Tx,
     lease: &Lease,
     tail: &mut Tail,
-) -> Result<Applied, StepError> {
+) -> Result<String, StepError> {
     let cfg = &e.config.invoice;
     let order_id = &lease.step.order_id;
     let order = orders::get_in(tx, order_id)
@@ -44,9 +43,6 @@ pub async fn apply(
         .await
         .map_err(StoreError::from)?;
     }
-    let Some(wake) = finish(tx, lease, "issued").await? else {
-        return Ok(Applied::LeaseLost);
-    };
     tail.invoices.push(Unnumbered {
         id: invoice_id,
         step_id: lease.step.id,
@@ -56,7 +52,7 @@ pub async fn apply(
         tax,
         issued_at: now,
     });
-    Ok(Applied::Done(wake))
+    Ok("issued".to_owned())
 }
 
 /// An invoice written but for its number.

@@ -100,14 +100,30 @@ pub async fn finish(
         );
         return Ok(None);
     }
-    let (wake, claimed) =
-        steps::advance_or_claim(tx, &lease.step.order_id, lease.chain.as_deref()).await?;
-    if let Some(chain) = &lease.chain {
-        // Taken by `run_step` once the commit succeeded. Set on every call: a step that
-        // rolls back and finishes again in a new transaction leaves only the last claim.
-        *chain.next.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
-    }
-    Ok(Some(wake))
+    Ok(Some(advance(tx, &[lease]).await?.concat()))
+}
+
+/// Moves on the orders of `finished` (see [`steps::advance_many`]); per lease, the steps to
+/// wake. A next step that a lease's chain goes into is claimed and left for `run_step` in
+/// the chain, which is set for every lease that has one: a step that rolls back and finishes
+/// again in a new transaction leaves only the last claim.
+pub async fn advance(tx: &mut Tx, finished: &[&Lease]) -> Result<Vec<Vec<Wake>>, StepError> {
+    let orders: Vec<(&str, Option<&steps::Chain>)> = finished
+        .iter()
+        .map(|l| (l.step.order_id.as_str(), l.chain.as_deref()))
+        .collect();
+    let moved = steps::advance_many(tx, &orders).await?;
+    Ok(finished
+        .iter()
+        .zip(moved)
+        .map(|(lease, (wake, claimed))| {
+            if let Some(chain) = &lease.chain {
+                // Taken by `run_step` once the commit succeeded.
+                *chain.next.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
+            }
+            wake
+        })
+        .collect())
 }
 
 /// The apalis handler: one wake-up, at most one step run.

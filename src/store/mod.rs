@@ -258,6 +258,14 @@ pub(crate) fn value_rows(first: usize, rows: usize, width: usize, tail: &str) ->
         .join(", ")
 }
 
+/// `$first, $first+1, …`: `n` numbered placeholders for an `IN (…)` list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `sqlite://data/x.db` → an absolute-or-relative file URL with `mode=rwc`, its directory
 /// created.
 fn prepare_sqlite_url(url: &str) -> Result<String> {

@@ -466,17 +466,11 @@ pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String
     if ps.is_empty() {
         return Ok(Vec::new());
     }
-    let list = |from: usize, n: usize| {
-        (0..n)
-            .map(|i| format!("${}", from + i))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
         "UPDATE orders SET status = 'paid', updated_at = $1
          WHERE status IN ('pending_payment', 'payment_failed', 'created') AND id IN ({})
          RETURNING id",
-        list(2, ps.len())
+        super::placeholders(2, ps.len())
     )))
     .persistent(false)
     .bind(crate::domain::now_ms());
@@ -506,7 +500,7 @@ pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String
     if !moved.is_empty() {
         let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
             "SELECT id FROM payments WHERE id IN ({}) AND {} > 0",
-            list(1, moved.len()),
+            super::placeholders(1, moved.len()),
             refunds::waiting_sql("payments.id", "payments.order_id")
         )))
         .persistent(false);

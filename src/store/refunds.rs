@@ -561,16 +561,31 @@ async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
 /// Applies every succeeded refund of the order's payments that waited (for the capture, or
 /// for the fulfilment to finish). Returns the steps to wake.
 pub async fn apply_waiting(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM refunds WHERE order_id = $1 AND status = 'succeeded' AND applied_at IS NULL
+    Ok(apply_waiting_many(tx, &[order_id]).await?.concat())
+}
+
+/// [`apply_waiting`] for many orders, with one query to find what waits; per order, the
+/// steps to wake.
+pub async fn apply_waiting_many(tx: &mut Tx, order_ids: &[&str]) -> Result<Vec<Vec<Wake>>> {
+    let mut wake = vec![Vec::new(); order_ids.len()];
+    if order_ids.is_empty() {
+        return Ok(wake);
+    }
+    let sql = format!(
+        "SELECT order_id, id FROM refunds
+         WHERE order_id IN ({}) AND status = 'succeeded' AND applied_at IS NULL
          ORDER BY created_at, id",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut wake = Vec::new();
-    for id in ids {
-        wake.extend(apply_ready(tx, &id).await?.1);
+        super::placeholders(1, order_ids.len())
+    );
+    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql))
+        .persistent(order_ids.len() == 1);
+    for o in order_ids {
+        q = q.bind(*o);
+    }
+    for (order, id) in q.fetch_all(&mut **tx).await? {
+        if let Some(i) = order_ids.iter().position(|o| *o == order) {
+            wake[i].extend(apply_ready(tx, &id).await?.1);
+        }
     }
     Ok(wake)
 }

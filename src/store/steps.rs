@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use jobs::{RetryPolicy, StepError, StepKind, Wake};
 use serde::Serialize;
+use sqlx::{FromRow, Row};
 
 use super::{Result, Store, Tx, orders};
 use crate::domain::{new_id, now_ms};
@@ -206,78 +207,97 @@ pub async fn arm(
 /// Marks the leased step done with `outcome`. False if the lease was lost: the caller must
 /// roll back the effects it wrote in the same transaction.
 pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
-    let r = sqlx::query(
+    Ok(!finish_many(tx, &[(lease, outcome)]).await?.is_empty())
+}
+
+/// [`finish`] for many leased steps in one statement; returns the ids of those finished
+/// (a step missing from it had lost its lease).
+pub async fn finish_many(tx: &mut Tx, done: &[(&Lease, &str)]) -> Result<Vec<i64>> {
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
         // Armed again while it ran: due again at once, with a fresh budget (the sweeper
         // sends it). SET reads the row as it was, so `rearm` here is the old flag.
         "UPDATE steps SET status = CASE WHEN rearm = 1 THEN 'pending' ELSE 'done' END,
                           attempt_base = CASE WHEN rearm = 1 THEN attempts ELSE attempt_base END,
-                          rearm = 0, next_run_at = $2, enqueued_at = NULL,
-                          outcome = $1, last_error = NULL, lease_token = NULL,
-                          lease_until = NULL, updated_at = $2
-         WHERE id = $3 AND lease_token = $4 AND status = 'running'",
-    )
-    .bind(outcome)
-    .bind(now_ms())
-    .bind(lease.step.id)
-    .bind(&lease.token)
-    .execute(&mut **tx)
-    .await?;
+                          rearm = 0, next_run_at = $1, enqueued_at = NULL,
+                          outcome = v.column3, last_error = NULL, lease_token = NULL,
+                          lease_until = NULL, updated_at = $1
+         FROM (VALUES {}) AS v
+         WHERE steps.id = v.column1 AND steps.lease_token = v.column2 AND steps.status = 'running'
+         RETURNING steps.id",
+        super::value_rows(2, done.len(), 3, "")
+    );
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+        .persistent(done.len() == 1)
+        .bind(now_ms());
+    for (lease, outcome) in done {
+        q = q.bind(lease.step.id).bind(&lease.token).bind(*outcome);
+    }
     // The successful run is the step row itself (worker, run_started_at, updated_at): no
     // history row on the hot path. `step_attempts` holds the runs that failed or were cut off.
-    Ok(r.rows_affected() == 1)
+    Ok(q.fetch_all(&mut **tx).await?)
 }
 
-/// [`Store::claim`] inside a transaction (a batch of writes).
-pub async fn claim_in(
+/// [`Store::claim`] of many steps inside a transaction (a batch of writes), in one statement:
+/// the leases of those claimed.
+pub async fn claim_many(
     tx: &mut Tx,
-    step_id: i64,
+    step_ids: &[i64],
     lease_ms: u64,
     worker: &str,
-) -> Result<Option<Lease>> {
-    claim_on(tx, step_id, lease_ms, worker).await
+) -> Result<Vec<Lease>> {
+    lease_many(tx, step_ids, "pending", now_ms(), lease_ms, worker).await
 }
 
-async fn claim_on(
+/// Leases each step that is in `from` (and due, for `pending`): a new lease token, one
+/// more attempt. One statement for them all.
+async fn lease_many(
     conn: &mut sqlx::AnyConnection,
-    step_id: i64,
-    lease_ms: u64,
-    worker: &str,
-) -> Result<Option<Lease>> {
-    lease_on(conn, step_id, "pending", now_ms(), lease_ms, worker).await
-}
-
-/// Leases the step if it is in `from` (and due, for `pending`): a new lease token, one
-/// more attempt.
-async fn lease_on(
-    conn: &mut sqlx::AnyConnection,
-    step_id: i64,
+    step_ids: &[i64],
     from: &str,
     now: i64,
     lease_ms: u64,
     worker: &str,
-) -> Result<Option<Lease>> {
-    let token = new_id("lease");
-    let step = sqlx::query_as::<_, StepRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = $1,
-                          lease_until = $2, enqueued_at = NULL, updated_at = $3,
-                          run_started_at = $3, worker = $5
-         WHERE id = $4 AND status = $6 AND next_run_at <= $3
-         RETURNING {COLS}"
-    )))
-    .bind(&token)
-    .bind(now + lease_ms as i64)
-    .bind(now)
-    .bind(step_id)
-    .bind(worker)
-    .bind(from)
-    .fetch_optional(conn)
-    .await?;
-    Ok(step.map(|step| Lease {
-        step,
-        token,
-        started_at: now,
-        chain: None,
-    }))
+) -> Result<Vec<Lease>> {
+    if step_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cols = COLS
+        .split(", ")
+        .map(|c| format!("steps.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE steps SET status = 'running', attempts = attempts + 1, lease_token = v.column2,
+                          lease_until = $1, enqueued_at = NULL, updated_at = $2,
+                          run_started_at = $2, worker = $3
+         FROM (VALUES {}) AS v
+         WHERE steps.id = v.column1 AND steps.status = $4 AND steps.next_run_at <= $2
+         RETURNING {cols}, steps.lease_token",
+        super::value_rows(5, step_ids.len(), 2, "")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .persistent(step_ids.len() == 1)
+        .bind(now + lease_ms as i64)
+        .bind(now)
+        .bind(worker)
+        .bind(from);
+    for id in step_ids {
+        q = q.bind(*id).bind(new_id("lease"));
+    }
+    let rows = q.fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Lease {
+                step: StepRow::from_row(r)?,
+                token: r.try_get("lease_token")?,
+                started_at: now,
+                chain: None,
+            })
+        })
+        .collect()
 }
 
 /// The wake-up for a step row. A kind this build does not know (a row written by a newer
@@ -352,54 +372,131 @@ pub async fn skip(tx: &mut Tx, order_id: &str, kinds: &[StepKind], why: &str) ->
 /// nothing is left and the order is paid, the order is fulfilled. Returns the ids to wake
 /// after commit.
 pub async fn advance(tx: &mut Tx, order_id: &str) -> Result<Vec<Wake>> {
-    Ok(advance_or_claim(tx, order_id, None).await?.0)
+    Ok(advance_many(tx, &[(order_id, None)])
+        .await?
+        .swap_remove(0)
+        .0)
 }
 
-/// [`advance`], except that a next step `chain` goes into is claimed at once (one update
-/// from waiting to running) instead of woken.
-pub async fn advance_or_claim(
+/// [`advance`] for many orders at once, a handful of statements for them all; per entry, the
+/// ids to wake and, where the entry has a [`Chain`] that goes into the next step's kind, that
+/// step claimed at once (one update from waiting to running) instead of woken. An order named
+/// twice moves on once: its wake-ups go to its first entry, its claim to its first entry with
+/// a chain. Every chain of one call is the same process's (the claims use the first one's
+/// lease time and worker name).
+pub async fn advance_many(
     tx: &mut Tx,
-    order_id: &str,
-    chain: Option<&Chain>,
-) -> Result<(Vec<Wake>, Option<Lease>)> {
-    let next: Option<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, status, kind FROM steps WHERE order_id = $1 AND status NOT IN ('done', 'skipped')
-         AND position < $2 ORDER BY position LIMIT 1",
-    )
-    .bind(order_id)
-    .bind(StepKind::OUTSIDE_PIPELINE)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match next {
-        Some((id, status, kind)) if status == "waiting" => {
-            let now = now_ms();
-            if let Some(chain) =
-                chain.filter(|c| StepKind::parse(&kind).is_some_and(|k| c.into.contains(&k)))
-            {
-                let lease = lease_on(tx, id, "waiting", now, chain.lease_ms, &chain.worker).await?;
-                return Ok((Vec::new(), lease));
+    orders: &[(&str, Option<&Chain>)],
+) -> Result<Vec<(Vec<Wake>, Option<Lease>)>> {
+    let mut out: Vec<(Vec<Wake>, Option<Lease>)> =
+        orders.iter().map(|_| Default::default()).collect();
+    // Per distinct order: the entry that gets its wake-ups, and the one that may chain.
+    let mut distinct: Vec<(&str, usize, Option<usize>)> = Vec::new();
+    for (i, (order, chain)) in orders.iter().enumerate() {
+        match distinct.iter_mut().find(|d| d.0 == *order) {
+            Some(d) => {
+                if d.2.is_none() && chain.is_some() {
+                    d.2 = Some(i);
+                }
             }
-            sqlx::query(
-                "UPDATE steps SET status = 'pending', next_run_at = $1, enqueued_at = $1, updated_at = $1
-                 WHERE id = $2 AND status = 'waiting'",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            Ok((wake_of(id, &kind).into_iter().collect(), None))
-        }
-        Some(_) => Ok((Vec::new(), None)),
-        None => {
-            if orders::transition(tx, order_id, &["paid"], "fulfilled").await? {
-                // Partial refunds that arrived during fulfilment refer to the invoice now
-                // issued. (Boxed: applying a refund can advance a pipeline in turn.)
-                let wake = Box::pin(super::refunds::apply_waiting(tx, order_id)).await?;
-                return Ok((wake, None));
-            }
-            Ok((Vec::new(), None))
+            None => distinct.push((order, i, chain.map(|_| i))),
         }
     }
+    if distinct.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT order_id, id, status, kind FROM steps
+         WHERE order_id IN ({}) AND status NOT IN ('done', 'skipped') AND position < $1
+         ORDER BY order_id, position",
+        super::placeholders(2, distinct.len())
+    );
+    let mut q = sqlx::query_as::<_, (String, i64, String, String)>(sqlx::AssertSqlSafe(sql))
+        .persistent(distinct.len() == 1)
+        .bind(StepKind::OUTSIDE_PIPELINE);
+    for d in &distinct {
+        q = q.bind(d.0);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    let (mut claim, mut pend, mut fulfil) = (Vec::new(), Vec::new(), Vec::new());
+    let mut claimed_by = Vec::new();
+    for (order, first, chainer) in &distinct {
+        // The rows come in order of position within each order: the first is the next step.
+        match rows.iter().find(|r| r.0 == *order) {
+            Some((_, id, status, kind)) if status == "waiting" => {
+                let chain = chainer.and_then(|i| orders[i].1.map(|c| (i, c)));
+                match chain
+                    .filter(|(_, c)| StepKind::parse(kind).is_some_and(|k| c.into.contains(&k)))
+                {
+                    Some((i, _)) => {
+                        claim.push(*id);
+                        claimed_by.push((*id, i));
+                    }
+                    None => pend.push((*id, *first)),
+                }
+            }
+            Some(_) => {}
+            None => fulfil.push((*order, *first)),
+        }
+    }
+    let now = now_ms();
+    if let Some(c) = orders
+        .iter()
+        .find_map(|o| o.1)
+        .filter(|_| !claim.is_empty())
+    {
+        for lease in lease_many(tx, &claim, "waiting", now, c.lease_ms, &c.worker).await? {
+            if let Some((_, i)) = claimed_by.iter().find(|(id, _)| *id == lease.step.id) {
+                out[*i].1 = Some(lease);
+            }
+        }
+    }
+    if !pend.is_empty() {
+        let sql = format!(
+            "UPDATE steps SET status = 'pending', next_run_at = $1, enqueued_at = $1, updated_at = $1
+             WHERE status = 'waiting' AND id IN ({}) RETURNING id, kind",
+            super::placeholders(2, pend.len())
+        );
+        let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql))
+            .persistent(pend.len() == 1)
+            .bind(now);
+        for (id, _) in &pend {
+            q = q.bind(*id);
+        }
+        for (id, kind) in q.fetch_all(&mut **tx).await? {
+            if let (Some((_, i)), Some(wake)) =
+                (pend.iter().find(|p| p.0 == id), wake_of(id, &kind))
+            {
+                out[*i].0.push(wake);
+            }
+        }
+    }
+    if !fulfil.is_empty() {
+        let sql = format!(
+            "UPDATE orders SET status = 'fulfilled', updated_at = $1
+             WHERE status = 'paid' AND id IN ({}) RETURNING id",
+            super::placeholders(2, fulfil.len())
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+            .persistent(fulfil.len() == 1)
+            .bind(now);
+        for (order, _) in &fulfil {
+            q = q.bind(*order);
+        }
+        let fulfilled = q.fetch_all(&mut **tx).await?;
+        let fulfilled: Vec<(&str, usize)> = fulfil
+            .into_iter()
+            .filter(|(o, _)| fulfilled.iter().any(|f| f == o))
+            .collect();
+        // Partial refunds that arrived during fulfilment refer to the invoice now issued.
+        // (Boxed: applying a refund can advance a pipeline in turn.)
+        let ids: Vec<&str> = fulfilled.iter().map(|f| f.0).collect();
+        let wakes = Box::pin(super::refunds::apply_waiting_many(tx, &ids)).await?;
+        for ((_, i), wake) in fulfilled.into_iter().zip(wakes) {
+            out[i].0.extend(wake);
+        }
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -410,7 +507,9 @@ impl Store {
     pub async fn claim(&self, step_id: i64, lease_ms: u64, worker: &str) -> Result<Option<Lease>> {
         let _writer = self.write_guard().await;
         let mut conn = self.pool.acquire().await?;
-        claim_on(&mut conn, step_id, lease_ms, worker).await
+        let leases =
+            lease_many(&mut conn, &[step_id], "pending", now_ms(), lease_ms, worker).await?;
+        Ok(leases.into_iter().next())
     }
 
     /// Records a failed attempt: rescheduled with backoff if transient and attempts remain,

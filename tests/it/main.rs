@@ -18,5 +18,6 @@ mod reconciliation;
 mod refunds;
 mod scale;
 mod servers;
+mod step_batch;
 mod verify;
 mod webhooks;
