@@ -13,6 +13,13 @@
 //! rolled back and every write in it runs alone, as it would without batching, so one bad
 //! step never fails the others.
 //!
+//! Inside the transaction the writes are made set-based, a statement for many rows: one
+//! claims every step the batch claims, each store-only kind runs all its steps of the batch
+//! at once (one read of their orders' items, one insert of their ledger rows, …), one
+//! finishes every step, and a handful move every order on. Statements that name every row
+//! are not kept prepared (their text varies with the batch), but one statement for 30 rows
+//! costs the database far less than 30 round trips.
+//!
 //! The rows every batch contends for — a SKU's stock, the invoice counter — are written last,
 //! once per batch, right before the commit ([`Tail`]): the steps leave their stock
 //! decrements and unnumbered invoices there, and the flush deducts each SKU's total (in SKU
@@ -239,6 +246,30 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
     let mut claimed = steps::claim_many(&mut tx, &claims, e.config.queue.lease_ms, &e.worker)
         .await
         .ok()?;
+    // The store-only steps' runs, each kind's all at once.
+    let runs: Vec<&Lease> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Step { work, .. } => match &**work {
+                Work::Run(lease) => Some(lease),
+                Work::Finish { .. } => None,
+            },
+            Job::Claim { .. } => None,
+        })
+        .collect();
+    let mut ran: Vec<(i64, String)> = Vec::with_capacity(runs.len());
+    for kind in StepKind::ALL {
+        let of_kind: Vec<&Lease> = runs
+            .iter()
+            .copied()
+            .filter(|l| StepKind::parse(&l.step.kind) == Some(kind))
+            .collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let outcomes = apply(e, &mut tx, kind, &of_kind, &mut tail).await.ok()?;
+        ran.extend(of_kind.iter().map(|l| l.step.id).zip(outcomes));
+    }
     // Per step job: its lease, its outcome, and (a finish) the email it sent.
     let mut done: Vec<(&Lease, String, Option<&SentEmail>)> = Vec::new();
     for job in jobs {
@@ -246,7 +277,11 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
             continue;
         };
         done.push(match &**work {
-            Work::Run(lease) => (lease, apply(e, &mut tx, lease, &mut tail).await.ok()?, None),
+            Work::Run(lease) => {
+                // None: a kind that is not store-only; alone, it fails as such.
+                let i = ran.iter().position(|r| r.0 == lease.step.id)?;
+                (lease, ran.swap_remove(i).1, None)
+            }
             Work::Finish {
                 lease,
                 outcome,
@@ -265,7 +300,7 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
             if let Some(m) = email {
                 send_receipt::record(&mut tx, m).await.ok()?;
             }
-        } else if jobs_run(jobs, lease) {
+        } else if runs.iter().any(|r| r.step.id == lease.step.id) {
             return None;
         } else {
             tracing::warn!(
@@ -307,13 +342,6 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
     Some(out)
 }
 
-/// Whether `lease` is that of a store-only step's run among `jobs` (not of a finish).
-fn jobs_run(jobs: &[Job], lease: &Lease) -> bool {
-    jobs.iter().any(|j| {
-        matches!(j, Job::Step { work, .. } if matches!(&**work, Work::Run(l) if l.step.id == lease.step.id))
-    })
-}
-
 async fn claim_alone(e: &Engine, step_id: i64) -> Result<Option<Lease>, StoreError> {
     e.store
         .claim(step_id, e.config.queue.lease_ms, &e.worker)
@@ -336,20 +364,21 @@ async fn finish_in(
     Ok(wake)
 }
 
-/// A store-only step's run in `tx`: its outcome.
+/// The runs of store-only steps of `kind` in `tx`: each one's outcome.
 async fn apply(
     e: &Engine,
     tx: &mut Tx,
-    lease: &Lease,
+    kind: StepKind,
+    leases: &[&Lease],
     tail: &mut Tail,
-) -> Result<String, StepError> {
-    match StepKind::parse(&lease.step.kind) {
-        Some(StepKind::DeductStock) => deduct_stock::apply(tx, lease, tail).await,
-        Some(StepKind::IssueInvoice) => issue_invoice::apply(e, tx, lease, tail).await,
-        Some(StepKind::GrantEntitlement) => grant_entitlement::apply(e, tx, lease).await,
+) -> Result<Vec<String>, StepError> {
+    match kind {
+        StepKind::DeductStock => deduct_stock::apply(tx, leases, tail).await,
+        StepKind::IssueInvoice => issue_invoice::apply(e, tx, leases, tail).await,
+        StepKind::GrantEntitlement => grant_entitlement::apply(e, tx, leases).await,
         _ => Err(StepError::Permanent(format!(
             "{} is not a store-only step",
-            lease.step.kind
+            kind.as_str()
         ))),
     }
 }
@@ -365,7 +394,12 @@ async fn alone(e: &Engine, work: &Work) -> StepResult {
         } => finish_in(&mut tx, lease, outcome, email).await?,
         Work::Run(lease) => {
             let mut tail = Tail::default();
-            let outcome = apply(e, &mut tx, lease, &mut tail).await?;
+            let kind = StepKind::parse(&lease.step.kind).ok_or_else(|| {
+                StepError::Permanent(format!("unknown step kind {:?}", lease.step.kind))
+            })?;
+            let outcome = apply(e, &mut tx, kind, &[lease], &mut tail)
+                .await?
+                .swap_remove(0);
             let Some(wake) = super::finish(&mut tx, lease, &outcome).await? else {
                 tx.rollback().await.map_err(StoreError::from)?;
                 return Ok(Vec::new());

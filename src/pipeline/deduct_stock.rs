@@ -1,7 +1,7 @@
 //! `deduct_stock`: consume the reservations with a conditional decrement; when the stock is
 //! gone, switch the order to the refund path (see `jobs::deduct_stock`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use jobs::deduct_stock::Outcome;
 use jobs::{StepError, StepKind};
@@ -9,40 +9,32 @@ use jobs::{StepError, StepKind};
 use super::batch::Tail;
 use super::{StepResult, complete};
 use crate::Engine;
-use crate::domain::now_ms;
 use crate::store::steps::{self, Lease};
 use crate::store::{StoreError, Tx, catalogue, orders, payments};
 
-/// Consumes the reservations in `tx`; the stock decrements wait in `tail` (see
-/// `pipeline::batch`). Returns the step's outcome.
-pub async fn apply(tx: &mut Tx, lease: &Lease, tail: &mut Tail) -> Result<String, StepError> {
-    let order_id = &lease.step.order_id;
-    let items = orders::items_in(tx, order_id).await?;
-    let held: HashMap<String, i64> = sqlx::query_as(
-        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'held'",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(StoreError::from)?
-    .into_iter()
-    .collect();
-    sqlx::query(
-        "UPDATE stock_reservations SET status = 'consumed', updated_at = $1
-         WHERE order_id = $2 AND status = 'held'",
-    )
-    .bind(now_ms())
-    .bind(order_id)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from)?;
-    for it in &items {
-        let held_qty = held.get(&it.sku).copied().unwrap_or(0).min(it.qty);
-        let d = tail.stock.entry(it.sku.clone()).or_default();
-        d.0 += it.qty;
-        d.1 += held_qty;
+/// Consumes the reservations of every order of `leases` in `tx`; the stock decrements wait
+/// in `tail` (see `pipeline::batch`). Returns each step's outcome.
+pub async fn apply(
+    tx: &mut Tx,
+    leases: &[&Lease],
+    tail: &mut Tail,
+) -> Result<Vec<String>, StepError> {
+    let order_ids: Vec<&str> = leases.iter().map(|l| l.step.order_id.as_str()).collect();
+    let items = orders::items_many(tx, &order_ids).await?;
+    let held = payments::end_held(tx, &order_ids, "consumed").await?;
+    for (order, items) in order_ids.iter().zip(&items) {
+        for it in items {
+            let held_qty = held
+                .iter()
+                .find(|(o, sku, _)| o == order && *sku == it.sku)
+                .map_or(0, |h| h.2)
+                .min(it.qty);
+            let d = tail.stock.entry(it.sku.clone()).or_default();
+            d.0 += it.qty;
+            d.1 += held_qty;
+        }
     }
-    Ok(Outcome::Deducted.as_str().to_owned())
+    Ok(vec![Outcome::Deducted.as_str().to_owned(); leases.len()])
 }
 
 /// Deducts the stock of `stock` (SKU → quantity, of which held), right before the commit:

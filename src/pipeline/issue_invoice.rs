@@ -2,57 +2,69 @@
 //! that marks the step done (arithmetic: `jobs::issue_invoice`).
 
 use jobs::StepError;
-use jobs::issue_invoice::{inclusive_tax, number, sale_lines};
+use jobs::issue_invoice::{LedgerLine, inclusive_tax, number, sale_lines};
 
 use super::batch::Tail;
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
-use crate::store::{StoreError, Tx, orders};
+use crate::store::{StoreError, Tx, orders, value_rows};
 
-/// Writes the invoice's ledger rows in `tx`; the numbered invoice itself waits in `tail`
-/// (see `pipeline::batch`). Returns the step's outcome (until the number replaces it).
+/// Writes the ledger rows of every invoice `leases` issue in `tx`, in one statement; the
+/// numbered invoices themselves wait in `tail` (see `pipeline::batch`). Returns each step's
+/// outcome (until its number replaces it).
 pub async fn apply(
     e: &Engine,
     tx: &mut Tx,
-    lease: &Lease,
+    leases: &[&Lease],
     tail: &mut Tail,
-) -> Result<String, StepError> {
+) -> Result<Vec<String>, StepError> {
     let cfg = &e.config.invoice;
-    let order_id = &lease.step.order_id;
-    let order = orders::get_in(tx, order_id)
-        .await?
-        .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
-    let items = orders::items_in(tx, order_id).await?;
-    let tax = inclusive_tax(order.total_minor, cfg.tax_rate_bps);
+    let order_ids: Vec<&str> = leases.iter().map(|l| l.step.order_id.as_str()).collect();
+    let found = orders::get_many(tx, &order_ids, false).await?;
+    let items = orders::items_many(tx, &order_ids).await?;
     let now = now_ms();
-    let invoice_id = new_id("inv");
-    for line in sale_lines(order.total_minor, tax) {
-        sqlx::query(
-            "INSERT INTO ledger_entries (order_id, reference, account, debit_minor, credit_minor, currency, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(order_id)
-        .bind(&invoice_id)
-        .bind(line.account)
-        .bind(line.debit_minor)
-        .bind(line.credit_minor)
-        .bind(&order.currency)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::from)?;
+    let mut invoices = Vec::with_capacity(leases.len());
+    for ((lease, order), items) in leases.iter().zip(found).zip(items) {
+        let order = order.ok_or_else(|| StepError::Permanent("order row missing".into()))?;
+        invoices.push(Unnumbered {
+            id: new_id("inv"),
+            step_id: lease.step.id,
+            payment_id: lease.step.payment_id.clone(),
+            tax: inclusive_tax(order.total_minor, cfg.tax_rate_bps),
+            order,
+            items,
+            issued_at: now,
+        });
     }
-    tail.invoices.push(Unnumbered {
-        id: invoice_id,
-        step_id: lease.step.id,
-        payment_id: lease.step.payment_id.clone(),
-        order,
-        items,
-        tax,
-        issued_at: now,
-    });
-    Ok("issued".to_owned())
+    let lines: Vec<(&Unnumbered, LedgerLine)> = invoices
+        .iter()
+        .flat_map(|inv| {
+            sale_lines(inv.order.total_minor, inv.tax)
+                .into_iter()
+                .map(move |l| (inv, l))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO ledger_entries (order_id, reference, account, debit_minor, credit_minor, currency, created_at)
+         VALUES {}",
+        value_rows(2, lines.len(), 6, ", $1")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .persistent(invoices.len() == 1)
+        .bind(now);
+    for (inv, line) in &lines {
+        q = q
+            .bind(&inv.order.id)
+            .bind(&inv.id)
+            .bind(line.account)
+            .bind(line.debit_minor)
+            .bind(line.credit_minor)
+            .bind(&inv.order.currency);
+    }
+    q.execute(&mut **tx).await.map_err(StoreError::from)?;
+    tail.invoices.extend(invoices);
+    Ok(vec!["issued".to_owned(); leases.len()])
 }
 
 /// An invoice written but for its number.
@@ -88,11 +100,27 @@ pub async fn number_all(
     .bind(n)
     .fetch_one(&mut **tx)
     .await?;
-    for (inv, n) in invoices.iter().zip(last - n + 1..) {
-        let invoice_number = number(&cfg.series, n);
+    let numbered: Vec<(&Unnumbered, i64, String)> = invoices
+        .iter()
+        .zip(last - n + 1..)
+        .map(|(inv, n)| (inv, n, number(&cfg.series, n)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO invoices (id, number, invoice_number, order_id, payment_id, currency,
+                               subtotal_minor, tax_minor, total_minor, html, issued_at,
+                               series, tax_name, tax_rate_bps)
+         VALUES {}",
+        value_rows(4, numbered.len(), 11, ", $1, $2, $3")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .persistent(numbered.len() == 1)
+        .bind(&cfg.series)
+        .bind(&cfg.tax_name)
+        .bind(i64::from(cfg.tax_rate_bps));
+    for (inv, n, invoice_number) in &numbered {
         let order = &inv.order;
         let html = render_html(
-            &invoice_number,
+            invoice_number,
             order,
             &inv.items,
             inv.tax,
@@ -100,33 +128,30 @@ pub async fn number_all(
             cfg.tax_rate_bps,
             &orders::currency_of(order),
         );
-        sqlx::query(
-            "INSERT INTO invoices (id, series, number, invoice_number, order_id, payment_id, currency,
-                                   subtotal_minor, tax_minor, total_minor, tax_name, tax_rate_bps, html, issued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&inv.id)
-        .bind(&cfg.series)
-        .bind(n)
-        .bind(&invoice_number)
-        .bind(&order.id)
-        .bind(&inv.payment_id)
-        .bind(&order.currency)
-        .bind(order.total_minor - inv.tax)
-        .bind(inv.tax)
-        .bind(order.total_minor)
-        .bind(&cfg.tax_name)
-        .bind(i64::from(cfg.tax_rate_bps))
-        .bind(html)
-        .bind(inv.issued_at)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query("UPDATE steps SET outcome = $1 WHERE id = $2")
-            .bind(&invoice_number)
-            .bind(inv.step_id)
-            .execute(&mut **tx)
-            .await?;
+        q = q
+            .bind(&inv.id)
+            .bind(*n)
+            .bind(invoice_number)
+            .bind(&order.id)
+            .bind(&inv.payment_id)
+            .bind(&order.currency)
+            .bind(order.total_minor - inv.tax)
+            .bind(inv.tax)
+            .bind(order.total_minor)
+            .bind(html)
+            .bind(inv.issued_at);
     }
+    q.execute(&mut **tx).await?;
+    // Each step's outcome becomes its invoice's number.
+    let sql = format!(
+        "UPDATE steps SET outcome = v.column2 FROM (VALUES {}) AS v WHERE steps.id = v.column1",
+        value_rows(1, numbered.len(), 2, "")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(numbered.len() == 1);
+    for (inv, _, invoice_number) in &numbered {
+        q = q.bind(inv.step_id).bind(invoice_number);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -170,11 +170,71 @@ pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<OrderRow>> {
         .await?)
 }
 
+/// The orders `ids` name, in one query each way: read ([`get_in`]), or with `lock` locked
+/// for update ([`lock_in`]). Per id, its row (`None`: no such order).
+pub async fn get_many(tx: &mut Tx, ids: &[&str], lock: bool) -> Result<Vec<Option<OrderRow>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = super::placeholders(1, ids.len());
+    let sql = if lock {
+        format!(
+            "UPDATE orders SET updated_at = updated_at WHERE id IN ({list})
+             RETURNING id, customer_email, status, total_minor, currency, created_at"
+        )
+    } else {
+        format!(
+            "SELECT id, customer_email, status, total_minor, currency, created_at
+             FROM orders WHERE id IN ({list})"
+        )
+    };
+    let mut q = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql)).persistent(ids.len() == 1);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    Ok(ids
+        .iter()
+        .map(|id| rows.iter().find(|r| r.id == *id).cloned())
+        .collect())
+}
+
 pub async fn items_in(tx: &mut Tx, id: &str) -> Result<Vec<ItemRow>> {
     Ok(sqlx::query_as::<_, ItemRow>(SELECT_ITEMS)
         .bind(id)
         .fetch_all(&mut **tx)
         .await?)
+}
+
+/// [`items_in`] for many orders in one query: per order (in the order given), its items.
+pub async fn items_many(tx: &mut Tx, ids: &[&str]) -> Result<Vec<Vec<ItemRow>>> {
+    let mut out = vec![Vec::new(); ids.len()];
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT order_id, sku, name, qty, unit_price_minor FROM order_items
+         WHERE order_id IN ({}) ORDER BY order_id, line_no",
+        super::placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query_as::<_, (String, String, String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+        .persistent(ids.len() == 1);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for (order, sku, name, qty, unit_price_minor) in q.fetch_all(&mut **tx).await? {
+        let item = ItemRow {
+            sku,
+            name,
+            qty,
+            unit_price_minor,
+        };
+        // An order named twice gets its items twice.
+        for (i, _) in ids.iter().enumerate().filter(|(_, o)| **o == order) {
+            out[i].push(item.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.

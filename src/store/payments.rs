@@ -570,23 +570,40 @@ pub async fn set_provider_payment_id(
 
 /// Releases every held reservation of the order (payment failed, expired, or no stock).
 pub async fn release_reservations(tx: &mut Tx, order_id: &str) -> Result<()> {
-    let held: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'held'",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    for (sku, qty) in held {
+    for (_, sku, qty) in end_held(tx, &[order_id], "released").await? {
         catalogue::unreserve(tx, &sku, qty).await?;
     }
-    sqlx::query(
-        "UPDATE stock_reservations SET status = 'released', updated_at = $1 WHERE order_id = $2 AND status = 'held'",
-    )
-    .bind(now_ms())
-    .bind(order_id)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
+}
+
+/// Moves every held reservation of these orders to `to` (`consumed`, `released`); returns
+/// what was held, as (order, SKU, quantity). One statement for all of them.
+pub async fn end_held(
+    tx: &mut Tx,
+    order_ids: &[&str],
+    to: &str,
+) -> Result<Vec<(String, String, i64)>> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `status || ''` rather than `status`: the latter would let the planner combine the
+    // primary key with the partial index of held reservations (`reservations_expiry`), which
+    // holds every held reservation of the shop — a scan of all of them per call whenever
+    // the table has no statistics yet (a new database, or autovacuum off).
+    let sql = format!(
+        "UPDATE stock_reservations SET status = $1, updated_at = $2
+         WHERE order_id IN ({}) AND status || '' = 'held'
+         RETURNING order_id, sku, qty",
+        super::placeholders(3, order_ids.len())
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .persistent(order_ids.len() == 1)
+        .bind(to)
+        .bind(now_ms());
+    for o in order_ids {
+        q = q.bind(*o);
+    }
+    Ok(q.fetch_all(&mut **tx).await?)
 }
 
 impl Store {

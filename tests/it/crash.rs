@@ -101,6 +101,37 @@ async fn sigkill_in_backoff_and_mid_step_loses_nothing_and_doubles_nothing(backe
         col(&app, "SELECT COUNT(DISTINCT order_id) FROM ledger_entries").await,
         [N as i64]
     );
+    // Written many orders to a statement, each row still belongs to its own order: three
+    // balanced ledger rows, the invoice number as its step's outcome, the buyer's grant.
+    assert_eq!(
+        col(
+            &app,
+            "SELECT COUNT(*) FROM (SELECT order_id FROM ledger_entries GROUP BY order_id
+             HAVING COUNT(*) = 3 AND SUM(debit_minor) = SUM(credit_minor)) AS balanced"
+        )
+        .await,
+        [N as i64]
+    );
+    assert_eq!(
+        col(
+            &app,
+            "SELECT COUNT(*) FROM steps s JOIN invoices i ON i.order_id = s.order_id
+             JOIN orders o ON o.id = i.order_id
+             WHERE s.kind = 'issue_invoice' AND s.outcome = i.invoice_number
+               AND i.total_minor = o.total_minor"
+        )
+        .await,
+        [N as i64]
+    );
+    assert_eq!(
+        col(
+            &app,
+            "SELECT COUNT(*) FROM entitlements e JOIN orders o
+             ON o.id = e.order_id AND o.customer_email = e.customer_email"
+        )
+        .await,
+        [N as i64]
+    );
     // The cut-off run (the hung capture check, at least; another step may have been
     // committing as the process died) is in the history, and the step ran again after it.
     let mut cut_off = 0;
