@@ -14,7 +14,7 @@ use jobs::{RetryPolicy, StepError, StepKind, Wake};
 use serde::Serialize;
 use sqlx::{FromRow, Row};
 
-use super::{Result, Store, Tx, orders};
+use super::{Backend, Result, Store, Tx, orders};
 use crate::domain::{new_id, now_ms};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -620,12 +620,21 @@ impl Store {
         requeue_before: Option<i64>,
     ) -> Result<Vec<Wake>> {
         let now = now_ms();
+        // On Postgres the chosen rows are locked as they are chosen, and those another
+        // transaction holds are left out: a row a worker's batch is claiming right now needs
+        // no wake-up, and waiting for that batch's commit while holding the rows already
+        // taken is how a take and a batch deadlock (each a second stalled, until Postgres
+        // breaks the cycle). What is left out and still due is taken by the next pass.
+        let lock = match self.backend {
+            Backend::Postgres => "FOR NO KEY UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
         let _writer = self.write_guard().await;
         let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
             "UPDATE steps SET {set}
              WHERE id IN (SELECT id FROM steps
                           WHERE kind = $2 AND status = 'pending' AND next_run_at <= $1 AND {filter}
-                          ORDER BY next_run_at LIMIT $3)
+                          ORDER BY next_run_at LIMIT $3 {lock})
                AND status = 'pending' AND {filter}
              RETURNING id"
         )))
