@@ -50,7 +50,10 @@ pub(super) async fn send_once(
         .map_err(StoreError::from)?;
         content.sold_out = sold_out > 0;
     }
-    let sent = send_mail(e, payment_id, kind.as_str(), order, &content).await?;
+    // A step's first run ever cannot find its own email sent: the one sender of a
+    // (payment, kind) email is this step, and only a run before this one could have sent it.
+    let maybe_sent = lease.step.attempts > 1;
+    let sent = send_mail(e, payment_id, kind.as_str(), order, &content, maybe_sent).await?;
     let outcome = if sent.is_some() {
         format!("{} sent", kind.as_str())
     } else {
@@ -66,24 +69,35 @@ pub(super) async fn content(
     order: &OrderRow,
     kind: Kind,
 ) -> Result<Content, StepError> {
-    let items = e.store.order_items(&order.id).await?;
-    let invoice_number: Option<String> =
-        sqlx::query_scalar("SELECT invoice_number FROM invoices WHERE order_id = $1")
-            .bind(&order.id)
-            .fetch_optional(&e.store.pool)
-            .await
-            .map_err(StoreError::from)?;
+    // The lines and the invoice number in one query (the order row always comes back, so
+    // an order without an invoice, or without lines, still reads).
+    type Row = (Option<String>, Option<i64>, Option<i64>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT i.name, i.qty, i.unit_price_minor, inv.invoice_number
+         FROM orders o
+         LEFT JOIN order_items i ON i.order_id = o.id
+         LEFT JOIN invoices inv ON inv.order_id = o.id
+         WHERE o.id = $1 ORDER BY i.line_no",
+    )
+    .bind(&order.id)
+    .fetch_all(&e.store.pool)
+    .await
+    .map_err(StoreError::from)?;
+    let invoice_number = rows.iter().find_map(|r| r.3.clone());
     let currency = orders::currency_of(order);
     Ok(Content {
         kind,
         order_id: order.id.clone(),
         invoice_number,
-        lines: items
-            .iter()
-            .map(|i| Line {
-                name: i.name.clone(),
-                qty: i.qty,
-                amount: currency.format(i.unit_price_minor * i.qty),
+        lines: rows
+            .into_iter()
+            .filter_map(|(name, qty, unit, _)| {
+                let (name, qty, unit) = (name?, qty?, unit?);
+                Some(Line {
+                    name,
+                    qty,
+                    amount: currency.format(unit * qty),
+                })
             })
             .collect(),
         total: currency.format(order.total_minor),
@@ -103,7 +117,7 @@ pub(super) async fn mail_once(
     order: &OrderRow,
     content: &Content,
 ) -> Result<bool, StepError> {
-    let Some(sent) = send_mail(e, payment_id, slot, order, content).await? else {
+    let Some(sent) = send_mail(e, payment_id, slot, order, content, true).await? else {
         return Ok(false);
     };
     let mut tx = e.store.begin().await?;
@@ -124,23 +138,27 @@ pub struct SentEmail {
 }
 
 /// [`mail_once`] but for the record, which the caller writes: `None` if the email was
-/// recorded already, and nothing was sent.
+/// recorded already, and nothing was sent. With `maybe_sent` false the caller knows it was
+/// not, and the store is not asked.
 async fn send_mail(
     e: &Engine,
     payment_id: &str,
     slot: &str,
     order: &OrderRow,
     content: &Content,
+    maybe_sent: bool,
 ) -> Result<Option<SentEmail>, StepError> {
-    let already: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM emails_sent WHERE payment_id = $1 AND kind = $2")
-            .bind(payment_id)
-            .bind(slot)
-            .fetch_optional(&e.store.pool)
-            .await
-            .map_err(StoreError::from)?;
-    if already.is_some() {
-        return Ok(None);
+    if maybe_sent {
+        let already: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM emails_sent WHERE payment_id = $1 AND kind = $2")
+                .bind(payment_id)
+                .bind(slot)
+                .fetch_optional(&e.store.pool)
+                .await
+                .map_err(StoreError::from)?;
+        if already.is_some() {
+            return Ok(None);
+        }
     }
     let (subject, body) = render(content);
     let message_id = format!("<{slot}.{payment_id}@fulfilld>").replace(':', ".");
