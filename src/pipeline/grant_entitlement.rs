@@ -20,7 +20,7 @@ pub async fn apply(e: &Engine, tx: &mut Tx, leases: &[&Lease]) -> Result<Vec<Str
     let items = orders::items_many(tx, &order_ids).await?;
     let now = now_ms();
     let mut outcomes = Vec::with_capacity(leases.len());
-    // (order, SKU, buyer, feature, expiry) of every entitlement to insert.
+    // (order, SKU, feature, expiry) of every entitlement to insert.
     let mut grants: Vec<(&OrderRow, &str, &str, Option<i64>)> = Vec::new();
     for (order, items) in found.iter().zip(&items) {
         let order = order

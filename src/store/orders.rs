@@ -154,24 +154,15 @@ impl Store {
 /// writer lock already serializes): whoever else locks it — a refund being applied, a
 /// refund being requested — waits, and then sees what this transaction did.
 pub async fn lock_in(tx: &mut Tx, id: &str) -> Result<Option<OrderRow>> {
-    Ok(sqlx::query_as::<_, OrderRow>(
-        "UPDATE orders SET updated_at = updated_at WHERE id = $1
-         RETURNING id, customer_email, status, total_minor, currency, created_at",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?)
+    Ok(get_many(tx, &[id], true).await?.pop().flatten())
 }
 
 pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<OrderRow>> {
-    Ok(sqlx::query_as::<_, OrderRow>(SELECT_ORDER)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?)
+    Ok(get_many(tx, &[id], false).await?.pop().flatten())
 }
 
-/// The orders `ids` name, in one query each way: read ([`get_in`]), or with `lock` locked
-/// for update ([`lock_in`]). Per id, its row (`None`: no such order).
+/// The orders `ids` name, in one query: read, or with `lock` locked as [`lock_in`] says.
+/// Per id, its row (`None`: no such order).
 pub async fn get_many(tx: &mut Tx, ids: &[&str], lock: bool) -> Result<Vec<Option<OrderRow>>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -200,10 +191,7 @@ pub async fn get_many(tx: &mut Tx, ids: &[&str], lock: bool) -> Result<Vec<Optio
 }
 
 pub async fn items_in(tx: &mut Tx, id: &str) -> Result<Vec<ItemRow>> {
-    Ok(sqlx::query_as::<_, ItemRow>(SELECT_ITEMS)
-        .bind(id)
-        .fetch_all(&mut **tx)
-        .await?)
+    Ok(items_many(tx, &[id]).await?.pop().unwrap_or_default())
 }
 
 /// [`items_in`] for many orders in one query: per order (in the order given), its items.
