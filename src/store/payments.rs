@@ -169,11 +169,6 @@ impl Store {
         let items = orders::items_in(&mut tx, order_id).await?;
         let now = now_ms();
         for it in &items {
-            if !catalogue::try_reserve(&mut tx, &it.sku, it.qty).await? {
-                return Ok(BeginCheckout::OutOfStock {
-                    sku: it.sku.clone(),
-                });
-            }
             sqlx::query(
                 "INSERT INTO stock_reservations (order_id, sku, qty, status, expires_at, created_at, updated_at)
                  VALUES ($1, $2, $3, 'held', $4, $5, $5)
@@ -202,6 +197,19 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Last, right before the commit: a SKU's row is what every checkout of that item
+        // waits for, so it is locked only for its update and the commit, not for this whole
+        // transaction; and in SKU order, so two checkouts of the same items never wait on each
+        // other in a circle. Out of stock rolls everything back.
+        let mut by_sku: Vec<&orders::ItemRow> = items.iter().collect();
+        by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+        for it in by_sku {
+            if !catalogue::try_reserve(&mut tx, &it.sku, it.qty).await? {
+                return Ok(BeginCheckout::OutOfStock {
+                    sku: it.sku.clone(),
+                });
+            }
+        }
         tx.commit().await?;
         Ok(BeginCheckout::Started {
             payment_id,

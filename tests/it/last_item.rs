@@ -8,7 +8,48 @@ use tokio::sync::Barrier;
 use crate::harness::{Backend, TestApp, s, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(twenty_paid_orders_race_for_the_last_item);
+on_both_stores!(
+    twenty_paid_orders_race_for_the_last_item,
+    checkouts_of_the_same_items_in_either_order_all_reserve,
+);
+
+/// Thirty checkouts at once, of two SKUs listed in one order or the other: every one
+/// reserves (SKU rows are locked in SKU order, so no two checkouts wait on each other in a
+/// circle, which Postgres would break by failing one), and both SKUs count every unit.
+async fn checkouts_of_the_same_items_in_either_order_all_reserve(backend: Backend) {
+    const N: usize = 30;
+    let app = Arc::new(spawn(backend, &[]).await);
+    app.put_sku("SEAT", 1500, 100).await;
+    app.put_sku("MUG", 900, 100).await;
+    let mut orders = Vec::new();
+    for i in 0..N {
+        let lines = if i % 2 == 0 {
+            json!([{"sku": "SEAT", "qty": 1}, {"sku": "MUG", "qty": 2}])
+        } else {
+            json!([{"sku": "MUG", "qty": 2}, {"sku": "SEAT", "qty": 1}])
+        };
+        let order = app
+            .create_order(&format!("pair{i}@example.com"), lines)
+            .await;
+        orders.push(s(&order["id"]).to_owned());
+    }
+    let barrier = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::new();
+    for id in orders {
+        let (app, barrier) = (app.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            app.try_checkout(&id).await
+        }));
+    }
+    for t in tasks {
+        let (status, co) = t.await.expect("checkout task");
+        assert_eq!(status, 201, "{co}");
+    }
+    assert_eq!(app.stock("SEAT").await, (100, N as i64));
+    assert_eq!(app.stock("MUG").await, (100, 2 * N as i64));
+    TestApp::finish_shared(app).await;
+}
 
 /// Twenty buyers check out while twenty seats are on hand, then a stock count finds only
 /// one (the rest were damaged): all twenty pay at once. Exactly one order is fulfilled, the
