@@ -578,7 +578,10 @@ pub async fn set_provider_payment_id(
 
 /// Releases every held reservation of the order (payment failed, expired, or no stock).
 pub async fn release_reservations(tx: &mut Tx, order_id: &str) -> Result<()> {
-    for (_, sku, qty) in end_held(tx, &[order_id], "released").await? {
+    let mut held = end_held(tx, &[order_id], "released").await?;
+    // SKU rows are locked in SKU order everywhere (see `begin_checkout`).
+    held.sort_by(|a, b| a.1.cmp(&b.1));
+    for (_, sku, qty) in held {
         catalogue::unreserve(tx, &sku, qty).await?;
     }
     Ok(())

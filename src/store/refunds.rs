@@ -732,7 +732,9 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
 /// Puts the stock an order consumed back on hand, once.
 async fn return_stock(tx: &mut Tx, order_id: &str) -> Result<()> {
     let consumed: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'consumed'",
+        // In SKU order, as every writer of SKU rows locks them (see `begin_checkout`).
+        "SELECT sku, qty FROM stock_reservations WHERE order_id = $1 AND status = 'consumed'
+         ORDER BY sku",
     )
     .bind(order_id)
     .fetch_all(&mut **tx)
