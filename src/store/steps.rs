@@ -418,8 +418,8 @@ pub async fn advance_many(
         q = q.bind(d.0);
     }
     let rows = q.fetch_all(&mut **tx).await?;
+    // Per next step: its id and the entry it goes to.
     let (mut claim, mut pend, mut fulfil) = (Vec::new(), Vec::new(), Vec::new());
-    let mut claimed_by = Vec::new();
     for (order, first, chainer) in &distinct {
         // The rows come in order of position within each order: the first is the next step.
         match rows.iter().find(|r| r.0 == *order) {
@@ -428,10 +428,7 @@ pub async fn advance_many(
                 match chain
                     .filter(|(_, c)| StepKind::parse(kind).is_some_and(|k| c.into.contains(&k)))
                 {
-                    Some((i, _)) => {
-                        claim.push(*id);
-                        claimed_by.push((*id, i));
-                    }
+                    Some((i, _)) => claim.push((*id, i)),
                     None => pend.push((*id, *first)),
                 }
             }
@@ -445,8 +442,9 @@ pub async fn advance_many(
         .find_map(|o| o.1)
         .filter(|_| !claim.is_empty())
     {
-        for lease in lease_many(tx, &claim, "waiting", now, c.lease_ms, &c.worker).await? {
-            if let Some((_, i)) = claimed_by.iter().find(|(id, _)| *id == lease.step.id) {
+        let ids: Vec<i64> = claim.iter().map(|c| c.0).collect();
+        for lease in lease_many(tx, &ids, "waiting", now, c.lease_ms, &c.worker).await? {
+            if let Some((_, i)) = claim.iter().find(|(id, _)| *id == lease.step.id) {
                 out[*i].1 = Some(lease);
             }
         }
