@@ -45,12 +45,27 @@ impl Client {
             "cli:{}",
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())
         );
-        let r = self
+        let request = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
             .header("x-fulfilld-actor", actor)
-            .json(body)
+            .json(body);
+        self.send(path, request).await
+    }
+
+    /// `GET path` with `query` (pairs whose value is `None` are left out).
+    pub async fn get(&self, path: &str, query: &[(&str, Option<String>)]) -> anyhow::Result<Value> {
+        let query: Vec<(&str, &str)> = query
+            .iter()
+            .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
+            .collect();
+        let request = self.http.get(format!("{}{path}", self.base)).query(&query);
+        self.send(path, request).await
+    }
+
+    async fn send(&self, path: &str, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let r = request
+            .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("cannot reach the engine at {}", self.base))?;
@@ -106,5 +121,135 @@ pub fn reconcile_table(r: &Value) -> String {
             f["detail"].as_str().unwrap_or("")
         ));
     }
+    out
+}
+
+/// `rows` as a text table: one column per `(heading, field)`, each as wide as its widest
+/// cell; a missing or null field prints `-`, a time field (`*_at`, milliseconds) as UTC.
+pub fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
+    if rows.is_empty() {
+        return "nothing to show\n".to_owned();
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|(_, f)| cell(f, &r[*f])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        let mut l = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    let mut out = line(columns.iter().map(|(h, _)| *h).collect());
+    for c in &cells {
+        out.push_str(&line(c.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn cell(field: &str, v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.replace(['\n', '\r'], " "),
+        Value::Number(n) if field.ends_with("_at") => {
+            n.as_i64().and_then(utc).unwrap_or_else(|| n.to_string())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Milliseconds since the epoch as `2026-12-01 22:05:03`.
+fn utc(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    t.format(&f).ok()
+}
+
+/// The queue overview as a table.
+pub fn queues_table(answer: &Value) -> String {
+    table(
+        answer["queues"].as_array().map_or(&[], Vec::as_slice),
+        &[
+            ("KIND", "kind"),
+            ("WAITING", "waiting"),
+            ("PENDING", "pending"),
+            ("RETRYING", "retrying"),
+            ("RUNNING", "running"),
+            ("DEAD", "dead"),
+            ("DONE 1H", "done_last_hour"),
+            ("OLDEST DUE S", "oldest_due_age_s"),
+        ],
+    )
+}
+
+pub const STEP_COLUMNS: [(&str, &str); 7] = [
+    ("ID", "id"),
+    ("ORDER", "order_id"),
+    ("KIND", "kind"),
+    ("STATUS", "status"),
+    ("ATTEMPTS", "attempts"),
+    ("UPDATED", "updated_at"),
+    ("OUTCOME", "outcome"),
+];
+
+pub const DEAD_COLUMNS: [(&str, &str); 6] = [
+    ("ID", "id"),
+    ("ORDER", "order_id"),
+    ("KIND", "kind"),
+    ("ATTEMPTS", "attempts"),
+    ("DEAD SINCE", "dead_at"),
+    ("LAST ERROR", "last_error"),
+];
+
+pub const EVENT_COLUMNS: [(&str, &str); 6] = [
+    ("ID", "id"),
+    ("PROVIDER", "provider"),
+    ("TYPE", "event_type"),
+    ("EVENT", "event_id"),
+    ("RECEIVED", "received_at"),
+    ("OUTCOME", "outcome"),
+];
+
+/// An order's record: a summary, its steps, then its timeline.
+pub fn order_text(r: &Value) -> String {
+    let o = &r["order"];
+    let mut out = format!(
+        "order {}  {}  {} {}  {}\n",
+        o["id"].as_str().unwrap_or(""),
+        o["status"].as_str().unwrap_or(""),
+        o["total_minor"],
+        o["currency"].as_str().unwrap_or(""),
+        o["customer_email"].as_str().unwrap_or("")
+    );
+    if let Some(from) = r["review_from"].as_str() {
+        out.push_str(&format!("needs review (was {from})\n"));
+    }
+    out.push('\n');
+    out.push_str(&table(
+        r["steps"].as_array().map_or(&[], Vec::as_slice),
+        &STEP_COLUMNS,
+    ));
+    out.push('\n');
+    out.push_str(&table(
+        r["timeline"].as_array().map_or(&[], Vec::as_slice),
+        &[("AT", "at"), ("WHAT", "what"), ("DETAIL", "detail")],
+    ));
     out
 }

@@ -61,6 +61,39 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
+    /// Each step kind's queue: waiting, pending, retrying, running, dead, done in the last
+    /// hour, and how long the longest-due step has been due.
+    Queues,
+    /// Steps, newest first.
+    Steps {
+        #[arg(long)]
+        kind: Option<String>,
+        /// waiting, pending, running, done, skipped, dead or discarded.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, value_name = "ORDER_ID")]
+        order: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// The next page: steps with a smaller id.
+        #[arg(long, value_name = "STEP_ID")]
+        before: Option<i64>,
+    },
+    /// Dead letters: steps that ran out of retries or failed for good.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+    /// Stored webhook events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// One order.
+    Order {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
     /// Compare the providers' payments since a point in time with the store: backfill
     /// undelivered events, repair what is safe, flag the rest needs_review.
     Reconcile {
@@ -68,6 +101,67 @@ enum AdminCommand {
         #[arg(long)]
         since: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadCommand {
+    /// The dead steps, newest first.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        /// Dead for at least this many seconds.
+        #[arg(long, value_name = "SECS")]
+        older_than: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Run a dead step again (its order's pipeline resumes where it stopped), or with
+    /// --all every dead step that matches --kind / --older-than.
+    Retry {
+        /// The dead step (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        step_id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, requires = "all")]
+        kind: Option<String>,
+        #[arg(long, value_name = "SECS", requires = "all")]
+        older_than: Option<i64>,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give up on a dead step for good.
+    Discard {
+        step_id: i64,
+        /// Why (required; kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// The latest webhook events.
+    List {
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Verify a stored event again and apply it again (a no-op if it was applied).
+    Replay {
+        event_id: i64,
+        /// Only say what it would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrderCommand {
+    /// Everything the store holds about an order, and its timeline.
+    Show { order_id: String },
 }
 
 #[tokio::main]
@@ -120,27 +214,186 @@ async fn real_main() -> anyhow::Result<()> {
         }
         Command::Admin { url, json, command } => {
             let client = fulfilld::admin_client::Client::new(&config, url.as_deref())?;
-            match command {
-                AdminCommand::Reconcile { since } => {
-                    let answer = client
-                        .post(
-                            "/api/admin/reconcile",
-                            &serde_json::json!({ "since": since }),
-                        )
-                        .await?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&answer)?);
-                    } else {
-                        print!(
-                            "{}",
-                            fulfilld::admin_client::reconcile_table(&answer["report"])
-                        );
-                    }
-                    Ok(())
-                }
+            let out = admin(&client, command).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out.0)?);
+            } else {
+                print!("{}", out.1);
             }
+            Ok(())
         }
     }
+}
+
+/// Runs an admin command: the API's answer, and the same as text.
+async fn admin(
+    client: &fulfilld::admin_client::Client,
+    command: AdminCommand,
+) -> anyhow::Result<(serde_json::Value, String)> {
+    use fulfilld::admin_client::{
+        DEAD_COLUMNS, EVENT_COLUMNS, STEP_COLUMNS, order_text, queues_table, reconcile_table, table,
+    };
+    use serde_json::json;
+    let rows = |v: &serde_json::Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let s = |v: Option<i64>| v.map(|n| n.to_string());
+    Ok(match command {
+        AdminCommand::Queues => {
+            let a = client.get("/api/admin/queues", &[]).await?;
+            let text = queues_table(&a);
+            (a, text)
+        }
+        AdminCommand::Steps {
+            kind,
+            status,
+            order,
+            limit,
+            before,
+        } => {
+            let q = [
+                ("kind", kind),
+                ("status", status),
+                ("order_id", order),
+                ("limit", Some(limit.to_string())),
+                ("before_id", s(before)),
+            ];
+            let a = client.get("/api/admin/steps", &q).await?;
+            let mut text = table(&rows(&a, "steps"), &STEP_COLUMNS);
+            if let Some(next) = a["next_before_id"].as_i64() {
+                text.push_str(&format!("more: --before {next}\n"));
+            }
+            (a, text)
+        }
+        AdminCommand::Dead { command } => match command {
+            DeadCommand::List {
+                kind,
+                older_than,
+                limit,
+            } => {
+                let q = [
+                    ("kind", kind),
+                    ("older_than_secs", s(older_than)),
+                    ("limit", Some(limit.to_string())),
+                ];
+                let a = client.get("/api/admin/dead-letters", &q).await?;
+                let text = table(&rows(&a, "dead"), &DEAD_COLUMNS);
+                (a, text)
+            }
+            DeadCommand::Retry {
+                step_id: Some(id),
+                reason,
+                ..
+            } => {
+                let a = client
+                    .post(
+                        &format!("/api/admin/steps/{id}/retry"),
+                        &json!({ "reason": reason }),
+                    )
+                    .await?;
+                let r = &a["retried"];
+                let text = format!(
+                    "retried step {id} ({}, order {}){}\n",
+                    r["kind"].as_str().unwrap_or(""),
+                    r["order_id"].as_str().unwrap_or(""),
+                    if r["order_resumed"] == true {
+                        "; the order left needs_review"
+                    } else {
+                        ""
+                    }
+                );
+                (a, text)
+            }
+            DeadCommand::Retry {
+                step_id: None,
+                kind,
+                older_than,
+                reason,
+                ..
+            } => {
+                let body = json!({ "kind": kind, "older_than_secs": older_than, "reason": reason });
+                let a = client.post("/api/admin/dead-letters/retry", &body).await?;
+                let retried = rows(&a, "retried");
+                let text = format!(
+                    "retried {} dead step(s)\n{}",
+                    retried.len(),
+                    if retried.is_empty() {
+                        String::new()
+                    } else {
+                        table(
+                            &retried,
+                            &[("ID", "step_id"), ("ORDER", "order_id"), ("KIND", "kind")],
+                        )
+                    }
+                );
+                (a, text)
+            }
+            DeadCommand::Discard { step_id, reason } => {
+                let a = client
+                    .post(
+                        &format!("/api/admin/steps/{step_id}/discard"),
+                        &json!({ "reason": reason }),
+                    )
+                    .await?;
+                (a, format!("discarded step {step_id}\n"))
+            }
+        },
+        AdminCommand::Events { command } => match command {
+            EventsCommand::List { provider, limit } => {
+                let q = [("provider", provider), ("limit", Some(limit.to_string()))];
+                let a = client.get("/api/admin/events", &q).await?;
+                let text = table(&rows(&a, "events"), &EVENT_COLUMNS);
+                (a, text)
+            }
+            EventsCommand::Replay { event_id, dry_run } => {
+                let a = client
+                    .post(
+                        &format!("/api/admin/events/{event_id}/replay"),
+                        &json!({ "dry_run": dry_run }),
+                    )
+                    .await?;
+                let r = &a["replay"];
+                let mut text = format!(
+                    "event {event_id}{}: {}{}\n",
+                    if dry_run { " (dry run)" } else { "" },
+                    r["outcome"].as_str().unwrap_or(""),
+                    if r["changed"] == true {
+                        ""
+                    } else {
+                        "; nothing changed (it was applied already)"
+                    }
+                );
+                let moved = rows(r, "transitions");
+                if !moved.is_empty() {
+                    text.push_str(&table(
+                        &moved,
+                        &[("WHAT", "what"), ("FROM", "from"), ("TO", "to")],
+                    ));
+                }
+                (a, text)
+            }
+        },
+        AdminCommand::Order {
+            command: OrderCommand::Show { order_id },
+        } => {
+            let path = format!("/api/admin/orders/{}", url_segment(&order_id));
+            let a = client.get(&path, &[]).await?;
+            let text = order_text(&a);
+            (a, text)
+        }
+        AdminCommand::Reconcile { since } => {
+            let a = client
+                .post("/api/admin/reconcile", &json!({ "since": since }))
+                .await?;
+            let text = reconcile_table(&a["report"]);
+            (a, text)
+        }
+    })
+}
+
+/// `s` as one URL path segment.
+fn url_segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 async fn run_role(role: Role, config: Config) -> anyhow::Result<()> {

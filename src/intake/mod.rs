@@ -4,8 +4,9 @@
 //! checkout, no email, no stock work in a webhook's request path.
 //!
 //! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
-//! `admin` (catalogue), `queue_admin` (dead letters, attempts, queue), `events_admin`
-//! (webhook log and replay) and `reconcile_admin`; `idempotency` wraps every `POST /api/…`.
+//! `admin` (catalogue), `queue_admin` (queues, steps, dead letters, attempts), `events_admin`
+//! (webhook log and replay), `orders_admin` (an order's record and timeline) and
+//! `reconcile_admin`; `idempotency` wraps every `POST /api/…`.
 
 mod admin;
 pub(crate) mod applier;
@@ -13,6 +14,7 @@ mod error;
 mod events_admin;
 mod idempotency;
 mod orders;
+mod orders_admin;
 mod payments;
 mod queue_admin;
 mod reconcile_admin;
@@ -42,6 +44,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(queue_admin::router())
         .merge(reconcile_admin::router())
         .merge(orders::router())
+        .merge(orders_admin::router())
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())

@@ -1,4 +1,5 @@
-//! Admin API for the queue and its dead letters (bearer token): list dead steps (by kind and
+//! Admin API for the queue and its dead letters (bearer token): each step kind's queue at a
+//! glance, steps by kind, status or order; list dead steps (by kind and
 //! age), retry one or every one matching a filter — the pipeline resumes where it stopped —
 //! or discard one with a reason; read a step's attempt history; empty the queue's wake-ups
 //! (the sweeper sends every due step again). Every action is audited with its actor
@@ -22,6 +23,7 @@ use super::admin::authorize;
 use crate::Engine;
 use crate::domain::Invalid;
 use crate::store::dead_letters::Filter;
+use crate::store::overview::{STEP_STATUSES, StepFilter};
 use crate::store::steps;
 
 /// Dead steps acted on at once, at most.
@@ -40,18 +42,7 @@ struct FilterParams {
 
 impl FilterParams {
     fn filter(&self) -> Result<Filter, ApiError> {
-        let kind = match &self.kind {
-            None => None,
-            Some(k) => Some(StepKind::parse(k).ok_or_else(|| {
-                Invalid::new(
-                    "kind",
-                    format!(
-                        "no step kind {k:?}; known: {}",
-                        StepKind::ALL.map(|k| k.as_str()).join(", ")
-                    ),
-                )
-            })?),
-        };
+        let kind = kind_param(self.kind.as_deref())?;
         if self.older_than_secs.is_some_and(|s| s < 0) {
             return Err(Invalid::new("older_than_secs", "must not be negative").into());
         }
@@ -65,6 +56,78 @@ impl FilterParams {
             limit,
         })
     }
+}
+
+/// A `kind` filter: none, or a known step kind.
+fn kind_param(kind: Option<&str>) -> Result<Option<StepKind>, ApiError> {
+    let Some(k) = kind else { return Ok(None) };
+    let kind = StepKind::parse(k).ok_or_else(|| {
+        Invalid::new(
+            "kind",
+            format!(
+                "no step kind {k:?}; known: {}",
+                StepKind::ALL.map(|k| k.as_str()).join(", ")
+            ),
+        )
+    })?;
+    Ok(Some(kind))
+}
+
+/// `GET /api/admin/queues`: per step kind, how many steps wait, are due, retry, run, are
+/// dead and were done in the last hour, and how long the longest-due one has waited.
+async fn queues(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    Ok(Json(json!({ "queues": e.store.queue_overview().await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepParams {
+    kind: Option<String>,
+    status: Option<String>,
+    order_id: Option<String>,
+    /// The next page: steps with a smaller id than this.
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/admin/steps`: steps, newest first, by kind, status and order; a page ends with
+/// `next_before_id` when there may be more.
+async fn list_steps(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    params: Result<Query<StepParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let p = query(params)?;
+    if let Some(s) = &p.status
+        && !STEP_STATUSES.contains(&s.as_str())
+    {
+        return Err(Invalid::new(
+            "status",
+            format!("no step status {s:?}; known: {}", STEP_STATUSES.join(", ")),
+        )
+        .into());
+    }
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_BATCH).contains(&limit) {
+        return Err(Invalid::new("limit", format!("must be 1-{MAX_BATCH}")).into());
+    }
+    if p.before_id.is_some_and(|b| b < 1) {
+        return Err(Invalid::new("before_id", "must be a step id (1 or more)").into());
+    }
+    let filter = StepFilter {
+        kind: kind_param(p.kind.as_deref())?,
+        status: p.status,
+        order_id: p.order_id,
+        before_id: p.before_id,
+        limit,
+    };
+    let steps = e.store.list_steps(&filter).await?;
+    let next = (steps.len() as i64 == limit)
+        .then(|| steps.last().map(|s| s.id))
+        .flatten();
+    Ok(Json(json!({ "steps": steps, "next_before_id": next })))
 }
 
 /// Who is acting: `X-Fulfilld-Actor` (an operator's name or a tool's), else "admin".
@@ -249,6 +312,8 @@ fn not_dead(id: i64) -> ApiError {
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
+        .route("/api/admin/queues", get(queues))
+        .route("/api/admin/steps", get(list_steps))
         .route("/api/admin/dead-letters", get(list))
         .route("/api/admin/dead-letters/retry", post(retry_matching))
         .route("/api/admin/steps/{id}/retry", post(retry_one))

@@ -19,6 +19,7 @@ pub mod events;
 pub mod group_commit;
 pub mod idempotency;
 pub mod orders;
+pub mod overview;
 pub mod payments;
 pub mod reconciliations;
 pub mod refunds;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin;
 mod api;
 mod checkout;
 mod crash;

@@ -22,7 +22,7 @@ on_both_stores!(
 );
 
 /// Two paid orders with their pipelines; returns each order's step ids in pipeline order.
-async fn two_paid_pipelines(store: &Store) -> [Vec<i64>; 2] {
+pub(crate) async fn two_paid_pipelines(store: &Store) -> [Vec<i64>; 2] {
     let mut tx = store.begin().await.expect("begin");
     for o in ["ord_a", "ord_b"] {
         sqlx::query(

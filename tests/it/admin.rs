@@ -1,0 +1,504 @@
+//! The admin API's reads and the `fulfilld admin` CLI over it: the token on every admin
+//! route, each step kind's queue as the store holds it, steps by filter, an order's whole
+//! record and timeline, and the CLI's tables and `--json` for each.
+
+use fulfilld::domain::now_ms;
+use fulfilld::store::overview::KindQueue;
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_TOKEN, Backend, TestApp, s, spawn, spawn_bare};
+use crate::on_both_stores;
+use crate::step_batch::two_paid_pipelines;
+
+on_both_stores!(
+    every_admin_route_needs_the_token,
+    queue_overview_counts_each_state_per_kind,
+    an_order_record_holds_its_whole_story,
+    cli_prints_tables_and_json,
+);
+
+/// Every admin route, with a path that names something where it needs one.
+const ADMIN_ROUTES: [(&str, &str); 14] = [
+    ("GET", "/api/admin/queues"),
+    ("GET", "/api/admin/steps"),
+    ("GET", "/api/admin/dead-letters"),
+    ("POST", "/api/admin/dead-letters/retry"),
+    ("POST", "/api/admin/steps/1/retry"),
+    ("POST", "/api/admin/steps/1/discard"),
+    ("GET", "/api/admin/steps/1/attempts"),
+    ("POST", "/api/admin/queue/purge"),
+    ("GET", "/api/admin/events"),
+    ("POST", "/api/admin/events/1/replay"),
+    ("POST", "/api/admin/reconcile"),
+    ("GET", "/api/admin/reconciliations"),
+    ("PUT", "/api/admin/skus/SEAT"),
+    ("GET", "/api/admin/orders/ord_x"),
+];
+
+async fn every_admin_route_needs_the_token(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    for (method, path) in ADMIN_ROUTES {
+        for token in [None, Some("wrong-token"), Some("")] {
+            let mut r = app.http.request(
+                method.parse().expect("method"),
+                format!("{}{path}", app.url),
+            );
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let r = r
+                .header("content-type", "application/json")
+                .body(r#"{"reason": "x", "since": "1h", "name": "n", "price_minor": 1, "currency": "usd", "stock": 1}"#)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (401, &json!("unauthorized")),
+                "{method} {path} with token {token:?}: {body}"
+            );
+        }
+    }
+    // Nothing was done on the way.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM admin_actions WHERE actor <> $1", "")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM skus WHERE sku = $1", "SEAT")
+            .await,
+        0
+    );
+    // The right token opens them (one read as a witness).
+    let (status, _) = app.admin("GET", "/api/admin/queues", None).await;
+    assert_eq!(status, 200);
+    app.finish().await;
+}
+
+/// On a store no worker runs on, steps are put in every state a queue can show; the
+/// overview counts each where it belongs.
+async fn queue_overview_counts_each_state_per_kind(backend: Backend) {
+    let app = spawn_bare(backend, &[]).await;
+    let store = &app.store;
+    let [a, b] = two_paid_pipelines(store).await;
+    let now = now_ms();
+    let pool = &store.pool;
+    let set = |id: i64, sql: &'static str| async move {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE steps SET {sql} WHERE id = $1"
+        )))
+        .bind(id)
+        .execute(pool)
+        .await
+        .expect("update step");
+    };
+    // confirm_capture: a's due for 7 s and never run; b's run twice, failed, retries later.
+    sqlx::query("UPDATE steps SET next_run_at = $1 WHERE id = $2")
+        .bind(now - 7_000)
+        .bind(a[0])
+        .execute(&store.pool)
+        .await
+        .expect("due");
+    set(
+        b[0],
+        "attempts = 2, attempt_base = 0, next_run_at = 99999999999999",
+    )
+    .await;
+    // deduct_stock: one running, one dead.
+    set(a[1], "status = 'running', attempts = 1").await;
+    set(b[1], "status = 'dead', attempts = 5").await;
+    // issue_invoice: done now, and done long ago (not in the last hour).
+    sqlx::query("UPDATE steps SET status = 'done', updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(a[2])
+        .execute(&store.pool)
+        .await
+        .expect("done");
+    set(b[2], "status = 'done', updated_at = 0").await;
+    // send_receipt and grant_entitlement: both orders' wait.
+
+    let got = store.queue_overview().await.expect("overview");
+    let q = |kind: &str| -> KindQueue {
+        got.iter()
+            .find(|q| q.kind == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} in {got:?}"))
+    };
+    let confirm = q("confirm_capture");
+    assert!(
+        (7..60).contains(&confirm.oldest_due_age_s),
+        "due 7 s ago: {confirm:?}"
+    );
+    assert_eq!(
+        confirm,
+        KindQueue {
+            kind: "confirm_capture".into(),
+            pending: 1,
+            retrying: 1,
+            oldest_due_age_s: confirm.oldest_due_age_s,
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        q("deduct_stock"),
+        KindQueue {
+            kind: "deduct_stock".into(),
+            running: 1,
+            dead: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        q("issue_invoice"),
+        KindQueue {
+            kind: "issue_invoice".into(),
+            done_last_hour: 1,
+            ..Default::default()
+        }
+    );
+    for kind in ["send_receipt", "grant_entitlement"] {
+        assert_eq!(
+            q(kind),
+            KindQueue {
+                kind: kind.into(),
+                waiting: 2,
+                ..Default::default()
+            }
+        );
+    }
+    // Every kind is listed, in pipeline order, also those with no steps.
+    let kinds: Vec<&str> = got.iter().map(|q| q.kind.as_str()).collect();
+    let all: Vec<&str> = jobs::StepKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(kinds, all);
+    assert_eq!(
+        q("refund_payment"),
+        KindQueue {
+            kind: "refund_payment".into(),
+            ..Default::default()
+        }
+    );
+    app.finish().await;
+}
+
+/// A fulfilled order and one stopped by an amount mismatch, through the real pipeline.
+/// Returns (fulfilled, dead) order ids.
+async fn fulfilled_and_dead(app: &TestApp) -> (String, String) {
+    app.put_sku("SEAT", 1000, 5).await;
+    let mut ids = Vec::new();
+    for (email, paid) in [("fine@example.com", 1000), ("short@example.com", 999)] {
+        let order = app
+            .create_order(email, json!([{"sku": "SEAT", "qty": 1}]))
+            .await;
+        let id = s(&order["id"]).to_owned();
+        let co = app.checkout(&id).await;
+        app.pay(s(&co["provider_order_id"]), json!({"amount_total": paid}))
+            .await;
+        ids.push(id);
+    }
+    app.wait_for(&ids[0], &["fulfilled"]).await;
+    app.wait_for(&ids[1], &["needs_review"]).await;
+    (ids.remove(0), ids.remove(0))
+}
+
+async fn an_order_record_holds_its_whole_story(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    let (fine, dead) = fulfilled_and_dead(&app).await;
+
+    // The queue overview through the API is the store's.
+    let (status, queues) = app.admin("GET", "/api/admin/queues", None).await;
+    assert_eq!(status, 200, "{queues}");
+    let from_store = app.store.queue_overview().await.expect("overview");
+    assert_eq!(
+        queues["queues"],
+        serde_json::to_value(&from_store).expect("json")
+    );
+    let confirm = &queues["queues"][0];
+    assert_eq!(
+        (
+            &confirm["kind"],
+            &confirm["dead"],
+            &confirm["done_last_hour"]
+        ),
+        (&json!("confirm_capture"), &json!(1), &json!(1)),
+        "{queues:#}"
+    );
+
+    let (status, r) = app
+        .admin("GET", &format!("/api/admin/orders/{fine}"), None)
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["order"]["status"], "fulfilled");
+    let len = |k: &str| r[k].as_array().map_or(0, Vec::len);
+    assert_eq!(len("payments"), 1, "{r:#}");
+    assert_eq!(len("steps"), 5);
+    assert!(
+        r["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|st| st["status"] == "done")
+    );
+    assert_eq!(len("emails"), 1);
+    assert_eq!(r["emails"][0]["kind"], "receipt");
+    assert_eq!(len("invoices"), 1);
+    assert_eq!(len("entitlements"), 1);
+    assert_eq!(len("ledger"), 3);
+    assert!(len("events") >= 1);
+    assert_eq!(r["events"][0]["event_type"], "checkout.session.completed");
+    assert!(
+        r["invoices"][0].get("html").is_none(),
+        "no HTML in the record"
+    );
+    // The timeline: oldest first, from the order's creation to its last step.
+    let timeline = r["timeline"].as_array().expect("timeline");
+    let at: Vec<i64> = timeline
+        .iter()
+        .map(|m| m["at"].as_i64().expect("at"))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{timeline:#?}");
+    assert_eq!(timeline[0]["what"], "order");
+    for what in [
+        "payment",
+        "event",
+        "step",
+        "email",
+        "invoice",
+        "entitlement",
+    ] {
+        assert!(
+            timeline.iter().any(|m| m["what"] == what),
+            "no {what} in {timeline:#?}"
+        );
+    }
+
+    // The stopped order: its dead step with the error, and an admin's retry in its record.
+    let (_, d) = app
+        .admin("GET", &format!("/api/admin/orders/{dead}"), None)
+        .await;
+    assert_eq!(d["order"]["status"], "needs_review");
+    let step = &d["steps"][0];
+    assert_eq!(
+        (&step["kind"], &step["status"]),
+        (&json!("confirm_capture"), &json!("dead"))
+    );
+    assert!(s(&step["last_error"]).contains("amount mismatch"), "{step}");
+    let (status, _) = app
+        .admin(
+            "POST",
+            &format!("/api/admin/steps/{}/retry", step["id"]),
+            Some(json!({"reason": "looking again"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The provider still says 999: the step runs once more and is dead again.
+    app.wait_until(&dead, "dead again after the retry", |o| {
+        o["steps"][0]["status"] == "dead" && o["steps"][0]["attempts"] == 2
+    })
+    .await;
+    let (_, d) = app
+        .admin("GET", &format!("/api/admin/orders/{dead}"), None)
+        .await;
+    let actions = d["admin_actions"].as_array().expect("actions");
+    assert_eq!(actions.len(), 1, "{d:#}");
+    assert_eq!(
+        (&actions[0]["action"], &actions[0]["reason"]),
+        (&json!("step.retry"), &json!("looking again"))
+    );
+    assert!(
+        d["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["what"] == "admin")
+    );
+    // Its attempts: the failed run after the retry is recorded.
+    assert!(
+        !d["attempts"].as_array().expect("attempts").is_empty(),
+        "{d:#}"
+    );
+
+    // Steps by filter, newest first, a page at a time.
+    let (_, page) = app
+        .admin(
+            "GET",
+            &format!("/api/admin/steps?order_id={fine}&limit=3"),
+            None,
+        )
+        .await;
+    let ids: Vec<i64> = page["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|x| x["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    let (_, rest) = app
+        .admin(
+            "GET",
+            &format!(
+                "/api/admin/steps?order_id={fine}&limit=3&before_id={}",
+                page["next_before_id"]
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(rest["steps"].as_array().map(Vec::len), Some(2), "{rest:#}");
+    assert_eq!(rest["next_before_id"], Value::Null);
+    let (_, dead_steps) = app
+        .admin(
+            "GET",
+            "/api/admin/steps?status=dead&kind=confirm_capture",
+            None,
+        )
+        .await;
+    assert_eq!(dead_steps["steps"].as_array().map(Vec::len), Some(1));
+    assert_eq!(dead_steps["steps"][0]["order_id"], json!(dead));
+    for (query, field) in [
+        ("status=asleep", "status"),
+        ("kind=nope", "kind"),
+        ("limit=0", "limit"),
+        ("before_id=0", "before_id"),
+    ] {
+        let (status, e) = app
+            .admin("GET", &format!("/api/admin/steps?{query}"), None)
+            .await;
+        assert_eq!(
+            (status, s(&e["error"]["field"])),
+            (422, field),
+            "{query}: {e}"
+        );
+    }
+    // A well-formed id of no order is 404; a malformed one says what an id looks like.
+    let last = if fine.ends_with('0') { "1" } else { "0" };
+    let unknown = format!("{}{last}", &fine[..fine.len() - 1]);
+    let (status, e) = app
+        .admin("GET", &format!("/api/admin/orders/{unknown}"), None)
+        .await;
+    assert_eq!((status, s(&e["error"]["code"])), (404, "not_found"), "{e}");
+    let (status, e) = app.admin("GET", "/api/admin/orders/nobody", None).await;
+    assert_eq!((status, s(&e["error"]["field"])), (422, "id"), "{e}");
+    app.finish().await;
+}
+
+/// `fulfilld admin …` as an operator runs it: its stdout, after checking it succeeded.
+async fn cli(app: &TestApp, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(["admin", "--url", &app.url])
+        .args(args)
+        .env("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("fulfilld admin");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+async fn cli_prints_tables_and_json(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    let (fine, dead) = fulfilled_and_dead(&app).await;
+
+    let text = cli(&app, &["queues"]).await;
+    let confirm = text
+        .lines()
+        .find(|l| l.starts_with("confirm_capture"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // KIND WAITING PENDING RETRYING RUNNING DEAD DONE-1H OLDEST
+    let cols: Vec<&str> = confirm.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        ["confirm_capture", "0", "0", "0", "0", "1", "1", "0"],
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&cli(&app, &["--json", "queues"]).await).expect("json");
+    assert_eq!(json["queues"][0]["dead"], 1);
+
+    let text = cli(&app, &["dead", "list"]).await;
+    assert!(
+        text.contains(&dead) && text.contains("amount mismatch"),
+        "{text}"
+    );
+    let step_id = app
+        .store
+        .dead_steps(&fulfilld::store::dead_letters::Filter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("dead")[0]
+        .id;
+
+    let text = cli(&app, &["order", "show", &fine]).await;
+    assert!(
+        text.starts_with(&format!("order {fine}  fulfilled")),
+        "{text}"
+    );
+    for kind in ["confirm_capture", "grant_entitlement", "receipt"] {
+        assert!(text.contains(kind), "no {kind} in {text}");
+    }
+    let json: Value =
+        serde_json::from_str(&cli(&app, &["--json", "order", "show", &fine]).await).expect("json");
+    assert_eq!(json["order"]["id"], json!(fine));
+
+    let text = cli(&app, &["steps", "--order", &dead, "--status", "waiting"]).await;
+    assert_eq!(
+        text.lines().filter(|l| l.contains(&dead)).count(),
+        4,
+        "{text}"
+    );
+
+    let text = cli(&app, &["events", "list"]).await;
+    assert!(text.contains("checkout.session.completed"), "{text}");
+    let event_id = app
+        .count(
+            "SELECT MIN(id) FROM webhook_events WHERE provider = $1",
+            "stripe",
+        )
+        .await;
+    let text = cli(
+        &app,
+        &["events", "replay", &event_id.to_string(), "--dry-run"],
+    )
+    .await;
+    assert!(
+        text.contains("(dry run)") && text.contains("nothing changed"),
+        "{text}"
+    );
+
+    let text = cli(
+        &app,
+        &[
+            "dead",
+            "discard",
+            &step_id.to_string(),
+            "--reason",
+            "refunded by phone",
+        ],
+    )
+    .await;
+    assert_eq!(text.trim(), format!("discarded step {step_id}"));
+    let text = cli(&app, &["dead", "list"]).await;
+    assert_eq!(text.trim(), "nothing to show");
+    let text = cli(&app, &["dead", "retry", "--all"]).await;
+    assert!(text.starts_with("retried 0 dead step(s)"), "{text}");
+
+    // A bad filter is the API's clear error, and a failure exit.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(["admin", "--url", &app.url, "steps", "--status", "asleep"])
+        .env("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("fulfilld admin");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("422") && err.contains("asleep"), "{err}");
+    app.finish().await;
+}
