@@ -16,6 +16,7 @@
 //!   periodic work beside them: housekeeping (stale payments, expired reservations, old
 //!   idempotency keys), reconciliation, unanswered refunds.
 //! - [`email`]: outgoing mail (file outbox or SMTP).
+//! - [`metrics`]: what `/metrics` reports.
 //! - [`admin_client`]: `fulfilld admin …`, a client of the admin API.
 //! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
 //! - `jobs` (a crate of its own): the job contract — step kinds, payloads, retry policies.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod domain;
 pub mod email;
 pub mod intake;
+pub mod metrics;
 pub mod pipeline;
 pub mod providers;
 pub mod queue;

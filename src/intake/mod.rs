@@ -25,8 +25,11 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -54,7 +57,31 @@ pub fn router(engine: Arc<Engine>) -> Router {
             idempotency::layer,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .route_layer(axum::middleware::from_fn_with_state(engine.clone(), timed))
         .with_state(engine)
+}
+
+/// Every routed request's latency, by route template (never the raw path: its ids would
+/// make a series each).
+async fn timed(
+    State(e): State<Arc<Engine>>,
+    route: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    e.store
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route: route.as_str().to_owned(),
+            method,
+            status: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// `fulfilld work`'s whole HTTP surface: health only.
@@ -68,6 +95,20 @@ fn health() -> Router<Arc<Engine>> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// `/metrics`: this process's counters and timings, and the queue's state from the store
+/// (see [`crate::metrics`]). A store that does not answer leaves the queue gauges as they
+/// were at the last scrape.
+async fn metrics(State(e): State<Arc<Engine>>) -> Response {
+    let queues = match tokio::time::timeout(Duration::from_secs(2), e.store.queue_overview()).await
+    {
+        Ok(Ok(q)) => q,
+        _ => Vec::new(),
+    };
+    let text = e.store.metrics.render(&queues);
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn readyz(State(e): State<Arc<Engine>>) -> (StatusCode, Json<Value>) {

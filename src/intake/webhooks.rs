@@ -29,6 +29,33 @@ async fn webhook(
         .providers
         .get("provider", &provider)
         .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, "unknown_provider", err.to_string()))?;
+    let m = &e.store.metrics;
+    let label = crate::metrics::ProviderLabel {
+        provider: provider.name().to_owned(),
+    };
+    m.webhooks_received.get_or_create(&label).inc();
+    let answer = receive(&e, provider, headers, body).await;
+    match &answer {
+        Ok(Json(a)) if a["duplicate"] == true => m.webhooks_duplicate.get_or_create(&label).inc(),
+        Ok(_) => m.webhooks_accepted.get_or_create(&label).inc(),
+        Err(err) => m
+            .webhooks_rejected
+            .get_or_create(&crate::metrics::RejectedLabels {
+                provider: label.provider.clone(),
+                reason: err.code.to_owned(),
+            })
+            .inc(),
+    };
+    answer
+}
+
+/// A webhook for a configured provider: verified, normalized and appended.
+async fn receive(
+    e: &Engine,
+    provider: &dyn crate::providers::Provider,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

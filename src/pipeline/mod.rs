@@ -162,6 +162,22 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
 /// Runs a claimed step and records its outcome; true if it succeeded (its commit went
 /// through, so a step it chained to is claimed).
 async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError> {
+    let started = std::time::Instant::now();
+    let outcome = record(engine, lease).await;
+    let word = match &outcome {
+        Ok(None) => "done",
+        Ok(Some(Failed::RetryAt(_))) => "retry",
+        Ok(Some(Failed::Dead)) => "dead",
+        Ok(Some(Failed::LostLease)) => "lost_lease",
+        Err(_) => "store_error",
+    };
+    (engine.store.metrics).step_ran(&lease.step.kind, word, started.elapsed());
+    outcome.map(|failed| failed.is_none())
+}
+
+/// Runs a claimed step and records its outcome: `None` if it succeeded, else how its
+/// failure was recorded.
+async fn record(engine: &Engine, lease: &Lease) -> Result<Option<Failed>, StoreError> {
     let step_id = lease.step.id;
     let kind = StepKind::parse(&lease.step.kind);
     let result = match kind {
@@ -185,15 +201,15 @@ async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError>
         Ok(wake) => {
             tracing::info!(order_id = %lease.step.order_id, kind = %lease.step.kind, "step done");
             engine.queue.wake(&wake);
-            return Ok(true);
+            Ok(None)
         }
         Err(err) => {
             let kind = kind.unwrap_or(StepKind::ConfirmCapture);
-            match engine
+            let failed = engine
                 .store
                 .fail(lease, &err, engine.config.policy(kind))
-                .await?
-            {
+                .await?;
+            match failed {
                 Failed::RetryAt(at) => tracing::warn!(
                     order_id = %lease.step.order_id, kind = %lease.step.kind,
                     attempts = lease.step.attempts, retry_at_ms = at, error = %err, "step failed; will retry"
@@ -209,9 +225,9 @@ async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError>
                     )
                 }
             }
+            Ok(Some(failed))
         }
     }
-    Ok(false)
 }
 
 /// Runs this process's workers — one apalis worker per step kind in `kinds`, each running up

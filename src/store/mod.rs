@@ -34,17 +34,34 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain;
+use crate::metrics::Metrics;
 
 /// A write transaction. It dereferences to the connection, so `&mut *tx` is an executor.
 /// On SQLite it also holds this process's writer lock until commit or rollback.
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     _writer: Option<OwnedMutexGuard<()>>,
+    metrics: Arc<Metrics>,
+    /// When the pipelines of the orders this transaction fulfils began (ms), counted once
+    /// its commit went through.
+    fulfils: Vec<i64>,
 }
 
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+        self.inner.commit().await?;
+        let now = domain::now_ms();
+        for began in self.fulfils {
+            let secs = (now - began).max(0) as f64 / 1000.0;
+            self.metrics.capture_to_fulfilled.observe(secs);
+        }
+        Ok(())
+    }
+
+    /// Notes that this transaction turns an order fulfilled whose pipeline began at
+    /// `began_ms`.
+    pub fn fulfils(&mut self, began_ms: i64) {
+        self.fulfils.push(began_ms);
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
@@ -114,6 +131,8 @@ pub struct Store {
     /// and woken at once, instead of inside SQLite's busy handler, which sleeps and retries
     /// (a writer could wait seconds for a lock that was free after a millisecond).
     writer: Option<Arc<Writer>>,
+    /// This engine's `/metrics` (see [`crate::metrics`]).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Store {
@@ -168,6 +187,7 @@ impl Store {
             pool,
             backend,
             writer,
+            metrics: Arc::default(),
         })
     }
 
@@ -214,6 +234,8 @@ impl Store {
         Ok(Tx {
             inner,
             _writer: writer,
+            metrics: self.metrics.clone(),
+            fulfils: Vec::new(),
         })
     }
 

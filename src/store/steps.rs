@@ -472,19 +472,24 @@ pub async fn advance_many(
     if !fulfil.is_empty() {
         let sql = format!(
             "UPDATE orders SET status = 'fulfilled', updated_at = $1
-             WHERE status = 'paid' AND id IN ({}) RETURNING id",
+             WHERE status = 'paid' AND id IN ({})
+             RETURNING id, (SELECT MIN(s.created_at) FROM steps s WHERE s.order_id = orders.id)",
             super::placeholders(2, fulfil.len())
         );
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+        let mut q = sqlx::query_as::<_, (String, Option<i64>)>(sqlx::AssertSqlSafe(sql))
             .persistent(fulfil.len() == 1)
             .bind(now);
         for (order, _) in &fulfil {
             q = q.bind(*order);
         }
         let fulfilled = q.fetch_all(&mut **tx).await?;
+        // For /metrics: the time from the pipeline's start (the confirmed payment).
+        for began in fulfilled.iter().filter_map(|f| f.1) {
+            tx.fulfils(began);
+        }
         let fulfilled: Vec<(&str, usize)> = fulfil
             .into_iter()
-            .filter(|(o, _)| fulfilled.iter().any(|f| f == o))
+            .filter(|(o, _)| fulfilled.iter().any(|f| f.0 == *o))
             .collect();
         // Partial refunds that arrived during fulfilment refer to the invoice now issued.
         // (Boxed: applying a refund can advance a pipeline in turn.)

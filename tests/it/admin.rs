@@ -185,7 +185,7 @@ async fn queue_overview_counts_each_state_per_kind(backend: Backend) {
 
 /// A fulfilled order and one stopped by an amount mismatch, through the real pipeline.
 /// Returns (fulfilled, dead) order ids.
-async fn fulfilled_and_dead(app: &TestApp) -> (String, String) {
+pub(crate) async fn fulfilled_and_dead(app: &TestApp) -> (String, String) {
     app.put_sku("SEAT", 1000, 5).await;
     let mut ids = Vec::new();
     for (email, paid) in [("fine@example.com", 1000), ("short@example.com", 999)] {
