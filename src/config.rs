@@ -16,6 +16,7 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub http: Http,
+    pub log: Log,
     pub store: Store,
     pub queue: Queue,
     pub admin: Admin,
@@ -64,6 +65,20 @@ pub struct RetryOverride {
 pub struct Http {
     pub addr: String,
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object a line, for a log pipeline.
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]

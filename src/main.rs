@@ -166,12 +166,6 @@ enum OrderCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
     match real_main().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -184,6 +178,7 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
+    init_logs(config.log.format);
     match cli.command {
         Command::Serve => run_role(Role::Serve, config).await,
         Command::Intake => run_role(Role::Intake, config).await,
@@ -394,6 +389,19 @@ fn url_segment(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+/// Logs to stderr, as text or JSON lines; what is logged comes from `RUST_LOG`.
+fn init_logs(format: fulfilld::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        fulfilld::config::LogFormat::Text => logs.init(),
+        fulfilld::config::LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
 }
 
 async fn run_role(role: Role, config: Config) -> anyhow::Result<()> {

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
@@ -33,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 pub use error::ApiError;
 pub use payments::VerifyReads;
@@ -57,21 +59,39 @@ pub fn router(engine: Arc<Engine>) -> Router {
             idempotency::layer,
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .route_layer(axum::middleware::from_fn_with_state(engine.clone(), timed))
+        .route_layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            observed,
+        ))
         .with_state(engine)
 }
 
-/// Every routed request's latency, by route template (never the raw path: its ids would
-/// make a series each).
-async fn timed(
+/// Every routed request: its request id — the `X-Request-Id` it came with (1-64 of
+/// `A-Za-z0-9._-`), or a new one — on each of its log lines and on the response; and its
+/// latency, by route template (never the raw path: its ids would make a series each).
+async fn observed(
     State(e): State<Arc<Engine>>,
     route: MatchedPath,
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().as_str().to_owned();
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    let id = match given {
+        Some(v) => v.to_owned(),
+        None => format!("req_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+    };
+    let method = request.method().as_str().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, %method, route = route.as_str());
+    let mut response = next.run(request).instrument(span).await;
     e.store
         .metrics
         .requests
@@ -81,8 +101,13 @@ async fn timed(
             status: response.status().as_u16(),
         })
         .observe(started.elapsed().as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
     response
 }
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// `fulfilld work`'s whole HTTP surface: health only.
 pub fn health_router(engine: Arc<Engine>) -> Router {

@@ -1,13 +1,16 @@
 //! What the people who run the engine watch: `/metrics` counts what really happened, as
-//! the store recorded it.
+//! the store recorded it; the logs are JSON lines on request, carry each request's id, and
+//! never hold a configured secret.
 
 use serde_json::json;
 
 use crate::admin::fulfilled_and_dead;
-use crate::harness::{Backend, TestApp, WEBHOOK_SECRET, signature, spawn};
+use crate::harness::{
+    ADMIN_TOKEN, Backend, TestApp, WEBHOOK_SECRET, s, signature, spawn, spawn_process,
+};
 use crate::on_both_stores;
 
-on_both_stores!(metrics_count_what_happened);
+on_both_stores!(metrics_count_what_happened, logs_hold_no_secret);
 
 /// The value of the sample `series` (name and labels, exactly as written) in `text`.
 fn sample(text: &str, series: &str) -> f64 {
@@ -144,5 +147,102 @@ async fn metrics_count_what_happened(backend: Backend) {
         text.trim_end().ends_with("# EOF"),
         "OpenMetrics ends with # EOF"
     );
+    app.finish().await;
+}
+
+/// A `serve` process with JSON logs and every provider's secrets set, through orders on
+/// all three providers, a dead step, forged and good webhooks and admin calls: no log line
+/// holds a secret, every line is a JSON object, and a request's lines carry its id.
+async fn logs_hold_no_secret(backend: Backend) {
+    let secrets = [
+        (
+            "FULFILLD__PROVIDERS__STRIPE__SECRET_KEY",
+            "sk_test_never_logged_4f1",
+        ),
+        (
+            "FULFILLD__PROVIDERS__RAZORPAY__KEY_SECRET",
+            "rzp_never_logged_9c2",
+        ),
+        (
+            "FULFILLD__PROVIDERS__RAZORPAY__WEBHOOK_SECRET",
+            "rzp_wh_never_logged_7d3",
+        ),
+        (
+            "FULFILLD__PROVIDERS__PAYPAL__CLIENT_SECRET",
+            "pp_never_logged_2b8",
+        ),
+    ];
+    let mut extra = vec![("FULFILLD__LOG__FORMAT", "json")];
+    extra.extend(secrets);
+    let app = spawn_process(backend, &extra).await;
+    let (fine, _dead) = fulfilled_and_dead(&app).await;
+    for provider in ["razorpay", "paypal"] {
+        let order = app
+            .create_order("other@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+            .await;
+        let (status, body) = app.try_checkout_with(s(&order["id"]), provider).await;
+        assert_eq!(status, 201, "{provider}: {body}");
+    }
+    let body =
+        br#"{"id":"evt_x","type":"checkout.session.completed","data":{"object":{}}}"#.to_vec();
+    let forged = app
+        .post_webhook(body.clone(), Some(signature("whsec_forged", &body, 0)))
+        .await;
+    assert_eq!(forged.status(), 400);
+    let r = app
+        .http
+        .post(format!("{}/webhooks/stripe", app.url))
+        .header("x-request-id", "req-from-the-provider-1")
+        .header("stripe-signature", signature(WEBHOOK_SECRET, &body, 0))
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.headers()["x-request-id"], "req-from-the-provider-1");
+    let (status, _) = app
+        .admin("GET", &format!("/api/admin/orders/{fine}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let r = app
+        .http
+        .get(format!("{}/api/admin/queues", app.url))
+        .bearer_auth("a-wrong-token")
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 401);
+    // A request without an id gets one.
+    let r = app
+        .http
+        .get(format!("{}/api/orders/{fine}", app.url))
+        .send()
+        .await
+        .expect("order");
+    let given = r.headers()["x-request-id"].to_str().expect("id").to_owned();
+    assert!(given.starts_with("req_"), "{given}");
+
+    let log = app.engine_log();
+    assert!(
+        log.lines().count() > 20,
+        "too few log lines to mean anything:\n{log}"
+    );
+    for (key, secret) in secrets.iter().copied().chain([
+        ("webhook secret", WEBHOOK_SECRET),
+        ("admin token", ADMIN_TOKEN),
+    ]) {
+        assert!(!log.contains(secret), "{key} in the log:\n{log}");
+    }
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_request = |id: &str| {
+        lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id)
+            .count()
+    };
+    assert!(of_request("req-from-the-provider-1") >= 1, "{log}");
     app.finish().await;
 }
