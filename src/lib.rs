@@ -144,8 +144,12 @@ pub async fn run_role(
     let store = open_store(&config).await?;
     let admin_token = match role {
         Role::Work => String::new(),
-        Role::Serve | Role::Intake => admin_token(&config)?,
+        Role::Intake => config.admin.token.clone(),
+        Role::Serve => admin_token(&config)?,
     };
+    if role != Role::Work && admin_token.is_empty() {
+        tracing::warn!("admin API off: no admin.token configured (FULFILLD__ADMIN__TOKEN)");
+    }
     let mailer = Mailer::from_config(&config.email)?;
     let providers = Providers::from_config(&config);
     let runs: &[jobs::StepKind] = if role == Role::Intake { &[] } else { &kinds };
@@ -238,9 +242,10 @@ pub async fn run_role(
 }
 
 /// The configured admin token, or a generated one written to [`ADMIN_TOKEN_FILE`]
-/// (mode 0600). The token itself is never logged.
+/// (mode 0600), or none when `admin.generate_token` is false (admin off). The token itself
+/// is never logged.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
-    if !config.admin.token.is_empty() {
+    if !config.admin.token.is_empty() || !config.admin.generate_token {
         return Ok(config.admin.token.clone());
     }
     let path = std::path::Path::new(ADMIN_TOKEN_FILE);

@@ -12,6 +12,7 @@ use crate::step_batch::two_paid_pipelines;
 
 on_both_stores!(
     every_admin_route_needs_the_token,
+    admin_is_off_without_a_token,
     queue_overview_counts_each_state_per_kind,
     an_order_record_holds_its_whole_story,
     cli_prints_tables_and_json,
@@ -35,29 +36,40 @@ const ADMIN_ROUTES: [(&str, &str); 14] = [
     ("GET", "/api/admin/orders/ord_x"),
 ];
 
+/// `method path` at `base` with `Authorization: Bearer token` (none: no header) and a body
+/// that would do for any route; the status and the error code.
+async fn call(
+    app: &TestApp,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut r = app
+        .http
+        .request(method.parse().expect("method"), format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    let r = r
+        .header("content-type", "application/json")
+        .body(r#"{"reason": "x", "since": "1h", "name": "n", "price_minor": 1, "currency": "usd", "stock": 1}"#)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, body["error"]["code"].clone())
+}
+
 async fn every_admin_route_needs_the_token(backend: Backend) {
     let app = spawn(backend, &[]).await;
     for (method, path) in ADMIN_ROUTES {
         for token in [None, Some("wrong-token"), Some("")] {
-            let mut r = app.http.request(
-                method.parse().expect("method"),
-                format!("{}{path}", app.url),
-            );
-            if let Some(t) = token {
-                r = r.header("authorization", format!("Bearer {t}"));
-            }
-            let r = r
-                .header("content-type", "application/json")
-                .body(r#"{"reason": "x", "since": "1h", "name": "n", "price_minor": 1, "currency": "usd", "stock": 1}"#)
-                .send()
-                .await
-                .expect("request");
-            let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or(Value::Null);
             assert_eq!(
-                (status, &body["error"]["code"]),
-                (401, &json!("unauthorized")),
-                "{method} {path} with token {token:?}: {body}"
+                call(&app, &app.url, method, path, token).await,
+                (401, json!("unauthorized")),
+                "{method} {path} with token {token:?}"
             );
         }
     }
@@ -75,6 +87,48 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
     // The right token opens them (one read as a witness).
     let (status, _) = app.admin("GET", "/api/admin/queues", None).await;
     assert_eq!(status, 200);
+    app.finish().await;
+}
+
+/// An intake with no token configured, and a serve told not to make one: every admin
+/// route answers 403 admin_off, whatever token comes; nothing is generated.
+async fn admin_is_off_without_a_token(backend: Backend) {
+    let app = spawn_bare(backend, &[]).await;
+    let intake = app
+        .start_role("intake", &[], None, &[("FULFILLD__ADMIN__TOKEN", "")])
+        .await;
+    let serve = app
+        .start_role(
+            "serve",
+            &[],
+            None,
+            &[
+                ("FULFILLD__ADMIN__TOKEN", ""),
+                ("FULFILLD__ADMIN__GENERATE_TOKEN", "false"),
+            ],
+        )
+        .await;
+    for p in [&intake, &serve] {
+        for (method, path) in ADMIN_ROUTES {
+            for token in [None, Some(ADMIN_TOKEN), Some("")] {
+                assert_eq!(
+                    call(&app, &p.url, method, path, token).await,
+                    (403, json!("admin_off")),
+                    "{method} {path} with token {token:?}"
+                );
+            }
+        }
+        assert!(p.log_text().contains("admin API off"), "{}", p.log_text());
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM skus WHERE sku <> $1", "")
+            .await,
+        0
+    );
+    assert!(
+        !app.dir().join("data/admin-token").exists(),
+        "no token was generated"
+    );
     app.finish().await;
 }
 

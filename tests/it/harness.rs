@@ -416,6 +416,11 @@ impl TestApp {
         child.kill().await.expect("SIGKILL");
     }
 
+    /// The directory the engine and its processes run in.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The engine process's log so far.
     pub fn engine_log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("engine.log")).unwrap_or_default()
