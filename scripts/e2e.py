@@ -1,6 +1,7 @@
 """The README's walk-through, as a user runs it: `fulfilld serve` and `fulfilld sandbox` as
 separate processes configured only through FULFILLD__* variables, receipts sent over SMTP
-to a real SMTP server (aiosmtpd), and shutdown by SIGTERM. Run by scripts/test:
+to a real SMTP server (aiosmtpd), the admin CLI, the OpenAPI document checked by an
+independent validator (openapi-spec-validator), and shutdown by SIGTERM. Run by scripts/test:
 
     python e2e.py path/to/fulfilld
 """
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 
 from aiosmtpd.controller import Controller
+from openapi_spec_validator import validate
 
 from sandbox_process import free_port, wait_port
 
@@ -153,6 +155,21 @@ def main():
             assert time.time() < deadline, o
             time.sleep(0.05)
         assert o["status"] == "fulfilled", o
+        passed += 1
+
+        # The API's OpenAPI document is valid OpenAPI 3.1 to an independent validator.
+        status, doc = call("GET", f"{app_url}/api/openapi.json")
+        assert status == 200 and doc["openapi"] == "3.1.0", doc
+        validate(doc)
+        assert "/api/admin/orders/{id}" in doc["paths"], sorted(doc["paths"])
+        passed += 1
+
+        # The admin CLI, with the token serve generated: the order's record as a table.
+        shown = subprocess.run([binary, "admin", "--url", app_url, "order", "show", order["id"]],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"order {order['id']}  partially_refunded"), shown.stdout
+        assert "INV-000001" in shown.stdout and "refund" in shown.stdout, shown.stdout
         passed += 1
 
         # SIGTERM: both processes stop cleanly.

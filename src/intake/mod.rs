@@ -6,13 +6,14 @@
 //! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
 //! `admin` (catalogue), `queue_admin` (queues, steps, dead letters, attempts), `events_admin`
 //! (webhook log and replay), `orders_admin` (an order's record and timeline) and
-//! `reconcile_admin`; `idempotency` wraps every `POST /api/…`.
+//! `reconcile_admin`; `idempotency` wraps every `POST /api/…`; `openapi` documents them all.
 
 mod admin;
 pub(crate) mod applier;
 mod error;
 mod events_admin;
 mod idempotency;
+pub mod openapi;
 mod orders;
 mod orders_admin;
 mod payments;
@@ -50,6 +51,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(reconcile_admin::router())
         .merge(orders::router())
         .merge(orders_admin::router())
+        .merge(openapi::router())
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())

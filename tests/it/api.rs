@@ -5,7 +5,11 @@ use serde_json::{Value, json};
 use crate::harness::{ADMIN_TOKEN, Backend, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(bad_input_names_the_field, admin_needs_the_token);
+on_both_stores!(
+    bad_input_names_the_field,
+    admin_needs_the_token,
+    openapi_document_is_the_routes,
+);
 
 async fn bad_input_names_the_field(backend: Backend) {
     let app = spawn(backend, &[]).await;
@@ -222,5 +226,93 @@ async fn admin_needs_the_token(backend: Backend) {
         .admin("GET", "/api/admin/dead-letters?limit=0", None)
         .await;
     assert_eq!((status, e["error"]["field"].clone()), (422, json!("limit")));
+    app.finish().await;
+}
+
+/// `path` with each `{param}` filled with a value of the right shape.
+pub fn concrete(path: &str) -> String {
+    path.replace("{provider}", "stripe")
+        .replace("{sku}", "SEAT")
+        .replace("{id}", "1")
+}
+
+/// Every `.route("PATH", METHOD(…))` in the intake's source: (method, path).
+fn routed() -> std::collections::BTreeSet<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/intake");
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("src/intake") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("source");
+        for (i, _) in text.match_indices(".route(") {
+            let rest = text[i + 7..].trim_start();
+            let Some(rest) = rest.strip_prefix('"') else {
+                continue;
+            };
+            let Some(end) = rest.find('"') else { continue };
+            let route = &rest[..end];
+            let after = rest[end + 1..]
+                .trim_start()
+                .trim_start_matches(',')
+                .trim_start();
+            let method: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase())
+                .collect();
+            assert!(
+                !method.is_empty(),
+                "{}: route {route} without a method",
+                path.display()
+            );
+            found.insert((method, route.to_owned()));
+        }
+    }
+    found
+}
+
+/// The OpenAPI document lists exactly the routes the routers serve (read from their
+/// source), and every operation it lists answers on a live engine (none is a routing 404 or
+/// a 405).
+async fn openapi_document_is_the_routes(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    let r = app
+        .http
+        .get(format!("{}/api/openapi.json", app.url))
+        .send()
+        .await
+        .expect("openapi");
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path}"
+            );
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    assert_eq!(documented, routed(), "the document and the routers differ");
+    for (method, path) in &documented {
+        let r = app
+            .http
+            .request(
+                method.to_ascii_uppercase().parse().expect("method"),
+                format!("{}{}", app.url, concrete(path)),
+            )
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("call");
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert!(
+            status != 405 && !(status == 404 && body.is_empty()),
+            "{method} {path}: {status} {body}"
+        );
+    }
     app.finish().await;
 }

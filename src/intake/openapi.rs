@@ -1,0 +1,336 @@
+//! `GET /api/openapi.json`: the OpenAPI 3.1 document of every route the intake serves, made
+//! from [`OPERATIONS`]. A test compares that table with the routers' own routes and calls
+//! every operation on a live engine, so the document stays true.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::Engine;
+
+/// A field of a request body or a query: name, JSON type, required, what it is.
+type Field = (&'static str, &'static str, bool, &'static str);
+
+pub struct Operation {
+    pub method: &'static str,
+    /// As routed, with `{name}` for a path parameter.
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Needs `Authorization: Bearer <admin token>`.
+    pub admin: bool,
+    pub query: &'static [Field],
+    pub body: &'static [Field],
+    /// The success status, and what it answers.
+    pub ok: (u16, &'static str),
+}
+
+const fn op(method: &'static str, path: &'static str, tag: &'static str) -> Operation {
+    Operation {
+        method,
+        path,
+        tag,
+        summary: "",
+        admin: false,
+        query: &[],
+        body: &[],
+        ok: (200, "OK"),
+    }
+}
+
+const ADMIN: &str = "admin";
+const LIMIT: Field = ("limit", "integer", false, "at most this many (default 100)");
+const REASON: Field = ("reason", "string", false, "why (kept in the audit log)");
+const KIND: Field = ("kind", "string", false, "a step kind");
+
+/// Every operation, in the order the document lists them.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        summary: "Price and store an order from the catalogue",
+        body: &[
+            ("customer_email", "string", true, "the buyer's email"),
+            ("items", "array", true, "[{\"sku\", \"qty\"}]"),
+        ],
+        ok: (201, "the order, with its total"),
+        ..op("post", "/api/orders", "shop")
+    },
+    Operation {
+        summary: "An order's status, payment, steps, refunds and what it waits on",
+        ..op("get", "/api/orders/{id}", "shop")
+    },
+    Operation {
+        summary: "Reserve the order's stock and create the provider's checkout",
+        body: &[
+            ("order_id", "string", true, "the order"),
+            ("provider", "string", true, "stripe, razorpay or paypal"),
+        ],
+        ok: (
+            201,
+            "the payment, with the provider's order id and checkout URL",
+        ),
+        ..op("post", "/api/payments/create-order", "shop")
+    },
+    Operation {
+        summary: "The browser's proof of payment, checked with the provider",
+        body: &[
+            ("order_id", "string", true, "the order"),
+            ("provider", "string", true, "stripe, razorpay or paypal"),
+            (
+                "payload",
+                "object",
+                true,
+                "what the provider's checkout returned",
+            ),
+        ],
+        ok: (200, "the order's status after the check"),
+        ..op("post", "/api/payments/verify", "shop")
+    },
+    Operation {
+        summary: "Refund an order, whole or in part, through its provider",
+        admin: true,
+        body: &[
+            ("order_id", "string", true, "the order"),
+            ("amount_minor", "integer", false, "default: what is left"),
+            ("reason", "string", false, "why"),
+            (
+                "restock",
+                "boolean",
+                false,
+                "return the stock (default: refunds.restock)",
+            ),
+        ],
+        ok: (201, "the refund"),
+        ..op("post", "/api/payments/refund", "shop")
+    },
+    Operation {
+        summary: "A provider's webhook, verified on the raw body and stored before the 200",
+        ok: (200, "{\"received\": true, \"duplicate\": …}"),
+        ..op("post", "/webhooks/{provider}", "webhooks")
+    },
+    Operation {
+        summary: "The process is up",
+        ..op("get", "/healthz", "health")
+    },
+    Operation {
+        summary: "The store and the queue answer (503 naming what is down)",
+        ..op("get", "/readyz", "health")
+    },
+    Operation {
+        summary: "Counters and timings, Prometheus text format",
+        ..op("get", "/metrics", "health")
+    },
+    Operation {
+        summary: "This document",
+        ..op("get", "/api/openapi.json", "health")
+    },
+    Operation {
+        summary: "Put a product in the catalogue (create or replace)",
+        admin: true,
+        body: &[
+            ("name", "string", true, "1-200 characters"),
+            ("price_minor", "integer", true, "in minor units"),
+            ("currency", "string", true, "ISO 4217"),
+            ("stock", "integer", true, "on hand"),
+        ],
+        ..op("put", "/api/admin/skus/{sku}", ADMIN)
+    },
+    Operation {
+        summary: "Each step kind's queue: waiting, pending, retrying, running, dead, done in the last hour, oldest due age",
+        admin: true,
+        ..op("get", "/api/admin/queues", ADMIN)
+    },
+    Operation {
+        summary: "Steps, newest first",
+        admin: true,
+        query: &[
+            KIND,
+            ("status", "string", false, "a step status"),
+            ("order_id", "string", false, "an order"),
+            (
+                "before_id",
+                "integer",
+                false,
+                "the next page: steps with a smaller id",
+            ),
+            LIMIT,
+        ],
+        ..op("get", "/api/admin/steps", ADMIN)
+    },
+    Operation {
+        summary: "Dead steps",
+        admin: true,
+        query: &[
+            KIND,
+            (
+                "older_than_secs",
+                "integer",
+                false,
+                "dead for at least this long",
+            ),
+            LIMIT,
+        ],
+        ..op("get", "/api/admin/dead-letters", ADMIN)
+    },
+    Operation {
+        summary: "Retry every dead step that matches",
+        admin: true,
+        body: &[
+            KIND,
+            (
+                "older_than_secs",
+                "integer",
+                false,
+                "dead for at least this long",
+            ),
+            LIMIT,
+            REASON,
+        ],
+        ..op("post", "/api/admin/dead-letters/retry", ADMIN)
+    },
+    Operation {
+        summary: "Retry a dead step: its order's pipeline resumes where it stopped",
+        admin: true,
+        body: &[REASON],
+        ..op("post", "/api/admin/steps/{id}/retry", ADMIN)
+    },
+    Operation {
+        summary: "Give up on a dead step",
+        admin: true,
+        body: &[("reason", "string", true, "why (kept in the audit log)")],
+        ..op("post", "/api/admin/steps/{id}/discard", ADMIN)
+    },
+    Operation {
+        summary: "A step's runs that failed or were cut off",
+        admin: true,
+        ..op("get", "/api/admin/steps/{id}/attempts", ADMIN)
+    },
+    Operation {
+        summary: "Drop every queued wake-up (the sweeper sends every due step again)",
+        admin: true,
+        body: &[REASON],
+        ..op("post", "/api/admin/queue/purge", ADMIN)
+    },
+    Operation {
+        summary: "Stored webhook events, newest first",
+        admin: true,
+        query: &[("provider", "string", false, "one provider's"), LIMIT],
+        ..op("get", "/api/admin/events", ADMIN)
+    },
+    Operation {
+        summary: "Verify a stored event again and apply it again (a no-op if it was applied)",
+        admin: true,
+        body: &[("dry_run", "boolean", false, "only say what it would change")],
+        ..op("post", "/api/admin/events/{id}/replay", ADMIN)
+    },
+    Operation {
+        summary: "Compare the providers' payments since a time with the store",
+        admin: true,
+        body: &[("since", "string", true, "an age (24h, 7d) or Unix seconds")],
+        ..op("post", "/api/admin/reconcile", ADMIN)
+    },
+    Operation {
+        summary: "Past reconciliations and their reports",
+        admin: true,
+        ..op("get", "/api/admin/reconciliations", ADMIN)
+    },
+    Operation {
+        summary: "Everything about an order, and its timeline",
+        admin: true,
+        ..op("get", "/api/admin/orders/{id}", ADMIN)
+    },
+];
+
+fn schema(fields: &[Field]) -> Value {
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|(name, ty, _, what)| {
+            (
+                (*name).to_owned(),
+                json!({ "type": ty, "description": what }),
+            )
+        })
+        .collect();
+    let required: Vec<&str> = fields.iter().filter(|f| f.2).map(|f| f.0).collect();
+    json!({ "type": "object", "properties": properties, "required": required })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPERATIONS {
+        let mut parameters: Vec<Value> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+            })
+            .collect();
+        parameters.extend(o.query.iter().map(|(name, ty, required, what)| {
+            json!({ "name": name, "in": "query", "required": required,
+                    "description": what, "schema": { "type": ty } })
+        }));
+        let mut responses = json!({
+            o.ok.0.to_string(): { "description": o.ok.1 },
+            "422": { "description": "a field is wrong", "content": error_content() },
+        });
+        if o.admin {
+            responses["401"] =
+                json!({ "description": "no or wrong admin token", "content": error_content() });
+            responses["403"] = json!({ "description": "the admin API is off on this process", "content": error_content() });
+        }
+        let mut operation = json!({
+            "operationId": format!("{}{}", o.method, o.path.replace(['/', '{', '}', '-', '.'], "_")),
+            "tags": [o.tag],
+            "summary": o.summary,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if !o.body.is_empty() {
+            operation["requestBody"] = json!({
+                "required": o.body.iter().any(|f| f.2),
+                "content": { "application/json": { "schema": schema(o.body) } },
+            });
+        }
+        if o.admin {
+            operation["security"] = json!([{ "admin": [] }]);
+        }
+        let item = paths
+            .entry(o.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        item[o.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "fulfilld",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Payment intake and fulfilment: provider webhooks, the shop's API, and the admin API.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "admin": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": { "error": { "type": "object", "properties": {
+                        "code": { "type": "string" },
+                        "message": { "type": "string" },
+                        "field": { "type": "string" },
+                    }, "required": ["code", "message"] } },
+                },
+            },
+        },
+    })
+}
+
+fn error_content() -> Value {
+    json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } })
+}
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new().route("/api/openapi.json", get(|| async { Json(document()) }))
+}
