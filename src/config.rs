@@ -40,6 +40,9 @@ pub struct Config {
 pub struct Api {
     pub idempotency_ttl_secs: u64,
     pub idempotency_lock_ms: u64,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    pub forged_webhooks_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +68,11 @@ pub struct RetryOverride {
 pub struct Http {
     pub addr: String,
     pub max_body_bytes: usize,
+    /// Browser origins (`https://shop.example`) allowed to call the API cross-origin.
+    pub cors_origins: Vec<String>,
+    /// The header a trusted proxy puts the client's address in (`x-forwarded-for`); empty:
+    /// the peer's address is the client.
+    pub client_ip_header: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -329,6 +337,7 @@ impl Config {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("providers.stripe.webhook_secrets")
+                .with_list_parse_key("http.cors_origins")
                 .try_parsing(true)
                 .source(Some(vars)),
         );
@@ -373,6 +382,20 @@ impl Config {
         }
         if let Err(e) = self.step_kinds() {
             return bad("queue.steps", e);
+        }
+        for o in &self.http.cors_origins {
+            let ok = url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && !o.ends_with('/')
+            });
+            if !ok {
+                return bad(
+                    "http.cors_origins",
+                    format!("{o:?} is not an origin (scheme://host[:port], no path)"),
+                );
+            }
         }
         if self.queue.concurrency == 0 {
             return bad("queue.concurrency", "must be at least 1".into());

@@ -74,6 +74,8 @@ pub struct Engine {
     /// This process's step writes' way into the store (group commit; see
     /// [`pipeline::batch`]).
     pub batcher: pipeline::batch::Batcher,
+    /// Per-client limits on the public endpoints and on forged webhooks.
+    pub limits: intake::limits::Limits,
 }
 
 /// Where `serve` writes a generated admin token when none is configured.
@@ -156,7 +158,9 @@ pub async fn run_role(
     let queue = Queue::open(&config.queue, role == Role::Work, runs)?;
     let chains_into = runs.iter().copied().filter(|k| k.store_only()).collect();
     let events = store::group_commit::EventWriter::start(store.clone());
+    let limits = intake::limits::Limits::from_config(&config.api);
     let engine = Arc::new(Engine {
+        limits,
         events,
         config,
         store,
@@ -224,6 +228,7 @@ pub async fn run_role(
         Role::Serve | Role::Intake => intake::router(engine.clone()),
     };
     let stop_http = stop.clone();
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             tokio::select! {

@@ -13,6 +13,7 @@ pub(crate) mod applier;
 mod error;
 mod events_admin;
 mod idempotency;
+pub mod limits;
 pub mod openapi;
 mod orders;
 mod orders_admin;
@@ -63,9 +64,35 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn_with_state(
             engine.clone(),
+            limits::public,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
             observed,
         ))
+        .layer(cors(&engine.config.http.cors_origins))
         .with_state(engine)
+}
+
+/// CORS for the configured browser origins only (none: no CORS headers at all).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static(REQUEST_ID),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Every routed request: its request id — the `X-Request-Id` it came with (1-64 of

@@ -277,6 +277,14 @@ pub fn document() -> Value {
             o.ok.0.to_string(): { "description": o.ok.1 },
             "422": { "description": "a field is wrong", "content": error_content() },
         });
+        let limited = (o.method == "post" && super::limits::PUBLIC_POSTS.contains(&o.path))
+            || o.path == "/webhooks/{provider}";
+        if limited {
+            responses["429"] = json!({
+                "description": "too many from this client (for webhooks: too many that failed verification); see Retry-After",
+                "content": error_content(),
+            });
+        }
         if o.admin {
             responses["401"] =
                 json!({ "description": "no or wrong admin token", "content": error_content() });

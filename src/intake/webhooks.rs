@@ -5,31 +5,49 @@
 //! stores nothing; a body over the limit is 413; a store that cannot commit is 503 so the
 //! provider retries — never 200 for an event we did not keep.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::ApiError;
+use super::{ApiError, limits};
 use crate::Engine;
 use crate::providers::WebhookError;
 
 async fn webhook(
     State(e): State<Arc<Engine>>,
     Path(provider): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let provider = e
-        .providers
-        .get("provider", &provider)
-        .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, "unknown_provider", err.to_string()))?;
+) -> Response {
+    let provider = match e.providers.get("provider", &provider) {
+        Ok(p) => p,
+        Err(err) => {
+            return ApiError::new(StatusCode::NOT_FOUND, "unknown_provider", err.to_string())
+                .into_response();
+        }
+    };
     let m = &e.store.metrics;
+    // A client whose webhooks keep failing verification is not verified again for a while.
+    let who = limits::client(&e, &headers, peer.map(|c| c.0.0));
+    if let Err(wait) = e.limits.forged.check(who) {
+        m.webhooks_rejected
+            .get_or_create(&crate::metrics::RejectedLabels {
+                provider: provider.name().to_owned(),
+                reason: "rate_limited".to_owned(),
+            })
+            .inc();
+        return limits::too_many(wait, "webhooks failing verification");
+    }
     let label = crate::metrics::ProviderLabel {
         provider: provider.name().to_owned(),
     };
@@ -38,15 +56,19 @@ async fn webhook(
     match &answer {
         Ok(Json(a)) if a["duplicate"] == true => m.webhooks_duplicate.get_or_create(&label).inc(),
         Ok(_) => m.webhooks_accepted.get_or_create(&label).inc(),
-        Err(err) => m
-            .webhooks_rejected
-            .get_or_create(&crate::metrics::RejectedLabels {
-                provider: label.provider.clone(),
-                reason: err.code.to_owned(),
-            })
-            .inc(),
+        Err(err) => {
+            if err.code == "invalid_signature" {
+                let _ = e.limits.forged.take(who);
+            }
+            m.webhooks_rejected
+                .get_or_create(&crate::metrics::RejectedLabels {
+                    provider: label.provider.clone(),
+                    reason: err.code.to_owned(),
+                })
+                .inc()
+        }
     };
-    answer
+    answer.into_response()
 }
 
 /// A webhook for a configured provider: verified, normalized and appended.

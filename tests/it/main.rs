@@ -12,6 +12,7 @@ mod failures;
 mod housekeeping;
 mod idempotency;
 mod last_item;
+mod limits;
 mod observability;
 mod paypal;
 mod razorpay;
