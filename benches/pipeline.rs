@@ -201,6 +201,8 @@ async fn run(
             "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE",
             "pass".into(),
         ),
+        // The load generator is one client.
+        ("FULFILLD__API__RATE_LIMIT_PER_MINUTE", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -110,6 +110,8 @@ pub struct Limits {
     pub public: Limiter,
     /// Webhooks that failed verification.
     pub forged: Limiter,
+    /// Whether the warning about a proxy's header going unused was logged.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Limits {
@@ -117,6 +119,7 @@ impl Limits {
         Limits {
             public: Limiter::new(c.rate_limit_per_minute, c.rate_limit_burst),
             forged: Limiter::new(c.forged_webhooks_per_minute, c.forged_webhooks_per_minute),
+            warned: Default::default(),
         }
     }
 }
@@ -131,6 +134,15 @@ pub const PUBLIC_POSTS: [&str; 3] = [
 /// Who sent the request: the first address of `http.client_ip_header` when configured and
 /// parseable, else the peer's.
 pub fn client(e: &Engine, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
+    if e.config.http.client_ip_header.is_empty()
+        && headers.contains_key("x-forwarded-for")
+        && !e.limits.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "requests come through a proxy (X-Forwarded-For) but http.client_ip_header is \
+             empty: every client behind it shares one rate limit"
+        );
+    }
     let from_header = (!e.config.http.client_ip_header.is_empty())
         .then(|| headers.get(e.config.http.client_ip_header.as_str()))
         .flatten()

@@ -219,6 +219,8 @@ async fn start(backend: Backend, extra: &[(&str, &str)], engine: Engine) -> Test
         ),
         ("FULFILLD__ENTITLEMENTS__GRANTS__SEAT__DURATION_DAYS", "30"),
         ("FULFILLD__INVOICE__TAX_RATE_BPS", "2000"),
+        // Every request of a test comes from 127.0.0.1; the limits have tests of their own.
+        ("FULFILLD__API__RATE_LIMIT_PER_MINUTE", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
