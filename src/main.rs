@@ -162,6 +162,20 @@ enum EventsCommand {
 enum OrderCommand {
     /// Everything the store holds about an order, and its timeline.
     Show { order_id: String },
+    /// Close an order that needs review (its dead steps are discarded, its held stock
+    /// released).
+    Resolve {
+        order_id: String,
+        /// Why (required; kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Read the order's latest payment from its provider again; its answer decides.
+    Recheck {
+        order_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -366,14 +380,34 @@ async fn admin(
                 (a, text)
             }
         },
-        AdminCommand::Order {
-            command: OrderCommand::Show { order_id },
-        } => {
-            let path = format!("/api/admin/orders/{}", url_segment(&order_id));
-            let a = client.get(&path, &[]).await?;
-            let text = order_text(&a);
-            (a, text)
-        }
+        AdminCommand::Order { command } => match command {
+            OrderCommand::Show { order_id } => {
+                let path = format!("/api/admin/orders/{}", url_segment(&order_id));
+                let a = client.get(&path, &[]).await?;
+                let text = order_text(&a);
+                (a, text)
+            }
+            OrderCommand::Resolve { order_id, reason } => {
+                let path = format!("/api/admin/orders/{}/resolve", url_segment(&order_id));
+                let a = client.post(&path, &json!({ "reason": reason })).await?;
+                let text = format!(
+                    "resolved order {order_id} ({} dead step(s) discarded)\n",
+                    a["discarded_steps"]
+                );
+                (a, text)
+            }
+            OrderCommand::Recheck { order_id, reason } => {
+                let path = format!(
+                    "/api/admin/orders/{}/recheck-payment",
+                    url_segment(&order_id)
+                );
+                let a = client.post(&path, &json!({ "reason": reason })).await?;
+                (
+                    a,
+                    format!("asked the provider about order {order_id}'s payment again\n"),
+                )
+            }
+        },
         AdminCommand::Reconcile { since } => {
             let a = client
                 .post("/api/admin/reconcile", &json!({ "since": since }))

@@ -136,7 +136,10 @@ pub const PUBLIC_POSTS: [&str; 3] = [
 pub fn client(e: &Engine, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
     if e.config.http.client_ip_header.is_empty()
         && headers.contains_key("x-forwarded-for")
-        && !e.limits.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        && !e
+            .limits
+            .warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         tracing::warn!(
             "requests come through a proxy (X-Forwarded-For) but http.client_ip_header is \

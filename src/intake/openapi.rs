@@ -241,6 +241,18 @@ pub const OPERATIONS: &[Operation] = &[
         admin: true,
         ..op("get", "/api/admin/orders/{id}", ADMIN)
     },
+    Operation {
+        summary: "Close an order that needs review: its dead steps discarded, its held stock released",
+        admin: true,
+        body: &[("reason", "string", true, "why (kept in the audit log)")],
+        ..op("post", "/api/admin/orders/{id}/resolve", ADMIN)
+    },
+    Operation {
+        summary: "Read the order's latest payment from its provider again; its answer decides",
+        admin: true,
+        body: &[REASON],
+        ..op("post", "/api/admin/orders/{id}/recheck-payment", ADMIN)
+    },
 ];
 
 fn schema(fields: &[Field]) -> Value {

@@ -83,6 +83,8 @@ async fn show(
     // A refunded order still sends its refund notice: waiting_on is null only when nothing
     // is left to do.
     let waiting_on = match (unfinished, order.status.as_str()) {
+        // A human closed it: nothing more will run.
+        (_, "resolved") => None,
         (Some(step), _) => Some(step.kind.clone()),
         (None, "created" | "pending_payment") => Some("payment".to_owned()),
         (None, _) => None,

@@ -1,20 +1,24 @@
 //! Admin API for one order (bearer token): everything the store holds about it — payments,
 //! webhook events, steps with their failed runs, emails, invoice and credit notes,
 //! entitlements, refunds, ledger rows, admin actions — and the same as one timeline, oldest
-//! first.
+//! first; and the manual actions on it, each audited: resolve an order that needs review,
+//! ask the provider about its payment again.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::ApiError;
 use super::admin::authorize;
+use super::queue_admin::{Action, admin_action, reason};
 use crate::Engine;
 use crate::domain::OrderId;
+use crate::store::manual::{Rechecked, Resolved};
 
 async fn show(
     State(e): State<Arc<Engine>>,
@@ -35,6 +39,67 @@ async fn show(
     Ok(Json(body))
 }
 
+/// `POST /api/admin/orders/{id}/resolve {"reason"}`: a human closed an order that needs
+/// review; its dead steps are discarded and its held stock released.
+async fn resolve(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let id = OrderId::parse("id", &id)?;
+    let why = reason(&a.reason, true)?.unwrap_or_default();
+    match e.store.resolve_order(id.as_str(), &who, &why).await? {
+        Resolved::Done { discarded } => {
+            tracing::info!(actor = %who, order_id = %id.as_str(), discarded, "admin resolved an order");
+            Ok(Json(
+                json!({ "resolved": id.as_str(), "discarded_steps": discarded }),
+            ))
+        }
+        Resolved::NotFound => Err(ApiError::not_found("order")),
+        Resolved::NotInReview { status } => Err(ApiError::conflict(
+            "not_in_review",
+            format!("the order is {status}: only an order that needs review can be resolved"),
+        )),
+    }
+}
+
+/// `POST /api/admin/orders/{id}/recheck-payment {"reason"?}`: read the order's latest
+/// payment from its provider again and let that answer decide.
+async fn recheck_payment(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let id = OrderId::parse("id", &id)?;
+    let why = reason(&a.reason, false)?;
+    match e
+        .store
+        .recheck_payment(id.as_str(), &who, why.as_deref())
+        .await?
+    {
+        Rechecked::Armed(wake) => {
+            e.queue.wake(&wake);
+            tracing::info!(actor = %who, order_id = %id.as_str(), "admin asked for a payment recheck");
+            Ok(Json(json!({ "rechecking": id.as_str() })))
+        }
+        Rechecked::NotFound => Err(ApiError::not_found("order")),
+        Rechecked::NoPayment => Err(ApiError::conflict(
+            "no_payment",
+            "the order has no payment to check yet",
+        )),
+    }
+}
+
 pub fn router() -> Router<Arc<Engine>> {
-    Router::new().route("/api/admin/orders/{id}", get(show))
+    Router::new()
+        .route("/api/admin/orders/{id}", get(show))
+        .route("/api/admin/orders/{id}/resolve", post(resolve))
+        .route(
+            "/api/admin/orders/{id}/recheck-payment",
+            post(recheck_payment),
+        )
 }

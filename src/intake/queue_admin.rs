@@ -185,7 +185,7 @@ fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiEr
     })
 }
 
-fn reason(r: &Option<String>, required: bool) -> Result<Option<String>, ApiError> {
+pub(super) fn reason(r: &Option<String>, required: bool) -> Result<Option<String>, ApiError> {
     match r.as_deref().map(str::trim) {
         Some(s) if s.len() > 1_000 => {
             Err(Invalid::new("reason", "must be at most 1000 characters").into())
@@ -232,8 +232,8 @@ async fn retry_matching(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Action {
-    reason: Option<String>,
+pub(super) struct Action {
+    pub(super) reason: Option<String>,
 }
 
 async fn retry_one(

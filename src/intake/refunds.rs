@@ -83,6 +83,7 @@ async fn refund(
     body: Result<Json<RefundBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&e, &headers)?;
+    let who = super::queue_admin::actor(&headers)?;
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
     if b.amount_minor.is_some_and(|a| a <= 0) {
@@ -105,6 +106,7 @@ async fn refund(
         reason,
         restock: b.restock.unwrap_or(e.config.refunds.restock),
         idempotency_key: key.as_deref(),
+        actor: &who,
     };
     let (row, payment) = match e.store.request_refund(&asked).await? {
         Requested::Call(row, payment) => (row, payment),

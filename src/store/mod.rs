@@ -18,6 +18,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod group_commit;
 pub mod idempotency;
+pub mod manual;
 pub mod orders;
 pub mod overview;
 pub mod payments;

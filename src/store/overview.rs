@@ -151,7 +151,7 @@ pub struct OrderRecord {
     pub entitlements: Vec<EntitlementView>,
     pub refunds: Vec<RefundRow>,
     pub ledger: Vec<LedgerView>,
-    /// Admin actions on its steps and its payments' events.
+    /// Admin actions on it, on its steps and on its payments' events.
     pub admin_actions: Vec<ActionView>,
 }
 
@@ -312,7 +312,8 @@ impl Store {
         .await?;
         let admin_actions = sqlx::query_as::<_, ActionView>(sqlx::AssertSqlSafe(format!(
             "SELECT actor, action, target, reason, at FROM admin_actions
-             WHERE (action LIKE 'step.%'
+             WHERE (action LIKE 'order.%' AND target = $1)
+                OR (action LIKE 'step.%'
                     AND target IN (SELECT CAST(id AS TEXT) FROM steps WHERE order_id = $1))
                 OR (action LIKE 'event.%'
                     AND target IN (SELECT CAST(id AS TEXT) FROM webhook_events

@@ -69,7 +69,7 @@ async fn by_provider_order<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     .await?)
 }
 
-async fn latest_for_order<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+pub(super) async fn latest_for_order<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     order_id: &str,
 ) -> Result<Option<PaymentRow>> {

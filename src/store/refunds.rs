@@ -56,6 +56,8 @@ pub struct NewRefund<'a> {
     pub reason: &'a str,
     pub restock: bool,
     pub idempotency_key: Option<&'a str>,
+    /// Who asks (kept in the audit log).
+    pub actor: &'a str,
 }
 
 /// What [`Store::request_refund`] found.
@@ -180,6 +182,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let row = get(&mut tx, &id).await?;
+        let what = format!("{} {} ({}): {}", amount, p.currency, id, r.reason);
+        super::dead_letters::audit(&mut tx, r.actor, "order.refund", r.order_id, Some(&what))
+            .await?;
         tx.commit().await?;
         Ok(Requested::Call(row, p))
     }

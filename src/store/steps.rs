@@ -473,7 +473,8 @@ pub async fn advance_many(
         let sql = format!(
             "UPDATE orders SET status = 'fulfilled', updated_at = $1
              WHERE status = 'paid' AND id IN ({})
-             RETURNING id, (SELECT MIN(s.created_at) FROM steps s WHERE s.order_id = orders.id)",
+             RETURNING id, (SELECT MAX(s.created_at) FROM steps s
+                            WHERE s.order_id = orders.id AND s.kind = 'confirm_capture')",
             super::placeholders(2, fulfil.len())
         );
         let mut q = sqlx::query_as::<_, (String, Option<i64>)>(sqlx::AssertSqlSafe(sql))

@@ -15,6 +15,7 @@ on_both_stores!(
     admin_is_off_without_a_token,
     queue_overview_counts_each_state_per_kind,
     an_order_record_holds_its_whole_story,
+    manual_actions_on_an_order_are_audited,
     cli_prints_tables_and_json,
 );
 
@@ -549,5 +550,176 @@ async fn cli_prints_tables_and_json(backend: Backend) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("422") && err.contains("asleep"), "{err}");
+    app.finish().await;
+}
+
+/// Resolving the stopped order discards its dead step, releases its stock and closes it;
+/// rechecking the fulfilled one asks the provider again (which agrees); refunding it is
+/// recorded too. Every one is in the order's record with who and why; bad requests change
+/// nothing.
+async fn manual_actions_on_an_order_are_audited(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    let (fine, dead) = fulfilled_and_dead(&app).await;
+    let as_alice = |method: &'static str, path: String, body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .request(
+                    method.parse().expect("method"),
+                    format!("{}{path}", app.url),
+                )
+                .bearer_auth(ADMIN_TOKEN)
+                .header("x-fulfilld-actor", "alice")
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(
+        app.stock("SEAT").await,
+        (4, 1),
+        "the stopped order holds a seat"
+    );
+
+    // Resolve: a reason is required; only an order that needs review.
+    let (status, e) = as_alice(
+        "POST",
+        format!("/api/admin/orders/{dead}/resolve"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, s(&e["error"]["field"])), (422, "reason"), "{e}");
+    let (status, e) = as_alice(
+        "POST",
+        format!("/api/admin/orders/{fine}/resolve"),
+        json!({"reason": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (409, "not_in_review"),
+        "{e}"
+    );
+    let (status, r) = as_alice(
+        "POST",
+        format!("/api/admin/orders/{dead}/resolve"),
+        json!({"reason": "paid the rest by bank transfer; shipped by hand"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["discarded_steps"], 1);
+    let o = app.order(&dead).await;
+    assert_eq!(
+        (&o["status"], &o["waiting_on"]),
+        (&json!("resolved"), &Value::Null),
+        "{o:#}"
+    );
+    assert_eq!(o["steps"][0]["status"], "discarded");
+    assert_eq!(app.stock("SEAT").await, (4, 0), "its seat is released");
+    let (_, dead_now) = app.admin("GET", "/api/admin/dead-letters", None).await;
+    assert_eq!(dead_now["dead"], json!([]));
+    let (status, _) = as_alice(
+        "POST",
+        format!("/api/admin/orders/{dead}/resolve"),
+        json!({"reason": "again"}),
+    )
+    .await;
+    assert_eq!(status, 409, "resolved once");
+
+    // Recheck: the provider is asked again and agrees; nothing else moves.
+    let (status, r) = as_alice(
+        "POST",
+        format!("/api/admin/orders/{fine}/recheck-payment"),
+        json!({"reason": "buyer says the card was charged twice"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let o = app
+        .wait_until(&fine, "the recheck ran", |o| {
+            o["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|st| st["kind"] == "reconcile_payment" && st["status"] == "done")
+        })
+        .await;
+    assert_eq!(o["status"], "fulfilled");
+    let recheck = o["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|st| st["kind"] == "reconcile_payment")
+        .expect("recheck step");
+    assert!(s(&recheck["outcome"]).contains("agrees"), "{recheck}");
+
+    // A refund by an admin is recorded as one of theirs.
+    let (status, r) = as_alice(
+        "POST",
+        "/api/payments/refund".to_owned(),
+        json!({"order_id": fine, "amount_minor": 300, "reason": "late delivery"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+
+    let (_, record) = app
+        .admin("GET", &format!("/api/admin/orders/{fine}"), None)
+        .await;
+    let actions: Vec<(String, String, String)> = record["admin_actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            (
+                s(&a["actor"]).to_owned(),
+                s(&a["action"]).to_owned(),
+                s(&a["reason"]).to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert_eq!(
+        (
+            actions[0].0.as_str(),
+            actions[0].1.as_str(),
+            actions[0].2.as_str()
+        ),
+        (
+            "alice",
+            "order.recheck_payment",
+            "buyer says the card was charged twice"
+        )
+    );
+    assert_eq!(
+        (actions[1].0.as_str(), actions[1].1.as_str()),
+        ("alice", "order.refund")
+    );
+    assert!(
+        actions[1].2.contains("300") && actions[1].2.contains("late delivery"),
+        "{actions:?}"
+    );
+    let (_, record) = app
+        .admin("GET", &format!("/api/admin/orders/{dead}"), None)
+        .await;
+    let resolve = &record["admin_actions"][0];
+    assert_eq!(
+        (&resolve["actor"], &resolve["action"]),
+        (&json!("alice"), &json!("order.resolve"))
+    );
+    assert!(s(&resolve["reason"]).contains("bank transfer"));
+    // From the CLI: an order that is not in review is refused with the API's reason.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args([
+            "admin", "--url", &app.url, "order", "resolve", &fine, "--reason", "x",
+        ])
+        .env("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("fulfilld admin");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only an order that needs review"));
     app.finish().await;
 }
