@@ -6,10 +6,12 @@
 //! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
 //! `admin` (catalogue), `queue_admin` (queues, steps, dead letters, attempts), `events_admin`
 //! (webhook log and replay), `orders_admin` (an order's record and timeline) and
-//! `reconcile_admin`; `idempotency` wraps every `POST /api/…`; `openapi` documents them all.
+//! `reconcile_admin`; `dashboard` is the page at `/admin` over them; `idempotency` wraps
+//! every `POST /api/…`; `openapi` documents them all.
 
 mod admin;
 pub(crate) mod applier;
+mod dashboard;
 mod error;
 mod events_admin;
 mod idempotency;
@@ -53,6 +55,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(orders::router())
         .merge(orders_admin::router())
         .merge(openapi::router())
+        .merge(dashboard::router())
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())

@@ -143,6 +143,27 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/api/admin/queues", ADMIN)
     },
     Operation {
+        summary: "Per minute: steps done, step runs failed, webhooks received",
+        admin: true,
+        query: &[(
+            "minutes",
+            "integer",
+            false,
+            "how far back (default 60, at most 1440)",
+        )],
+        ..op("get", "/api/admin/activity", ADMIN)
+    },
+    Operation {
+        summary: "The operators' dashboard (a web page; it asks for the admin token)",
+        ok: (200, "HTML"),
+        ..op("get", "/admin", "dashboard")
+    },
+    Operation {
+        summary: "The dashboard's script",
+        ok: (200, "JavaScript"),
+        ..op("get", "/admin/app.js", "dashboard")
+    },
+    Operation {
         summary: "Steps, newest first",
         admin: true,
         query: &[

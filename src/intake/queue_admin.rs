@@ -82,6 +82,27 @@ async fn queues(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ActivityParams {
+    minutes: Option<i64>,
+}
+
+/// `GET /api/admin/activity`: per minute of the last `minutes` (default 60), steps done,
+/// step runs failed, webhooks received.
+async fn activity(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    params: Result<Query<ActivityParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let minutes = query(params)?.minutes.unwrap_or(60);
+    if !(1..=1440).contains(&minutes) {
+        return Err(Invalid::new("minutes", "must be 1-1440").into());
+    }
+    Ok(Json(json!({ "minutes": e.store.activity(minutes).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StepParams {
     kind: Option<String>,
     status: Option<String>,
@@ -313,6 +334,7 @@ fn not_dead(id: i64) -> ApiError {
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
         .route("/api/admin/queues", get(queues))
+        .route("/api/admin/activity", get(activity))
         .route("/api/admin/steps", get(list_steps))
         .route("/api/admin/dead-letters", get(list))
         .route("/api/admin/dead-letters/retry", post(retry_matching))

@@ -28,6 +28,17 @@ pub struct KindQueue {
     pub oldest_due_age_s: i64,
 }
 
+/// One minute of the engine's work.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Minute {
+    /// The minute's start (ms since the epoch).
+    pub at: i64,
+    pub steps_done: i64,
+    /// Step runs that failed or were cut off.
+    pub steps_failed: i64,
+    pub webhooks: i64,
+}
+
 /// Which steps a list shows, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct StepFilter {
@@ -211,6 +222,57 @@ impl Store {
                 oldest_due_age_s: oldest.map_or(0, |t| (now - t).max(0) / 1000),
             };
         }
+        Ok(out)
+    }
+
+    /// The last `minutes` minutes, oldest first, each with what was done in it (a minute
+    /// with nothing shows zeros).
+    pub async fn activity(&self, minutes: i64) -> Result<Vec<Minute>> {
+        const MIN: i64 = 60_000;
+        let now = now_ms();
+        let first = (now / MIN - minutes + 1) * MIN;
+        let mut out: Vec<Minute> = (0..minutes)
+            .map(|i| Minute {
+                at: first + i * MIN,
+                ..Default::default()
+            })
+            .collect();
+        // Done steps are counted at their last change; a step done twice (an admin retry)
+        // counts at its last.
+        let per_minute = |sql: &'static str| {
+            sqlx::query_as::<_, (i64, i64)>(sql)
+                .bind(first)
+                .bind(MIN)
+                .fetch_all(&self.pool)
+        };
+        let done = per_minute(
+            "SELECT updated_at / $2, COUNT(*) FROM steps
+             WHERE status = 'done' AND updated_at >= $1 GROUP BY updated_at / $2",
+        )
+        .await?;
+        let failed = per_minute(
+            "SELECT ended_at / $2, COUNT(*) FROM step_attempts
+             WHERE ended_at >= $1 GROUP BY ended_at / $2",
+        )
+        .await?;
+        let webhooks = per_minute(
+            "SELECT received_at / $2, COUNT(*) FROM webhook_events
+             WHERE received_at >= $1 GROUP BY received_at / $2",
+        )
+        .await?;
+        let mut put = |rows: Vec<(i64, i64)>, field: fn(&mut Minute) -> &mut i64| {
+            for (minute, n) in rows {
+                if let Some(m) = usize::try_from(minute - first / MIN)
+                    .ok()
+                    .and_then(|i| out.get_mut(i))
+                {
+                    *field(m) += n;
+                }
+            }
+        };
+        put(done, |m| &mut m.steps_done);
+        put(failed, |m| &mut m.steps_failed);
+        put(webhooks, |m| &mut m.webhooks);
         Ok(out)
     }
 

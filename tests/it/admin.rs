@@ -276,6 +276,78 @@ async fn an_order_record_holds_its_whole_story(backend: Backend) {
         "{queues:#}"
     );
 
+    // The last hour per minute: every done step, failed run and webhook is in one minute.
+    let (status, act) = app
+        .admin("GET", "/api/admin/activity?minutes=60", None)
+        .await;
+    assert_eq!(status, 200, "{act}");
+    let minutes = act["minutes"].as_array().expect("minutes");
+    assert_eq!(minutes.len(), 60);
+    let sum = |k: &str| {
+        minutes
+            .iter()
+            .map(|m| m[k].as_i64().unwrap_or(0))
+            .sum::<i64>()
+    };
+    let count = |sql: &'static str| app.count(sql, "");
+    assert_eq!(
+        sum("steps_done"),
+        count("SELECT COUNT(*) FROM steps WHERE status = 'done' AND kind <> $1").await
+    );
+    assert_eq!(
+        sum("steps_failed"),
+        count("SELECT COUNT(*) FROM step_attempts WHERE outcome <> $1").await
+    );
+    assert_eq!(
+        sum("webhooks"),
+        count("SELECT COUNT(*) FROM webhook_events WHERE provider <> $1").await
+    );
+    assert!(sum("steps_done") >= 5 && sum("steps_failed") >= 1, "{act}");
+    let (status, e) = app
+        .admin("GET", "/api/admin/activity?minutes=0", None)
+        .await;
+    assert_eq!((status, s(&e["error"]["field"])), (422, "minutes"));
+
+    // The dashboard: its own script only, nothing from elsewhere, never framed.
+    let r = app
+        .http
+        .get(format!("{}/admin", app.url))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let page = r.text().await.expect("html");
+    let script = app
+        .http
+        .get(format!("{}/admin/app.js", app.url))
+        .send()
+        .await
+        .expect("script")
+        .text()
+        .await
+        .expect("js");
+    for text in [&page, &script] {
+        // The SVG namespace is a name, not something fetched.
+        let text = text.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "no outside URL"
+        );
+    }
+    assert!(page.contains(r#"<script src="/admin/app.js">"#));
+    assert!(
+        !script.contains("innerHTML"),
+        "server values go in as text only"
+    );
+
     let (status, r) = app
         .admin("GET", &format!("/api/admin/orders/{fine}"), None)
         .await;

@@ -242,6 +242,9 @@ fn routed() -> std::collections::BTreeSet<(String, String)> {
     let mut found = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(&dir).expect("src/intake") {
         let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
         let text = std::fs::read_to_string(&path).expect("source");
         for (i, _) in text.match_indices(".route(") {
             let rest = text[i + 7..].trim_start();
