@@ -203,6 +203,7 @@ async fn run(
         ),
         // The load generator is one client.
         ("FULFILLD__API__RATE_LIMIT_PER_MINUTE", "0".into()),
+        ("FULFILLD__ENTITLEMENTS__COOKIE_SECRET", "bench".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -159,10 +159,23 @@ impl std::fmt::Debug for Email {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct Entitlements {
     #[serde(default)]
     pub grants: BTreeMap<String, Grant>,
+    /// Signs the access cookie (`POST /api/entitlements/activate`); the same on every intake.
+    pub cookie_secret: String,
+    pub cookie_max_age_days: u32,
+}
+
+impl std::fmt::Debug for Entitlements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entitlements")
+            .field("grants", &self.grants)
+            .field("cookie_secret", &redact(&self.cookie_secret))
+            .field("cookie_max_age_days", &self.cookie_max_age_days)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -76,10 +76,15 @@ pub struct Engine {
     pub batcher: pipeline::batch::Batcher,
     /// Per-client limits on the public endpoints and on forged webhooks.
     pub limits: intake::limits::Limits,
+    /// The key that signs entitlement cookies (configured, or kept in
+    /// [`COOKIE_SECRET_FILE`]); empty on `work`, which serves no API.
+    pub cookie_secret: String,
 }
 
 /// Where `serve` writes a generated admin token when none is configured.
 pub const ADMIN_TOKEN_FILE: &str = "data/admin-token";
+/// Where the entitlement cookies' signing key is kept when none is configured.
+pub const COOKIE_SECRET_FILE: &str = "data/cookie-secret";
 
 /// Connects to the store and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -159,8 +164,16 @@ pub async fn run_role(
     let chains_into = runs.iter().copied().filter(|k| k.store_only()).collect();
     let events = store::group_commit::EventWriter::start(store.clone());
     let limits = intake::limits::Limits::from_config(&config.api);
+    let cookie_secret = match role {
+        Role::Work => String::new(),
+        _ if !config.entitlements.cookie_secret.is_empty() => {
+            config.entitlements.cookie_secret.clone()
+        }
+        _ => kept_secret(COOKIE_SECRET_FILE, "entitlements.cookie_secret")?,
+    };
     let engine = Arc::new(Engine {
         limits,
+        cookie_secret,
         events,
         config,
         store,
@@ -253,11 +266,18 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     if !config.admin.token.is_empty() || !config.admin.generate_token {
         return Ok(config.admin.token.clone());
     }
-    let path = std::path::Path::new(ADMIN_TOKEN_FILE);
+    kept_secret(ADMIN_TOKEN_FILE, "admin.token")
+}
+
+/// The secret in `file`, or a new random one written there (mode 0600) for the next start
+/// and the other processes that run in this directory. `key` names the setting that would
+/// have made it unneeded.
+fn kept_secret(file: &str, key: &str) -> anyhow::Result<String> {
+    let path = std::path::Path::new(file);
     if let Ok(existing) = std::fs::read_to_string(path) {
         let t = existing.trim().to_owned();
         if !t.is_empty() {
-            tracing::info!(file = ADMIN_TOKEN_FILE, "admin token read from file");
+            tracing::info!(file, "{key} read from file");
             return Ok(t);
         }
     }
@@ -267,10 +287,10 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_private(path, &token).with_context(|| format!("writing {ADMIN_TOKEN_FILE}"))?;
+    write_private(path, &token).with_context(|| format!("writing {file}"))?;
     tracing::warn!(
-        file = ADMIN_TOKEN_FILE,
-        "no admin.token configured: generated one and wrote it to this file"
+        file,
+        "no {key} configured: generated one and wrote it to this file"
     );
     Ok(token)
 }

@@ -125,10 +125,11 @@ impl Limits {
 }
 
 /// The routes `Limits::public` applies to (their `POST`).
-pub const PUBLIC_POSTS: [&str; 3] = [
+pub const PUBLIC_POSTS: [&str; 4] = [
     "/api/orders",
     "/api/payments/create-order",
     "/api/payments/verify",
+    "/api/entitlements/activate",
 ];
 
 /// Who sent the request: the first address of `http.client_ip_header` when configured and

@@ -12,6 +12,7 @@
 mod admin;
 pub(crate) mod applier;
 mod dashboard;
+mod entitlements;
 mod error;
 mod events_admin;
 mod idempotency;
@@ -56,6 +57,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(orders_admin::router())
         .merge(openapi::router())
         .merge(dashboard::router())
+        .merge(entitlements::router())
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())
@@ -95,6 +97,8 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::RETRY_AFTER,
             header::HeaderName::from_static(REQUEST_ID),
         ])
+        // The access cookie (`/api/entitlements/…`) goes with cross-origin calls.
+        .allow_credentials(true)
         .max_age(Duration::from_secs(600))
 }
 

@@ -106,6 +106,17 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("post", "/api/payments/refund", "shop")
     },
     Operation {
+        summary: "Exchange a paid order for the buyer's signed access cookie (HttpOnly, Secure, SameSite=Lax)",
+        body: &[("order_id", "string", true, "a paid order")],
+        ok: (200, "the buyer's access now; Set-Cookie: fulfilld_access"),
+        ..op("post", "/api/entitlements/activate", "shop")
+    },
+    Operation {
+        summary: "What the access cookie's buyer may use now (401 without a valid cookie)",
+        ok: (200, "the buyer's access now"),
+        ..op("get", "/api/entitlements/me", "shop")
+    },
+    Operation {
         summary: "A provider's webhook, verified on the raw body and stored before the 200",
         ok: (200, "{\"received\": true, \"duplicate\": …}"),
         ..op("post", "/webhooks/{provider}", "webhooks")

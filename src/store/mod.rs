@@ -15,6 +15,7 @@
 
 pub mod catalogue;
 pub mod dead_letters;
+pub mod entitlements;
 pub mod events;
 pub mod group_commit;
 pub mod idempotency;

@@ -221,6 +221,11 @@ async fn start(backend: Backend, extra: &[(&str, &str)], engine: Engine) -> Test
         ("FULFILLD__INVOICE__TAX_RATE_BPS", "2000"),
         // Every request of a test comes from 127.0.0.1; the limits have tests of their own.
         ("FULFILLD__API__RATE_LIMIT_PER_MINUTE", "0"),
+        // Else kept in data/ of the working directory: the crate's, for an in-process engine.
+        (
+            "FULFILLD__ENTITLEMENTS__COOKIE_SECRET",
+            "test-cookie-secret",
+        ),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

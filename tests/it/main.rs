@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod access;
 mod admin;
 mod api;
 mod checkout;

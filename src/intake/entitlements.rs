@@ -1,0 +1,181 @@
+//! The buyer's access, for a shop's frontend: `POST /api/entitlements/activate` exchanges a
+//! paid order for a signed cookie (HttpOnly, Secure, SameSite=Lax), and
+//! `GET /api/entitlements/me` reads it back. The cookie names the buyer and when it ends,
+//! signed with HMAC-SHA256 (`entitlements.cookie_secret`); it grants nothing by itself: what
+//! the buyer may use is read from the store at every check, so a refund revokes access at
+//! the next one, and a cookie altered by the client is refused.
+//!
+//! The order id is the proof of purchase here, as on the shop's success page: ids are
+//! random, and only the buyer (and the shop) know them.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::ApiError;
+use crate::Engine;
+use crate::domain::{OrderId, now_ms};
+
+pub const COOKIE: &str = "fulfilld_access";
+
+/// The order statuses whose buyer may activate access.
+const PAID: [&str; 3] = ["paid", "fulfilled", "partially_refunded"];
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// The buyer.
+    email: String,
+    /// When the cookie ends (ms since the epoch).
+    exp: i64,
+}
+
+fn mac(secret: &str) -> Hmac<Sha256> {
+    // HMAC takes a key of any length.
+    Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length")
+}
+
+/// `claims` as `payload.signature`, both base64url.
+fn sign(secret: &str, claims: &Claims) -> String {
+    let payload = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let mut m = mac(secret);
+    m.update(payload.as_bytes());
+    format!("{payload}.{}", B64.encode(m.finalize().into_bytes()))
+}
+
+/// The claims of a cookie value this engine signed and that has not ended.
+fn verify(secret: &str, value: &str) -> Option<Claims> {
+    let (payload, sig) = value.split_once('.')?;
+    let sig = B64.decode(sig).ok()?;
+    let mut m = mac(secret);
+    m.update(payload.as_bytes());
+    m.verify_slice(&sig).ok()?;
+    let claims: Claims = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
+    (claims.exp > now_ms()).then_some(claims)
+}
+
+/// The access cookie's value in the request, if any.
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Activate {
+    order_id: String,
+}
+
+async fn activate(
+    State(e): State<Arc<Engine>>,
+    body: Result<Json<Activate>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let id = OrderId::parse("order_id", &b.order_id)?;
+    let order = e
+        .store
+        .get_order(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    if !PAID.contains(&order.status.as_str()) {
+        return Err(ApiError::conflict(
+            "not_paid",
+            format!(
+                "the order is {}: access is activated once it is paid",
+                order.status
+            ),
+        ));
+    }
+    let days = i64::from(e.config.entitlements.cookie_max_age_days);
+    let claims = Claims {
+        email: order.customer_email.clone(),
+        exp: now_ms() + days * 86_400_000,
+    };
+    let value = sign(&e.cookie_secret, &claims);
+    let set = format!(
+        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        days * 86_400
+    );
+    let access = e.store.access_of(&claims.email).await?;
+    let mut r = (
+        StatusCode::OK,
+        Json(json!({ "customer_email": claims.email, "expires_at": claims.exp, "access": access })),
+    )
+        .into_response();
+    let v = HeaderValue::from_str(&set).map_err(ApiError::internal)?;
+    r.headers_mut().insert(header::SET_COOKIE, v);
+    Ok(r)
+}
+
+async fn me(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = cookie(&headers)
+        .and_then(|v| verify(&e.cookie_secret, v))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "no_access",
+                "no valid access cookie: activate one with POST /api/entitlements/activate",
+            )
+        })?;
+    let access = e.store.access_of(&claims.email).await?;
+    Ok(Json(json!({
+        "customer_email": claims.email,
+        "expires_at": claims.exp,
+        "access": access,
+    })))
+}
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/api/entitlements/activate", post(activate))
+        .route("/api/entitlements/me", get(me))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_cookie_reads_back_and_an_altered_or_ended_one_does_not() {
+        let c = Claims {
+            email: "a@example.com".into(),
+            exp: now_ms() + 60_000,
+        };
+        let v = sign("k1", &c);
+        assert_eq!(
+            verify("k1", &v).map(|c| c.email).as_deref(),
+            Some("a@example.com")
+        );
+        assert!(verify("k2", &v).is_none(), "another key");
+        // The payload changed to another buyer, with the old signature.
+        let (_, sig) = v.split_once('.').expect("two parts");
+        let forged = B64.encode(br#"{"email":"b@example.com","exp":99999999999999}"#);
+        assert!(verify("k1", &format!("{forged}.{sig}")).is_none());
+        let ended = sign(
+            "k1",
+            &Claims {
+                email: "a@example.com".into(),
+                exp: now_ms() - 1,
+            },
+        );
+        assert!(verify("k1", &ended).is_none());
+        assert!(verify("k1", "garbage").is_none());
+    }
+}
