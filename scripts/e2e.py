@@ -72,10 +72,8 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
 
     shots = os.path.join(os.getcwd(), "target", "screenshots")
     os.makedirs(shots, exist_ok=True)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=browser, args=args)
+        b = launch(p, browser)
         page = b.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -120,6 +118,93 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
         b.close()
 
 
+def launch(p, browser):
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    return p.chromium.launch(executable_path=browser, args=args)
+
+
+def checkout_pages(browser, app_url, sb_url, token):
+    """The reference checkout and success pages in headless chromium: a buyer picks a seat,
+    pays on the provider's page and lands on the success page, which shows the payment and
+    the access it activated; with the webhook 5 s late the page gets there by verifying with
+    the provider; a payment that never completes gets a clear message and a retry button
+    instead of a spinner."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)
+    shots = os.path.join(os.getcwd(), "target", "screenshots")
+    os.makedirs(shots, exist_ok=True)
+    with sync_playwright() as p:
+        b = launch(p, browser)
+        page = b.new_page(viewport={"width": 900, "height": 700})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        # The whole way, through the pages.
+        page.goto(f"{app_url}/checkout")
+        page.locator("input.qty[data-sku='SEAT']").fill("1")
+        page.fill("#email", "page-buyer@example.com")
+        page.select_option("#provider", "stripe")
+        page.screenshot(path=os.path.join(shots, "checkout.png"), full_page=True)
+        page.click("#pay")
+        page.wait_for_url(f"{sb_url}/c/pay/**")
+        page.get_by_role("button", name="Pay").click()
+        page.wait_for_url(f"{app_url}/checkout/success?order=**")
+        expect(page.locator("#paid")).to_be_visible()
+        expect(page.locator("#access")).to_contain_text("Nothing to unlock")
+        order_id = page.inner_text("#paid-order")
+        _, o = call("GET", f"{app_url}/api/orders/{order_id}")
+        assert o["customer_email"] == "page-buyer@example.com", o
+        page.screenshot(path=os.path.join(shots, "success-paid.png"), full_page=True)
+
+        # The webhook 5 s late, and a webhook that never comes: the page asks the engine to
+        # verify with the provider, so it shows the payment either way; the late webhook
+        # then changes nothing.
+        for delivery in ({"delay_ms": 5000}, {"webhook": "none"}):
+            status, o = call("POST", f"{app_url}/api/orders",
+                             {"customer_email": "late@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
+            assert status == 201, o
+            status, co = call("POST", f"{app_url}/api/payments/create-order",
+                              {"order_id": o["id"], "provider": "stripe"})
+            assert status == 201, co
+            status, answer = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/"
+                                  f"{co['provider_order_id']}/pay", delivery)
+            assert status == 200, answer
+            page.goto(f"{app_url}/checkout/success?order={o['id']}")
+            expect(page.locator("#paid")).to_be_visible()
+            o = wait_for(app_url, o["id"], ("fulfilled",))
+            assert [st["kind"] for st in o["steps"]].count("confirm_capture") == 1, o
+        # The late webhook arrives, is stored, and moves nothing.
+        deadline = time.time() + 60
+        while True:
+            _, events = call("GET", f"{app_url}/api/admin/events?limit=5", token=token)
+            late = [e for e in events["events"] if e["event_type"] == "checkout.session.completed"
+                    and e["outcome"] != "received"]
+            if len(late) >= 2 and "no change" in late[0]["outcome"]:
+                break
+            assert time.time() < deadline, events
+            time.sleep(0.1)
+
+        # Never paid: a clear message after the timeout, and a way to check again.
+        status, never = call("POST", f"{app_url}/api/orders",
+                             {"customer_email": "never@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
+        assert status == 201, never
+        status, co = call("POST", f"{app_url}/api/payments/create-order",
+                          {"order_id": never["id"], "provider": "stripe"})
+        assert status == 201, co
+        page.goto(f"{app_url}/checkout/success?order={never['id']}&timeout_s=3")
+        expect(page.locator("#processing")).to_be_visible()
+        expect(page.locator("#timeout")).to_be_visible()
+        expect(page.locator("#processing")).to_be_hidden()
+        page.screenshot(path=os.path.join(shots, "success-timeout.png"), full_page=True)
+        page.click("#retry")
+        expect(page.locator("#processing")).to_be_visible()
+        expect(page.locator("#timeout")).to_be_visible()
+        assert not errors, errors
+        b.close()
+
+
 def main():
     binary = os.path.abspath(sys.argv[1])
     browser = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
@@ -139,6 +224,8 @@ def main():
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": "whsec_e2e_new,whsec_e2e_old",
         "FULFILLD__EMAIL__TRANSPORT": "smtp",
         "FULFILLD__EMAIL__SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "FULFILLD__CHECKOUT__SUCCESS_URL": f"{app_url}/checkout/success?order={{order_id}}",
+        "FULFILLD__CHECKOUT__CANCEL_URL": f"{app_url}/checkout/cancel?order={{order_id}}",
     })
     env.setdefault("RUST_LOG", "warn")
     passed = 0
@@ -263,8 +350,11 @@ def main():
         if browser:
             dashboard(browser, app_url, sb_url, token, order3["id"], session3)
             passed += 1
+            checkout_pages(browser, app_url, sb_url, token)
+            passed += 1
         else:
-            print("e2e: dashboard check skipped: no chromium (pass its path as the second argument)")
+            print("e2e: dashboard and checkout page checks skipped: no chromium "
+                  "(pass its path as the second argument)")
 
         # SIGTERM: both processes stop cleanly.
         for p in (serve, sandbox):

@@ -24,6 +24,7 @@ mod payments;
 mod queue_admin;
 mod reconcile_admin;
 mod refunds;
+mod shop;
 pub(crate) mod webhooks;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(openapi::router())
         .merge(dashboard::router())
         .merge(entitlements::router())
+        .merge(shop::router())
         .merge(payments::router())
         .merge(refunds::router())
         .merge(webhooks::router())

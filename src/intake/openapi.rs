@@ -49,6 +49,30 @@ const KIND: Field = ("kind", "string", false, "a step kind");
 /// Every operation, in the order the document lists them.
 pub const OPERATIONS: &[Operation] = &[
     Operation {
+        summary: "The catalogue: each product's price and how many are available",
+        ..op("get", "/api/products", "shop")
+    },
+    Operation {
+        summary: "The reference checkout page: pick products, pay through the provider",
+        ok: (200, "HTML"),
+        ..op("get", "/checkout", "pages")
+    },
+    Operation {
+        summary: "The reference success page: waits for the payment, then activates access",
+        ok: (200, "HTML"),
+        ..op("get", "/checkout/success", "pages")
+    },
+    Operation {
+        summary: "The reference page a buyer who cancelled at the provider lands on",
+        ok: (200, "HTML"),
+        ..op("get", "/checkout/cancel", "pages")
+    },
+    Operation {
+        summary: "The reference pages' script",
+        ok: (200, "JavaScript"),
+        ..op("get", "/checkout/shop.js", "pages")
+    },
+    Operation {
         summary: "Price and store an order from the catalogue",
         body: &[
             ("customer_email", "string", true, "the buyer's email"),

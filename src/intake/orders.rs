@@ -1,5 +1,6 @@
-//! `POST /api/orders` (the server prices the order) and `GET /api/orders/{id}` (what a
-//! success page polls: status, payment, every step).
+//! `GET /api/products` (the catalogue, for a shop's page), `POST /api/orders` (the server
+//! prices the order) and `GET /api/orders/{id}` (what a success page polls: status, payment,
+//! every step).
 
 use std::sync::Arc;
 
@@ -117,8 +118,26 @@ async fn show(
     })))
 }
 
+async fn products(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {
+    let skus = e.store.list_skus().await?;
+    let products: Vec<Value> = skus
+        .iter()
+        .map(|k| {
+            json!({
+                "sku": k.sku,
+                "name": k.name,
+                "price_minor": k.price_minor,
+                "currency": k.currency,
+                "available": (k.stock - k.reserved).max(0),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "products": products })))
+}
+
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
+        .route("/api/products", get(products))
         .route("/api/orders", post(create))
         .route("/api/orders/{id}", get(show))
 }

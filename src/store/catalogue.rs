@@ -49,6 +49,15 @@ impl Store {
         Ok(row)
     }
 
+    /// The whole catalogue, by SKU.
+    pub async fn list_skus(&self) -> Result<Vec<SkuRow>> {
+        Ok(sqlx::query_as::<_, SkuRow>(
+            "SELECT sku, name, price_minor, currency, on_hand, reserved FROM skus ORDER BY sku",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn get_sku(&self, sku: &str) -> Result<Option<SkuRow>> {
         Ok(sqlx::query_as::<_, SkuRow>(
             "SELECT sku, name, price_minor, currency, on_hand, reserved FROM skus WHERE sku = $1",

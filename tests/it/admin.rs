@@ -656,6 +656,20 @@ async fn manual_actions_on_an_order_are_audited(backend: Backend) {
         (4, 1),
         "the stopped order holds a seat"
     );
+    let products: Value = app
+        .http
+        .get(format!("{}/api/products", app.url))
+        .send()
+        .await
+        .expect("products")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        products["products"],
+        json!([{"sku": "SEAT", "name": "SEAT item", "price_minor": 1000, "currency": "USD", "available": 3}]),
+        "what a shop's page lists: on hand less held"
+    );
 
     // Resolve: a reason is required; only an order that needs review.
     let (status, e) = as_alice(

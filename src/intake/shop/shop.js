@@ -1,0 +1,171 @@
+// The reference checkout pages' script. Everything goes through the public API; values
+// from the server are put in the page as text only.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+
+async function api(method, path, body) {
+  const r = await fetch(path, {
+    method,
+    headers: { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const err = new Error((answer.error && answer.error.message) || ("HTTP " + r.status));
+    err.status = r.status;
+    err.code = answer.error && answer.error.code;
+    throw err;
+  }
+  return answer;
+}
+
+function money(minor, currency) {
+  return (minor / 100).toFixed(2) + " " + String(currency).toUpperCase();
+}
+
+function say(text, bad) {
+  const m = $("#msg");
+  m.textContent = text;
+  m.classList.toggle("bad", !!bad);
+}
+
+// --- /checkout -------------------------------------------------------------------------
+
+async function checkoutPage() {
+  const { products } = await api("GET", "/api/products");
+  const body = $("#products tbody");
+  for (const p of products) {
+    const tr = document.createElement("tr");
+    for (const text of [p.name, money(p.price_minor, p.currency), String(p.available)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    const td = document.createElement("td");
+    const qty = document.createElement("input");
+    qty.type = "number";
+    qty.min = "0";
+    qty.max = String(p.available);
+    qty.value = "0";
+    qty.dataset.sku = p.sku;
+    qty.className = "qty";
+    td.appendChild(qty);
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  $("#buy").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const items = [...document.querySelectorAll("input.qty")]
+      .map((i) => ({ sku: i.dataset.sku, qty: Number(i.value) }))
+      .filter((i) => i.qty > 0);
+    if (!items.length) return say("Pick at least one product.", true);
+    $("#pay").disabled = true;
+    try {
+      const order = await api("POST", "/api/orders", {
+        customer_email: $("#email").value.trim(),
+        items,
+      });
+      const co = await api("POST", "/api/payments/create-order", {
+        order_id: order.id,
+        provider: $("#provider").value,
+      });
+      say("Taking you to the payment page…");
+      location.href = co.checkout_url;
+    } catch (e) {
+      say(e.message, true);
+      $("#pay").disabled = false;
+    }
+  });
+}
+
+// --- /checkout/success -----------------------------------------------------------------
+
+const PAID = ["paid", "fulfilled", "partially_refunded"];
+const FAILED = ["payment_failed"];
+// How each provider's checkout is named in a verify call, from the order's payment.
+const PROOF = {
+  stripe: (p) => ({ session_id: p.provider_order_id }),
+  paypal: (p) => ({ orderID: p.provider_order_id }),
+};
+
+function show(id) {
+  for (const s of ["processing", "paid", "failed", "timeout"]) $("#" + s).hidden = s !== id;
+}
+
+async function successPage() {
+  const params = new URLSearchParams(location.search);
+  const orderId = params.get("order") || "";
+  // After this long without an answer the page says so instead of spinning (the query
+  // parameter is for tests and impatient demos).
+  const timeoutMs = (Number(params.get("timeout_s")) || 30) * 1000;
+  if (!orderId) {
+    show("failed");
+    return say("No order named in this link.", true);
+  }
+  let started = Date.now();
+  let lastVerify = 0;
+  let timer = null;
+
+  async function tick() {
+    let order;
+    try {
+      order = await api("GET", "/api/orders/" + encodeURIComponent(orderId));
+    } catch (e) {
+      say(e.message, true);
+      return schedule();
+    }
+    if (PAID.includes(order.status)) return paid(order);
+    if (FAILED.includes(order.status)) return show("failed");
+    // The webhook is late: ask the engine to check with the provider (it throttles these).
+    const p = order.payment;
+    if (p && PROOF[p.provider] && Date.now() - started >= 3000 && Date.now() - lastVerify >= 4000) {
+      lastVerify = Date.now();
+      try {
+        const v = await api("POST", "/api/payments/verify", {
+          order_id: orderId,
+          provider: p.provider,
+          payload: PROOF[p.provider](p),
+        });
+        if (PAID.includes(v.status)) return paid(await api("GET", "/api/orders/" + encodeURIComponent(orderId)));
+      } catch (e) {
+        // Not paid yet, or the provider is slow: keep waiting for the webhook.
+      }
+    }
+    if (Date.now() - started >= timeoutMs) return show("timeout");
+    schedule();
+  }
+
+  function schedule() {
+    timer = setTimeout(tick, 2000);
+  }
+
+  async function paid(order) {
+    clearTimeout(timer);
+    $("#paid-order").textContent = order.id;
+    $("#paid-status").textContent = order.status;
+    show("paid");
+    say("");
+    try {
+      await api("POST", "/api/entitlements/activate", { order_id: order.id });
+      const me = await api("GET", "/api/entitlements/me");
+      $("#access").textContent = me.access.length
+        ? "Your access: " + me.access.map((a) => a.feature).join(", ") + "."
+        : "Nothing to unlock with this order.";
+    } catch (e) {
+      $("#access").textContent = "Your access could not be activated yet: " + e.message;
+    }
+  }
+
+  $("#retry").addEventListener("click", () => {
+    started = Date.now();
+    show("processing");
+    tick();
+  });
+  show("processing");
+  tick();
+}
+
+if (document.body.dataset.page === "checkout") checkoutPage().catch((e) => say(e.message, true));
+if (document.body.dataset.page === "success") successPage();
