@@ -19,6 +19,7 @@
 //! - [`metrics`]: what `/metrics` reports.
 //! - [`admin_client`]: `fulfilld admin …`, a client of the admin API.
 //! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
+//! - [`demo`]: `fulfilld demo`, the engine and the sandbox with a scripted shop day.
 //! - `jobs` (a crate of its own): the job contract — step kinds, payloads, retry policies.
 //!
 //! [`run`] is the one entry point for `fulfilld serve` and for every test: it takes a bound
@@ -26,6 +27,7 @@
 
 pub mod admin_client;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod email;
 pub mod intake;

@@ -45,6 +45,15 @@ enum Command {
     /// Run the provider emulator (Stripe, Razorpay and PayPal APIs, signed webhook delivery,
     /// fault injection) for local use and tests.
     Sandbox,
+    /// The engine and the sandbox in one process, on a fresh embedded store, with a scripted
+    /// shop day across the providers (happy paths, duplicate and late webhooks, a failed
+    /// payment, a refund, a sold-out race); prints what happened, then keeps the dashboard
+    /// up until Ctrl-C.
+    Demo {
+        /// Stop right after the shop day.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Talk to a running engine's admin API (token: FULFILLD__ADMIN__TOKEN, else the file
     /// `serve` generated, data/admin-token).
     Admin {
@@ -221,6 +230,7 @@ async fn real_main() -> anyhow::Result<()> {
                 })?;
             fulfilld::sandbox::run(config, listener, shutdown_signal()).await
         }
+        Command::Demo { exit } => fulfilld::demo::run(config, exit, shutdown_signal()).await,
         Command::Admin { url, json, command } => {
             let client = fulfilld::admin_client::Client::new(&config, url.as_deref())?;
             let out = admin(&client, command).await?;

@@ -9,6 +9,7 @@ mod admin;
 mod api;
 mod checkout;
 mod crash;
+mod demo;
 mod failures;
 mod housekeeping;
 mod idempotency;
