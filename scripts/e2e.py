@@ -113,6 +113,14 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
         page.click("#order-find")
         expect(page.locator("#timeline")).to_contain_text("step.retry by dashboard")
         expect(page.locator("#order-summary")).to_contain_text("fulfilled")
+        # A manual partial refund from the order's panel, with its reason audited.
+        page.fill("#order-reason", "one day missed")
+        page.fill("#order-amount", "900")
+        page.click("#order-refund")
+        expect(page.locator("#order-msg")).to_contain_text("Refund rfd_")
+        o = wait_for(app_url, dead_order, ("partially_refunded",))
+        assert o["refunds"][0]["amount_minor"] == 900, o
+        expect(page.locator("#timeline")).to_contain_text("order.refund by dashboard")
         page.locator("#order").screenshot(path=os.path.join(shots, "order-timeline.png"))
         assert not errors, errors
         b.close()
@@ -246,6 +254,18 @@ def main():
     try:
         wait_port(app_port, serve, "serve")
         wait_port(sb_port, sandbox, "sandbox")
+        # The port opens before start-up is over (migrations, the admin token): wait for
+        # the engine to answer.
+        deadline = time.time() + 60
+        while True:
+            try:
+                status, _ = call("GET", f"{app_url}/readyz")
+                if status == 200:
+                    break
+            except (OSError, ValueError):
+                pass
+            assert time.time() < deadline, "serve did not become ready"
+            time.sleep(0.05)
         # No admin.token configured: serve generated one into data/admin-token, owner-only.
         token_file = os.path.join(work, "data", "admin-token")
         assert os.stat(token_file).st_mode & 0o077 == 0, oct(os.stat(token_file).st_mode)

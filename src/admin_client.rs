@@ -41,15 +41,28 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post_with(path, body, &[]).await
+    }
+
+    /// [`Client::post`] with more headers.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
         let actor = format!(
             "cli:{}",
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())
         );
-        let request = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
             .header("x-fulfilld-actor", actor)
             .json(body);
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
         self.send(path, request).await
     }
 

@@ -179,6 +179,21 @@ enum OrderCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Refund the order through its provider, whole or in part.
+    Refund {
+        order_id: String,
+        /// In minor units; default: what is left.
+        #[arg(long, value_name = "MINOR")]
+        amount: Option<i64>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Put the stock back (default: refunds.restock).
+        #[arg(long)]
+        restock: Option<bool>,
+        /// Sent as Idempotency-Key: the same key refunds once, however often it is sent.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Read the order's latest payment from its provider again; its answer decides.
     Recheck {
         order_id: String,
@@ -403,6 +418,34 @@ async fn admin(
                 let text = format!(
                     "resolved order {order_id} ({} dead step(s) discarded)\n",
                     a["discarded_steps"]
+                );
+                (a, text)
+            }
+            OrderCommand::Refund {
+                order_id,
+                amount,
+                reason,
+                restock,
+                key,
+            } => {
+                let body = json!({
+                    "order_id": order_id, "amount_minor": amount, "reason": reason, "restock": restock,
+                });
+                let headers: Vec<(&str, String)> =
+                    key.into_iter().map(|k| ("idempotency-key", k)).collect();
+                let a = client
+                    .post_with("/api/payments/refund", &body, &headers)
+                    .await?;
+                let text = format!(
+                    "refund {} of {} {}: {}{}\n",
+                    a["id"].as_str().unwrap_or(""),
+                    a["amount_minor"],
+                    a["currency"].as_str().unwrap_or(""),
+                    a["status"].as_str().unwrap_or(""),
+                    a["credit_note_number"]
+                        .as_str()
+                        .map(|n| format!(", credit note {n}"))
+                        .unwrap_or_default()
                 );
                 (a, text)
             }

@@ -570,6 +570,30 @@ async fn cli_prints_tables_and_json(backend: Backend) {
         serde_json::from_str(&cli(&app, &["--json", "order", "show", &fine]).await).expect("json");
     assert_eq!(json["order"]["id"], json!(fine));
 
+    // A partial refund from the CLI, twice with the same key: one refund.
+    let args = [
+        "order",
+        "refund",
+        &fine,
+        "--amount",
+        "100",
+        "--reason",
+        "late",
+        "--key",
+        "cli-refund-1",
+    ];
+    let first = cli(&app, &args).await;
+    assert!(
+        first.starts_with("refund rfd_") && first.contains("of 100 USD"),
+        "{first}"
+    );
+    assert_eq!(cli(&app, &args).await, first, "the same key refunds once");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM refunds WHERE order_id = $1", &fine)
+            .await,
+        1
+    );
+
     let text = cli(&app, &["steps", "--order", &dead, "--status", "waiting"]).await;
     assert_eq!(
         text.lines().filter(|l| l.contains(&dead)).count(),

@@ -175,11 +175,15 @@ async function replay(id) {
   }
 }
 
+let shownOrder = "";
+
 async function showOrder(id) {
   $("#order-id").value = id;
+  shownOrder = id;
   const list = $("#timeline");
   list.replaceChildren();
   $("#order-summary").textContent = "";
+  $("#order-actions").hidden = true;
   try {
     const r = await api("GET", "/api/admin/orders/" + encodeURIComponent(id));
     const o = r.order;
@@ -193,7 +197,36 @@ async function showOrder(id) {
       li.appendChild(document.createTextNode(" " + m.detail));
       list.appendChild(li);
     }
+    $("#order-actions").hidden = false;
     say("#order-msg", "");
+  } catch (e) {
+    say("#order-msg", e.message, true);
+  }
+}
+
+// The manual actions on the order shown, each audited with the reason given.
+async function orderAction(what) {
+  const id = shownOrder;
+  const reason = $("#order-reason").value.trim();
+  try {
+    if (what === "refund") {
+      const amount = Number($("#order-amount").value) || undefined;
+      const r = await api("POST", "/api/payments/refund", {
+        order_id: id,
+        amount_minor: amount,
+        reason: reason || undefined,
+      });
+      say("#order-msg", "Refund " + r.id + ": " + r.status + ".");
+    } else if (what === "recheck") {
+      await api("POST", "/api/admin/orders/" + encodeURIComponent(id) + "/recheck-payment", reason ? { reason } : {});
+      say("#order-msg", "Asked the provider again.");
+    } else {
+      const r = await api("POST", "/api/admin/orders/" + encodeURIComponent(id) + "/resolve", { reason });
+      say("#order-msg", "Resolved; " + r.discarded_steps + " dead step(s) discarded.");
+    }
+    const msg = $("#order-msg").textContent;
+    await showOrder(id);
+    say("#order-msg", msg);
   } catch (e) {
     say("#order-msg", e.message, true);
   }
@@ -245,5 +278,8 @@ $("#order-form").addEventListener("submit", (ev) => {
   if (id) showOrder(id);
 });
 $("#sign-out").addEventListener("click", () => signOut());
+$("#order-refund").addEventListener("click", () => orderAction("refund"));
+$("#order-recheck").addEventListener("click", () => orderAction("recheck"));
+$("#order-resolve").addEventListener("click", () => orderAction("resolve"));
 setInterval(() => { if (token()) refresh(); }, 2000);
 if (token()) signIn(token());
