@@ -125,7 +125,7 @@ async fn observed(
         });
     let id = match given {
         Some(v) => v.to_owned(),
-        None => format!("req_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
+        None => new_request_id(),
     };
     let method = request.method().as_str().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, route = route.as_str());
@@ -146,6 +146,20 @@ async fn observed(
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// `req_` and this process's random prefix, then a counter: unique across processes without
+/// a random draw per request.
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        use rand::Rng;
+        hex::encode(rand::rng().random::<[u8; 6]>())
+    });
+    format!("req_{prefix}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// `fulfilld work`'s whole HTTP surface: health only.
 pub fn health_router(engine: Arc<Engine>) -> Router {
