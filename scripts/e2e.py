@@ -50,6 +50,17 @@ def call(method, url, body=None, token=None, headers=None):
         return e.code, json.load(e)
 
 
+def new_checkout(app_url, email, provider="stripe"):
+    """An order for one seat and its checkout at `provider`: (order, checkout)."""
+    status, order = call("POST", f"{app_url}/api/orders",
+                         {"customer_email": email, "items": [{"sku": "SEAT", "qty": 1}]})
+    assert status == 201, order
+    status, co = call("POST", f"{app_url}/api/payments/create-order",
+                      {"order_id": order["id"], "provider": provider})
+    assert status == 201, co
+    return order, co
+
+
 def wait_for(app_url, order_id, statuses):
     """Polls the order until its status is one of `statuses` with nothing left to run."""
     deadline = time.time() + 60
@@ -170,12 +181,7 @@ def checkout_pages(browser, app_url, sb_url, token):
         # verify with the provider, so it shows the payment either way; the late webhook
         # then changes nothing.
         for delivery in ({"delay_ms": 5000}, {"webhook": "none"}):
-            status, o = call("POST", f"{app_url}/api/orders",
-                             {"customer_email": "late@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
-            assert status == 201, o
-            status, co = call("POST", f"{app_url}/api/payments/create-order",
-                              {"order_id": o["id"], "provider": "stripe"})
-            assert status == 201, co
+            o, co = new_checkout(app_url, "late@example.com")
             status, answer = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/"
                                   f"{co['provider_order_id']}/pay", delivery)
             assert status == 200, answer
@@ -195,12 +201,7 @@ def checkout_pages(browser, app_url, sb_url, token):
             time.sleep(0.1)
 
         # Never paid: a clear message after the timeout, and a way to check again.
-        status, never = call("POST", f"{app_url}/api/orders",
-                             {"customer_email": "never@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
-        assert status == 201, never
-        status, co = call("POST", f"{app_url}/api/payments/create-order",
-                          {"order_id": never["id"], "provider": "stripe"})
-        assert status == 201, co
+        never, co = new_checkout(app_url, "never@example.com")
         page.goto(f"{app_url}/checkout/success?order={never['id']}&timeout_s=3")
         expect(page.locator("#processing")).to_be_visible()
         expect(page.locator("#timeout")).to_be_visible()
@@ -356,12 +357,7 @@ def main():
 
         # A payment whose amount the provider reports short: its capture check goes dead and
         # the order waits for a human, who uses the dashboard.
-        status, order3 = call("POST", f"{app_url}/api/orders",
-                              {"customer_email": "short@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
-        assert status == 201, order3
-        status, co3 = call("POST", f"{app_url}/api/payments/create-order",
-                           {"order_id": order3["id"], "provider": "stripe"})
-        assert status == 201, co3
+        order3, co3 = new_checkout(app_url, "short@example.com")
         session3 = co3["provider_order_id"]
         status, paid = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{session3}/pay",
                             {"amount_total": 4800})

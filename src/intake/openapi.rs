@@ -68,6 +68,11 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/checkout/cancel", "pages")
     },
     Operation {
+        summary: "The reference pages' style sheet",
+        ok: (200, "CSS"),
+        ..op("get", "/checkout/shop.css", "pages")
+    },
+    Operation {
         summary: "The reference pages' script",
         ok: (200, "JavaScript"),
         ..op("get", "/checkout/shop.js", "pages")

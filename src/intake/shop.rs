@@ -19,6 +19,7 @@ const CHECKOUT: &str = include_str!("shop/checkout.html");
 const SUCCESS: &str = include_str!("shop/success.html");
 const CANCEL: &str = include_str!("shop/cancel.html");
 const SCRIPT: &str = include_str!("shop/shop.js");
+const STYLE: &str = include_str!("shop/shop.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
                    connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
@@ -41,6 +42,18 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/checkout", get(|| async { html(CHECKOUT) }))
         .route("/checkout/success", get(|| async { html(SUCCESS) }))
         .route("/checkout/cancel", get(|| async { html(CANCEL) }))
+        .route(
+            "/checkout/shop.css",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    STYLE,
+                )
+            }),
+        )
         .route(
             "/checkout/shop.js",
             get(|| async {
