@@ -30,7 +30,7 @@ enum Command {
     /// behind a load balancer. Needs a shared store (postgres://) and a queue (redis:// or postgres://).
     Intake,
     /// Run workers only: the step kinds chosen, the sweeper that feeds them, housekeeping
-    /// and reconciliation. Answers /healthz and /readyz on http.addr. Run many.
+    /// and reconciliation. Answers /healthz, /readyz and /metrics on http.addr. Run many.
     Work {
         /// Step kinds to run, comma-separated (default: queue.steps, empty = all), e.g.
         /// `confirm_capture,deduct_stock`.
