@@ -15,15 +15,6 @@ use tokio::net::TcpListener;
 use crate::config::{Config, Grant};
 use crate::{Role, run_role};
 
-/// One line of the summary.
-struct Row {
-    scenario: &'static str,
-    provider: &'static str,
-    order: String,
-    status: String,
-    detail: String,
-}
-
 struct Shop {
     http: reqwest::Client,
     app: String,
@@ -208,7 +199,20 @@ pub async fn run(
         dir.display()
     );
     let rows = shop_day(&shop).await?;
-    print!("{}", table(&rows));
+    println!();
+    print!(
+        "{}",
+        crate::admin_client::table(
+            &rows,
+            &[
+                ("SCENARIO", "scenario"),
+                ("PROVIDER", "provider"),
+                ("ORDER", "order"),
+                ("STATUS", "status"),
+                ("WHAT HAPPENED", "detail"),
+            ],
+        )
+    );
     println!("\ndashboard: {app}/admin   admin token: {token}");
     println!("checkout:  {app}/checkout");
     if !exit {
@@ -221,7 +225,8 @@ pub async fn run(
     Ok(())
 }
 
-async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Row>> {
+/// The shop day; one summary row (scenario, provider, order, status, detail) per outcome.
+async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Value>> {
     for (sku, name, price, stock) in [
         ("SEAT", "Conference seat", 4900, 20),
         ("MUG", "Conference mug", 1500, 50),
@@ -235,12 +240,9 @@ async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Row>> {
         .await?;
     }
     let mut rows = Vec::new();
-    let row = |scenario, provider, o: &Value, detail: String| Row {
-        scenario,
-        provider,
-        order: s(&o["id"]),
-        status: s(&o["status"]),
-        detail,
+    let row = |scenario: &str, provider: &str, o: &Value, detail: String| {
+        json!({"scenario": scenario, "provider": provider, "order": o["id"],
+               "status": o["status"], "detail": detail})
     };
 
     // Stripe, the happy path: paid on the provider's page, the webhook comes once.
@@ -444,26 +446,12 @@ async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Row>> {
             bail!("last seat race: {status} {co}");
         }
     }
-    rows.push(Row {
-        scenario: "last seat race",
-        provider: "stripe",
-        order: format!("{sold_out} others"),
-        status: "out_of_stock".into(),
-        detail: "told at checkout, nothing charged".into(),
-    });
+    let others = json!({"id": format!("{sold_out} others"), "status": "out_of_stock"});
+    rows.push(row(
+        "last seat race",
+        "stripe",
+        &others,
+        "told at checkout, nothing charged".into(),
+    ));
     Ok(rows)
-}
-
-fn table(rows: &[Row]) -> String {
-    let mut out = format!(
-        "\n{:<18} {:<9} {:<31} {:<15} {}\n",
-        "SCENARIO", "PROVIDER", "ORDER", "STATUS", "WHAT HAPPENED"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<18} {:<9} {:<31} {:<15} {}\n",
-            r.scenario, r.provider, r.order, r.status, r.detail
-        ));
-    }
-    out
 }

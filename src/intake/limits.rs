@@ -48,12 +48,21 @@ impl Limiter {
         }
     }
 
-    fn off(&self) -> bool {
-        self.per_sec == 0.0
+    /// Takes a token: `Err(wait)` if the client has none left.
+    pub fn take(&self, client: IpAddr) -> Result<(), Duration> {
+        self.spend(client, 1.0)
     }
 
-    /// The client's bucket brought up to now, under the lock; `f` decides with it.
-    fn with<T>(&self, client: IpAddr, f: impl FnOnce(&mut Bucket) -> T) -> T {
+    /// Whether the client has a token left, without taking it: `Err(wait)` if not.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.spend(client, 0.0)
+    }
+
+    /// Takes `cost` tokens (0 or 1) if the client has a whole one.
+    fn spend(&self, client: IpAddr, cost: f64) -> Result<(), Duration> {
+        if self.per_sec == 0.0 {
+            return Ok(());
+        }
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
@@ -68,38 +77,11 @@ impl Limiter {
         b.tokens =
             (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_sec).min(self.burst);
         b.at = now;
-        f(b)
-    }
-
-    /// Takes a token: `Err(wait)` if the client has none left.
-    pub fn take(&self, client: IpAddr) -> Result<(), Duration> {
-        if self.off() {
-            return Ok(());
+        if b.tokens < 1.0 {
+            return Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec));
         }
-        let per_sec = self.per_sec;
-        self.with(client, |b| {
-            if b.tokens >= 1.0 {
-                b.tokens -= 1.0;
-                Ok(())
-            } else {
-                Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
-            }
-        })
-    }
-
-    /// Whether the client has no token left (without taking one): `Err(wait)` then.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        if self.off() {
-            return Ok(());
-        }
-        let per_sec = self.per_sec;
-        self.with(client, |b| {
-            if b.tokens >= 1.0 {
-                Ok(())
-            } else {
-                Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
-            }
-        })
+        b.tokens -= cost;
+        Ok(())
     }
 }
 

@@ -37,21 +37,25 @@ async fn webhook(
         }
     };
     let m = &e.store.metrics;
+    let name = provider.name();
+    let label = crate::metrics::ProviderLabel {
+        provider: name.to_owned(),
+    };
+    m.webhooks_received.get_or_create(&label).inc();
+    let rejected = |reason: &str| {
+        m.webhooks_rejected
+            .get_or_create(&crate::metrics::RejectedLabels {
+                provider: name.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc()
+    };
     // A client whose webhooks keep failing verification is not verified again for a while.
     let who = limits::client(&e, &headers, peer.map(|c| c.0.0));
     if let Err(wait) = e.limits.forged.check(who) {
-        m.webhooks_rejected
-            .get_or_create(&crate::metrics::RejectedLabels {
-                provider: provider.name().to_owned(),
-                reason: "rate_limited".to_owned(),
-            })
-            .inc();
+        rejected("rate_limited");
         return limits::too_many(wait, "webhooks failing verification");
     }
-    let label = crate::metrics::ProviderLabel {
-        provider: provider.name().to_owned(),
-    };
-    m.webhooks_received.get_or_create(&label).inc();
     let answer = receive(&e, provider, headers, body).await;
     match &answer {
         Ok(Json(a)) if a["duplicate"] == true => m.webhooks_duplicate.get_or_create(&label).inc(),
@@ -60,12 +64,7 @@ async fn webhook(
             if err.code == "invalid_signature" {
                 let _ = e.limits.forged.take(who);
             }
-            m.webhooks_rejected
-                .get_or_create(&crate::metrics::RejectedLabels {
-                    provider: label.provider.clone(),
-                    reason: err.code.to_owned(),
-                })
-                .inc()
+            rejected(err.code)
         }
     };
     answer.into_response()

@@ -294,14 +294,28 @@ impl Store {
 
     /// Everything the store holds about order `id`; `None` if there is no such order.
     pub async fn order_record(&self, id: &str) -> Result<Option<OrderRecord>> {
-        let Some(order) = self.get_order(id).await? else {
+        #[derive(sqlx::FromRow)]
+        struct Head {
+            #[sqlx(flatten)]
+            order: OrderRow,
+            review_from: Option<String>,
+            updated_at: i64,
+        }
+        let Some(Head {
+            order,
+            review_from,
+            updated_at,
+        }) = sqlx::query_as::<_, Head>(
+            "SELECT id, customer_email, status, total_minor, currency, created_at, review_from,
+                    updated_at
+             FROM orders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
             return Ok(None);
         };
-        let (review_from, updated_at): (Option<String>, i64) =
-            sqlx::query_as("SELECT review_from, updated_at FROM orders WHERE id = $1")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
         let payments = sqlx::query_as::<_, PaymentView>(
             "SELECT id, provider, provider_order_id, provider_payment_id, status, amount_minor,
                     currency, created_at, updated_at

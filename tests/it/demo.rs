@@ -26,10 +26,16 @@ async fn demo_plays_a_shop_day_and_says_what_happened() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The summary's rows, as columns (a table's columns are two or more spaces apart).
     let row = |scenario: &str, provider: &str| -> Vec<String> {
         text.lines()
             .filter(|l| {
-                l.starts_with(scenario) && l.get(19..).is_some_and(|r| r.starts_with(provider))
+                let cols: Vec<&str> = l
+                    .split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                cols.first() == Some(&scenario) && cols.get(1) == Some(&provider)
             })
             .map(str::to_owned)
             .collect()
