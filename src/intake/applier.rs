@@ -105,7 +105,7 @@ async fn apply_batch(e: &Engine) -> Result<usize> {
 
 /// Applies the events in `tx`: the steps to wake once it commits.
 async fn apply(e: &Engine, tx: &mut Tx, taken: &[Unapplied]) -> Result<Vec<Wake>> {
-    let mut read: Vec<(i64, ProviderEvent)> = Vec::with_capacity(taken.len());
+    let mut read: Vec<(&Unapplied, ProviderEvent)> = Vec::with_capacity(taken.len());
     for t in taken {
         let headers = headers_from_json(t.headers.as_deref().unwrap_or("{}"));
         let ev = match e.providers.get("provider", &t.provider) {
@@ -113,7 +113,7 @@ async fn apply(e: &Engine, tx: &mut Tx, taken: &[Unapplied]) -> Result<Vec<Wake>
             Err(err) => Err(err.to_string()),
         };
         match ev {
-            Ok(ev) => read.push((t.id, ev)),
+            Ok(ev) => read.push((t, ev)),
             Err(why) => {
                 tracing::error!(event = t.id, provider = %t.provider, error = %why, "a stored webhook event cannot be applied");
                 events::set_unapplicable(tx, t.id, &why).await?;
@@ -123,17 +123,18 @@ async fn apply(e: &Engine, tx: &mut Tx, taken: &[Unapplied]) -> Result<Vec<Wake>
     // Stored already: applying needs only the event.
     let incoming: Vec<Incoming<'_>> = read
         .iter()
-        .map(|(_, ev)| Incoming {
+        .map(|(t, ev)| Incoming {
             ev,
             raw: &[],
             headers: "",
             restock_default: e.config.refunds.restock,
+            request_id: t.request_id.as_deref(),
         })
         .collect();
-    let ids: Vec<Option<i64>> = read.iter().map(|(id, _)| Some(*id)).collect();
+    let ids: Vec<Option<i64>> = read.iter().map(|(t, _)| Some(t.id)).collect();
     let applied = events::apply_stored(tx, &incoming, &ids).await?;
-    for ((id, ev), a) in read.iter().zip(&applied) {
-        tracing::debug!(event = id, provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type, outcome = %a.outcome, "webhook applied");
+    for ((t, ev), a) in read.iter().zip(&applied) {
+        tracing::debug!(event = t.id, request_id = t.request_id, provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type, outcome = %a.outcome, "webhook applied");
     }
     Ok(applied.into_iter().flat_map(|a| a.wake).collect())
 }

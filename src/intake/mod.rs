@@ -105,7 +105,8 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 /// Every routed request: its request id — the `X-Request-Id` it came with (1-64 of
-/// `A-Za-z0-9._-`), or a new one — on each of its log lines and on the response; and its
+/// `A-Za-z0-9._-`), or a new one — on each of its log lines, on the response, and on the
+/// events and steps it causes (`store::CAUSE`), whose runs log it in turn; and its
 /// latency, by route template (never the raw path: its ids would make a series each).
 async fn observed(
     State(e): State<Arc<Engine>>,
@@ -129,7 +130,10 @@ async fn observed(
     };
     let method = request.method().as_str().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, route = route.as_str());
-    let mut response = next.run(request).instrument(span).await;
+    // What this request causes — an event, a capture, an admin's retry — keeps its id.
+    let mut response = crate::store::CAUSE
+        .scope(Some(id.clone()), next.run(request).instrument(span))
+        .await;
     e.store
         .metrics
         .requests

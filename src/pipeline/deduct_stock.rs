@@ -57,6 +57,8 @@ pub async fn deduct_all(
 pub async fn out_of_stock(e: &Engine, lease: &Lease) -> StepResult {
     let order_id = &lease.step.order_id;
     let mut tx = e.store.begin().await?;
+    // Run from a batch of many orders' steps: the refund is caused by this one's request.
+    tx.cause = lease.step.request_id.clone();
     payments::release_reservations(&mut tx, order_id).await?;
     steps::skip(
         &mut tx,

@@ -29,6 +29,7 @@ mod send_receipt;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use apalis::prelude::*;
 use jobs::{StepError, StepKind, Wake};
@@ -163,7 +164,17 @@ pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
 /// through, so a step it chained to is claimed).
 async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError> {
     let started = std::time::Instant::now();
-    let outcome = record(engine, lease).await;
+    // Each line of the run carries the request that caused the step, and so does each step
+    // the run creates or arms.
+    let step = &lease.step;
+    let span = tracing::info_span!("step", step_id = step.id, kind = %step.kind, order_id = %step.order_id,
+        request_id = step.request_id.as_deref().unwrap_or(""));
+    let outcome = crate::store::CAUSE
+        .scope(
+            step.request_id.clone(),
+            record(engine, lease).instrument(span),
+        )
+        .await;
     let word = match &outcome {
         Ok(None) => "done",
         Ok(Some(Failed::RetryAt(_))) => "retry",

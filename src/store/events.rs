@@ -32,11 +32,13 @@ impl Store {
         restock_default: bool,
     ) -> Result<Recorded> {
         let mut tx = self.begin().await?;
+        let cause = tx.cause.clone();
         let one = Incoming {
             ev,
             raw,
             headers,
             restock_default,
+            request_id: cause.as_deref(),
         };
         let r = record_batch(&mut tx, &[one])
             .await?
@@ -68,6 +70,8 @@ pub struct Incoming<'a> {
     pub raw: &'a [u8],
     pub headers: &'a str,
     pub restock_default: bool,
+    /// The request that brought it (stored with it; the steps it causes carry it).
+    pub request_id: Option<&'a str>,
 }
 
 /// What recording one event did, before its outcome is written back.
@@ -130,7 +134,8 @@ pub async fn apply_stored(
             moved_at.push(i);
         }
     }
-    let captured = payments::captured_many(tx, &moved).await?;
+    let causes: Vec<Option<&str>> = moved_at.iter().map(|&i| batch[i].request_id).collect();
+    let captured = payments::captured_many(tx, &moved, &causes).await?;
     for ((i, p), (outcome, wake)) in moved_at.into_iter().zip(moved).zip(captured) {
         applied[i] = Some(Applied {
             outcome,
@@ -143,8 +148,11 @@ pub async fn apply_stored(
             continue;
         }
         let payment = payment_for(tx, inc.ev).await?;
-        let (outcome, wake) =
-            apply_event(tx, inc.ev, payment.as_ref(), inc.restock_default).await?;
+        // The steps this event arms carry its request's id, not the batch's.
+        let batch_cause = std::mem::replace(&mut tx.cause, inc.request_id.map(str::to_owned));
+        let applying = apply_event(tx, inc.ev, payment.as_ref(), inc.restock_default).await;
+        tx.cause = batch_cause;
+        let (outcome, wake) = applying?;
         applied[i] = Some(Applied {
             outcome,
             payment_id: payment.map(|p| p.id),
@@ -178,9 +186,9 @@ pub async fn apply_stored(
 /// applied yet): the new ones' row ids, `None` for a duplicate (seen before, or earlier in
 /// this batch). One statement however many there are: all the intake does before its 200.
 pub async fn append(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option<i64>>> {
-    let values = value_rows(2, batch.len(), 5, ", 'received', $1");
+    let values = value_rows(2, batch.len(), 6, ", 'received', $1");
     let mut q = sqlx::query_as::<_, (i64, String, String)>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, outcome, received_at)
+        "INSERT INTO webhook_events (provider, event_id, event_type, raw_body, headers, request_id, outcome, received_at)
          VALUES {values}
          ON CONFLICT (provider, event_id) DO NOTHING
          RETURNING id, provider, event_id"
@@ -193,7 +201,8 @@ pub async fn append(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Option<i6
             .bind(&inc.ev.event_id)
             .bind(&inc.ev.event_type)
             .bind(inc.raw.to_vec())
-            .bind(inc.headers);
+            .bind(inc.headers)
+            .bind(inc.request_id);
     }
     let rows = q.fetch_all(&mut **tx).await?;
     let mut ids: Vec<Option<i64>> = batch.iter().map(|_| None).collect();
@@ -216,6 +225,7 @@ pub struct Unapplied {
     pub provider: String,
     pub raw_body: Vec<u8>,
     pub headers: Option<String>,
+    pub request_id: Option<String>,
 }
 
 /// The oldest events not applied yet, at most `limit`, held by the caller's transaction until
@@ -223,7 +233,7 @@ pub struct Unapplied {
 /// are skipped rather than waited for; SQLite's write lock admits one applier anyway.
 pub async fn take_unapplied(tx: &mut Tx, backend: Backend, limit: i64) -> Result<Vec<Unapplied>> {
     Ok(sqlx::query_as::<_, Unapplied>(sqlx::AssertSqlSafe(format!(
-        "SELECT id, provider, raw_body, headers FROM webhook_events
+        "SELECT id, provider, raw_body, headers, request_id FROM webhook_events
          WHERE outcome = 'received' ORDER BY id LIMIT $1{}",
         skip_locked(backend)
     )))
@@ -336,6 +346,8 @@ pub struct StoredEvent {
     pub payment_id: Option<String>,
     pub outcome: String,
     pub received_at: i64,
+    /// The request that brought it.
+    pub request_id: Option<String>,
 }
 
 /// A state that replaying an event moved (or would move).
@@ -400,7 +412,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as::<_, StoredEvent>(
-            "SELECT id, provider, event_id, event_type, payment_id, outcome, received_at
+            "SELECT id, provider, event_id, event_type, payment_id, outcome, received_at, request_id
              FROM webhook_events WHERE ($1 = '' OR provider = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(provider.unwrap_or(""))
@@ -412,7 +424,7 @@ impl Store {
     pub async fn get_event(&self, id: i64) -> Result<Option<StoredEvent>> {
         Ok(sqlx::query_as::<_, StoredEvent>(
             "SELECT id, provider, event_id, event_type, raw_body, headers, payment_id, outcome,
-                    received_at
+                    received_at, request_id
              FROM webhook_events WHERE id = $1",
         )
         .bind(id)

@@ -49,6 +49,7 @@ struct Job {
     ev: ProviderEvent,
     raw: Vec<u8>,
     headers: String,
+    request_id: Option<String>,
     reply: oneshot::Sender<Result<bool>>,
 }
 
@@ -120,11 +121,17 @@ impl EventWriter {
     }
 
     /// Appends the event; returns once it is committed (with others): `true` when it was a
-    /// duplicate (its id was stored before), which changes nothing.
+    /// duplicate (its id was stored before), which changes nothing. The event keeps the id
+    /// of the request this task serves ([`super::CAUSE`]).
     pub async fn append(&self, ev: ProviderEvent, raw: Vec<u8>, headers: String) -> Result<bool> {
         let _waiting = Waiting::new(self);
+        let request_id = super::CAUSE.try_with(Clone::clone).ok().flatten();
         let Some(queue) = &self.tx else {
-            let r = append_one(&self.store, incoming(&ev, &raw, &headers)).await;
+            let r = append_one(
+                &self.store,
+                incoming(&ev, &raw, &headers, request_id.as_deref()),
+            )
+            .await;
             if matches!(r, Ok(false)) {
                 self.appended.notify_one();
             }
@@ -135,6 +142,7 @@ impl EventWriter {
             ev,
             raw,
             headers,
+            request_id,
             reply,
         };
         let gone = || StoreError::Other("the event writer has stopped".into());
@@ -226,7 +234,7 @@ async fn commit(store: &Store, batch: Vec<Job>) -> bool {
     if batch.len() > 1 {
         let all: Vec<Incoming<'_>> = batch
             .iter()
-            .map(|job| incoming(&job.ev, &job.raw, &job.headers))
+            .map(|job| incoming(&job.ev, &job.raw, &job.headers, job.request_id.as_deref()))
             .collect();
         match together(store, &all).await {
             Ok(duplicates) => {
@@ -243,7 +251,8 @@ async fn commit(store: &Store, batch: Vec<Job>) -> bool {
     }
     let mut new = false;
     for job in batch {
-        let r = append_one(store, incoming(&job.ev, &job.raw, &job.headers)).await;
+        let one = incoming(&job.ev, &job.raw, &job.headers, job.request_id.as_deref());
+        let r = append_one(store, one).await;
         new |= matches!(r, Ok(false));
         let _ = job.reply.send(r);
     }
@@ -251,12 +260,18 @@ async fn commit(store: &Store, batch: Vec<Job>) -> bool {
 }
 
 /// An event to append (`restock_default` is for applying, which is not done here).
-fn incoming<'a>(ev: &'a ProviderEvent, raw: &'a [u8], headers: &'a str) -> Incoming<'a> {
+fn incoming<'a>(
+    ev: &'a ProviderEvent,
+    raw: &'a [u8],
+    headers: &'a str,
+    request_id: Option<&'a str>,
+) -> Incoming<'a> {
     Incoming {
         ev,
         raw,
         headers,
         restock_default: false,
+        request_id,
     }
 }
 

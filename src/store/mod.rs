@@ -47,6 +47,17 @@ pub struct Tx {
     /// When the pipelines of the orders this transaction fulfils began (ms), counted once
     /// its commit went through.
     fulfils: Vec<i64>,
+    /// The request id that caused this transaction's work (see [`CAUSE`]): the steps it
+    /// creates or arms carry it.
+    pub cause: Option<String>,
+}
+
+tokio::task_local! {
+    /// The request id of what this task is doing — an HTTP request (set by the intake's
+    /// middleware) or a step run (the step's own) — taken up by every [`Tx`] it begins, so a
+    /// step caused by a webhook, a verify call or an admin action, and every step after it,
+    /// logs the id of the request that began it all.
+    pub static CAUSE: Option<String>;
 }
 
 impl Tx {
@@ -238,6 +249,7 @@ impl Store {
             _writer: writer,
             metrics: self.metrics.clone(),
             fulfils: Vec::new(),
+            cause: CAUSE.try_with(Clone::clone).ok().flatten(),
         })
     }
 

@@ -75,10 +75,12 @@ pub struct StepView {
     pub outcome: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The request that caused it (see [`super::CAUSE`]).
+    pub request_id: Option<String>,
 }
 
 const STEP_COLS: &str = "id, order_id, payment_id, kind, status, attempts, next_run_at, worker, \
-                         last_error, outcome, created_at, updated_at";
+                         last_error, outcome, created_at, updated_at, request_id";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PaymentView {
@@ -325,7 +327,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let events = sqlx::query_as::<_, StoredEvent>(sqlx::AssertSqlSafe(format!(
-            "SELECT id, provider, event_id, event_type, payment_id, outcome, received_at
+            "SELECT id, provider, event_id, event_type, payment_id, outcome, received_at, request_id
              FROM webhook_events WHERE payment_id IN ({ITS_PAYMENTS}) ORDER BY id"
         )))
         .bind(id)
@@ -433,6 +435,11 @@ impl OrderRecord {
     /// What happened to the order, oldest first. A row's latest state is placed at its last
     /// change (a step at its end, a payment at its last transition).
     pub fn timeline(&self) -> Vec<Moment> {
+        let by_request = |id: &Option<String>| {
+            id.as_deref()
+                .map(|id| format!(" (request {id})"))
+                .unwrap_or_default()
+        };
         let mut t = Vec::new();
         let mut at =
             |at: i64, what: &'static str, detail: String| t.push(Moment { at, what, detail });
@@ -461,8 +468,13 @@ impl OrderRecord {
                 e.received_at,
                 "event",
                 format!(
-                    "#{} {} {} ({}): {}",
-                    e.id, e.provider, e.event_type, e.event_id, e.outcome
+                    "#{} {} {} ({}): {}{}",
+                    e.id,
+                    e.provider,
+                    e.event_type,
+                    e.event_id,
+                    e.outcome,
+                    by_request(&e.request_id)
                 ),
             );
         }
@@ -498,8 +510,12 @@ impl OrderRecord {
                 s.updated_at,
                 "step",
                 format!(
-                    "{} #{} {} after {} attempt(s){how}",
-                    s.kind, s.id, s.status, s.attempts
+                    "{} #{} {} after {} attempt(s){how}{}",
+                    s.kind,
+                    s.id,
+                    s.status,
+                    s.attempts,
+                    by_request(&s.request_id)
                 ),
             );
         }

@@ -464,13 +464,19 @@ async fn contradicted(
 /// when the order was paid already by another payment, this one is refunded. Returns the
 /// outcome and the steps to wake.
 pub async fn captured(tx: &mut Tx, p: &PaymentRow) -> Result<(String, Vec<Wake>)> {
-    let mut one = captured_many(tx, std::slice::from_ref(p)).await?;
+    let cause = tx.cause.clone();
+    let mut one = captured_many(tx, std::slice::from_ref(p), &[cause.as_deref()]).await?;
     Ok(one.pop().unwrap_or_default())
 }
 
 /// [`captured`] for many payments of different orders at once: a fixed handful of
 /// statements however many there are (the intake's group commit hands over whole batches).
-pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String, Vec<Wake>)>> {
+/// `causes[i]` is the request id that captured `ps[i]`: its pipeline carries it.
+pub async fn captured_many(
+    tx: &mut Tx,
+    ps: &[PaymentRow],
+    causes: &[Option<&str>],
+) -> Result<Vec<(String, Vec<Wake>)>> {
     if ps.is_empty() {
         return Ok(Vec::new());
     }
@@ -497,12 +503,13 @@ pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String
             None => false,
         })
         .collect();
-    let moved: Vec<&PaymentRow> = ps
+    let (moved, moved_causes): (Vec<&PaymentRow>, Vec<Option<&str>>) = ps
         .iter()
         .zip(&pays)
-        .filter(|(_, m)| **m)
-        .map(|(p, _)| p)
-        .collect();
+        .enumerate()
+        .filter(|(_, (_, m))| **m)
+        .map(|(i, (p, _))| (p, causes.get(i).copied().flatten()))
+        .unzip();
     // Refunds that waited for these captures (an event that overtook them): nearly never.
     let mut waiting: Vec<String> = Vec::new();
     if !moved.is_empty() {
@@ -517,15 +524,20 @@ pub async fn captured_many(tx: &mut Tx, ps: &[PaymentRow]) -> Result<Vec<(String
         }
         waiting = q.fetch_all(&mut **tx).await?;
     }
-    let pairs: Vec<(&str, &str)> = moved
+    let pairs: Vec<(&str, &str, Option<&str>)> = moved
         .iter()
-        .map(|p| (p.order_id.as_str(), p.id.as_str()))
+        .zip(&moved_causes)
+        .map(|(p, c)| (p.order_id.as_str(), p.id.as_str(), *c))
         .collect();
     let mut pipelines = steps::create_pipelines(tx, &pairs).await?.into_iter();
     let mut out = Vec::with_capacity(ps.len());
-    for (p, &pays) in ps.iter().zip(&pays) {
+    for (i, (p, &pays)) in ps.iter().zip(&pays).enumerate() {
         if !pays {
-            out.push(extra_payment(tx, p).await?);
+            let cause = causes.get(i).copied().flatten().map(str::to_owned);
+            let batch_cause = std::mem::replace(&mut tx.cause, cause);
+            let refunding = extra_payment(tx, p).await;
+            tx.cause = batch_cause;
+            out.push(refunding?);
             continue;
         }
         let mut wake = pipelines.next().unwrap_or_default();

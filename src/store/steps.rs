@@ -35,10 +35,12 @@ pub struct StepRow {
     pub next_run_at: i64,
     pub last_error: Option<String>,
     pub outcome: Option<String>,
+    /// The request that caused the step (see [`super::CAUSE`]).
+    pub request_id: Option<String>,
 }
 
 const COLS: &str = "id, order_id, payment_id, kind, position, status, attempts, attempt_base, \
-     worker, next_run_at, last_error, outcome";
+     worker, next_run_at, last_error, outcome, request_id";
 
 /// A claimed step: only this token may finish or fail it.
 #[derive(Debug, Clone)]
@@ -88,8 +90,8 @@ pub async fn insert(
     // A pending step is woken right after the commit; enqueued_at says so to the sweeper.
     let enqueued_at = (status == "pending").then_some(now);
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8)
          ON CONFLICT (order_id, kind, payment_id) DO NOTHING
          RETURNING id",
     )
@@ -100,26 +102,32 @@ pub async fn insert(
     .bind(status)
     .bind(now)
     .bind(enqueued_at)
+    .bind(tx.cause.clone())
     .fetch_optional(&mut **tx)
     .await?;
     Ok(id.map(|step_id| Wake { step_id, kind }))
 }
 
-/// Creates the fulfilment pipeline of each `(order, payment)`: the first step pending, the
-/// rest waiting — all of them in one statement. Returns, per pair, the ids to wake (none if
+/// Creates the fulfilment pipeline of each `(order, payment, cause)`: the first step
+/// pending, the rest waiting, each carrying the request id that caused it — all of them in
+/// one statement. Returns, per pair, the ids to wake (none if
 /// its pipeline already existed). The steps of an earlier payment that failed at capture
 /// stay, done or skipped, as history.
-pub async fn create_pipelines(tx: &mut Tx, pairs: &[(&str, &str)]) -> Result<Vec<Vec<Wake>>> {
+pub async fn create_pipelines(
+    tx: &mut Tx,
+    pairs: &[(&str, &str, Option<&str>)],
+) -> Result<Vec<Vec<Wake>>> {
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
-    // $1 is the time; each pair binds its order and payment; kinds, positions and statuses
-    // are our own constants. The text varies with the batch size, so it is not cached.
+    // $1 is the time; each pair binds its order, payment and cause; kinds, positions and
+    // statuses are our own constants. The text varies with the batch size, so it is not
+    // cached.
     let mut sql = String::from(
-        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at) VALUES ",
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at, request_id) VALUES ",
     );
     for i in 0..pairs.len() {
-        let (o, p) = (2 + 2 * i, 3 + 2 * i);
+        let (o, p, c) = (2 + 3 * i, 3 + 3 * i, 4 + 3 * i);
         for (k, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
             let (status, enqueued) = if k == 0 {
                 ("pending", "$1")
@@ -130,7 +138,7 @@ pub async fn create_pipelines(tx: &mut Tx, pairs: &[(&str, &str)]) -> Result<Vec
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "(${o}, ${p}, '{}', {}, '{status}', $1, {enqueued}, $1, $1)",
+                "(${o}, ${p}, '{}', {}, '{status}', $1, {enqueued}, $1, $1, ${c})",
                 kind.as_str(),
                 kind.position()
             ));
@@ -143,8 +151,8 @@ pub async fn create_pipelines(tx: &mut Tx, pairs: &[(&str, &str)]) -> Result<Vec
         sqlx::query_as::<_, (i64, String, String, String, String)>(sqlx::AssertSqlSafe(sql))
             .persistent(false)
             .bind(now_ms());
-    for (o, p) in pairs {
-        q = q.bind(*o).bind(*p);
+    for (o, p, c) in pairs {
+        q = q.bind(*o).bind(*p).bind(*c);
     }
     let rows = q.fetch_all(&mut **tx).await?;
     let mut out = vec![Vec::new(); pairs.len()];
@@ -153,7 +161,9 @@ pub async fn create_pipelines(tx: &mut Tx, pairs: &[(&str, &str)]) -> Result<Vec
             continue;
         }
         let (Some(i), Some(kind)) = (
-            pairs.iter().position(|(o, p)| *o == order && *p == payment),
+            pairs
+                .iter()
+                .position(|(o, p, _)| *o == order && *p == payment),
             StepKind::parse(&kind),
         ) else {
             continue;
@@ -176,10 +186,11 @@ pub async fn arm(
 ) -> Result<Option<Wake>> {
     let now = now_ms();
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5, $5)
+        "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at, request_id)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5, $5, $6)
          ON CONFLICT (order_id, kind, payment_id) DO UPDATE SET status = 'pending', attempt_base = steps.attempts, lease_expiries = 0,
-             next_run_at = $5, enqueued_at = $5, outcome = NULL, last_error = NULL, updated_at = $5
+             next_run_at = $5, enqueued_at = $5, outcome = NULL, last_error = NULL, updated_at = $5,
+             request_id = COALESCE($6, steps.request_id)
          WHERE steps.status IN ('done', 'dead', 'skipped')
          RETURNING id",
     )
@@ -188,6 +199,7 @@ pub async fn arm(
     .bind(kind.as_str())
     .bind(kind.position())
     .bind(now)
+    .bind(tx.cause.clone())
     .fetch_optional(&mut **tx)
     .await?;
     if id.is_none() {

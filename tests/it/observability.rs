@@ -10,7 +10,11 @@ use crate::harness::{
 };
 use crate::on_both_stores;
 
-on_both_stores!(metrics_count_what_happened, logs_hold_no_secret);
+on_both_stores!(
+    metrics_count_what_happened,
+    logs_hold_no_secret,
+    a_request_id_follows_into_its_steps
+);
 
 /// The value of the sample `series` (name and labels, exactly as written) in `text`.
 fn sample(text: &str, series: &str) -> f64 {
@@ -244,5 +248,125 @@ async fn logs_hold_no_secret(backend: Backend) {
             .count()
     };
     assert!(of_request("req-from-the-provider-1") >= 1, "{log}");
+    app.finish().await;
+}
+
+/// A webhook's request id is stored with its event and on every step of the pipeline it
+/// starts, and each step's log lines carry it; so does a capture by the browser's verify
+/// call, and the buyer's refund notice after an admin's refund.
+async fn a_request_id_follows_into_its_steps(backend: Backend) {
+    let app = spawn_process(backend, &[("FULFILLD__LOG__FORMAT", "json")]).await;
+    app.put_sku("SEAT", 5000, 10).await;
+    // Paid, its webhook held back and then posted by us with a request id of our own.
+    let (by_webhook, co) = app.seat_checkout("trace@example.com", 1, "stripe").await;
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+        .await;
+    let body = serde_json::to_vec(&paid["event"]).expect("event");
+    let r = app
+        .http
+        .post(format!("{}/webhooks/stripe", app.url))
+        .header("x-request-id", "trace-webhook-1")
+        .header("stripe-signature", signature(WEBHOOK_SECRET, &body, 0))
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status(), 200);
+    // Paid, and told by the browser's verify call alone.
+    let (by_verify, co) = app.seat_checkout("trace@example.com", 1, "stripe").await;
+    let session = s(&co["provider_order_id"]).to_owned();
+    app.pay(&session, json!({"webhook": "none"})).await;
+    let r = app
+        .http
+        .post(format!("{}/api/payments/verify", app.url))
+        .header("x-request-id", "trace-verify-1")
+        .json(&json!({"order_id": by_verify, "provider": "stripe",
+                      "payload": {"session_id": session}}))
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(r.status(), 200);
+    for id in [&by_webhook, &by_verify] {
+        app.wait_for(id, &["fulfilled"]).await;
+    }
+    // An admin's refund of the first order: its steps carry the admin call's id.
+    let r = app
+        .http
+        .post(format!("{}/api/payments/refund", app.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-request-id", "trace-admin-1")
+        .json(&json!({"order_id": by_webhook, "reason": "requested_by_customer"}))
+        .send()
+        .await
+        .expect("refund");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    app.wait_for(&by_webhook, &["refunded"]).await;
+
+    let mut records = Vec::new();
+    for id in [&by_webhook, &by_verify] {
+        let (status, rec) = app
+            .admin("GET", &format!("/api/admin/orders/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{rec}");
+        records.push(rec);
+    }
+    let (first, second) = (&records[0], &records[1]);
+    let events = first["events"].as_array().expect("events");
+    let completed = events
+        .iter()
+        .find(|e| e["event_type"] == "checkout.session.completed");
+    assert_eq!(
+        completed.expect("the paid event")["request_id"],
+        "trace-webhook-1"
+    );
+    let cause_of = |rec: &serde_json::Value, kind: &str| {
+        let steps = rec["steps"].as_array().expect("steps");
+        let step = steps.iter().find(|st| st["kind"] == kind);
+        step.unwrap_or_else(|| panic!("no {kind} step in {rec}"))["request_id"].clone()
+    };
+    let pipeline = [
+        "confirm_capture",
+        "deduct_stock",
+        "issue_invoice",
+        "send_receipt",
+        "grant_entitlement",
+    ];
+    for kind in pipeline {
+        assert_eq!(cause_of(first, kind), "trace-webhook-1", "{kind}");
+        assert_eq!(cause_of(second, kind), "trace-verify-1", "{kind}");
+    }
+    assert_eq!(cause_of(first, "notify_refund"), "trace-admin-1");
+
+    // Each step's run logged under the request that caused it.
+    let log = app.engine_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let done_under = |id: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id && l["fields"]["message"] == "step done")
+            .filter_map(|l| l["span"]["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    for (id, kinds) in [
+        ("trace-webhook-1", &pipeline[..]),
+        ("trace-verify-1", &pipeline[..]),
+        ("trace-admin-1", &["notify_refund"][..]),
+    ] {
+        let done = done_under(id);
+        for kind in kinds {
+            assert!(
+                done.iter().any(|k| k == kind),
+                "{id}: no {kind} run in {done:?}\n{log}"
+            );
+        }
+    }
     app.finish().await;
 }

@@ -43,9 +43,12 @@ pub(crate) async fn two_paid_pipelines(store: &Store) -> [Vec<i64>; 2] {
         .await
         .expect("payment");
     }
-    steps::create_pipelines(&mut tx, &[("ord_a", "pay_ord_a"), ("ord_b", "pay_ord_b")])
-        .await
-        .expect("pipelines");
+    steps::create_pipelines(
+        &mut tx,
+        &[("ord_a", "pay_ord_a", None), ("ord_b", "pay_ord_b", None)],
+    )
+    .await
+    .expect("pipelines");
     tx.commit().await.expect("commit");
     let ids = |o: &'static str| async move {
         let rows = store.order_steps(o).await.expect("steps");

@@ -508,6 +508,7 @@ async fn one_batch_of_mixed_events_is_recorded_as_if_one_by_one(backend: Backend
             raw: b"{}",
             headers: "{}",
             restock_default: true,
+            request_id: None,
         })
         .collect();
     let mut tx = app.store.begin().await.expect("begin");
@@ -585,6 +586,7 @@ async fn events_left_unapplied_are_applied_by_a_running_intake(backend: Backend)
         raw,
         headers: "{}",
         restock_default: true,
+        request_id: None,
     });
     let mut tx = app.store.begin().await.expect("begin");
     let ids = append(&mut tx, &left).await.expect("append");
