@@ -166,6 +166,12 @@ pub struct Entitlements {
     /// Signs the access cookie (`POST /api/entitlements/activate`); the same on every intake.
     pub cookie_secret: String,
     pub cookie_max_age_days: u32,
+    /// The page a sign-in email links to; `{token}` becomes the link's token.
+    pub sign_in_url: String,
+    /// How long a sign-in link works (once).
+    pub sign_in_ttl_secs: u64,
+    /// Sign-in emails one address may be sent per hour.
+    pub sign_in_per_hour: u32,
 }
 
 impl std::fmt::Debug for Entitlements {
@@ -174,6 +180,9 @@ impl std::fmt::Debug for Entitlements {
             .field("grants", &self.grants)
             .field("cookie_secret", &redact(&self.cookie_secret))
             .field("cookie_max_age_days", &self.cookie_max_age_days)
+            .field("sign_in_url", &self.sign_in_url)
+            .field("sign_in_ttl_secs", &self.sign_in_ttl_secs)
+            .field("sign_in_per_hour", &self.sign_in_per_hour)
             .finish()
     }
 }
@@ -535,10 +544,17 @@ impl Config {
         for url_key in [
             ("checkout.success_url", &self.checkout.success_url),
             ("checkout.cancel_url", &self.checkout.cancel_url),
+            ("entitlements.sign_in_url", &self.entitlements.sign_in_url),
         ] {
             if url::Url::parse(url_key.1).is_err() {
                 return bad(url_key.0, format!("{:?} is not a URL", url_key.1));
             }
+        }
+        if !self.entitlements.sign_in_url.contains("{token}") {
+            return bad(
+                "entitlements.sign_in_url",
+                "must hold {token}, where the link's token goes".into(),
+            );
         }
         if self.invoice.tax_rate_bps > 10_000 {
             return bad(

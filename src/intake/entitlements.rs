@@ -7,6 +7,13 @@
 //!
 //! The order id is the proof of purchase here, as on the shop's success page: ids are
 //! random, and only the buyer (and the shop) know them.
+//!
+//! On another device the buyer proves the address instead: `POST /api/entitlements/sign-in`
+//! `{"email"}` emails a link (`entitlements.sign_in_url`) to an address that has access, at
+//! most `entitlements.sign_in_per_hour` an hour, and answers 202 the same whether or not it
+//! did, so the answer tells nobody who bought; the page the link opens gives its token to
+//! `POST /api/entitlements/sign-in/confirm` `{"token"}` for the same cookie. A link works
+//! once, for `entitlements.sign_in_ttl_secs`; only its hash is stored.
 
 use std::sync::Arc;
 
@@ -25,7 +32,8 @@ use sha2::Sha256;
 
 use super::ApiError;
 use crate::Engine;
-use crate::domain::{OrderId, now_ms};
+use crate::domain::{EmailAddress, OrderId, now_ms};
+use crate::email::Outgoing;
 
 pub const COOKIE: &str = "fulfilld_access";
 
@@ -100,9 +108,14 @@ async fn activate(
             ),
         ));
     }
+    access_cookie(&e, order.customer_email).await
+}
+
+/// The buyer's access now, with `Set-Cookie` for a new access cookie naming `email`.
+async fn access_cookie(e: &Engine, email: String) -> Result<Response, ApiError> {
     let days = i64::from(e.config.entitlements.cookie_max_age_days);
     let claims = Claims {
-        email: order.customer_email.clone(),
+        email,
         exp: now_ms() + days * 86_400_000,
     };
     let value = sign(&e.cookie_secret, &claims);
@@ -131,7 +144,8 @@ async fn me(
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "no_access",
-                "no valid access cookie: activate one with POST /api/entitlements/activate",
+                "no valid access cookie: activate one with POST /api/entitlements/activate, \
+                 or sign in with POST /api/entitlements/sign-in",
             )
         })?;
     let access = e.store.access_of(&claims.email).await?;
@@ -142,10 +156,114 @@ async fn me(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    email: String,
+}
+
+/// `POST /api/entitlements/sign-in`: 202 whatever the address; the email, when one is due,
+/// goes out after the answer (a buyer who gets none asks again).
+async fn sign_in(
+    State(e): State<Arc<Engine>>,
+    body: Result<Json<SignIn>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(b) = body?;
+    // Kept and sent lowercased: one buyer whatever the case it is typed in.
+    let email = EmailAddress::parse("email", &b.email)?
+        .as_str()
+        .to_lowercase();
+    let token = B64.encode(rand::random::<[u8; 32]>());
+    let c = &e.config.entitlements;
+    let ttl_ms = c.sign_in_ttl_secs.saturating_mul(1000) as i64;
+    let kept = e
+        .store
+        .keep_sign_in(
+            &email,
+            &token_hash(&token),
+            now_ms() + ttl_ms,
+            i64::from(c.sign_in_per_hour),
+        )
+        .await?;
+    if kept {
+        let e = e.clone();
+        tokio::spawn(async move {
+            if let Err(err) = send_sign_in(&e, &email, &token).await {
+                tracing::warn!(error = %err, "could not send a sign-in email");
+            }
+        });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "accepted": true,
+            "message": "if this address has access, a sign-in link is on its way",
+        })),
+    ))
+}
+
+/// The token as stored: hex SHA-256 (the token is random, so no salt is needed).
+fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+async fn send_sign_in(e: &Engine, to: &str, token: &str) -> Result<(), jobs::StepError> {
+    let c = &e.config.entitlements;
+    let link = c.sign_in_url.replace("{token}", token);
+    let minutes = c.sign_in_ttl_secs.div_ceil(60);
+    let body = format!(
+        "Open this link to see your purchases on this device:\n\n{link}\n\n\
+         It works once, for {minutes} minutes. If you did not ask for it, ignore this email: \
+         nothing changes.\n"
+    );
+    // Named after the link (its hash, not the token): each link is one message.
+    let id = &token_hash(token)[..16];
+    e.mailer
+        .send(&Outgoing {
+            to,
+            subject: "Your sign-in link",
+            body: &body,
+            message_id: &format!("<sign-in.{id}@fulfilld>"),
+            name: &format!("sign-in-{id}"),
+        })
+        .await
+        .map(drop)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirm {
+    token: String,
+}
+
+/// `POST /api/entitlements/sign-in/confirm`: a link's token → the access cookie.
+async fn confirm(
+    State(e): State<Arc<Engine>>,
+    body: Result<Json<Confirm>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let email = e
+        .store
+        .use_sign_in(&token_hash(b.token.trim()))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                "this sign-in link does not work: it was used already, has expired, or was \
+                 never issued; ask for a new one",
+            )
+        })?;
+    access_cookie(&e, email).await
+}
+
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
         .route("/api/entitlements/activate", post(activate))
         .route("/api/entitlements/me", get(me))
+        .route("/api/entitlements/sign-in", post(sign_in))
+        .route("/api/entitlements/sign-in/confirm", post(confirm))
 }
 
 #[cfg(test)]

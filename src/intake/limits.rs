@@ -107,11 +107,13 @@ impl Limits {
 }
 
 /// The routes `Limits::public` applies to (their `POST`).
-pub const PUBLIC_POSTS: [&str; 4] = [
+pub const PUBLIC_POSTS: [&str; 6] = [
     "/api/orders",
     "/api/payments/create-order",
     "/api/payments/verify",
     "/api/entitlements/activate",
+    "/api/entitlements/sign-in",
+    "/api/entitlements/sign-in/confirm",
 ];
 
 /// Who sent the request: the first address of `http.client_ip_header` when configured and

@@ -129,7 +129,9 @@ async fn observed(
         None => new_request_id(),
     };
     let method = request.method().as_str().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, route = route.as_str());
+    // At error level so that it is on whenever any line is: RUST_LOG=warn still ties each
+    // warning to its request.
+    let span = tracing::error_span!("request", request_id = %id, %method, route = route.as_str());
     // What this request causes — an event, a capture, an admin's retry — keeps its id.
     let mut response = crate::store::CAUSE
         .scope(Some(id.clone()), next.run(request).instrument(span))

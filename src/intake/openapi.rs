@@ -68,6 +68,11 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/checkout/cancel", "pages")
     },
     Operation {
+        summary: "The reference sign-in page a buyer on another device asks for a link on, and lands on from it",
+        ok: (200, "HTML"),
+        ..op("get", "/checkout/sign-in", "pages")
+    },
+    Operation {
         summary: "The reference pages' style sheet",
         ok: (200, "CSS"),
         ..op("get", "/checkout/shop.css", "pages")
@@ -144,6 +149,18 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "What the access cookie's buyer may use now (401 without a valid cookie)",
         ok: (200, "the buyer's access now"),
         ..op("get", "/api/entitlements/me", "shop")
+    },
+    Operation {
+        summary: "Email a one-time sign-in link to an address that has access (202 whatever the address)",
+        body: &[("email", "string", true, "the buyer's address")],
+        ok: (202, "accepted; a link is emailed if the address has access"),
+        ..op("post", "/api/entitlements/sign-in", "shop")
+    },
+    Operation {
+        summary: "Exchange a sign-in link's token for the access cookie (once)",
+        body: &[("token", "string", true, "the token from the emailed link")],
+        ok: (200, "the buyer's access now; Set-Cookie: fulfilld_access"),
+        ..op("post", "/api/entitlements/sign-in/confirm", "shop")
     },
     Operation {
         summary: "A provider's webhook, verified on the raw body and stored before the 200",

@@ -3,7 +3,9 @@
 //! buyer back: "Processing payment…" until the order is paid — polling every 2 s, and asking
 //! the engine to verify with the provider when the webhook is late — then the buyer's access
 //! activated as a cookie; after 30 s a clear message and a button to check again, never an
-//! endless spinner) and `/checkout/cancel`. A shop's own frontend does the same through the
+//! endless spinner), `/checkout/cancel`, and `/checkout/sign-in` (a buyer on another device
+//! asks for an emailed link here, and the link opens it again to trade its token for the
+//! access cookie). A shop's own frontend does the same through the
 //! public API; these pages are what `checkout.success_url` points at by default.
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::Engine;
 const CHECKOUT: &str = include_str!("shop/checkout.html");
 const SUCCESS: &str = include_str!("shop/success.html");
 const CANCEL: &str = include_str!("shop/cancel.html");
+const SIGN_IN: &str = include_str!("shop/sign-in.html");
 const SCRIPT: &str = include_str!("shop/shop.js");
 const STYLE: &str = include_str!("shop/shop.css");
 
@@ -42,6 +45,7 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/checkout", get(|| async { html(CHECKOUT) }))
         .route("/checkout/success", get(|| async { html(SUCCESS) }))
         .route("/checkout/cancel", get(|| async { html(CANCEL) }))
+        .route("/checkout/sign-in", get(|| async { html(SIGN_IN) }))
         .route(
             "/checkout/shop.css",
             get(|| async {

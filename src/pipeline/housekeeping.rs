@@ -45,6 +45,9 @@ pub async fn pass(e: &Engine) {
     if let Err(err) = e.store.idempotency_cleanup(ttl_ms).await {
         tracing::warn!(error = %err, "could not remove expired idempotency keys");
     }
+    if let Err(err) = e.store.sign_in_cleanup().await {
+        tracing::warn!(error = %err, "could not remove ended sign-in links");
+    }
 }
 
 async fn stale_payments(e: &Engine) {

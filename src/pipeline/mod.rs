@@ -167,7 +167,8 @@ async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError>
     // Each line of the run carries the request that caused the step, and so does each step
     // the run creates or arms.
     let step = &lease.step;
-    let span = tracing::info_span!("step", step_id = step.id, kind = %step.kind, order_id = %step.order_id,
+    // At error level, like the intake's request span: on whenever any line of the run is.
+    let span = tracing::error_span!("step", step_id = step.id, kind = %step.kind, order_id = %step.order_id,
         request_id = step.request_id.as_deref().unwrap_or(""));
     let outcome = crate::store::CAUSE
         .scope(

@@ -1,13 +1,17 @@
 //! The buyer's access cookie: a paid order is exchanged for it, it reads back on the next
 //! visit and at any intake with the same key, a cookie the client altered is refused, and a
-//! refund revokes access at the next read.
+//! refund revokes access at the next read. On another device the buyer signs in with an
+//! emailed link, which works once.
 
 use serde_json::{Value, json};
 
 use crate::harness::{ADMIN_TOKEN, Backend, TestApp, s, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(a_paid_order_buys_a_cookie_that_a_refund_empties);
+on_both_stores!(
+    a_paid_order_buys_a_cookie_that_a_refund_empties,
+    a_buyer_signs_in_on_another_device
+);
 
 async fn activate(app: &TestApp, order_id: &str) -> (u16, Option<String>, Value) {
     let r = app
@@ -111,5 +115,197 @@ async fn a_paid_order_buys_a_cookie_that_a_refund_empties(backend: Backend) {
     assert_eq!(features(&mine), Vec::<String>::new(), "{mine}");
     let (status, _, e) = activate(&app, &order).await;
     assert_eq!((status, s(&e["error"]["code"])), (409, "not_paid"), "{e}");
+    app.finish().await;
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Option<String>, Value) {
+    let r = app
+        .http
+        .post(format!("{}{path}", app.url))
+        .json(&body)
+        .send()
+        .await
+        .expect(path);
+    let status = r.status().as_u16();
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (status, set, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The text of a message as written by the file transport: its body after the headers,
+/// quoted-printable undone (long lines are folded with `=` and `=3D` stands for `=`).
+fn eml_text(raw: &str) -> String {
+    let body = raw.split_once("\r\n\r\n").map_or(raw, |(_, b)| b);
+    let unfolded = body.replace("=\r\n", "");
+    let mut out = Vec::new();
+    let bytes = unfolded.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits for the one sign-in email the engine sends after answering; its link's token.
+async fn sign_in_token(app: &TestApp, before: usize) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mail = loop {
+        let found: Vec<_> = app
+            .outbox_files()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("sign-in-"))
+            .collect();
+        if found.len() > before {
+            assert_eq!(found.len(), before + 1, "{found:?}");
+            let newest = found
+                .iter()
+                .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                .expect("one");
+            break std::fs::read_to_string(newest).expect("read eml");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sign-in email arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let text = eml_text(&mail);
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/checkout/sign-in?token="))
+        .unwrap_or_else(|| panic!("no link in\n{text}"));
+    link.split_once("token=").expect("token").1.to_owned()
+}
+
+/// A buyer who paid on one device asks for a link on another (typing the address in another
+/// case); an address with no purchases gets the same answer and no link; the link's token
+/// buys the access cookie once, and neither a used, an expired nor a made-up token does;
+/// an address gets at most `entitlements.sign_in_per_hour` links an hour.
+async fn a_buyer_signs_in_on_another_device(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[("FULFILLD__ENTITLEMENTS__SIGN_IN_PER_HOUR", "3")],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let (order, co) = app.seat_checkout("Pass@Example.com", 1, "stripe").await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    app.wait_for(&order, &["fulfilled"]).await;
+    let links = "SELECT COUNT(*) FROM sign_in_links WHERE email = $1";
+
+    let (status, _, nobody) = post(
+        &app,
+        "/api/entitlements/sign-in",
+        json!({"email": "nobody@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{nobody}");
+    assert_eq!(
+        app.count(links, "nobody@example.com").await,
+        0,
+        "no link for no purchase"
+    );
+    let (status, _, asked) = post(
+        &app,
+        "/api/entitlements/sign-in",
+        json!({"email": "pass@example.COM"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked, nobody, "the answer tells nobody who bought");
+    let (status, _, bad) = post(
+        &app,
+        "/api/entitlements/sign-in",
+        json!({"email": "not an address"}),
+    )
+    .await;
+    assert_eq!(
+        (status, s(&bad["error"]["code"])),
+        (422, "invalid_field"),
+        "{bad}"
+    );
+
+    let token = sign_in_token(&app, 0).await;
+    let (status, set, body) = post(
+        &app,
+        "/api/entitlements/sign-in/confirm",
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let set = set.expect("Set-Cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax"] {
+        assert!(set.split("; ").any(|a| a == attr), "{attr} in {set}");
+    }
+    let cookie = set.split(';').next().expect("name=value").to_owned();
+    let (status, mine) = me(&app, &app.url, Some(&cookie)).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["customer_email"], "pass@example.com");
+    assert_eq!(features(&mine), ["conference-pass"]);
+
+    // Used once: never again. Made up: never.
+    for t in [token.as_str(), "made-up-token"] {
+        let (status, set, e) = post(
+            &app,
+            "/api/entitlements/sign-in/confirm",
+            json!({"token": t}),
+        )
+        .await;
+        assert_eq!(
+            (status, s(&e["error"]["code"])),
+            (400, "invalid_token"),
+            "{e}"
+        );
+        assert!(set.is_none());
+    }
+    // A link that has expired.
+    post(
+        &app,
+        "/api/entitlements/sign-in",
+        json!({"email": "pass@example.com"}),
+    )
+    .await;
+    let late = sign_in_token(&app, 1).await;
+    sqlx::query("UPDATE sign_in_links SET expires_at = 0 WHERE used_at IS NULL")
+        .execute(&app.store.pool)
+        .await
+        .expect("expire links");
+    let (status, _, e) = post(
+        &app,
+        "/api/entitlements/sign-in/confirm",
+        json!({"token": late}),
+    )
+    .await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (400, "invalid_token"),
+        "{e}"
+    );
+
+    // Two links so far this hour; the cap is 3, however many are asked for.
+    for _ in 0..4 {
+        let (status, _, _) = post(
+            &app,
+            "/api/entitlements/sign-in",
+            json!({"email": "pass@example.com"}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    assert_eq!(app.count(links, "pass@example.com").await, 3);
     app.finish().await;
 }

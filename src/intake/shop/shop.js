@@ -25,6 +25,13 @@ function money(minor, currency) {
   return (minor / 100).toFixed(2) + " " + String(currency).toUpperCase();
 }
 
+// What the access cookie's buyer may use, in words (`none` when nothing).
+function accessText(me, none) {
+  return me.access.length
+    ? "Your access: " + me.access.map((a) => a.feature).join(", ") + "."
+    : none;
+}
+
 function say(text, bad) {
   const m = $("#msg");
   m.textContent = text;
@@ -149,10 +156,18 @@ async function successPage() {
     say("");
     try {
       await api("POST", "/api/entitlements/activate", { order_id: order.id });
+      // What the order grants is granted by its pipeline, after the payment: wait (up to
+      // 30 s) for the order to move on from "paid" before reading the access.
+      for (let i = 0; order.status === "paid" && i < 30; i++) {
+        $("#access").textContent = "Setting up your access…";
+        await new Promise((done) => setTimeout(done, 1000));
+        order = await api("GET", "/api/orders/" + encodeURIComponent(order.id));
+        $("#paid-status").textContent = order.status;
+      }
       const me = await api("GET", "/api/entitlements/me");
-      $("#access").textContent = me.access.length
-        ? "Your access: " + me.access.map((a) => a.feature).join(", ") + "."
-        : "Nothing to unlock with this order.";
+      $("#access").textContent = accessText(me, order.status === "paid"
+        ? "Your access is still being set up: it appears here, and in your email, shortly."
+        : "Nothing to unlock with this order.");
     } catch (e) {
       $("#access").textContent = "Your access could not be activated yet: " + e.message;
     }
@@ -167,5 +182,49 @@ async function successPage() {
   tick();
 }
 
+// --- /checkout/sign-in ------------------------------------------------------------------
+// Without a token: ask for a link by email. With one (the emailed link): trade it for the
+// access cookie, once, and take it out of the address bar.
+
+async function signInPage() {
+  function signedIn(me) {
+    $("#ask").hidden = true;
+    $("#who").textContent = me.customer_email;
+    $("#access").textContent = accessText(me, "Nothing to unlock at the moment.");
+    $("#signed-in").hidden = false;
+  }
+  $("#ask").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    $("#send").disabled = true;
+    try {
+      const r = await api("POST", "/api/entitlements/sign-in", { email: $("#email").value });
+      $("#sent").textContent = "Check your inbox: " + r.message + ".";
+      $("#sent").hidden = false;
+      say("");
+    } catch (e) {
+      say(e.message, true);
+    } finally {
+      $("#send").disabled = false;
+    }
+  });
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) {
+    history.replaceState(null, "", location.pathname);
+    try {
+      await api("POST", "/api/entitlements/sign-in/confirm", { token });
+      signedIn(await api("GET", "/api/entitlements/me"));
+    } catch (e) {
+      say(e.message, true);
+    }
+    return;
+  }
+  try {
+    signedIn(await api("GET", "/api/entitlements/me"));
+  } catch (e) {
+    // Not signed in on this device yet: the form is the way.
+  }
+}
+
 if (document.body.dataset.page === "checkout") checkoutPage().catch((e) => say(e.message, true));
 if (document.body.dataset.page === "success") successPage();
+if (document.body.dataset.page === "sign-in") signInPage();
