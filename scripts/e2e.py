@@ -75,8 +75,8 @@ def wait_for(app_url, order_id, statuses):
 def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
     """The operator's dashboard in headless chromium: a wrong token is refused; signed in,
     the queue counts are the store's; a retry click on the dead step (after the provider's
-    record is corrected) moves it out of the dead letters and the order is fulfilled; its
-    timeline shows the retry."""
+    record is corrected) moves it out of the dead letters and the order is fulfilled; found
+    by its buyer's email, its timeline shows the retry."""
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=30_000)
@@ -119,9 +119,14 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
         expect(page.locator("#queues tr[data-kind='confirm_capture'] td.dead")).to_have_text("0")
         page.screenshot(path=os.path.join(shots, "dashboard-after-retry.png"), full_page=True)
 
-        # The order's timeline, searched by id.
-        page.fill("#order-id", dead_order)
+        # The order found by its buyer's email (in another case), then its timeline.
+        page.fill("#order-id", "SHORT@example.com")
         page.click("#order-find")
+        found = page.locator("#order-list tbody tr")
+        expect(found).to_have_count(1)
+        expect(found).to_contain_text(dead_order)
+        found.get_by_role("button", name="Show").click()
+        expect(page.locator("#order-id")).to_have_value(dead_order)
         expect(page.locator("#timeline")).to_contain_text("step.retry by dashboard")
         expect(page.locator("#order-summary")).to_contain_text("fulfilled")
         # A manual partial refund from the order's panel, with its reason audited.

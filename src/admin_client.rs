@@ -231,6 +231,15 @@ pub const DEAD_COLUMNS: [(&str, &str); 6] = [
     ("LAST ERROR", "last_error"),
 ];
 
+pub const ORDER_COLUMNS: [(&str, &str); 6] = [
+    ("ID", "id"),
+    ("STATUS", "status"),
+    ("TOTAL", "total_minor"),
+    ("CURRENCY", "currency"),
+    ("EMAIL", "customer_email"),
+    ("CREATED", "created_at"),
+];
+
 pub const EVENT_COLUMNS: [(&str, &str); 6] = [
     ("ID", "id"),
     ("PROVIDER", "provider"),

@@ -98,7 +98,7 @@ enum AdminCommand {
         #[command(subcommand)]
         command: EventsCommand,
     },
-    /// One order.
+    /// Orders: a search, or one order.
     Order {
         #[command(subcommand)]
         command: OrderCommand,
@@ -169,6 +169,18 @@ enum EventsCommand {
 
 #[derive(Debug, Subcommand)]
 enum OrderCommand {
+    /// Orders, newest first, by the buyer's email (whatever its case) and status.
+    List {
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// The next page: orders older than this one.
+        #[arg(long, value_name = "ORDER_ID")]
+        before: Option<String>,
+    },
     /// Everything the store holds about an order, and its timeline.
     Show { order_id: String },
     /// Close an order that needs review (its dead steps are discarded, its held stock
@@ -265,7 +277,8 @@ async fn admin(
     command: AdminCommand,
 ) -> anyhow::Result<(serde_json::Value, String)> {
     use fulfilld::admin_client::{
-        DEAD_COLUMNS, EVENT_COLUMNS, STEP_COLUMNS, order_text, queues_table, reconcile_table, table,
+        DEAD_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, STEP_COLUMNS, order_text, queues_table,
+        reconcile_table, table,
     };
     use serde_json::json;
     let rows = |v: &serde_json::Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
@@ -406,6 +419,22 @@ async fn admin(
             }
         },
         AdminCommand::Order { command } => match command {
+            OrderCommand::List {
+                email,
+                status,
+                limit,
+                before,
+            } => {
+                let q = [
+                    ("email", email),
+                    ("status", status),
+                    ("limit", Some(limit.to_string())),
+                    ("before_id", before),
+                ];
+                let a = client.get("/api/admin/orders", &q).await?;
+                let text = table(&rows(&a, "orders"), &ORDER_COLUMNS);
+                (a, text)
+            }
             OrderCommand::Show { order_id } => {
                 let path = format!("/api/admin/orders/{}", url_segment(&order_id));
                 let a = client.get(&path, &[]).await?;

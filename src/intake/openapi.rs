@@ -315,6 +315,23 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/api/admin/reconciliations", ADMIN)
     },
     Operation {
+        summary: "Orders, newest first, by buyer (whatever the case) and status",
+        admin: true,
+        query: &[
+            ("email", "string", false, "the buyer's address"),
+            ("status", "string", false, "an order status"),
+            (
+                "before_id",
+                "string",
+                false,
+                "the next page: orders older than this one",
+            ),
+            LIMIT,
+        ],
+        ok: (200, "{\"orders\": […], \"next_before_id\"}"),
+        ..op("get", "/api/admin/orders", ADMIN)
+    },
+    Operation {
         summary: "Everything about an order, and its timeline",
         admin: true,
         ..op("get", "/api/admin/orders/{id}", ADMIN)

@@ -1,4 +1,5 @@
-//! Admin API for one order (bearer token): everything the store holds about it — payments,
+//! Admin API for orders (bearer token): a search by buyer and status; for one order,
+//! everything the store holds about it — payments,
 //! webhook events, steps with their failed runs, emails, invoice and credit notes,
 //! entitlements, refunds, ledger rows, admin actions — and the same as one timeline, oldest
 //! first; and the manual actions on it, each audited: resolve an order that needs review,
@@ -7,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,10 +16,67 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::admin::authorize;
-use super::queue_admin::{Action, admin_action, reason};
+use super::queue_admin::{Action, admin_action, query, reason};
 use crate::Engine;
-use crate::domain::OrderId;
+use crate::domain::{EmailAddress, Invalid, OrderId};
 use crate::store::manual::{Rechecked, Resolved};
+use crate::store::orders::{ORDER_STATUSES, OrderFilter};
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Search {
+    email: Option<String>,
+    status: Option<String>,
+    /// The next page: orders older than this one.
+    before_id: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/admin/orders?email=&status=&before_id=&limit=`: orders newest first; a page
+/// ends with `next_before_id` when there may be more.
+async fn search(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    params: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let p = query(params)?;
+    let email = match p.email.as_deref().map(str::trim) {
+        Some("") | None => None,
+        Some(m) => Some(EmailAddress::parse("email", m)?.as_str().to_owned()),
+    };
+    if let Some(s) = &p.status
+        && !ORDER_STATUSES.contains(&s.as_str())
+    {
+        return Err(Invalid::new(
+            "status",
+            format!(
+                "no order status {s:?}; known: {}",
+                ORDER_STATUSES.join(", ")
+            ),
+        )
+        .into());
+    }
+    let before_id = match &p.before_id {
+        Some(b) => Some(OrderId::parse("before_id", b)?.as_str().to_owned()),
+        None => None,
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Invalid::new("limit", "must be 1-1000").into());
+    }
+    let filter = OrderFilter {
+        email,
+        status: p.status,
+        before_id,
+        limit,
+    };
+    let orders = e.store.find_orders(&filter).await?;
+    let next = (orders.len() as i64 == limit)
+        .then(|| orders.last().map(|o| o.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "orders": orders, "next_before_id": next })))
+}
 
 async fn show(
     State(e): State<Arc<Engine>>,
@@ -96,6 +154,7 @@ async fn recheck_payment(
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
+        .route("/api/admin/orders", get(search))
         .route("/api/admin/orders/{id}", get(show))
         .route("/api/admin/orders/{id}/resolve", post(resolve))
         .route(

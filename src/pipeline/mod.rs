@@ -133,8 +133,8 @@ async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError
 }
 
 /// Claims and runs one step. Errors returned here are store errors while recording the
-/// outcome; the step's lease then expires and the sweeper hands it out again.
-#[tracing::instrument(skip(engine))]
+/// outcome; the step's lease then expires and the sweeper hands it out again. (Each run
+/// logs in a span of its own step: see [`run_claimed`].)
 pub async fn run_step(engine: &Engine, step_id: i64) -> Result<(), StoreError> {
     let Some(mut lease) = engine.batcher.claim(engine, step_id).await? else {
         return Ok(());
@@ -211,7 +211,7 @@ async fn record(engine: &Engine, lease: &Lease) -> Result<Option<Failed>, StoreE
     };
     match result {
         Ok(wake) => {
-            tracing::info!(order_id = %lease.step.order_id, kind = %lease.step.kind, "step done");
+            tracing::info!("step done");
             engine.queue.wake(&wake);
             Ok(None)
         }
@@ -222,12 +222,11 @@ async fn record(engine: &Engine, lease: &Lease) -> Result<Option<Failed>, StoreE
                 .fail(lease, &err, engine.config.policy(kind))
                 .await?;
             match failed {
+                // The step's span names its order, kind and request.
                 Failed::RetryAt(at) => tracing::warn!(
-                    order_id = %lease.step.order_id, kind = %lease.step.kind,
                     attempts = lease.step.attempts, retry_at_ms = at, error = %err, "step failed; will retry"
                 ),
                 Failed::Dead => tracing::error!(
-                    order_id = %lease.step.order_id, kind = %lease.step.kind,
                     attempts = lease.step.attempts, error = %err, "step dead; order needs review"
                 ),
                 Failed::LostLease => {

@@ -3,7 +3,7 @@
 //!
 //! Order status: created → pending_payment → paid → fulfilled → partially_refunded →
 //! refunded, with the side exits payment_failed (payable again), refund_pending → refunded
-//! (sold out), and needs_review. Every transition is a conditional `UPDATE … WHERE status
+//! (sold out), and needs_review (→ resolved by an admin, or back where it stood). Every transition is a conditional `UPDATE … WHERE status
 //! IN (…)`, so a late or duplicated event can never move an order backwards; the one way
 //! back from payment_failed to paid is the provider's API confirming a capture we had given
 //! up on (`reconcile_payment`), never an event's payload alone.
@@ -223,6 +223,68 @@ pub async fn items_many(tx: &mut Tx, ids: &[&str]) -> Result<Vec<Vec<ItemRow>>> 
         }
     }
     Ok(out)
+}
+
+/// Every order status (see the module's notes), for filters.
+pub const ORDER_STATUSES: [&str; 10] = [
+    "created",
+    "pending_payment",
+    "paid",
+    "fulfilled",
+    "partially_refunded",
+    "refunded",
+    "payment_failed",
+    "refund_pending",
+    "needs_review",
+    "resolved",
+];
+
+/// Which orders [`Store::find_orders`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// The buyer's address, whatever its case.
+    pub email: Option<String>,
+    pub status: Option<String>,
+    /// Only orders older than this one (the next page: ids sort by creation).
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Orders newest first, by buyer and status. Only the filters given are in the
+    /// statement, so a search by address always uses its index.
+    pub async fn find_orders(&self, f: &OrderFilter) -> Result<Vec<OrderRow>> {
+        let mut clauses = Vec::new();
+        let mut n = 0;
+        let mut next = |clause: &str| {
+            n += 1;
+            clauses.push(clause.replace('?', &format!("${n}")));
+        };
+        if f.email.is_some() {
+            next("lower(customer_email) = lower(?)");
+        }
+        if f.status.is_some() {
+            next("status = ?");
+        }
+        if f.before_id.is_some() {
+            next("id < ?");
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT id, customer_email, status, total_minor, currency, created_at FROM orders
+             {filter} ORDER BY id DESC LIMIT ${}",
+            n + 1
+        );
+        let mut q = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
+        for v in [&f.email, &f.status, &f.before_id].into_iter().flatten() {
+            q = q.bind(v);
+        }
+        Ok(q.bind(f.limit).fetch_all(&self.pool).await?)
+    }
 }
 
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.

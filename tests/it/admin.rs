@@ -17,6 +17,7 @@ on_both_stores!(
     an_order_record_holds_its_whole_story,
     manual_actions_on_an_order_are_audited,
     cli_prints_tables_and_json,
+    orders_are_found_by_buyer_and_status,
 );
 
 /// Every admin route (as the OpenAPI document lists them, which a test holds to the
@@ -831,5 +832,96 @@ async fn manual_actions_on_an_order_are_audited(backend: Backend) {
         .expect("fulfilld admin");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only an order that needs review"));
+    app.finish().await;
+}
+
+/// The admin's order search: by the buyer's address in any case, by status, newest first,
+/// a page at a time; bad filters are refused by name; the CLI prints the same as a table.
+async fn orders_are_found_by_buyer_and_status(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 10).await;
+    let mut ann = Vec::new();
+    for _ in 0..3 {
+        let o = app
+            .create_order("Ann@Example.com", json!([{"sku": "SEAT", "qty": 1}]))
+            .await;
+        ann.push(s(&o["id"]).to_owned());
+    }
+    app.create_order("bob@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let (paid, co) = app.seat_checkout("ann@example.com", 1, "stripe").await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    app.wait_for(&paid, &["fulfilled"]).await;
+    ann.push(paid.clone());
+    ann.reverse();
+
+    let ids = |v: &Value| -> Vec<String> {
+        v["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .map(|o| s(&o["id"]).to_owned())
+            .collect()
+    };
+    let (status, all) = app
+        .admin("GET", "/api/admin/orders?email=ANN%40example.com", None)
+        .await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(ids(&all), ann, "newest first, whatever the case");
+    assert!(all["next_before_id"].is_null());
+    let (_, fulfilled) = app
+        .admin(
+            "GET",
+            "/api/admin/orders?email=ann%40example.com&status=fulfilled",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&fulfilled), [paid.clone()]);
+    // A page at a time.
+    let (_, first) = app
+        .admin(
+            "GET",
+            "/api/admin/orders?email=ann%40example.com&limit=3",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&first), ann[..3]);
+    let next = s(&first["next_before_id"]).to_owned();
+    let (_, rest) = app
+        .admin(
+            "GET",
+            &format!("/api/admin/orders?email=ann%40example.com&limit=3&before_id={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&rest), ann[3..]);
+    assert!(rest["next_before_id"].is_null());
+    // Everyone's, newest first.
+    let (_, everyone) = app.admin("GET", "/api/admin/orders", None).await;
+    assert_eq!(ids(&everyone).len(), 5);
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("email=not-an-address", "email"),
+        ("before_id=42", "before_id"),
+        ("limit=0", "limit"),
+        ("colour=red", ""),
+    ] {
+        let (status, e) = app
+            .admin("GET", &format!("/api/admin/orders?{query}"), None)
+            .await;
+        assert_eq!(status, 422, "{query}: {e}");
+        if !field.is_empty() {
+            assert_eq!(s(&e["error"]["field"]), field, "{query}: {e}");
+        }
+    }
+
+    let text = cli(&app, &["order", "list", "--email", "ANN@example.com"]).await;
+    let listed: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, ann, "{text}");
+    assert!(text.starts_with("ID"), "{text}");
     app.finish().await;
 }

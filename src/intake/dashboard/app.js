@@ -177,6 +177,34 @@ async function replay(id) {
 
 let shownOrder = "";
 
+// A buyer's orders, newest first, each with a button to show it.
+async function findOrders(email) {
+  const body = $("#order-list tbody");
+  body.replaceChildren();
+  $("#order-list").hidden = true;
+  $("#timeline").replaceChildren();
+  $("#order-summary").textContent = "";
+  $("#order-actions").hidden = true;
+  try {
+    const r = await api("GET", "/api/admin/orders?limit=50&email=" + encodeURIComponent(email));
+    for (const o of r.orders) {
+      const tr = document.createElement("tr");
+      cell(tr, o.id);
+      cell(tr, o.status);
+      cell(tr, o.total_minor + " " + o.currency);
+      cell(tr, when(o.created_at));
+      const td = document.createElement("td");
+      td.appendChild(button("Show", () => showOrder(o.id)));
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
+    $("#order-list").hidden = r.orders.length === 0;
+    say("#order-msg", r.orders.length ? "" : "No orders for " + email + ".");
+  } catch (e) {
+    say("#order-msg", e.message, true);
+  }
+}
+
 async function showOrder(id) {
   $("#order-id").value = id;
   shownOrder = id;
@@ -274,8 +302,9 @@ $("#login-form").addEventListener("submit", (ev) => {
 });
 $("#order-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const id = $("#order-id").value.trim();
-  if (id) showOrder(id);
+  const wanted = $("#order-id").value.trim();
+  if (wanted.includes("@")) findOrders(wanted);
+  else if (wanted) showOrder(wanted);
 });
 $("#sign-out").addEventListener("click", () => signOut());
 $("#order-refund").addEventListener("click", () => orderAction("refund"));
