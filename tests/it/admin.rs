@@ -876,7 +876,7 @@ async fn orders_are_found_by_buyer_and_status(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!(ids(&fulfilled), [paid.clone()]);
+    assert_eq!(ids(&fulfilled), vec![paid.clone()]);
     // A page at a time.
     let (_, first) = app
         .admin(
