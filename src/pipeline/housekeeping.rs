@@ -3,7 +3,8 @@
 //!   provider and the answer applied like a webhook's (paid → fulfilled; failed or expired →
 //!   stock released, buyer told). Test-mode providers send no webhooks; buyers close tabs.
 //! - stock held for unpaid orders past its reservation expiry is released;
-//! - idempotency keys past `api.idempotency_ttl_secs` are removed.
+//! - idempotency keys past `api.idempotency_ttl_secs` are removed, and sign-in links that
+//!   ended more than a day ago.
 //!
 //! Every part is safe to run in several processes at once: each payment is handed to one
 //! pass at a time by its `next_check_at`, and the rest are conditional updates.
