@@ -30,6 +30,7 @@ pub struct Config {
     pub api: Api,
     pub payments: Payments,
     pub reconciliation: Reconciliation,
+    pub merchant_webhooks: MerchantWebhooks,
     /// Per step kind (`retry.confirm_capture.base_ms = …`): overrides of the retry policy
     /// each step declares next to its code.
     #[serde(default)]
@@ -43,6 +44,47 @@ pub struct Api {
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
     pub forged_webhooks_per_minute: u32,
+}
+
+/// Webhooks to the merchant's systems (`pipeline::notify_merchant`); durations are written
+/// like `5s`, `30m`, `5d`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MerchantWebhooks {
+    /// One attempt's time limit.
+    pub timeout: String,
+    /// The waits before each retry, space-separated; after the last, the delivery is dead.
+    pub retry_schedule: String,
+    /// An endpoint whose every attempt has failed for this long is disabled.
+    pub disable_after: String,
+    /// Send to loopback, private and link-local addresses too (a receiver on the same
+    /// network; tests).
+    pub allow_private: bool,
+    /// Only these hosts, when any are listed.
+    pub allowed_hosts: Vec<String>,
+    /// Deliveries in flight at once, per process.
+    pub concurrency: usize,
+}
+
+impl MerchantWebhooks {
+    pub fn timeout_ms(&self) -> u64 {
+        crate::domain::parse_duration_ms("merchant_webhooks.timeout", &self.timeout)
+            .unwrap_or(10_000)
+    }
+
+    /// The waits before each retry, in ms (checked at start-up).
+    pub fn schedule_ms(&self) -> Vec<u64> {
+        self.retry_schedule
+            .split_whitespace()
+            .filter_map(|d| {
+                crate::domain::parse_duration_ms("merchant_webhooks.retry_schedule", d).ok()
+            })
+            .collect()
+    }
+
+    pub fn disable_after_ms(&self) -> u64 {
+        crate::domain::parse_duration_ms("merchant_webhooks.disable_after", &self.disable_after)
+            .unwrap_or(432_000_000)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +402,7 @@ impl Config {
                 .list_separator(",")
                 .with_list_parse_key("providers.stripe.webhook_secrets")
                 .with_list_parse_key("http.cors_origins")
+                .with_list_parse_key("merchant_webhooks.allowed_hosts")
                 .try_parsing(true)
                 .source(Some(vars)),
         );
@@ -564,6 +607,27 @@ impl Config {
         }
         if self.invoice.series.is_empty() {
             return bad("invoice.series", "must not be empty".into());
+        }
+        let mw = &self.merchant_webhooks;
+        for (key, value) in [
+            ("merchant_webhooks.timeout", &mw.timeout),
+            ("merchant_webhooks.disable_after", &mw.disable_after),
+        ] {
+            if let Err(e) = crate::domain::parse_duration_ms(key, value) {
+                return bad(key, e.message);
+            }
+        }
+        for d in mw.retry_schedule.split_whitespace() {
+            if let Err(e) = crate::domain::parse_duration_ms("merchant_webhooks.retry_schedule", d)
+            {
+                return bad("merchant_webhooks.retry_schedule", e.message);
+            }
+        }
+        if mw.timeout_ms() == 0 {
+            return bad("merchant_webhooks.timeout", "must be more than 0".into());
+        }
+        if mw.concurrency == 0 {
+            return bad("merchant_webhooks.concurrency", "must be at least 1".into());
         }
         if self.queue.max_lease_expiries < 1 {
             return bad("queue.max_lease_expiries", "must be at least 1".into());

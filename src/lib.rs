@@ -222,6 +222,10 @@ pub async fn run_role(
             engine.clone(),
             stop.clone(),
         )));
+        background.push(tokio::spawn(pipeline::notify_merchant::run(
+            engine.clone(),
+            stop.clone(),
+        )));
         background.push(tokio::spawn(pipeline::refund_calls::resume(
             engine.clone(),
             Duration::from_millis(q.sweep_interval_ms),

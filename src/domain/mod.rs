@@ -225,40 +225,54 @@ pub fn parse_qty(field: &str, q: i64) -> Result<i64, Invalid> {
     }
 }
 
-/// Milliseconds since the Unix epoch: the store's only time representation (portable
-/// across SQLite and Postgres, and unambiguous).
-/// A point in the past, as an admin writes it: an age (`90s`, `30m`, `24h`, `7d`) or Unix
-/// seconds. Returns Unix seconds; never in the future.
+/// A point in the past, as an admin writes it: an age ([`parse_duration_ms`]: `90s`, `30m`,
+/// `24h`, `7d`) or Unix seconds. Returns Unix seconds; never in the future.
 pub fn parse_since(field: &str, s: &str, now_s: i64) -> Result<i64, Invalid> {
     let s = s.trim();
-    let bad = || {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let t: i64 = s.parse().map_err(|_| Invalid::new(field, "too large"))?;
+        return if (0..=now_s).contains(&t) {
+            Ok(t)
+        } else {
+            Err(Invalid::new(field, "must not be in the future"))
+        };
+    }
+    let age = parse_duration_ms(field, s).map_err(|_| {
         Invalid::new(
             field,
             format!("{s:?} is not an age like 30m, 24h or 7d, nor Unix seconds"),
         )
-    };
-    let unit = match s.chars().last() {
-        Some('s') => 1,
-        Some('m') => 60,
-        Some('h') => 3_600,
-        Some('d') => 86_400,
-        Some(c) if c.is_ascii_digit() => {
-            let t: i64 = s.parse().map_err(|_| bad())?;
-            return if (0..=now_s).contains(&t) {
-                Ok(t)
-            } else {
-                Err(Invalid::new(field, "must not be in the future"))
-            };
-        }
-        _ => return Err(bad()),
-    };
-    let n: i64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
-    if n < 0 {
-        return Err(bad());
-    }
-    Ok(now_s.saturating_sub(n.saturating_mul(unit)).max(0))
+    })?;
+    let age_s = i64::try_from(age / 1000).unwrap_or(i64::MAX);
+    Ok(now_s.saturating_sub(age_s).max(0))
 }
 
+/// A length of time as people write it: a whole number and a unit, `ms`, `s`, `m`, `h` or
+/// `d` (`250ms`, `5s`, `30m`, `2h`, `7d`). In milliseconds.
+pub fn parse_duration_ms(field: &str, s: &str) -> Result<u64, Invalid> {
+    let s = s.trim();
+    let bad = || {
+        Invalid::new(
+            field,
+            format!("{s:?} is not a duration like 250ms, 5s, 30m, 2h or 7d"),
+        )
+    };
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_ms).ok_or_else(bad)
+}
+
+/// Milliseconds since the Unix epoch: the store's only time representation (portable
+/// across SQLite and Postgres, and unambiguous).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -280,6 +294,29 @@ mod tests {
         for bad in ["", "h", "-3h", "3w", "2000000", "1.5h"] {
             let e = parse_since("since", bad, now).expect_err(bad);
             assert_eq!(e.field, "since");
+        }
+    }
+
+    #[test]
+    fn durations_read_with_their_unit() {
+        use super::parse_duration_ms as d;
+        assert_eq!(d("f", "250ms"), Ok(250));
+        assert_eq!(d("f", "5s"), Ok(5_000));
+        assert_eq!(d("f", " 30m "), Ok(1_800_000));
+        assert_eq!(d("f", "10h"), Ok(36_000_000));
+        assert_eq!(d("f", "5d"), Ok(432_000_000));
+        assert_eq!(d("f", "0s"), Ok(0));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "-5s",
+            "1.5h",
+            "5 s",
+            "3w",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(d("f", bad).expect_err(bad).field, "f");
         }
     }
 

@@ -6,7 +6,7 @@
 //! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
 //! `admin` (catalogue), `queue_admin` (queues, steps, dead letters, attempts), `events_admin`
 //! (webhook log and replay), `orders_admin` (an order's record and timeline) and
-//! `reconcile_admin`; `dashboard` is the page at `/admin` over them; `idempotency` wraps
+//! `reconcile_admin`, `merchant_admin` (webhook endpoints and deliveries); `dashboard` is the page at `/admin` over them; `idempotency` wraps
 //! every `POST /api/…`; `openapi` documents them all.
 
 mod admin;
@@ -17,6 +17,7 @@ mod error;
 mod events_admin;
 mod idempotency;
 pub mod limits;
+mod merchant_admin;
 pub mod openapi;
 mod orders;
 mod orders_admin;
@@ -54,6 +55,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(events_admin::router())
         .merge(queue_admin::router())
         .merge(reconcile_admin::router())
+        .merge(merchant_admin::router())
         .merge(orders::router())
         .merge(orders_admin::router())
         .merge(openapi::router())

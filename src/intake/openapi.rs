@@ -315,6 +315,96 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/api/admin/reconciliations", ADMIN)
     },
     Operation {
+        summary: "Add an endpoint of the merchant's for signed webhooks; answers its secret, this once",
+        admin: true,
+        body: &[
+            (
+                "url",
+                "string",
+                true,
+                "http(s) URL (non-public addresses need merchant_webhooks.allow_private)",
+            ),
+            (
+                "event_types",
+                "array",
+                true,
+                "order.paid, order.fulfilled, order.payment_failed, order.refunded, order.needs_review, step.dead, or [\"*\"]",
+            ),
+            ("description", "string", false, "for people"),
+        ],
+        ok: (201, "the endpoint, with its secret"),
+        ..op("post", "/api/admin/webhook-endpoints", ADMIN)
+    },
+    Operation {
+        summary: "The merchant's webhook endpoints (without secrets)",
+        admin: true,
+        ..op("get", "/api/admin/webhook-endpoints", ADMIN)
+    },
+    Operation {
+        summary: "One webhook endpoint (without secrets)",
+        admin: true,
+        ..op("get", "/api/admin/webhook-endpoints/{id}", ADMIN)
+    },
+    Operation {
+        summary: "Change a webhook endpoint; enabled: true enables it again, its failures forgotten",
+        admin: true,
+        body: &[
+            ("url", "string", false, "http(s) URL"),
+            ("event_types", "array", false, "as when added"),
+            ("description", "string", false, "for people"),
+            ("enabled", "boolean", false, "send to it or not"),
+        ],
+        ..op("patch", "/api/admin/webhook-endpoints/{id}", ADMIN)
+    },
+    Operation {
+        summary: "The secrets that sign an endpoint's webhooks now",
+        admin: true,
+        ..op("get", "/api/admin/webhook-endpoints/{id}/secret", ADMIN)
+    },
+    Operation {
+        summary: "A new signing secret; the old one also signs until the grace ends",
+        admin: true,
+        body: &[(
+            "grace",
+            "string",
+            false,
+            "how long the old secret still signs (default 24h)",
+        )],
+        ..op(
+            "post",
+            "/api/admin/webhook-endpoints/{id}/rotate-secret",
+            ADMIN,
+        )
+    },
+    Operation {
+        summary: "Webhook deliveries to the merchant, newest first",
+        admin: true,
+        query: &[
+            ("endpoint_id", "string", false, "one endpoint's"),
+            (
+                "status",
+                "string",
+                false,
+                "pending, sending, delivered or dead",
+            ),
+            ("order_id", "string", false, "about one order"),
+            ("before_id", "integer", false, "the next page"),
+            LIMIT,
+        ],
+        ..op("get", "/api/admin/webhook-deliveries", ADMIN)
+    },
+    Operation {
+        summary: "One delivery: its payload and every attempt (status, latency, the answer's start)",
+        admin: true,
+        ..op("get", "/api/admin/webhook-deliveries/{id}", ADMIN)
+    },
+    Operation {
+        summary: "Send a dead delivery again now, with the whole schedule ahead of it",
+        admin: true,
+        body: &[REASON],
+        ..op("post", "/api/admin/webhook-deliveries/{id}/retry", ADMIN)
+    },
+    Operation {
         summary: "Orders, newest first, by buyer (whatever the case) and status",
         admin: true,
         query: &[

@@ -11,7 +11,9 @@
 //! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment` (also for
 //! `refund_extra_payment`), `issue_invoice`, `send_receipt`, `grant_entitlement`,
 //! `reconcile_payment`, `notify_payment_failed`, `notify_refund`. Each one's retry policy and pure logic sit in the
-//! file of the same name in the `jobs` crate.
+//! file of the same name in the `jobs` crate. `notify_merchant` is the exception: one
+//! delivery per event and endpoint rather than a step per order, with its own table, lease
+//! and schedule (see its file).
 
 pub mod batch;
 mod confirm_capture;
@@ -19,6 +21,7 @@ mod deduct_stock;
 mod grant_entitlement;
 pub mod housekeeping;
 mod issue_invoice;
+pub mod notify_merchant;
 mod notify_payment_failed;
 mod notify_refund;
 mod reconcile_payment;

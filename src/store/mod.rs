@@ -20,6 +20,7 @@ pub mod events;
 pub mod group_commit;
 pub mod idempotency;
 pub mod manual;
+pub mod merchant;
 pub mod orders;
 pub mod overview;
 pub mod payments;
@@ -50,6 +51,9 @@ pub struct Tx {
     /// The request id that caused this transaction's work (see [`CAUSE`]): the steps it
     /// creates or arms carry it.
     pub cause: Option<String>,
+    merchant_wake: Arc<tokio::sync::Notify>,
+    /// Merchant webhooks were queued: the sender is told once the commit went through.
+    emitted: bool,
 }
 
 tokio::task_local! {
@@ -63,6 +67,9 @@ tokio::task_local! {
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.inner.commit().await?;
+        if self.emitted {
+            self.merchant_wake.notify_one();
+        }
         let now = domain::now_ms();
         for began in self.fulfils {
             let secs = (now - began).max(0) as f64 / 1000.0;
@@ -146,6 +153,8 @@ pub struct Store {
     writer: Option<Arc<Writer>>,
     /// This engine's `/metrics` (see [`crate::metrics`]).
     pub metrics: Arc<Metrics>,
+    /// Told after a commit that left merchant webhooks to send (see [`merchant`]).
+    pub merchant_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -201,6 +210,7 @@ impl Store {
             backend,
             writer,
             metrics: Arc::default(),
+            merchant_wake: Arc::default(),
         })
     }
 
@@ -248,6 +258,8 @@ impl Store {
             inner,
             _writer: writer,
             metrics: self.metrics.clone(),
+            merchant_wake: self.merchant_wake.clone(),
+            emitted: false,
             fulfils: Vec::new(),
             cause: CAUSE.try_with(Clone::clone).ok().flatten(),
         })

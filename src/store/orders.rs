@@ -295,7 +295,14 @@ pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Resul
     } else {
         ""
     };
-    super::transition_setting(tx, "orders", id, from, to, also).await
+    let moved = super::transition_setting(tx, "orders", id, from, to, also).await?;
+    // The merchant hears of these from here; of paid, fulfilled and refunded where they
+    // happen (with what they need to know).
+    if moved && matches!(to, "payment_failed" | "needs_review") {
+        let event = format!("order.{to}");
+        super::merchant::emit(tx, &event, &[(id, serde_json::Value::Null)]).await?;
+    }
+    Ok(moved)
 }
 
 /// Puts an order that needs review back where it stood before, once nothing holds it

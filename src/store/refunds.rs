@@ -722,6 +722,12 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
         let armed = steps::arm(tx, &r.order_id, &p.id, StepKind::NotifyRefund).await?;
         wake.extend(armed);
     }
+    // After the order's status moved: the payload shows where it stands now.
+    let refund = serde_json::json!({ "refund": {
+        "id": r.id, "amount_minor": r.amount_minor, "currency": r.currency, "reason": r.reason,
+        "full": full, "credit_note_number": credit_note,
+    }});
+    super::merchant::emit(tx, "order.refunded", &[(&r.order_id, refund)]).await?;
     let what = if full {
         "refunded in full"
     } else {

@@ -507,6 +507,9 @@ pub async fn advance_many(
         // Partial refunds that arrived during fulfilment refer to the invoice now issued.
         // (Boxed: applying a refund can advance a pipeline in turn.)
         let ids: Vec<&str> = fulfilled.iter().map(|f| f.0).collect();
+        let told: Vec<(&str, serde_json::Value)> =
+            ids.iter().map(|o| (*o, serde_json::Value::Null)).collect();
+        super::merchant::emit(tx, "order.fulfilled", &told).await?;
         let wakes = Box::pin(super::refunds::apply_waiting_many(tx, &ids)).await?;
         for ((_, i), wake) in fulfilled.into_iter().zip(wakes) {
             out[i].0.extend(wake);
@@ -581,6 +584,11 @@ impl Store {
         )
         .await?;
         if dead {
+            let step = serde_json::json!({ "step": {
+                "id": lease.step.id, "kind": lease.step.kind, "attempts": lease.step.attempts,
+                "error": message,
+            }});
+            super::merchant::emit(&mut tx, "step.dead", &[(&lease.step.order_id, step)]).await?;
             stop_for_review(&mut tx, &lease.step.order_id).await?;
         }
         tx.commit().await?;

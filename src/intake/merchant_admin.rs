@@ -1,0 +1,337 @@
+//! Admin API for webhooks to the merchant's systems (bearer token): endpoints — each a URL,
+//! the event types it takes (or `*`), its signing secret (shown when made and at `…/secret`)
+//! and whether it is enabled — and the log of deliveries, each with every attempt's status,
+//! latency and the start of the answer, and a retry for a dead one. Every change is audited.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::admin::authorize;
+use super::queue_admin::{Action, actor, admin_action, id_param, query, reason};
+use crate::Engine;
+use crate::domain::{Invalid, parse_duration_ms};
+use crate::pipeline::notify_merchant::guard;
+use crate::store::merchant::{
+    DELIVERY_STATUSES, DeliveryFilter, EVENT_TYPES, Endpoint, EndpointChange,
+};
+
+/// An endpoint as the API shows it (never its secrets).
+fn endpoint_json(ep: &Endpoint) -> Value {
+    let mut v = serde_json::to_value(ep).unwrap_or(Value::Null);
+    v["event_types"] = json!(ep.types());
+    v["enabled"] = json!(ep.is_enabled());
+    v
+}
+
+/// A URL the engine may send to (see `notify_merchant::guard`), as a 422 otherwise.
+fn checked_url(e: &Engine, url: &str) -> Result<String, ApiError> {
+    let url = url.trim();
+    if url.len() > 2_000 {
+        return Err(Invalid::new("url", "must be at most 2000 characters").into());
+    }
+    guard(&e.config.merchant_webhooks, url).map_err(|why| Invalid::new("url", why))?;
+    Ok(url.to_owned())
+}
+
+/// The event types, as stored: `*`, or known types space-separated, each once.
+fn checked_types(types: &[String]) -> Result<String, ApiError> {
+    if types.iter().any(|t| t == "*") {
+        return Ok("*".into());
+    }
+    if types.is_empty() {
+        return Err(Invalid::new("event_types", "name at least one event type, or \"*\"").into());
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    for t in types {
+        let Some(known) = EVENT_TYPES.iter().find(|k| **k == t.as_str()) else {
+            return Err(Invalid::new(
+                "event_types",
+                format!("no event type {t:?}; known: {}", EVENT_TYPES.join(", ")),
+            )
+            .into());
+        };
+        if !kept.contains(known) {
+            kept.push(known);
+        }
+    }
+    Ok(kept.join(" "))
+}
+
+fn description(d: &Option<String>) -> Result<Option<String>, ApiError> {
+    match d {
+        Some(d) if d.len() > 500 => {
+            Err(Invalid::new("description", "must be at most 500 characters").into())
+        }
+        Some(d) => Ok(Some(d.trim().to_owned())),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEndpoint {
+    url: String,
+    event_types: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// `POST /api/admin/webhook-endpoints`: 201 the endpoint, with its `secret` (this once).
+async fn create(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    body: Result<Json<NewEndpoint>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&e, &headers)?;
+    let who = actor(&headers)?;
+    let Json(b) = body?;
+    let url = checked_url(&e, &b.url)?;
+    let types = checked_types(&b.event_types)?;
+    let description = description(&b.description)?.unwrap_or_default();
+    let (ep, secret) = e
+        .store
+        .create_endpoint(&url, &description, &types, &who)
+        .await?;
+    tracing::info!(actor = %who, endpoint_id = %ep.id, "admin added a merchant endpoint");
+    let mut v = endpoint_json(&ep);
+    v["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn list(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let endpoints: Vec<Value> = e
+        .store
+        .endpoints()
+        .await?
+        .iter()
+        .map(endpoint_json)
+        .collect();
+    Ok(Json(json!({ "endpoints": endpoints })))
+}
+
+async fn show(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let ep = e
+        .store
+        .endpoint(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    Ok(Json(endpoint_json(&ep)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// `PATCH /api/admin/webhook-endpoints/{id}`: change what is given; `"enabled": true`
+/// enables an endpoint again (disabled by an admin or for failing) with its failures
+/// forgotten.
+async fn change(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (who, c): (String, Change) = admin_action(&e, &headers, &body)?;
+    let change = EndpointChange {
+        url: c.url.as_deref().map(|u| checked_url(&e, u)).transpose()?,
+        event_types: c.event_types.as_deref().map(checked_types).transpose()?,
+        description: description(&c.description)?,
+        enabled: c.enabled,
+    };
+    let ep = e
+        .store
+        .change_endpoint(&id, &change, &who)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    tracing::info!(actor = %who, endpoint_id = %id, enabled = ep.is_enabled(), "admin changed a merchant endpoint");
+    Ok(Json(endpoint_json(&ep)))
+}
+
+/// `GET /api/admin/webhook-endpoints/{id}/secret`: the secrets that sign now.
+async fn secret(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let s = e
+        .store
+        .endpoint_secrets(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let now = crate::domain::now_ms();
+    let previous = s
+        .previous_secret_until
+        .filter(|u| *u > now)
+        .and(s.previous_secret.clone());
+    Ok(Json(json!({
+        "secret": s.secret,
+        "previous_secret": previous,
+        "previous_secret_until": s.previous_secret_until.filter(|u| *u > now),
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// How long the secret it replaces still signs (default 24h).
+    grace: Option<String>,
+}
+
+/// `POST /api/admin/webhook-endpoints/{id}/rotate-secret {"grace"?}`: a new secret; the old
+/// one signs too until the grace ends, so receivers can switch without losing a message.
+async fn rotate(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (who, r): (String, Rotate) = admin_action(&e, &headers, &body)?;
+    let grace = parse_duration_ms("grace", r.grace.as_deref().unwrap_or("24h"))?;
+    if grace > 30 * 86_400_000 {
+        return Err(Invalid::new("grace", "must be at most 30d").into());
+    }
+    let secret = e
+        .store
+        .rotate_secret(&id, grace as i64, &who)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    tracing::info!(actor = %who, endpoint_id = %id, "admin rotated a merchant endpoint's secret");
+    Ok(Json(json!({
+        "secret": secret,
+        "previous_secret_until": crate::domain::now_ms() + grace as i64,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryParams {
+    endpoint_id: Option<String>,
+    status: Option<String>,
+    order_id: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/admin/webhook-deliveries`: newest first; `next_before_id` when there may be
+/// more.
+async fn deliveries(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    params: Result<Query<DeliveryParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let p = query(params)?;
+    if let Some(s) = &p.status
+        && !DELIVERY_STATUSES.contains(&s.as_str())
+    {
+        return Err(Invalid::new(
+            "status",
+            format!(
+                "no delivery status {s:?}; known: {}",
+                DELIVERY_STATUSES.join(", ")
+            ),
+        )
+        .into());
+    }
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Invalid::new("limit", "must be 1-1000").into());
+    }
+    let filter = DeliveryFilter {
+        endpoint_id: p.endpoint_id,
+        status: p.status,
+        order_id: p.order_id,
+        before_id: p.before_id,
+        limit,
+    };
+    let list = e.store.deliveries(&filter).await?;
+    let next = (list.len() as i64 == limit)
+        .then(|| list.last().map(|d| d.id))
+        .flatten();
+    Ok(Json(json!({ "deliveries": list, "next_before_id": next })))
+}
+
+/// `GET /api/admin/webhook-deliveries/{id}`: the delivery, its payload and its attempts.
+async fn delivery(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&e, &headers)?;
+    let id = id_param(id)?;
+    let (d, attempts) = e
+        .store
+        .delivery(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
+    v["payload"] = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
+    v["attempt_log"] = json!(attempts);
+    Ok(Json(v))
+}
+
+/// `POST /api/admin/webhook-deliveries/{id}/retry {"reason"?}`: a dead delivery is sent again
+/// now, with the whole schedule ahead of it.
+async fn retry(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    id: Result<Path<i64>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let id = id_param(id)?;
+    let why = reason(&a.reason, false)?;
+    if !e.store.retry_delivery(id, &who, why.as_deref()).await? {
+        return Err(match e.store.delivery(id).await? {
+            None => ApiError::not_found("delivery"),
+            Some((d, _)) => ApiError::conflict(
+                "not_dead",
+                format!(
+                    "delivery {id} is {}: only a dead one can be retried",
+                    d.status
+                ),
+            ),
+        });
+    }
+    tracing::info!(actor = %who, delivery_id = id, "admin retried a merchant webhook");
+    Ok(Json(json!({ "retried": id })))
+}
+
+pub fn router() -> Router<Arc<Engine>> {
+    use axum::routing::patch;
+    // One method per call: the OpenAPI test reads the routes from these lines.
+    Router::new()
+        .route("/api/admin/webhook-endpoints", post(create))
+        .route("/api/admin/webhook-endpoints", get(list))
+        .route("/api/admin/webhook-endpoints/{id}", get(show))
+        .route("/api/admin/webhook-endpoints/{id}", patch(change))
+        .route("/api/admin/webhook-endpoints/{id}/secret", get(secret))
+        .route(
+            "/api/admin/webhook-endpoints/{id}/rotate-secret",
+            post(rotate),
+        )
+        .route("/api/admin/webhook-deliveries", get(deliveries))
+        .route("/api/admin/webhook-deliveries/{id}", get(delivery))
+        .route("/api/admin/webhook-deliveries/{id}/retry", post(retry))
+}

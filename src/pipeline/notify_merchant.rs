@@ -1,0 +1,414 @@
+//! `notify_merchant`: sends the deliveries `store::merchant` queued — each message to each
+//! subscribed endpoint — signed per the Standard Webhooks specification:
+//!
+//! - `webhook-id`: the message's id, the same at every attempt and endpoint (receivers
+//!   deduplicate by it);
+//! - `webhook-timestamp`: Unix seconds when this attempt was sent;
+//! - `webhook-signature`: `v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}` with the
+//!   endpoint's secret (the bytes after `whsec_`, base64-decoded), one per secret in force,
+//!   space-separated — two while a rotated-out secret's grace lasts.
+//!
+//! A 2xx answer within `merchant_webhooks.timeout` delivers; anything else (another status,
+//! a redirect — never followed —, a refused or timed-out connection) is retried after the
+//! next wait of `merchant_webhooks.retry_schedule`, and after its last the delivery is dead,
+//! for an admin to retry. An endpoint whose attempts have all failed for
+//! `merchant_webhooks.disable_after` is disabled.
+//!
+//! Targets are guarded against server-side request forgery: only http and https; with
+//! `merchant_webhooks.allowed_hosts` set, only those hosts; and unless
+//! `merchant_webhooks.allow_private`, no loopback, private, link-local or other non-public
+//! address — neither named in the URL nor resolved from its host (the connection goes to an
+//! address that was checked, so a name that resolves differently later gains nothing).
+//!
+//! Runs in every process that runs workers. It is told after each commit that queued
+//! deliveries and looks every second for what other processes queued and for retries due.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+use crate::config::MerchantWebhooks;
+use crate::domain::now_ms;
+use crate::store::merchant::{After, Claimed, Policy, Sent};
+
+/// The most of an answer kept in the delivery log.
+const KEEP_BYTES: usize = 1024;
+
+/// Sends due deliveries until `stop`.
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
+    let c = &engine.config.merchant_webhooks;
+    let client = match client(c) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the merchant webhook client; no merchant webhooks are sent");
+            return;
+        }
+    };
+    let policy = Policy {
+        schedule_ms: c.schedule_ms(),
+        disable_after_ms: c.disable_after_ms(),
+    };
+    let lease_ms = (c.timeout_ms() + 30_000) as i64;
+    let slots = Arc::new(Semaphore::new(c.concurrency));
+    let wake = engine.store.merchant_wake.clone();
+    loop {
+        let free = slots.available_permits();
+        let claimed = match engine
+            .store
+            .claim_deliveries(free, now_ms() + lease_ms)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for merchant webhooks to send");
+                Vec::new()
+            }
+        };
+        let full = free > 0 && claimed.len() == free;
+        for c in claimed {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (engine, client, policy) = (engine.clone(), client.clone(), policy.clone());
+            tokio::spawn(async move {
+                deliver(&engine, &client, &policy, c).await;
+                drop(slot);
+            });
+        }
+        if full {
+            continue;
+        }
+        // Until told, the next retry is due, or a second has passed (what other processes
+        // queued), whichever is first; at once when a slot frees up after a full claim.
+        let due_in = match engine.store.next_delivery_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 1_000) as u64),
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(due_in) => {}
+        }
+    }
+}
+
+/// One attempt at one delivery, recorded; its lines in a span naming it.
+async fn deliver(e: &Engine, client: &reqwest::Client, policy: &Policy, c: Claimed) {
+    use tracing::Instrument;
+    let d = &c.delivery;
+    let span = tracing::error_span!("delivery", delivery_id = d.id, message_id = %d.message_id, endpoint_id = %d.endpoint_id);
+    attempt(e, client, policy, &c).instrument(span).await
+}
+
+async fn attempt(e: &Engine, client: &reqwest::Client, policy: &Policy, c: &Claimed) {
+    let d = &c.delivery;
+    let endpoint = match e.store.endpoint(&d.endpoint_id).await {
+        Ok(Some(ep)) => ep,
+        Ok(None) => return drop_delivery(e, c, "endpoint removed").await,
+        Err(err) => {
+            // The lease expires and the delivery is claimed again.
+            tracing::warn!(error = %err, "could not read the merchant endpoint");
+            return;
+        }
+    };
+    if !endpoint.is_enabled() {
+        return drop_delivery(e, c, "endpoint disabled").await;
+    }
+    let secrets = match e.store.endpoint_secrets(&d.endpoint_id).await {
+        Ok(Some(s)) => s,
+        _ => return,
+    };
+    let started = now_ms();
+    let sent = match guard(&e.config.merchant_webhooks, &endpoint.url) {
+        Err(why) => Sent {
+            started_at: started,
+            latency_ms: 0,
+            status_code: None,
+            response: why,
+        },
+        Ok(()) => {
+            let timestamp = started / 1000;
+            let signature = sign(
+                &secrets.signing(started),
+                &d.message_id,
+                timestamp,
+                &d.payload,
+            );
+            let request = client
+                .post(&endpoint.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", &d.message_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(d.payload.clone());
+            send(request, started).await
+        }
+    };
+    match e.store.finish_delivery(c, &sent, policy).await {
+        Ok(After::Delivered) => {
+            tracing::info!(event = %d.event_type, latency_ms = sent.latency_ms, "merchant webhook delivered")
+        }
+        Ok(After::RetryAt(at)) => {
+            tracing::warn!(event = %d.event_type, status = ?sent.status_code, response = %sent.response, retry_at_ms = at, "merchant webhook failed; will retry")
+        }
+        Ok(After::Dead | After::EndpointDisabled) => {
+            tracing::error!(event = %d.event_type, status = ?sent.status_code, response = %sent.response, "merchant webhook dead")
+        }
+        Ok(After::LostLease) => tracing::warn!("lease lost while sending a merchant webhook"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not record a merchant webhook attempt; it is sent again")
+        }
+    }
+}
+
+async fn drop_delivery(e: &Engine, c: &Claimed, why: &str) {
+    if let Err(err) = e.store.drop_delivery(c, why).await {
+        tracing::warn!(error = %err, "could not record a merchant webhook as dropped");
+    }
+}
+
+/// Sends and reads the start of the answer (within the client's timeout).
+async fn send(request: reqwest::RequestBuilder, started: i64) -> Sent {
+    let clock = std::time::Instant::now();
+    let answer = request.send().await;
+    let (status_code, response) = match answer {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let mut kept = Vec::new();
+            while kept.len() < KEEP_BYTES {
+                match r.chunk().await {
+                    Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            kept.truncate(KEEP_BYTES);
+            (Some(status), String::from_utf8_lossy(&kept).into_owned())
+        }
+        Err(err) => (None, describe(&err)),
+    };
+    Sent {
+        started_at: started,
+        latency_ms: clock.elapsed().as_millis() as i64,
+        status_code,
+        response,
+    }
+}
+
+/// Why a request got no answer, in a few words (with the resolver's refusal, if that was it).
+fn describe(err: &reqwest::Error) -> String {
+    let mut why = if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if s.to_string().contains("non-public") {
+            why = format!("refused: {s}");
+        }
+        source = s.source();
+    }
+    why
+}
+
+/// The `webhook-signature` header's value: `v1,<signature>` per secret, space-separated.
+pub fn sign(secrets: &[&str], message_id: &str, timestamp: i64, body: &str) -> String {
+    secrets
+        .iter()
+        .map(|secret| {
+            let key = B64
+                .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+                .unwrap_or_default();
+            // HMAC takes a key of any length.
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+            mac.update(format!("{message_id}.{timestamp}.{body}").as_bytes());
+            format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `url` may be sent to, as far as the URL alone tells (scheme, allowed hosts, a
+/// literal address); names are checked again as they resolve ([`Guarded`]).
+pub fn guard(c: &MerchantWebhooks, url: &str) -> Result<(), String> {
+    let u = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("refused: only http and https, not {}", u.scheme()));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("refused: credentials in the URL".into());
+    }
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err("refused: no host".into()),
+    };
+    if !c.allowed_hosts.is_empty()
+        && !c
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host))
+    {
+        return Err(format!(
+            "refused: {host} is not in merchant_webhooks.allowed_hosts"
+        ));
+    }
+    let literal = match u.host() {
+        Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+        Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !c.allow_private
+        && !is_public(ip)
+    {
+        return Err(format!(
+            "refused: {ip} is a non-public address (merchant_webhooks.allow_private is off)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an address is on the public internet: not loopback, private, link-local,
+/// shared (CGNAT), unspecified, broadcast, multicast, documentation or unique-local — and
+/// for an IPv4-mapped IPv6 address, the same of the IPv4 inside.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [o1, o2, ..] = a.octets();
+            !(a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || o1 == 0
+                || (o1 == 100 && (64..128).contains(&o2))
+                || (o1 == 198 && (18..20).contains(&o2))
+                || o1 >= 240)
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = a.segments()[0];
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && a.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// The client: no redirects, the attempt's time limit, and a resolver that drops
+/// non-public addresses unless they are allowed.
+fn client(c: &MerchantWebhooks) -> reqwest::Result<reqwest::Client> {
+    let timeout = Duration::from_millis(c.timeout_ms());
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("fulfilld-webhooks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(Guarded {
+            allow_private: c.allow_private,
+        }))
+        .build()
+}
+
+/// Resolves names with the system's resolver, keeping only addresses that may be sent to.
+struct Guarded {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for Guarded {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let kept: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if kept.is_empty() {
+                let e: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host} resolves only to non-public addresses (merchant_webhooks.allow_private is off)"
+                )
+                .into();
+                return Err(e);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(kept.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_as_the_specification_does() {
+        // The Standard Webhooks specification's own example.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = r#"{"test": 2432232314}"#;
+        let got = sign(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(got, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let two = sign(
+            &[secret, secret],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+        );
+        assert_eq!(two, format!("{got} {got}"));
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "192.0.2.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().expect(private)), "{private}");
+        }
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().expect(public)), "{public}");
+        }
+    }
+}

@@ -1,0 +1,769 @@
+//! Webhooks to the merchant's systems: the endpoints admins configure, and one delivery per
+//! (event, endpoint) — queued in the same transaction as the change it tells of, so an
+//! event is never announced that did not happen, nor lost when one did. The sender
+//! (`pipeline::notify_merchant`) claims due deliveries with a lease, like steps.
+//!
+//! Events: `order.paid`, `order.fulfilled`, `order.payment_failed`, `order.refunded`,
+//! `order.needs_review`, `step.dead`. With no endpoint subscribed, queuing one costs a single
+//! read of the (small) endpoints table.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::orders::{ItemRow, OrderRow};
+use super::{Backend, Result, Store, Tx, placeholders};
+use crate::domain::{new_id, now_ms};
+
+pub const EVENT_TYPES: [&str; 6] = [
+    "order.paid",
+    "order.fulfilled",
+    "order.payment_failed",
+    "order.refunded",
+    "order.needs_review",
+    "step.dead",
+];
+
+/// An endpoint without its secrets.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    /// Space-separated event types, or `*`.
+    #[serde(skip)]
+    pub event_types: String,
+    #[serde(skip)]
+    pub enabled: i64,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<i64>,
+    pub previous_secret_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Endpoint {
+    pub fn types(&self) -> Vec<&str> {
+        self.event_types.split_whitespace().collect()
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == 1
+    }
+}
+
+const ENDPOINT_COLS: &str = "id, url, description, event_types, enabled, disabled_reason, \
+                             failing_since, previous_secret_until, created_at, updated_at";
+
+/// The secrets that sign a delivery now: the current one, and the previous one while its
+/// grace lasts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Secrets {
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
+}
+
+impl Secrets {
+    pub fn signing(&self, now: i64) -> Vec<&str> {
+        let mut v = vec![self.secret.as_str()];
+        if let (Some(p), Some(until)) = (&self.previous_secret, self.previous_secret_until)
+            && until > now
+        {
+            v.push(p);
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: i64,
+    /// The `webhook-id`: one per event, the same at every endpoint and attempt.
+    pub message_id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    pub order_id: Option<String>,
+    #[serde(skip)]
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    #[serde(skip)]
+    pub tries: i64,
+    pub next_run_at: i64,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const DELIVERY_COLS: &str = "id, message_id, endpoint_id, event_type, order_id, payload, status, \
+                             attempts, tries, next_run_at, last_error, delivered_at, created_at, updated_at";
+
+/// A claimed delivery: only `token` may finish it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub latency_ms: i64,
+    pub status_code: Option<i64>,
+    pub response: String,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub started_at: i64,
+    pub latency_ms: i64,
+    pub status_code: Option<u16>,
+    /// The answer's first bytes, or why there was none.
+    pub response: String,
+}
+
+impl Sent {
+    pub fn ok(&self) -> bool {
+        self.status_code.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// The retry schedule and the give-up rule, from `merchant_webhooks`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub schedule_ms: Vec<u64>,
+    pub disable_after_ms: u64,
+}
+
+/// What became of a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Delivered,
+    RetryAt(i64),
+    Dead,
+    /// Dead, and its endpoint disabled for failing too long.
+    EndpointDisabled,
+    /// The lease was lost meanwhile.
+    LostLease,
+}
+
+/// Queues `event_type` about each `(order, extra)` for every enabled endpoint subscribed to
+/// it, in the caller's transaction. `extra`'s fields (an object, or null) join the order's
+/// in the payload's `data`. One read when nobody listens.
+pub async fn emit(tx: &mut Tx, event_type: &str, about: &[(&str, Value)]) -> Result<()> {
+    if about.is_empty() {
+        return Ok(());
+    }
+    let endpoints: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM merchant_endpoints
+         WHERE enabled = 1
+           AND (event_types = '*' OR (' ' || event_types || ' ') LIKE ('% ' || $1 || ' %'))
+         ORDER BY id",
+    )
+    .bind(event_type)
+    .fetch_all(&mut **tx)
+    .await?;
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = about.iter().map(|(o, _)| *o).collect();
+    let mut q = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT id, customer_email, status, total_minor, currency, created_at FROM orders
+         WHERE id IN ({})",
+        placeholders(1, ids.len())
+    )))
+    .persistent(false);
+    for id in &ids {
+        q = q.bind(*id);
+    }
+    let orders = q.fetch_all(&mut **tx).await?;
+    let mut q =
+        sqlx::query_as::<_, (String, String, String, i64, i64)>(sqlx::AssertSqlSafe(format!(
+            "SELECT order_id, sku, name, qty, unit_price_minor FROM order_items
+             WHERE order_id IN ({}) ORDER BY order_id, line_no",
+            placeholders(1, ids.len())
+        )))
+        .persistent(false);
+    for id in &ids {
+        q = q.bind(*id);
+    }
+    let items = q.fetch_all(&mut **tx).await?;
+    let now = now_ms();
+    let timestamp = rfc3339(now);
+    let mut rows: Vec<(String, &str, &str, String)> = Vec::new();
+    for (order_id, extra) in about {
+        let Some(o) = orders.iter().find(|o| o.id == *order_id) else {
+            continue;
+        };
+        let lines: Vec<ItemRow> = items
+            .iter()
+            .filter(|i| i.0 == *order_id)
+            .map(|i| ItemRow {
+                sku: i.1.clone(),
+                name: i.2.clone(),
+                qty: i.3,
+                unit_price_minor: i.4,
+            })
+            .collect();
+        let mut data = json!({ "order": {
+            "id": o.id, "status": o.status, "customer_email": o.customer_email,
+            "total_minor": o.total_minor, "currency": o.currency, "created_at": o.created_at,
+            "items": lines,
+        }});
+        if let (Some(d), Value::Object(more)) = (data.as_object_mut(), extra) {
+            d.extend(more.clone());
+        }
+        let payload = json!({ "type": event_type, "timestamp": timestamp, "data": data });
+        let message_id = new_id("msg");
+        for e in &endpoints {
+            rows.push((
+                message_id.clone(),
+                e.as_str(),
+                o.id.as_str(),
+                payload.to_string(),
+            ));
+        }
+    }
+    // Bounded statements: SQLite takes at most 32766 parameters.
+    for chunk in rows.chunks(500) {
+        // $1 now, $2 the type; four per row.
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = 3 + 4 * i;
+                format!(
+                    "(${b}, ${}, $2, ${}, ${}, 'pending', 0, 0, $1, $1, $1)",
+                    b + 1,
+                    b + 2,
+                    b + 3
+                )
+            })
+            .collect();
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO merchant_deliveries (message_id, endpoint_id, event_type, order_id, payload,
+                 status, attempts, tries, next_run_at, created_at, updated_at)
+             VALUES {}",
+            values.join(", ")
+        )))
+        .persistent(false)
+        .bind(now)
+        .bind(event_type);
+        for (m, e, o, p) in chunk {
+            q = q.bind(m).bind(*e).bind(*o).bind(p);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    tx.emitted = true;
+    Ok(())
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A new endpoint's signing secret: `whsec_` and 32 random bytes, base64 (the form the
+/// Standard Webhooks libraries read).
+pub fn new_secret() -> String {
+    use base64::Engine as _;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+/// Changes to an endpoint (`None`: leave as is).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointChange {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+impl Store {
+    /// A new endpoint, enabled, with a new secret: the endpoint and that secret.
+    pub async fn create_endpoint(
+        &self,
+        url: &str,
+        description: &str,
+        event_types: &str,
+        actor: &str,
+    ) -> Result<(Endpoint, String)> {
+        let id = new_id("ep");
+        let secret = new_secret();
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO merchant_endpoints (id, url, description, event_types, enabled, secret,
+                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $6)",
+        )
+        .bind(&id)
+        .bind(url)
+        .bind(description)
+        .bind(event_types)
+        .bind(&secret)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        super::dead_letters::audit(&mut tx, actor, "endpoint.create", &id, Some(url)).await?;
+        let ep = endpoint_in(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok((
+            ep.ok_or_else(|| super::StoreError::Other("endpoint vanished".into()))?,
+            secret,
+        ))
+    }
+
+    pub async fn endpoints(&self) -> Result<Vec<Endpoint>> {
+        Ok(sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENDPOINT_COLS} FROM merchant_endpoints ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        Ok(sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENDPOINT_COLS} FROM merchant_endpoints WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn endpoint_secrets(&self, id: &str) -> Result<Option<Secrets>> {
+        Ok(sqlx::query_as::<_, Secrets>(
+            "SELECT secret, previous_secret, previous_secret_until FROM merchant_endpoints
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Applies `change`, audited; enabling an endpoint forgets its failures. `None` if there
+    /// is no such endpoint.
+    pub async fn change_endpoint(
+        &self,
+        id: &str,
+        change: &EndpointChange,
+        actor: &str,
+    ) -> Result<Option<Endpoint>> {
+        let mut tx = self.begin().await?;
+        let Some(before) = endpoint_in(&mut tx, id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let enabled = change.enabled.unwrap_or(before.is_enabled());
+        let reenabled = enabled && !before.is_enabled();
+        sqlx::query(
+            "UPDATE merchant_endpoints SET url = $1, description = $2, event_types = $3,
+                 enabled = $4, updated_at = $5,
+                 disabled_reason = CASE WHEN $4 = 1 THEN NULL
+                                        ELSE COALESCE(disabled_reason, 'disabled by an admin') END,
+                 failing_since = CASE WHEN $6 = 1 THEN NULL ELSE failing_since END
+             WHERE id = $7",
+        )
+        .bind(change.url.as_deref().unwrap_or(&before.url))
+        .bind(change.description.as_deref().unwrap_or(&before.description))
+        .bind(change.event_types.as_deref().unwrap_or(&before.event_types))
+        .bind(i64::from(enabled))
+        .bind(now_ms())
+        .bind(i64::from(reenabled))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let what = match change.enabled {
+            Some(true) if reenabled => "endpoint.enable",
+            Some(false) if before.is_enabled() => "endpoint.disable",
+            _ => "endpoint.update",
+        };
+        super::dead_letters::audit(&mut tx, actor, what, id, None).await?;
+        let after = endpoint_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// A new secret for the endpoint; the one it replaces still signs for `grace_ms`. The
+    /// new secret, or `None` if there is no such endpoint.
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        grace_ms: i64,
+        actor: &str,
+    ) -> Result<Option<String>> {
+        let secret = new_secret();
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let r = sqlx::query(
+            "UPDATE merchant_endpoints SET previous_secret = secret, previous_secret_until = $1,
+                 secret = $2, updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(now + grace_ms)
+        .bind(&secret)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        super::dead_letters::audit(&mut tx, actor, "endpoint.rotate_secret", id, None).await?;
+        tx.commit().await?;
+        Ok(Some(secret))
+    }
+
+    /// Up to `limit` deliveries due now — pending, or sending under a lease that expired
+    /// (its sender died) — leased to the caller until `lease_until`.
+    pub async fn claim_deliveries(&self, limit: usize, lease_until: i64) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let token = new_id("lease");
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let _writer = self.write_guard().await;
+        let rows = sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+            "UPDATE merchant_deliveries SET status = 'sending', lease_token = $1, lease_until = $2,
+                 updated_at = $3
+             WHERE id IN (SELECT id FROM merchant_deliveries
+                          WHERE (status = 'pending' AND next_run_at <= $3)
+                             OR (status = 'sending' AND lease_until < $3)
+                          ORDER BY next_run_at LIMIT $4{lock})
+             RETURNING {DELIVERY_COLS}"
+        )))
+        .bind(&token)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|delivery| Claimed {
+                delivery,
+                token: token.clone(),
+            })
+            .collect())
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub async fn next_delivery_due(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_run_at) FROM merchant_deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Records an attempt and what follows from it: delivered; due again after the
+    /// schedule's next wait; or dead after its last — and the endpoint disabled once it has
+    /// failed for `policy.disable_after_ms` (its other undelivered messages dead with it).
+    pub async fn finish_delivery(
+        &self,
+        c: &Claimed,
+        sent: &Sent,
+        policy: &Policy,
+    ) -> Result<After> {
+        let d = &c.delivery;
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let owned: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM merchant_deliveries WHERE id = $1 AND lease_token = $2 AND status = 'sending'",
+        )
+        .bind(d.id)
+        .bind(&c.token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owned.is_none() {
+            tx.rollback().await?;
+            return Ok(After::LostLease);
+        }
+        let attempt = d.attempts + 1;
+        sqlx::query(
+            "INSERT INTO merchant_attempts (delivery_id, attempt, started_at, latency_ms, status_code, response)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(d.id)
+        .bind(attempt)
+        .bind(sent.started_at)
+        .bind(sent.latency_ms)
+        .bind(sent.status_code.map(i64::from))
+        .bind(&sent.response)
+        .execute(&mut *tx)
+        .await?;
+        let after = if sent.ok() {
+            sqlx::query(
+                "UPDATE merchant_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+            )
+            .bind(&d.endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+            set_delivery(
+                &mut tx,
+                d.id,
+                "delivered",
+                attempt,
+                d.tries + 1,
+                now,
+                None,
+                Some(now),
+            )
+            .await?;
+            After::Delivered
+        } else {
+            let error = match sent.status_code {
+                Some(s) => format!("answered {s}"),
+                None => sent.response.clone(),
+            };
+            sqlx::query(
+                "UPDATE merchant_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
+            )
+            .bind(sent.started_at)
+            .bind(&d.endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+            let since: Option<i64> =
+                sqlx::query_scalar("SELECT failing_since FROM merchant_endpoints WHERE id = $1")
+                    .bind(&d.endpoint_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let tries = d.tries + 1;
+            let wait = usize::try_from(d.tries)
+                .ok()
+                .and_then(|i| policy.schedule_ms.get(i));
+            if since.is_some_and(|s| now - s >= policy.disable_after_ms as i64) {
+                set_delivery(
+                    &mut tx,
+                    d.id,
+                    "dead",
+                    attempt,
+                    tries,
+                    now,
+                    Some(&error),
+                    None,
+                )
+                .await?;
+                disable_failing(&mut tx, &d.endpoint_id, since.unwrap_or(now), now).await?;
+                After::EndpointDisabled
+            } else if let Some(wait) = wait {
+                let at = now + *wait as i64;
+                set_delivery(
+                    &mut tx,
+                    d.id,
+                    "pending",
+                    attempt,
+                    tries,
+                    at,
+                    Some(&error),
+                    None,
+                )
+                .await?;
+                After::RetryAt(at)
+            } else {
+                set_delivery(
+                    &mut tx,
+                    d.id,
+                    "dead",
+                    attempt,
+                    tries,
+                    now,
+                    Some(&error),
+                    None,
+                )
+                .await?;
+                After::Dead
+            }
+        };
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// A delivery whose endpoint was disabled (or removed) before it was sent: dead, with
+    /// no attempt.
+    pub async fn drop_delivery(&self, c: &Claimed, why: &str) -> Result<()> {
+        let _writer = self.write_guard().await;
+        sqlx::query(
+            "UPDATE merchant_deliveries SET status = 'dead', last_error = $1, lease_token = NULL,
+                 lease_until = NULL, updated_at = $2
+             WHERE id = $3 AND lease_token = $4",
+        )
+        .bind(why)
+        .bind(now_ms())
+        .bind(c.delivery.id)
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deliveries, newest first.
+    pub async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        let mut clauses = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        for (col, v) in [
+            ("endpoint_id = ", &f.endpoint_id),
+            ("status = ", &f.status),
+            ("order_id = ", &f.order_id),
+        ] {
+            if let Some(v) = v {
+                binds.push(v.clone());
+                clauses.push(format!("{col}${}", binds.len()));
+            }
+        }
+        if let Some(b) = f.before_id {
+            clauses.push(format!("id < {b}"));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let mut q = sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLS} FROM merchant_deliveries {filter} ORDER BY id DESC LIMIT {}",
+            f.limit.max(1)
+        )));
+        for b in binds {
+            q = q.bind(b);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    /// A delivery, its payload and every attempt.
+    pub async fn delivery(&self, id: i64) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let d = sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLS} FROM merchant_deliveries WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(d) = d else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query_as::<_, Attempt>(
+            "SELECT attempt, started_at, latency_ms, status_code, response FROM merchant_attempts
+             WHERE delivery_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((d, attempts)))
+    }
+
+    /// Sends a dead delivery again now, with the whole schedule ahead of it (audited).
+    /// Whether it was dead.
+    pub async fn retry_delivery(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let r = sqlx::query(
+            "UPDATE merchant_deliveries SET status = 'pending', tries = 0, next_run_at = $1,
+                 updated_at = $1
+             WHERE id = $2 AND status = 'dead'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        super::dead_letters::audit(&mut tx, actor, "delivery.retry", &id.to_string(), reason)
+            .await?;
+        tx.emitted = true;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Which deliveries [`Store::deliveries`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub endpoint_id: Option<String>,
+    pub status: Option<String>,
+    pub order_id: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// The delivery states, for filters.
+pub const DELIVERY_STATUSES: [&str; 4] = ["pending", "sending", "delivered", "dead"];
+
+async fn endpoint_in(tx: &mut Tx, id: &str) -> Result<Option<Endpoint>> {
+    Ok(sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLS} FROM merchant_endpoints WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn set_delivery(
+    tx: &mut Tx,
+    id: i64,
+    status: &str,
+    attempts: i64,
+    tries: i64,
+    next_run_at: i64,
+    error: Option<&str>,
+    delivered_at: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE merchant_deliveries SET status = $1, attempts = $2, tries = $3, next_run_at = $4,
+             last_error = $5, delivered_at = $6, lease_token = NULL, lease_until = NULL,
+             updated_at = $7
+         WHERE id = $8",
+    )
+    .bind(status)
+    .bind(attempts)
+    .bind(tries)
+    .bind(next_run_at)
+    .bind(error)
+    .bind(delivered_at)
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Disables an endpoint that has failed since `since`; its undelivered messages are dead
+/// (an admin who enables it again retries them).
+async fn disable_failing(tx: &mut Tx, id: &str, since: i64, now: i64) -> Result<()> {
+    let reason = format!("every attempt failed since {}", rfc3339(since));
+    sqlx::query(
+        "UPDATE merchant_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2 WHERE id = $3",
+    )
+    .bind(&reason)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE merchant_deliveries SET status = 'dead', last_error = 'endpoint disabled',
+             lease_token = NULL, lease_until = NULL, updated_at = $1
+         WHERE endpoint_id = $2 AND status = 'pending'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    super::dead_letters::audit(tx, "fulfilld", "endpoint.disable", id, Some(&reason)).await?;
+    tracing::warn!(endpoint_id = id, %reason, "merchant endpoint disabled");
+    Ok(())
+}
