@@ -15,6 +15,7 @@ mod housekeeping;
 mod idempotency;
 mod last_item;
 mod limits;
+mod merchant;
 mod observability;
 mod paypal;
 mod razorpay;
