@@ -1,7 +1,8 @@
 """The README's walk-through, as a user runs it: `fulfilld serve` and `fulfilld sandbox` as
 separate processes configured only through FULFILLD__* variables, receipts sent over SMTP
 to a real SMTP server (aiosmtpd), the admin CLI, the OpenAPI document checked by an
-independent validator (openapi-spec-validator), the dashboard in a real headless browser
+independent validator (openapi-spec-validator), webhooks to the merchant checked with the
+Standard Webhooks library (standardwebhooks), the dashboard in a real headless browser
 (Debian's chromium driven by Playwright; screenshots in target/screenshots/), and shutdown by
 SIGTERM. Run by scripts/test:
 
@@ -22,6 +23,7 @@ import urllib.request
 
 from aiosmtpd.controller import Controller
 from openapi_spec_validator import validate
+from standardwebhooks.webhooks import Webhook
 
 from sandbox_process import free_port, wait_port
 
@@ -140,6 +142,115 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
         page.locator("#order").screenshot(path=os.path.join(shots, "order-timeline.png"))
         assert not errors, errors
         b.close()
+
+
+class Merchant:
+    """The merchant's receiver: every request to /{name} is verified with the Standard
+    Webhooks library (an implementation of the specification independent of ours) against
+    the secrets the test gives that name, and recorded; with `fail[name] = [None, n]`, the
+    first message to reach that name is answered 503 n times."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.secrets, self.got, self.fail = {}, [], {}
+        merchant = self
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                name = self.path.strip("/")
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k: v for k, v in self.headers.items()}
+                verified = []
+                for secret in merchant.secrets.get(name, []):
+                    try:
+                        Webhook(secret).verify(body, headers)
+                        verified.append(secret)
+                    except Exception:
+                        pass
+                merchant.got.append({"to": name, "id": headers.get("webhook-id"),
+                                     "verified": verified, "event": json.loads(body)})
+                # The first message to reach a name fails that many times; others pass.
+                left = merchant.fail.get(name)
+                failing = left is not None and left[1] > 0 and left[0] in (None, headers.get("webhook-id"))
+                if failing:
+                    merchant.fail[name] = [headers.get("webhook-id"), left[1] - 1]
+                self.send_response(503 if failing else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = http.server.HTTPServer(("127.0.0.1", self.port), Hook)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def wait(self, pred, what):
+        deadline = time.time() + 60
+        while not pred():
+            assert time.time() < deadline, (what, self.got)
+            time.sleep(0.02)
+
+    def of(self, name, kind=None):
+        return [g for g in self.got if g["to"] == name and kind in (None, g["event"]["type"])]
+
+
+def merchant_webhooks(app_url, sb_url, token):
+    """Signed webhooks to the merchant's systems, checked with the Standard Webhooks library:
+    a receiver down for the first 3 attempts gets the 4th under the same webhook-id; each
+    endpoint gets only what it subscribed to, a disabled one nothing; after a rotation both
+    secrets verify."""
+    m = Merchant()
+
+    def add(name, types):
+        status, ep = call("POST", f"{app_url}/api/admin/webhook-endpoints",
+                          {"url": m.url(name), "event_types": types}, token)
+        assert status == 201, ep
+        m.secrets[name] = [ep["secret"]]
+        return ep["id"]
+
+    erp = add("erp", ["*"])
+    ledger = add("ledger", ["order.refunded"])
+    off = add("off", ["*"])
+    status, ep = call("PATCH", f"{app_url}/api/admin/webhook-endpoints/{off}", {"enabled": False}, token)
+    assert status == 200 and ep["enabled"] is False, ep
+    m.fail["erp"] = [None, 3]
+
+    o, co = new_checkout(app_url, "merchant@example.com")
+    status, _ = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{co['provider_order_id']}/pay", {})
+    assert status == 200
+    wait_for(app_url, o["id"], ("fulfilled",))
+    m.wait(lambda: len(m.of("erp", "order.fulfilled")) == 1, "order.fulfilled")
+    m.wait(lambda: len(m.of("erp", "order.paid")) >= 4, "order.paid on the 4th attempt")
+    paid = m.of("erp", "order.paid")
+    assert len(paid) == 4 and len({g["id"] for g in paid}) == 1, paid
+    assert all(g["verified"] for g in m.of("erp")), m.got
+    assert paid[0]["event"]["data"]["order"]["id"] == o["id"], paid
+
+    status, r = call("POST", f"{app_url}/api/payments/refund", {"order_id": o["id"], "reason": "returned"}, token)
+    assert status == 201, r
+    m.wait(lambda: m.of("erp", "order.refunded") and m.of("ledger"), "order.refunded")
+    assert [g["event"]["type"] for g in m.of("ledger")] == ["order.refunded"], m.of("ledger")
+    assert m.of("ledger")[0]["verified"] and m.of("ledger")[0]["id"] == m.of("erp", "order.refunded")[0]["id"]
+    assert m.of("off") == [], m.of("off")
+
+    # A rotation: while its grace lasts, the old secret and the new one each verify alone.
+    old = m.secrets["erp"][0]
+    status, r = call("POST", f"{app_url}/api/admin/webhook-endpoints/{erp}/rotate-secret", {"grace": "1h"}, token)
+    assert status == 200, r
+    m.secrets["erp"] = [old, r["secret"]]
+    o, co = new_checkout(app_url, "merchant@example.com")
+    call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{co['provider_order_id']}/pay", {})
+    m.wait(lambda: any(g["event"]["data"]["order"]["id"] == o["id"] for g in m.of("erp", "order.paid")), "after rotation")
+    after = [g for g in m.of("erp", "order.paid") if g["event"]["data"]["order"]["id"] == o["id"]]
+    assert after[0]["verified"] == [old, r["secret"]], after
+    for ep in (erp, ledger):
+        status, _ = call("PATCH", f"{app_url}/api/admin/webhook-endpoints/{ep}", {"enabled": False}, token)
+        assert status == 200
+    m.server.shutdown()
 
 
 def launch(p, browser):
@@ -286,6 +397,8 @@ def main():
         "FULFILLD__CHECKOUT__CANCEL_URL": f"{app_url}/checkout/cancel?order={{order_id}}",
         "FULFILLD__ENTITLEMENTS__SIGN_IN_URL": f"{app_url}/checkout/sign-in?token={{token}}",
         "FULFILLD__ENTITLEMENTS__GRANTS__SEAT__FEATURE": "conference-pass",
+        "FULFILLD__MERCHANT_WEBHOOKS__ALLOW_PRIVATE": "true",
+        "FULFILLD__MERCHANT_WEBHOOKS__RETRY_SCHEDULE": "50ms 50ms 50ms 50ms",
     })
     env.setdefault("RUST_LOG", "warn")
     passed = 0
@@ -328,7 +441,7 @@ def main():
                          {"name": "x", "price_minor": 1, "currency": "usd", "stock": 1}, "wrong-token")
         assert status == 401, status
         status, _ = call("PUT", f"{app_url}/api/admin/skus/SEAT",
-                         {"name": "Conference seat", "price_minor": 4900, "currency": "usd", "stock": 10}, token)
+                         {"name": "Conference seat", "price_minor": 4900, "currency": "usd", "stock": 20}, token)
         assert status == 200, status
         status, order = call("POST", f"{app_url}/api/orders",
                              {"customer_email": "buyer@example.com", "items": [{"sku": "SEAT", "qty": 2}]})
@@ -396,6 +509,10 @@ def main():
         assert status == 200 and doc["openapi"] == "3.1.0", doc
         validate(doc)
         assert "/api/admin/orders/{id}" in doc["paths"], sorted(doc["paths"])
+        passed += 1
+
+        # The merchant's systems hear of orders through signed webhooks.
+        merchant_webhooks(app_url, sb_url, token)
         passed += 1
 
         # The admin CLI, with the token serve generated: the order's record as a table.

@@ -157,6 +157,8 @@ async fn attempt(e: &Engine, client: &reqwest::Client, policy: &Policy, c: &Clai
             tracing::info!(event = %d.event_type, latency_ms = sent.latency_ms, "merchant webhook delivered")
         }
         Ok(After::RetryAt(at)) => {
+            // The sender's next look is at the earliest retry due.
+            e.store.merchant_wake.notify_one();
             tracing::warn!(event = %d.event_type, status = ?sent.status_code, response = %sent.response, retry_at_ms = at, "merchant webhook failed; will retry")
         }
         Ok(After::Dead | After::EndpointDisabled) => {
