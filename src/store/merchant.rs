@@ -643,6 +643,16 @@ impl Store {
         Ok(q.fetch_all(&self.pool).await?)
     }
 
+    /// The webhooks about an order, oldest first.
+    pub async fn order_deliveries(&self, order_id: &str) -> Result<Vec<Delivery>> {
+        Ok(sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLS} FROM merchant_deliveries WHERE order_id = $1 ORDER BY id"
+        )))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// A delivery, its payload and every attempt.
     pub async fn delivery(&self, id: i64) -> Result<Option<(Delivery, Vec<Attempt>)>> {
         let d = sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(

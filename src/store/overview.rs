@@ -166,6 +166,8 @@ pub struct OrderRecord {
     pub ledger: Vec<LedgerView>,
     /// Admin actions on it, on its steps and on its payments' events.
     pub admin_actions: Vec<ActionView>,
+    /// Webhooks to the merchant about it.
+    pub merchant_webhooks: Vec<super::merchant::Delivery>,
 }
 
 /// The order's payments, as a subquery of `$1` (the order id).
@@ -396,6 +398,9 @@ impl Store {
                 OR (action LIKE 'event.%'
                     AND target IN (SELECT CAST(id AS TEXT) FROM webhook_events
                                    WHERE payment_id IN ({ITS_PAYMENTS})))
+                OR (action LIKE 'delivery.%'
+                    AND target IN (SELECT CAST(id AS TEXT) FROM merchant_deliveries
+                                   WHERE order_id = $1))
              ORDER BY at, id"
         )))
         .bind(id)
@@ -417,6 +422,7 @@ impl Store {
             refunds,
             ledger,
             admin_actions,
+            merchant_webhooks: self.order_deliveries(id).await?,
         }))
     }
 }
@@ -560,6 +566,24 @@ impl OrderRecord {
                 format!(
                     "{} {} {} ({}, {}): {}",
                     r.id, r.amount_minor, r.currency, r.reason, r.source, r.status
+                ),
+            );
+        }
+        for d in &self.merchant_webhooks {
+            at(
+                d.updated_at,
+                "webhook",
+                format!(
+                    "{} to {} ({}): {} after {} attempt(s){}",
+                    d.event_type,
+                    d.endpoint_id,
+                    d.message_id,
+                    d.status,
+                    d.attempts,
+                    d.last_error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
                 ),
             );
         }

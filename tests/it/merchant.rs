@@ -303,8 +303,8 @@ async fn each_event_reaches_each_subscriber_once_signed(backend: Backend) {
 async fn a_receiver_down_three_times_gets_the_fourth_under_the_same_id(backend: Backend) {
     let app = app_with(backend, &[]).await;
     let rx = receiver(3, StatusCode::SERVICE_UNAVAILABLE).await;
-    endpoint(&app, &rx.url, json!(["order.paid"])).await;
-    fulfilled(&app).await;
+    let (ep, _) = endpoint(&app, &rx.url, json!(["order.paid"])).await;
+    let order = fulfilled(&app).await;
     let got = rx.until(4).await;
     let settled = settled(&app).await;
     assert_eq!(settled.len(), 1);
@@ -328,6 +328,23 @@ async fn a_receiver_down_three_times_gets_the_fourth_under_the_same_id(backend: 
     assert_eq!(d["attempt_log"][0]["response"], "not now", "{d}");
     assert_eq!(d["payload"]["type"], "order.paid", "{d}");
     assert_eq!(d["attempts"], 4);
+    // The order's record tells it too.
+    let (_, rec) = app
+        .admin("GET", &format!("/api/admin/orders/{order}"), None)
+        .await;
+    assert_eq!(rec["merchant_webhooks"][0]["status"], "delivered", "{rec}");
+    let told = format!(
+        "order.paid to {ep} ({}): delivered after 4 attempt(s)",
+        got[0].id
+    );
+    assert!(
+        rec["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|m| m["detail"] == told.as_str()),
+        "{told} in {rec}"
+    );
     app.finish().await;
 }
 
