@@ -63,6 +63,53 @@ pub struct MerchantWebhooks {
     pub allowed_hosts: Vec<String>,
     /// Deliveries in flight at once, per process.
     pub concurrency: usize,
+    /// Endpoints kept by configuration (`merchant_webhooks.endpoints.<name>`), beside those
+    /// admins add through the API.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, ConfiguredEndpoint>,
+}
+
+/// An endpoint from configuration; its secret from the environment
+/// (`FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__<NAME>__SECRET`).
+#[derive(Clone, Deserialize)]
+pub struct ConfiguredEndpoint {
+    pub url: String,
+    /// Event types, as a list or one space- or comma-separated string; `*` for all.
+    pub event_types: OneOrMany,
+    /// `whsec_` and base64, as the Standard Webhooks libraries read it.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ConfiguredEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfiguredEndpoint")
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("secret", &redact(&self.secret))
+            .finish()
+    }
+}
+
+/// A list written as a TOML array or as one string (which is what an environment
+/// variable can hold).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMany::Many(v) => v.clone(),
+            OneOrMany::One(s) => s
+                .split([' ', ','])
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
 }
 
 impl MerchantWebhooks {
@@ -629,6 +676,51 @@ impl Config {
         if mw.concurrency == 0 {
             return bad("merchant_webhooks.concurrency", "must be at least 1".into());
         }
+        for (name, ep) in &mw.endpoints {
+            let key = |k: &str| format!("merchant_webhooks.endpoints.{name}.{k}");
+            if name.is_empty()
+                || name.len() > 40
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return bad(
+                    &format!("merchant_webhooks.endpoints.{name}"),
+                    "a name of 1-40 of a-z, 0-9, _ and -".into(),
+                );
+            }
+            if let Err(why) = crate::pipeline::notify_merchant::guard(mw, &ep.url) {
+                return bad(&key("url"), why);
+            }
+            let types = ep.event_types.items();
+            if types.is_empty() {
+                return bad(
+                    &key("event_types"),
+                    "name at least one event type, or \"*\"".into(),
+                );
+            }
+            if let Some(t) = types
+                .iter()
+                .find(|t| *t != "*" && !crate::store::merchant::EVENT_TYPES.contains(&t.as_str()))
+            {
+                return bad(
+                    &key("event_types"),
+                    format!(
+                        "no event type {t:?}; known: {}",
+                        crate::store::merchant::EVENT_TYPES.join(", ")
+                    ),
+                );
+            }
+            if !crate::store::merchant::secret_reads(&ep.secret) {
+                return bad(
+                    &key("secret"),
+                    format!(
+                        "must be whsec_ and base64 of at least 16 bytes; set FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__{}__SECRET",
+                        name.to_ascii_uppercase()
+                    ),
+                );
+            }
+        }
         if self.queue.max_lease_expiries < 1 {
             return bad("queue.max_lease_expiries", "must be at least 1".into());
         }
@@ -813,6 +905,81 @@ mod tests {
                 .expect_err(k)
                 .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn merchant_webhook_settings_are_checked() {
+        for (k, v, key) in [
+            (
+                "FULFILLD__MERCHANT_WEBHOOKS__TIMEOUT",
+                "soon",
+                "merchant_webhooks.timeout",
+            ),
+            (
+                "FULFILLD__MERCHANT_WEBHOOKS__TIMEOUT",
+                "0s",
+                "merchant_webhooks.timeout",
+            ),
+            (
+                "FULFILLD__MERCHANT_WEBHOOKS__RETRY_SCHEDULE",
+                "5s 1w",
+                "retry_schedule",
+            ),
+            (
+                "FULFILLD__MERCHANT_WEBHOOKS__DISABLE_AFTER",
+                "5",
+                "disable_after",
+            ),
+        ] {
+            let err = Config::load_from(None, &env(&[(k, v)]), false)
+                .expect_err(k)
+                .to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
+        let endpoint = |url: &str, types: &str, secret: &str| {
+            let e = env(&[
+                ("FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__ERP__URL", url),
+                (
+                    "FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__ERP__EVENT_TYPES",
+                    types,
+                ),
+                (
+                    "FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__ERP__SECRET",
+                    secret,
+                ),
+            ]);
+            Config::load_from(None, &e, false).map_err(|e| e.to_string())
+        };
+        let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let c = endpoint(
+            "https://erp.example.com/h",
+            "order.paid order.refunded",
+            good,
+        )
+        .expect("a good endpoint");
+        let erp = &c.merchant_webhooks.endpoints["erp"];
+        assert_eq!(erp.event_types.items(), ["order.paid", "order.refunded"]);
+        assert!(!format!("{c:?}").contains(good), "the secret in Debug");
+        for (url, types, secret, key) in [
+            ("http://127.0.0.1/h", "*", good, "endpoints.erp.url"),
+            (
+                "https://erp.example.com/h",
+                "order.shipped",
+                good,
+                "endpoints.erp.event_types",
+            ),
+            ("https://erp.example.com/h", "*", "", "endpoints.erp.secret"),
+            (
+                "https://erp.example.com/h",
+                "*",
+                "whsec_c2hvcnQ=",
+                "endpoints.erp.secret",
+            ),
+        ] {
+            let err = endpoint(url, types, secret).expect_err(key);
+            assert!(err.contains(key), "{err}");
+            assert!(!err.contains(good), "the secret in {err}");
         }
     }
 

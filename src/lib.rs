@@ -151,6 +151,17 @@ pub async fn run_role(
     }
     let kinds = config.step_kinds().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
+    for (name, ep) in &config.merchant_webhooks.endpoints {
+        let types = ep.event_types.items();
+        let types = if types.iter().any(|t| t == "*") {
+            "*".to_owned()
+        } else {
+            types.join(" ")
+        };
+        store
+            .keep_configured_endpoint(name, &ep.url, &types, &ep.secret)
+            .await?;
+    }
     let admin_token = match role {
         Role::Work => String::new(),
         Role::Intake => config.admin.token.clone(),

@@ -279,6 +279,16 @@ pub fn new_secret() -> String {
     )
 }
 
+/// Whether `secret` is one the Standard Webhooks libraries read: `whsec_` and base64 of at
+/// least 16 bytes.
+pub fn secret_reads(secret: &str) -> bool {
+    use base64::Engine as _;
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .is_some_and(|k| k.len() >= 16)
+}
+
 /// Changes to an endpoint (`None`: leave as is).
 #[derive(Debug, Clone, Default)]
 pub struct EndpointChange {
@@ -321,6 +331,46 @@ impl Store {
             ep.ok_or_else(|| super::StoreError::Other("endpoint vanished".into()))?,
             secret,
         ))
+    }
+
+    /// Keeps the configured endpoint `name` as `ep_cfg_<name>`: added enabled the first
+    /// time; afterwards its URL and event types follow the configuration, and a new secret
+    /// there is a rotation (the one it replaces signs for a day more). Whether it is enabled
+    /// stays the admins' (and the failure rule's) to say.
+    pub async fn keep_configured_endpoint(
+        &self,
+        name: &str,
+        url: &str,
+        event_types: &str,
+        secret: &str,
+    ) -> Result<()> {
+        let id = format!("ep_cfg_{name}");
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO merchant_endpoints (id, url, description, event_types, enabled, secret,
+                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $6)
+             ON CONFLICT (id) DO UPDATE SET url = $2, event_types = $4,
+                 previous_secret = CASE WHEN merchant_endpoints.secret = $5
+                     THEN merchant_endpoints.previous_secret ELSE merchant_endpoints.secret END,
+                 previous_secret_until = CASE WHEN merchant_endpoints.secret = $5
+                     THEN merchant_endpoints.previous_secret_until ELSE $6 + 86400000 END,
+                 secret = $5,
+                 updated_at = CASE WHEN merchant_endpoints.url = $2
+                     AND merchant_endpoints.event_types = $4 AND merchant_endpoints.secret = $5
+                     THEN merchant_endpoints.updated_at ELSE $6 END",
+        )
+        .bind(&id)
+        .bind(url)
+        .bind(format!("configured: merchant_webhooks.endpoints.{name}"))
+        .bind(event_types)
+        .bind(secret)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn endpoints(&self) -> Result<Vec<Endpoint>> {

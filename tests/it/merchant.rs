@@ -28,6 +28,7 @@ on_both_stores!(
     an_endpoint_failing_too_long_is_disabled_until_enabled,
     a_dead_step_and_its_review_are_told,
     targets_the_guard_refuses_are_never_reached,
+    a_configured_endpoint_follows_its_configuration,
 );
 
 /// What the receiver got: `webhook-id`, `webhook-timestamp`, `webhook-signature`, body.
@@ -600,5 +601,57 @@ async fn targets_the_guard_refuses_are_never_reached(backend: Backend) {
     assert!(log["status_code"].is_null(), "{d}");
     assert!(s(&log["response"]).contains("non-public"), "{d}");
     assert!(rx.got().await.is_empty(), "the receiver was reached");
+    app.finish().await;
+}
+
+/// An endpoint kept by configuration (its secret from the environment): sent to like any
+/// other; a new secret there is a rotation, the old one signing beside it.
+async fn a_configured_endpoint_follows_its_configuration(backend: Backend) {
+    let rx = receiver(0, StatusCode::OK).await;
+    let first = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let url = rx.url.clone();
+    let mut app = app_with(
+        backend,
+        &[
+            ("FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__ERP__URL", &url),
+            (
+                "FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__ERP__EVENT_TYPES",
+                "order.paid,order.refunded",
+            ),
+            ("FULFILLD__MERCHANT_WEBHOOKS__ENDPOINTS__ERP__SECRET", first),
+        ],
+    )
+    .await;
+    let (_, ep) = app
+        .admin("GET", "/api/admin/webhook-endpoints/ep_cfg_erp", None)
+        .await;
+    assert_eq!(
+        ep["event_types"],
+        json!(["order.paid", "order.refunded"]),
+        "{ep}"
+    );
+    assert_eq!(ep["enabled"], true);
+    fulfilled(&app).await;
+    let got = rx.until(1).await;
+    assert!(got[0].signed_by(first), "{got:?}");
+    assert_eq!(got[0].json()["type"], "order.paid");
+
+    // A new secret in the configuration, and a restart.
+    let second = "whsec_c2Vjb25kLXNlY3JldC1vZi0zMi1ieXRlcy1sb25n";
+    if let Some(e) = app.config.merchant_webhooks.endpoints.get_mut("erp") {
+        e.secret = second.to_owned();
+    }
+    app.restart_engine().await;
+    // (The sandbox's webhooks still go to the old address: the browser's verify call tells.)
+    let (order, co) = app.seat_checkout("erp@example.com", 1, "stripe").await;
+    let session = s(&co["provider_order_id"]).to_owned();
+    app.pay(&session, json!({"webhook": "none"})).await;
+    let (status, v) = app.verify(&order, &session).await;
+    assert_eq!(status, 200, "{v}");
+    let got = rx.until(2).await;
+    assert!(
+        got[1].signed_by(second) && got[1].signed_by(first),
+        "{got:?}"
+    );
     app.finish().await;
 }
