@@ -13,6 +13,7 @@
 //! | `fulfilld_capture_to_fulfilled_seconds` | from an order's confirmed payment (its pipeline's start) to `fulfilled` |
 //! | `fulfilld_steps{kind,state}` | steps now `waiting`, `pending`, `retrying`, `running` or `dead`, read from the store at each scrape |
 //! | `fulfilld_dead_letters` | dead steps now, all kinds |
+//! | `fulfilld_merchant_webhook_attempt_seconds{event,outcome}` | attempts at webhooks to the merchant: `delivered`, `retry`, `dead`, `disabled` (dead, and its endpoint disabled) |
 
 use std::time::Duration;
 
@@ -50,6 +51,12 @@ pub struct StepLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub event: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub kind: String,
     pub state: &'static str,
@@ -76,6 +83,7 @@ pub struct Metrics {
     pub requests: Timings<RequestLabels>,
     pub steps: Timings<StepLabels>,
     pub capture_to_fulfilled: Histogram,
+    pub merchant_attempts: Timings<AttemptLabels>,
     step_states: Family<StateLabels, Gauge>,
     dead_letters: Gauge,
 }
@@ -99,6 +107,7 @@ impl Default for Metrics {
             steps: Family::new_with_constructor(step_buckets),
             // 10 ms … 2.9 h
             capture_to_fulfilled: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
+            merchant_attempts: Family::new_with_constructor(step_buckets),
             step_states: Family::default(),
             dead_letters: Gauge::default(),
         };
@@ -141,6 +150,11 @@ impl Default for Metrics {
             "steps",
             "Steps now in each state (waiting, pending, retrying, running, dead), from the store",
             m.step_states.clone(),
+        );
+        registry.register(
+            "merchant_webhook_attempt_seconds",
+            "Attempts at webhooks to the merchant by event type and outcome (delivered, retry, dead, disabled)",
+            m.merchant_attempts.clone(),
         );
         registry.register(
             "dead_letters",

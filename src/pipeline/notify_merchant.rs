@@ -152,7 +152,27 @@ async fn attempt(e: &Engine, client: &reqwest::Client, policy: &Policy, c: &Clai
             send(request, started).await
         }
     };
-    match e.store.finish_delivery(c, &sent, policy).await {
+    let after = e.store.finish_delivery(c, &sent, policy).await;
+    let outcome = match &after {
+        Ok(After::Delivered) => Some("delivered"),
+        Ok(After::RetryAt(_)) => Some("retry"),
+        Ok(After::Dead) => Some("dead"),
+        Ok(After::EndpointDisabled) => Some("disabled"),
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        let labels = crate::metrics::AttemptLabels {
+            event: d.event_type.clone(),
+            outcome,
+        };
+        let took = sent.latency_ms.max(0) as f64 / 1000.0;
+        e.store
+            .metrics
+            .merchant_attempts
+            .get_or_create(&labels)
+            .observe(took);
+    }
+    match after {
         Ok(After::Delivered) => {
             tracing::info!(event = %d.event_type, latency_ms = sent.latency_ms, "merchant webhook delivered")
         }

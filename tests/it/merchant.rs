@@ -329,6 +329,21 @@ async fn a_receiver_down_three_times_gets_the_fourth_under_the_same_id(backend: 
     assert_eq!(d["attempt_log"][0]["response"], "not now", "{d}");
     assert_eq!(d["payload"]["type"], "order.paid", "{d}");
     assert_eq!(d["attempts"], 4);
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for (outcome, n) in [("retry", 3), ("delivered", 1)] {
+        let series = format!(
+            "fulfilld_merchant_webhook_attempt_seconds_count{{event=\"order.paid\",outcome=\"{outcome}\"}} {n}"
+        );
+        assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+    }
     // The order's record tells it too.
     let (_, rec) = app
         .admin("GET", &format!("/api/admin/orders/{order}"), None)
