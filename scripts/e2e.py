@@ -147,8 +147,8 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
 class Merchant:
     """The merchant's receiver: every request to /{name} is verified with the Standard
     Webhooks library (an implementation of the specification independent of ours) against
-    the secrets the test gives that name, and recorded; with `fail[name] = [None, n]`, the
-    first message to reach that name is answered 503 n times."""
+    the secrets the test gives that name, and recorded; with `fail[name] = (type, n, None)`,
+    the first message of that type to reach that name is answered 503 n times."""
 
     def __init__(self):
         import http.server
@@ -170,11 +170,12 @@ class Merchant:
                         pass
                 merchant.got.append({"to": name, "id": headers.get("webhook-id"),
                                      "verified": verified, "event": json.loads(body)})
-                # The first message to reach a name fails that many times; others pass.
-                left = merchant.fail.get(name)
-                failing = left is not None and left[1] > 0 and left[0] in (None, headers.get("webhook-id"))
+                # The first message of the type named fails that many times; others pass.
+                kind, left, first = merchant.fail.get(name, (None, 0, None))
+                msg = headers.get("webhook-id")
+                failing = left > 0 and json.loads(body)["type"] == kind and first in (None, msg)
                 if failing:
-                    merchant.fail[name] = [headers.get("webhook-id"), left[1] - 1]
+                    merchant.fail[name] = (kind, left - 1, msg)
                 self.send_response(503 if failing else 200)
                 self.end_headers()
 
@@ -217,7 +218,7 @@ def merchant_webhooks(app_url, sb_url, token):
     off = add("off", ["*"])
     status, ep = call("PATCH", f"{app_url}/api/admin/webhook-endpoints/{off}", {"enabled": False}, token)
     assert status == 200 and ep["enabled"] is False, ep
-    m.fail["erp"] = [None, 3]
+    m.fail["erp"] = ("order.paid", 3, None)
 
     o, co = new_checkout(app_url, "merchant@example.com")
     status, _ = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{co['provider_order_id']}/pay", {})

@@ -44,9 +44,24 @@ impl Client {
         self.post_with(path, body, &[]).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.write(reqwest::Method::PATCH, path, body, &[]).await
+    }
+
     /// [`Client::post`] with more headers.
     pub async fn post_with(
         &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        self.write(reqwest::Method::POST, path, body, headers).await
+    }
+
+    /// A change, sent with who makes it (`cli:$USER`).
+    async fn write(
+        &self,
+        method: reqwest::Method,
         path: &str,
         body: &Value,
         headers: &[(&str, String)],
@@ -57,7 +72,7 @@ impl Client {
         );
         let mut request = self
             .http
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .header("x-fulfilld-actor", actor)
             .json(body);
         for (k, v) in headers {
@@ -181,6 +196,11 @@ fn cell(field: &str, v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.replace(['\n', '\r'], " "),
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
         Value::Number(n) if field.ends_with("_at") => {
             n.as_i64().and_then(utc).unwrap_or_else(|| n.to_string())
         }
@@ -238,6 +258,25 @@ pub const ORDER_COLUMNS: [(&str, &str); 6] = [
     ("CURRENCY", "currency"),
     ("EMAIL", "customer_email"),
     ("CREATED", "created_at"),
+];
+
+pub const ENDPOINT_COLUMNS: [(&str, &str); 5] = [
+    ("ID", "id"),
+    ("ENABLED", "enabled"),
+    ("EVENTS", "event_types"),
+    ("URL", "url"),
+    ("DISABLED BECAUSE", "disabled_reason"),
+];
+
+pub const DELIVERY_COLUMNS: [(&str, &str); 8] = [
+    ("ID", "id"),
+    ("EVENT", "event_type"),
+    ("ENDPOINT", "endpoint_id"),
+    ("ORDER", "order_id"),
+    ("STATUS", "status"),
+    ("ATTEMPTS", "attempts"),
+    ("UPDATED", "updated_at"),
+    ("LAST ERROR", "last_error"),
 ];
 
 pub const EVENT_COLUMNS: [(&str, &str); 6] = [

@@ -103,6 +103,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: OrderCommand,
     },
+    /// Webhooks to the merchant's systems: endpoints and deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Compare the providers' payments since a point in time with the store: backfill
     /// undelivered events, repair what is safe, flag the rest needs_review.
     Reconcile {
@@ -164,6 +169,52 @@ enum EventsCommand {
         /// Only say what it would change.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// The endpoints.
+    List,
+    /// Add an endpoint; prints its signing secret (this once).
+    Add {
+        url: String,
+        /// Event types, comma-separated, or "*" for all.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Send to the endpoint again (its failures forgotten).
+    Enable { endpoint_id: String },
+    /// Stop sending to the endpoint.
+    Disable { endpoint_id: String },
+    /// A new signing secret; the old one signs too until the grace ends.
+    Rotate {
+        endpoint_id: String,
+        /// How long the old secret still signs.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
+    /// Deliveries, newest first.
+    Deliveries {
+        #[arg(long, value_name = "ENDPOINT_ID")]
+        endpoint: Option<String>,
+        /// pending, sending, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, value_name = "ORDER_ID")]
+        order: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// A delivery's attempts: status, latency and the answer's start.
+    Show { delivery_id: i64 },
+    /// Send a dead delivery again now.
+    Retry {
+        delivery_id: i64,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -490,12 +541,113 @@ async fn admin(
                 )
             }
         },
+        AdminCommand::Webhooks { command } => webhooks(client, command).await?,
         AdminCommand::Reconcile { since } => {
             let a = client
                 .post("/api/admin/reconcile", &json!({ "since": since }))
                 .await?;
             let text = reconcile_table(&a["report"]);
             (a, text)
+        }
+    })
+}
+
+/// `fulfilld admin webhooks …`: the answer and its text.
+async fn webhooks(
+    client: &fulfilld::admin_client::Client,
+    command: WebhooksCommand,
+) -> anyhow::Result<(serde_json::Value, String)> {
+    use fulfilld::admin_client::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS, table};
+    use serde_json::json;
+    let rows = |v: &serde_json::Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let endpoint = |id: &str| format!("/api/admin/webhook-endpoints/{}", url_segment(id));
+    Ok(match command {
+        WebhooksCommand::List => {
+            let a = client.get("/api/admin/webhook-endpoints", &[]).await?;
+            let text = table(&rows(&a, "endpoints"), &ENDPOINT_COLUMNS);
+            (a, text)
+        }
+        WebhooksCommand::Add {
+            url,
+            events,
+            description,
+        } => {
+            let body = json!({ "url": url, "event_types": events, "description": description });
+            let a = client.post("/api/admin/webhook-endpoints", &body).await?;
+            let text = format!(
+                "endpoint {}\nsecret {}\n(keep the secret: it is shown this once; `webhooks rotate` makes a new one)\n",
+                a["id"].as_str().unwrap_or(""),
+                a["secret"].as_str().unwrap_or("")
+            );
+            (a, text)
+        }
+        WebhooksCommand::Enable { endpoint_id } => {
+            let a = client
+                .patch(&endpoint(&endpoint_id), &json!({ "enabled": true }))
+                .await?;
+            (a, format!("enabled endpoint {endpoint_id}\n"))
+        }
+        WebhooksCommand::Disable { endpoint_id } => {
+            let a = client
+                .patch(&endpoint(&endpoint_id), &json!({ "enabled": false }))
+                .await?;
+            (a, format!("disabled endpoint {endpoint_id}\n"))
+        }
+        WebhooksCommand::Rotate { endpoint_id, grace } => {
+            let path = format!("{}/rotate-secret", endpoint(&endpoint_id));
+            let a = client.post(&path, &json!({ "grace": grace })).await?;
+            let text = format!(
+                "new secret {}\n(the old one signs too for {grace})\n",
+                a["secret"].as_str().unwrap_or("")
+            );
+            (a, text)
+        }
+        WebhooksCommand::Deliveries {
+            endpoint,
+            status,
+            order,
+            limit,
+        } => {
+            let q = [
+                ("endpoint_id", endpoint),
+                ("status", status),
+                ("order_id", order),
+                ("limit", Some(limit.to_string())),
+            ];
+            let a = client.get("/api/admin/webhook-deliveries", &q).await?;
+            let text = table(&rows(&a, "deliveries"), &DELIVERY_COLUMNS);
+            (a, text)
+        }
+        WebhooksCommand::Show { delivery_id } => {
+            let path = format!("/api/admin/webhook-deliveries/{delivery_id}");
+            let a = client.get(&path, &[]).await?;
+            let text = format!(
+                "delivery {delivery_id}  {}  {} to {}: {} after {} attempt(s)\n\n{}",
+                a["message_id"].as_str().unwrap_or(""),
+                a["event_type"].as_str().unwrap_or(""),
+                a["endpoint_id"].as_str().unwrap_or(""),
+                a["status"].as_str().unwrap_or(""),
+                a["attempts"],
+                table(
+                    &rows(&a, "attempt_log"),
+                    &[
+                        ("ATTEMPT", "attempt"),
+                        ("STARTED", "started_at"),
+                        ("STATUS", "status_code"),
+                        ("MS", "latency_ms"),
+                        ("ANSWER", "response"),
+                    ],
+                )
+            );
+            (a, text)
+        }
+        WebhooksCommand::Retry {
+            delivery_id,
+            reason,
+        } => {
+            let path = format!("/api/admin/webhook-deliveries/{delivery_id}/retry");
+            let a = client.post(&path, &json!({ "reason": reason })).await?;
+            (a, format!("retrying delivery {delivery_id}\n"))
         }
     })
 }

@@ -508,7 +508,7 @@ async fn an_order_record_holds_its_whole_story(backend: Backend) {
 }
 
 /// `fulfilld admin …` as an operator runs it: its stdout, after checking it succeeded.
-async fn cli(app: &TestApp, args: &[&str]) -> String {
+pub async fn cli(app: &TestApp, args: &[&str]) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
         .args(["admin", "--url", &app.url])
         .args(args)

@@ -29,6 +29,7 @@ on_both_stores!(
     a_dead_step_and_its_review_are_told,
     targets_the_guard_refuses_are_never_reached,
     a_configured_endpoint_follows_its_configuration,
+    the_cli_manages_endpoints_and_shows_deliveries,
 );
 
 /// What the receiver got: `webhook-id`, `webhook-timestamp`, `webhook-signature`, body.
@@ -667,6 +668,69 @@ async fn a_configured_endpoint_follows_its_configuration(backend: Backend) {
     assert!(
         got[1].signed_by(second) && got[1].signed_by(first),
         "{got:?}"
+    );
+    app.finish().await;
+}
+
+async fn the_cli_manages_endpoints_and_shows_deliveries(backend: Backend) {
+    use crate::admin::cli;
+    let app = app_with(backend, &[]).await;
+    let rx = receiver(1, StatusCode::INTERNAL_SERVER_ERROR).await;
+    let added = cli(
+        &app,
+        &[
+            "webhooks",
+            "add",
+            &rx.url,
+            "--events",
+            "order.paid,order.refunded",
+        ],
+    )
+    .await;
+    let field = |name: &str| {
+        added
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {added}"))
+            .to_owned()
+    };
+    let (id, secret) = (field("endpoint"), field("secret"));
+    let listed = cli(&app, &["webhooks", "list"]).await;
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols[1..4],
+        ["true", "order.paid,order.refunded", rx.url.as_str()],
+        "{listed}"
+    );
+    fulfilled(&app).await;
+    let got = rx.until(2).await;
+    assert!(got.iter().all(|g| g.signed_by(&secret)));
+    settled(&app).await;
+    let shown = cli(&app, &["webhooks", "deliveries", "--status", "delivered"]).await;
+    let paid = shown
+        .lines()
+        .find(|l| l.contains("order.paid"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    let delivery = paid.split_whitespace().next().expect("id").to_owned();
+    let log = cli(&app, &["webhooks", "show", &delivery]).await;
+    let statuses: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("ATTEMPT"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(statuses, ["500", "200"], "{log}");
+    cli(&app, &["webhooks", "disable", &id]).await;
+    let listed = cli(&app, &["webhooks", "list"]).await;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains(" false ")),
+        "{listed}"
     );
     app.finish().await;
 }
