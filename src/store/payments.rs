@@ -530,16 +530,14 @@ pub async fn captured_many(
         .map(|(p, c)| (p.order_id.as_str(), p.id.as_str(), *c))
         .collect();
     let mut pipelines = steps::create_pipelines(tx, &pairs).await?.into_iter();
-    let paid: Vec<(&str, serde_json::Value)> = moved
-        .iter()
-        .map(|p| {
-            let payment = serde_json::json!({ "payment": {
-                "id": p.id, "provider": p.provider, "amount_minor": p.amount_minor, "currency": p.currency,
-            }});
-            (p.order_id.as_str(), payment)
-        })
-        .collect();
-    super::merchant::emit(tx, "order.paid", &paid).await?;
+    let paid: Vec<&str> = moved.iter().map(|p| p.order_id.as_str()).collect();
+    super::merchant::emit_with(tx, "order.paid", &paid, |i| {
+        let p = moved[i];
+        serde_json::json!({ "payment": {
+            "id": p.id, "provider": p.provider, "amount_minor": p.amount_minor, "currency": p.currency,
+        }})
+    })
+    .await?;
     let mut out = Vec::with_capacity(ps.len());
     for (i, (p, &pays)) in ps.iter().zip(&pays).enumerate() {
         if !pays {

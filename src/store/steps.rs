@@ -507,9 +507,8 @@ pub async fn advance_many(
         // Partial refunds that arrived during fulfilment refer to the invoice now issued.
         // (Boxed: applying a refund can advance a pipeline in turn.)
         let ids: Vec<&str> = fulfilled.iter().map(|f| f.0).collect();
-        let told: Vec<(&str, serde_json::Value)> =
-            ids.iter().map(|o| (*o, serde_json::Value::Null)).collect();
-        super::merchant::emit(tx, "order.fulfilled", &told).await?;
+        super::merchant::emit_with(tx, "order.fulfilled", &ids, |_| serde_json::Value::Null)
+            .await?;
         let wakes = Box::pin(super::refunds::apply_waiting_many(tx, &ids)).await?;
         for ((_, i), wake) in fulfilled.into_iter().zip(wakes) {
             out[i].0.extend(wake);
