@@ -30,6 +30,7 @@ on_both_stores!(
     targets_the_guard_refuses_are_never_reached,
     a_configured_endpoint_follows_its_configuration,
     the_cli_manages_endpoints_and_shows_deliveries,
+    a_failed_payment_is_told,
 );
 
 /// What the receiver got: `webhook-id`, `webhook-timestamp`, `webhook-signature`, body.
@@ -732,5 +733,21 @@ async fn the_cli_manages_endpoints_and_shows_deliveries(backend: Backend) {
             .any(|l| l.starts_with(&id) && l.contains(" false ")),
         "{listed}"
     );
+    app.finish().await;
+}
+
+async fn a_failed_payment_is_told(backend: Backend) {
+    let app = app_with(backend, &[]).await;
+    let rx = receiver(0, StatusCode::OK).await;
+    endpoint(&app, &rx.url, json!(["order.payment_failed"])).await;
+    let (order, co) = app.seat_checkout("gone@example.com", 1, "stripe").await;
+    app.expire_session(s(&co["provider_order_id"])).await;
+    app.wait_for(&order, &["payment_failed"]).await;
+    let got = rx.until(1).await;
+    let v = got[0].json();
+    assert_eq!(v["type"], "order.payment_failed", "{v}");
+    assert_eq!(v["data"]["order"]["id"], order.as_str());
+    assert_eq!(v["data"]["order"]["status"], "payment_failed");
+    assert_eq!(settled(&app).await.len(), 1, "nothing else was subscribed");
     app.finish().await;
 }
