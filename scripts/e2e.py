@@ -74,11 +74,12 @@ def wait_for(app_url, order_id, statuses):
         time.sleep(0.05)
 
 
-def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
+def dashboard(browser, app_url, sb_url, token, dead_order, dead_session, merchant):
     """The operator's dashboard in headless chromium: a wrong token is refused; signed in,
     the queue counts are the store's; a retry click on the dead step (after the provider's
     record is corrected) moves it out of the dead letters and the order is fulfilled; found
-    by its buyer's email, its timeline shows the retry."""
+    by its buyer's email, its timeline shows the retry; a dead webhook to the merchant is
+    sent again with one click once its receiver is back."""
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=30_000)
@@ -120,6 +121,19 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session):
         expect(page.locator("#dead tr[data-step]")).to_have_count(0)
         expect(page.locator("#queues tr[data-kind='confirm_capture'] td.dead")).to_have_text("0")
         page.screenshot(path=os.path.join(shots, "dashboard-after-retry.png"), full_page=True)
+
+        # The merchant's receiver is back: a click sends the dead delivery again.
+        m, flaky, dead_delivery = merchant
+        m.fail["flaky"] = (None, 0, None)
+        call("PATCH", f"{app_url}/api/admin/webhook-endpoints/{flaky}", {"enabled": True}, token)
+        row = page.locator(f"#deliveries tr[data-delivery='{dead_delivery}']")
+        expect(row.locator("td.status")).to_have_text("dead")
+        expect(page.locator(f"#endpoints tr[data-endpoint='{flaky}']")).to_contain_text("yes")
+        row.get_by_role("button", name="Retry").click()
+        expect(page.locator("#merchant-msg")).to_have_text(f"Sending delivery {dead_delivery} again.")
+        expect(row.locator("td.status")).to_have_text("delivered")
+        assert len(m.of("flaky")) == 6 and m.of("flaky")[-1]["verified"], m.of("flaky")
+        page.locator("#merchant").screenshot(path=os.path.join(shots, "merchant-webhooks.png"))
 
         # The order found by its buyer's email (in another case), then its timeline.
         page.fill("#order-id", "SHORT@example.com")
@@ -248,10 +262,28 @@ def merchant_webhooks(app_url, sb_url, token):
     m.wait(lambda: any(g["event"]["data"]["order"]["id"] == o["id"] for g in m.of("erp", "order.paid")), "after rotation")
     after = [g for g in m.of("erp", "order.paid") if g["event"]["data"]["order"]["id"] == o["id"]]
     assert after[0]["verified"] == [old, r["secret"]], after
+    wait_for(app_url, o["id"], ("fulfilled",))
     for ep in (erp, ledger):
         status, _ = call("PATCH", f"{app_url}/api/admin/webhook-endpoints/{ep}", {"enabled": False}, token)
         assert status == 200
-    m.server.shutdown()
+
+    # A receiver that answers 503 to everything: after the last retry the delivery is dead
+    # (the dashboard's check retries it).
+    flaky = add("flaky", ["order.fulfilled"])
+    m.fail["flaky"] = ("order.fulfilled", 1000, None)
+    o, co = new_checkout(app_url, "merchant@example.com")
+    call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{co['provider_order_id']}/pay", {})
+    deadline = time.time() + 60
+    while True:
+        _, d = call("GET", f"{app_url}/api/admin/webhook-deliveries?endpoint_id={flaky}", token=token)
+        if d["deliveries"] and d["deliveries"][0]["status"] == "dead":
+            break
+        assert time.time() < deadline, d
+        time.sleep(0.05)
+    assert d["deliveries"][0]["attempts"] == 5 and len(m.of("flaky")) == 5, d
+    status, _ = call("PATCH", f"{app_url}/api/admin/webhook-endpoints/{flaky}", {"enabled": False}, token)
+    assert status == 200
+    return m, flaky, d["deliveries"][0]["id"]
 
 
 def launch(p, browser):
@@ -513,7 +545,7 @@ def main():
         passed += 1
 
         # The merchant's systems hear of orders through signed webhooks.
-        merchant_webhooks(app_url, sb_url, token)
+        merchant = merchant_webhooks(app_url, sb_url, token)
         passed += 1
 
         # The admin CLI, with the token serve generated: the order's record as a table.
@@ -533,7 +565,7 @@ def main():
         assert status == 200, paid
         wait_for(app_url, order3["id"], ("needs_review",))
         if browser:
-            dashboard(browser, app_url, sb_url, token, order3["id"], session3)
+            dashboard(browser, app_url, sb_url, token, order3["id"], session3, merchant)
             passed += 1
             checkout_pages(browser, app_url, sb_url, token, inbox)
             passed += 1

@@ -166,6 +166,58 @@ async function showEvents() {
   }
 }
 
+// Endpoints, and the latest deliveries to them (a dead one with Retry).
+async function showMerchant() {
+  const [{ endpoints }, { deliveries }] = await Promise.all([
+    api("GET", "/api/admin/webhook-endpoints"),
+    api("GET", "/api/admin/webhook-deliveries?limit=25"),
+  ]);
+  const eps = $("#endpoints tbody");
+  eps.replaceChildren();
+  for (const ep of endpoints) {
+    const tr = document.createElement("tr");
+    tr.dataset.endpoint = ep.id;
+    cell(tr, ep.id);
+    cell(tr, ep.url);
+    cell(tr, ep.event_types.join(", "));
+    cell(tr, ep.enabled ? "yes" : "no");
+    cell(tr, ep.disabled_reason, "err");
+    eps.appendChild(tr);
+  }
+  if (!endpoints.length) {
+    const td = cell(document.createElement("tr"), "No endpoints (add one with POST /api/admin/webhook-endpoints).");
+    td.colSpan = 5;
+    eps.appendChild(td.parentNode);
+  }
+  const body = $("#deliveries tbody");
+  body.replaceChildren();
+  for (const d of deliveries) {
+    const tr = document.createElement("tr");
+    tr.dataset.delivery = d.id;
+    cell(tr, d.id);
+    cell(tr, d.event_type);
+    cell(tr, d.endpoint_id);
+    cell(tr, d.order_id);
+    cell(tr, d.status, "status");
+    cell(tr, d.attempts, "num");
+    cell(tr, when(d.updated_at));
+    cell(tr, d.last_error, "err");
+    const actions = cell(tr, "");
+    if (d.status === "dead") actions.appendChild(button("Retry", () => redeliver(d.id)));
+    body.appendChild(tr);
+  }
+}
+
+async function redeliver(id) {
+  try {
+    await api("POST", "/api/admin/webhook-deliveries/" + id + "/retry", {});
+    say("#merchant-msg", "Sending delivery " + id + " again.");
+    await showMerchant();
+  } catch (e) {
+    say("#merchant-msg", "Delivery " + id + ": " + e.message, true);
+  }
+}
+
 async function replay(id) {
   try {
     const { replay } = await api("POST", "/api/admin/events/" + id + "/replay", {});
@@ -263,7 +315,7 @@ async function orderAction(what) {
 let ticks = 0;
 async function refresh() {
   try {
-    const work = [showQueues(), showDead(), showEvents()];
+    const work = [showQueues(), showDead(), showEvents(), showMerchant()];
     if (ticks++ % 5 === 0) work.push(showActivity());
     await Promise.all(work);
     $("#status").textContent = "updated " + new Date().toLocaleTimeString();
