@@ -60,6 +60,13 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(c.concurrency));
     let wake = engine.store.merchant_wake.clone();
     loop {
+        if slots.available_permits() == 0 {
+            // Every slot is sending: look again as soon as one is free.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = slots.acquire() => continue,
+            }
+        }
         let free = slots.available_permits();
         let claimed = match engine
             .store
@@ -87,7 +94,7 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             continue;
         }
         // Until told, the next retry is due, or a second has passed (what other processes
-        // queued), whichever is first; at once when a slot frees up after a full claim.
+        // queued), whichever is first.
         let due_in = match engine.store.next_delivery_due().await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 1_000) as u64),
             _ => Duration::from_secs(1),
@@ -336,12 +343,14 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// The client: no redirects, the attempt's time limit, and a resolver that drops
+/// The client: no redirects, no proxy, the attempt's time limit, and a resolver that drops
 /// non-public addresses unless they are allowed.
 fn client(c: &MerchantWebhooks) -> reqwest::Result<reqwest::Client> {
     let timeout = Duration::from_millis(c.timeout_ms());
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the target itself, past the guard.
+        .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("fulfilld-webhooks/", env!("CARGO_PKG_VERSION")))

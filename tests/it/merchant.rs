@@ -210,7 +210,12 @@ async fn settled(app: &TestApp) -> Vec<Value> {
 }
 
 async fn each_event_reaches_each_subscriber_once_signed(backend: Backend) {
-    let app = app_with(backend, &[]).await;
+    // One delivery in flight at a time: the others wait for its slot.
+    let app = app_with(
+        backend,
+        &[("FULFILLD__MERCHANT_WEBHOOKS__CONCURRENCY", "1")],
+    )
+    .await;
     let (all, all_rx) = (receiver(0, StatusCode::OK).await, "*");
     let refunds = receiver(0, StatusCode::OK).await;
     let off = receiver(0, StatusCode::OK).await;
