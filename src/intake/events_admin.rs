@@ -20,10 +20,9 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::admin::authorize;
-use super::queue_admin::{admin_action, id_param, query};
+use super::queue_admin::{admin_action, id_param, limit_param, query};
 use super::webhooks::{headers_from_json, refused};
 use crate::Engine;
-use crate::domain::Invalid;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,10 +38,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
     let p = query(params)?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Invalid::new("limit", "must be 1-1000").into());
-    }
+    let limit = limit_param(p.limit)?;
     let events = e.store.recent_events(p.provider.as_deref(), limit).await?;
     Ok(Json(json!({ "events": events })))
 }

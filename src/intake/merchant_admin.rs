@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::admin::authorize;
-use super::queue_admin::{Action, actor, admin_action, id_param, query, reason};
+use super::queue_admin::{
+    Action, actor, admin_action, id_param, limit_param, next_before, query, reason, status_param,
+};
 use crate::Engine;
 use crate::domain::{Invalid, parse_duration_ms};
 use crate::pipeline::notify_merchant::guard;
@@ -242,22 +244,8 @@ async fn deliveries(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
     let p = query(params)?;
-    if let Some(s) = &p.status
-        && !DELIVERY_STATUSES.contains(&s.as_str())
-    {
-        return Err(Invalid::new(
-            "status",
-            format!(
-                "no delivery status {s:?}; known: {}",
-                DELIVERY_STATUSES.join(", ")
-            ),
-        )
-        .into());
-    }
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Invalid::new("limit", "must be 1-1000").into());
-    }
+    status_param(p.status.as_deref(), "delivery", &DELIVERY_STATUSES)?;
+    let limit = limit_param(p.limit)?;
     let filter = DeliveryFilter {
         endpoint_id: p.endpoint_id,
         status: p.status,
@@ -266,9 +254,7 @@ async fn deliveries(
         limit,
     };
     let list = e.store.deliveries(&filter).await?;
-    let next = (list.len() as i64 == limit)
-        .then(|| list.last().map(|d| d.id))
-        .flatten();
+    let next = next_before(&list, limit, |d| d.id);
     Ok(Json(json!({ "deliveries": list, "next_before_id": next })))
 }
 

@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::admin::authorize;
-use super::queue_admin::{Action, admin_action, query, reason};
+use super::queue_admin::{
+    Action, admin_action, limit_param, next_before, query, reason, status_param,
+};
 use crate::Engine;
-use crate::domain::{EmailAddress, Invalid, OrderId};
+use crate::domain::{EmailAddress, OrderId};
 use crate::store::manual::{Rechecked, Resolved};
 use crate::store::orders::{ORDER_STATUSES, OrderFilter};
 
@@ -45,26 +47,12 @@ async fn search(
         Some("") | None => None,
         Some(m) => Some(EmailAddress::parse("email", m)?.as_str().to_owned()),
     };
-    if let Some(s) = &p.status
-        && !ORDER_STATUSES.contains(&s.as_str())
-    {
-        return Err(Invalid::new(
-            "status",
-            format!(
-                "no order status {s:?}; known: {}",
-                ORDER_STATUSES.join(", ")
-            ),
-        )
-        .into());
-    }
+    status_param(p.status.as_deref(), "order", &ORDER_STATUSES)?;
     let before_id = match &p.before_id {
         Some(b) => Some(OrderId::parse("before_id", b)?.as_str().to_owned()),
         None => None,
     };
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Invalid::new("limit", "must be 1-1000").into());
-    }
+    let limit = limit_param(p.limit)?;
     let filter = OrderFilter {
         email,
         status: p.status,
@@ -72,9 +60,7 @@ async fn search(
         limit,
     };
     let orders = e.store.find_orders(&filter).await?;
-    let next = (orders.len() as i64 == limit)
-        .then(|| orders.last().map(|o| o.id.clone()))
-        .flatten();
+    let next = next_before(&orders, limit, |o| o.id.clone());
     Ok(Json(json!({ "orders": orders, "next_before_id": next })))
 }
 

@@ -26,7 +26,7 @@ use crate::store::dead_letters::Filter;
 use crate::store::overview::{STEP_STATUSES, StepFilter};
 use crate::store::steps;
 
-/// Dead steps acted on at once, at most.
+/// Dead steps acted on at once, and rows an admin list answers, at most.
 const MAX_BATCH: i64 = 1_000;
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,10 +46,7 @@ impl FilterParams {
         if self.older_than_secs.is_some_and(|s| s < 0) {
             return Err(Invalid::new("older_than_secs", "must not be negative").into());
         }
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=MAX_BATCH).contains(&limit) {
-            return Err(Invalid::new("limit", format!("must be 1-{MAX_BATCH}")).into());
-        }
+        let limit = limit_param(self.limit)?;
         Ok(Filter {
             kind,
             older_than_ms: self.older_than_secs.map(|s| s.saturating_mul(1000)),
@@ -121,19 +118,8 @@ async fn list_steps(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
     let p = query(params)?;
-    if let Some(s) = &p.status
-        && !STEP_STATUSES.contains(&s.as_str())
-    {
-        return Err(Invalid::new(
-            "status",
-            format!("no step status {s:?}; known: {}", STEP_STATUSES.join(", ")),
-        )
-        .into());
-    }
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=MAX_BATCH).contains(&limit) {
-        return Err(Invalid::new("limit", format!("must be 1-{MAX_BATCH}")).into());
-    }
+    status_param(p.status.as_deref(), "step", &STEP_STATUSES)?;
+    let limit = limit_param(p.limit)?;
     if p.before_id.is_some_and(|b| b < 1) {
         return Err(Invalid::new("before_id", "must be a step id (1 or more)").into());
     }
@@ -145,9 +131,7 @@ async fn list_steps(
         limit,
     };
     let steps = e.store.list_steps(&filter).await?;
-    let next = (steps.len() as i64 == limit)
-        .then(|| steps.last().map(|s| s.id))
-        .flatten();
+    let next = next_before(&steps, limit, |s| s.id);
     Ok(Json(json!({ "steps": steps, "next_before_id": next })))
 }
 
@@ -190,6 +174,39 @@ pub(super) fn query<T>(
             r.body_text(),
         )
     })
+}
+
+/// An admin list's `limit`: 100 when not given, else 1 to [`MAX_BATCH`].
+pub(super) fn limit_param(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_BATCH).contains(&limit) {
+        return Err(Invalid::new("limit", format!("must be 1-{MAX_BATCH}")).into());
+    }
+    Ok(limit)
+}
+
+/// A `status` filter: none, or one of `known` (the `what` statuses, named in the error).
+pub(super) fn status_param(
+    status: Option<&str>,
+    what: &str,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match status {
+        Some(s) if !known.contains(&s) => Err(Invalid::new(
+            "status",
+            format!("no {what} status {s:?}; known: {}", known.join(", ")),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Where the next page of a list starts (`next_before_id`): the last row's id when the page
+/// is full, as there may be more.
+pub(super) fn next_before<T, K>(rows: &[T], limit: i64, id: impl Fn(&T) -> K) -> Option<K> {
+    (rows.len() as i64 == limit)
+        .then(|| rows.last().map(id))
+        .flatten()
 }
 
 /// A JSON body that may be left out entirely.
