@@ -692,24 +692,8 @@ impl Config {
             if let Err(why) = crate::pipeline::notify_merchant::guard(mw, &ep.url) {
                 return bad(&key("url"), why);
             }
-            let types = ep.event_types.items();
-            if types.is_empty() {
-                return bad(
-                    &key("event_types"),
-                    "name at least one event type, or \"*\"".into(),
-                );
-            }
-            if let Some(t) = types
-                .iter()
-                .find(|t| *t != "*" && !crate::store::merchant::EVENT_TYPES.contains(&t.as_str()))
-            {
-                return bad(
-                    &key("event_types"),
-                    format!(
-                        "no event type {t:?}; known: {}",
-                        crate::store::merchant::EVENT_TYPES.join(", ")
-                    ),
-                );
+            if let Err(why) = crate::store::merchant::stored_types(&ep.event_types.items()) {
+                return bad(&key("event_types"), why);
             }
             if !crate::store::merchant::secret_reads(&ep.secret) {
                 return bad(

@@ -152,12 +152,9 @@ pub async fn run_role(
     let kinds = config.step_kinds().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
     for (name, ep) in &config.merchant_webhooks.endpoints {
-        let types = ep.event_types.items();
-        let types = if types.iter().any(|t| t == "*") {
-            "*".to_owned()
-        } else {
-            types.join(" ")
-        };
+        // Checked when the configuration was read.
+        let types =
+            store::merchant::stored_types(&ep.event_types.items()).map_err(anyhow::Error::msg)?;
         store
             .keep_configured_endpoint(name, &ep.url, &types, &ep.secret)
             .await?;

@@ -23,7 +23,7 @@ use crate::Engine;
 use crate::domain::{Invalid, parse_duration_ms};
 use crate::pipeline::notify_merchant::guard;
 use crate::store::merchant::{
-    DELIVERY_STATUSES, DeliveryFilter, EVENT_TYPES, Endpoint, EndpointChange,
+    DELIVERY_STATUSES, DeliveryFilter, Endpoint, EndpointChange, stored_types,
 };
 
 /// An endpoint as the API shows it (never its secrets).
@@ -44,28 +44,9 @@ fn checked_url(e: &Engine, url: &str) -> Result<String, ApiError> {
     Ok(url.to_owned())
 }
 
-/// The event types, as stored: `*`, or known types space-separated, each once.
+/// The event types, as stored ([`stored_types`]), as a 422 otherwise.
 fn checked_types(types: &[String]) -> Result<String, ApiError> {
-    if types.iter().any(|t| t == "*") {
-        return Ok("*".into());
-    }
-    if types.is_empty() {
-        return Err(Invalid::new("event_types", "name at least one event type, or \"*\"").into());
-    }
-    let mut kept: Vec<&str> = Vec::new();
-    for t in types {
-        let Some(known) = EVENT_TYPES.iter().find(|k| **k == t.as_str()) else {
-            return Err(Invalid::new(
-                "event_types",
-                format!("no event type {t:?}; known: {}", EVENT_TYPES.join(", ")),
-            )
-            .into());
-        };
-        if !kept.contains(known) {
-            kept.push(known);
-        }
-    }
-    Ok(kept.join(" "))
+    stored_types(types).map_err(|why| Invalid::new("event_types", why).into())
 }
 
 fn description(d: &Option<String>) -> Result<Option<String>, ApiError> {

@@ -23,6 +23,33 @@ pub const EVENT_TYPES: [&str; 6] = [
     "step.dead",
 ];
 
+/// Event types as an endpoint keeps them — `*`, or known types space-separated, each once
+/// — or why `types` cannot be (for the admin API and the configuration alike).
+pub fn stored_types(types: &[String]) -> std::result::Result<String, String> {
+    if types.is_empty() {
+        return Err("name at least one event type, or \"*\"".into());
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    for t in types {
+        if t == "*" {
+            continue;
+        }
+        let Some(known) = EVENT_TYPES.iter().find(|k| **k == t.as_str()) else {
+            return Err(format!(
+                "no event type {t:?}; known: {}",
+                EVENT_TYPES.join(", ")
+            ));
+        };
+        if !kept.contains(known) {
+            kept.push(known);
+        }
+    }
+    if types.iter().any(|t| t == "*") {
+        return Ok("*".into());
+    }
+    Ok(kept.join(" "))
+}
+
 /// An endpoint without its secrets.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Endpoint {
