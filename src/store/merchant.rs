@@ -619,64 +619,43 @@ impl Store {
                 Some(s) => format!("answered {s}"),
                 None => sent.response.clone(),
             };
-            sqlx::query(
-                "UPDATE merchant_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
+            let since: Option<i64> = sqlx::query_scalar(
+                "UPDATE merchant_endpoints SET failing_since = COALESCE(failing_since, $1)
+                 WHERE id = $2 RETURNING failing_since",
             )
             .bind(sent.started_at)
             .bind(&d.endpoint_id)
-            .execute(&mut *tx)
-            .await?;
-            let since: Option<i64> =
-                sqlx::query_scalar("SELECT failing_since FROM merchant_endpoints WHERE id = $1")
-                    .bind(&d.endpoint_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let tries = d.tries + 1;
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
             let wait = usize::try_from(d.tries)
                 .ok()
                 .and_then(|i| policy.schedule_ms.get(i));
-            if since.is_some_and(|s| now - s >= policy.disable_after_ms as i64) {
-                set_delivery(
-                    &mut tx,
-                    d.id,
-                    "dead",
-                    attempt,
-                    tries,
-                    now,
-                    Some(&error),
-                    None,
-                )
-                .await?;
-                disable_failing(&mut tx, &d.endpoint_id, since.unwrap_or(now), now).await?;
-                After::EndpointDisabled
+            let failing_too_long = since.is_some_and(|s| now - s >= policy.disable_after_ms as i64);
+            let (status, next_run_at, after) = if failing_too_long {
+                ("dead", now, After::EndpointDisabled)
             } else if let Some(wait) = wait {
                 let at = now + *wait as i64;
-                set_delivery(
-                    &mut tx,
-                    d.id,
-                    "pending",
-                    attempt,
-                    tries,
-                    at,
-                    Some(&error),
-                    None,
-                )
-                .await?;
-                After::RetryAt(at)
+                ("pending", at, After::RetryAt(at))
             } else {
-                set_delivery(
-                    &mut tx,
-                    d.id,
-                    "dead",
-                    attempt,
-                    tries,
-                    now,
-                    Some(&error),
-                    None,
-                )
-                .await?;
-                After::Dead
+                ("dead", now, After::Dead)
+            };
+            let tries = d.tries + 1;
+            set_delivery(
+                &mut tx,
+                d.id,
+                status,
+                attempt,
+                tries,
+                next_run_at,
+                Some(&error),
+                None,
+            )
+            .await?;
+            if let (After::EndpointDisabled, Some(since)) = (&after, since) {
+                disable_failing(&mut tx, &d.endpoint_id, since, now).await?;
             }
+            after
         };
         tx.commit().await?;
         Ok(after)
