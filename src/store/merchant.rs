@@ -681,32 +681,20 @@ impl Store {
 
     /// Deliveries, newest first.
     pub async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<Delivery>> {
-        let mut clauses = Vec::new();
-        let mut binds: Vec<String> = Vec::new();
-        for (col, v) in [
-            ("endpoint_id = ", &f.endpoint_id),
-            ("status = ", &f.status),
-            ("order_id = ", &f.order_id),
-        ] {
-            if let Some(v) = v {
-                binds.push(v.clone());
-                clauses.push(format!("{col}${}", binds.len()));
-            }
-        }
+        let mut filters = super::Filters::default()
+            .given("endpoint_id = ?", f.endpoint_id.as_deref())
+            .given("status = ?", f.status.as_deref())
+            .given("order_id = ?", f.order_id.as_deref());
         if let Some(b) = f.before_id {
-            clauses.push(format!("id < {b}"));
+            filters = filters.and(format!("id < {b}"));
         }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
         let mut q = sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLS} FROM merchant_deliveries {filter} ORDER BY id DESC LIMIT {}",
+            "SELECT {DELIVERY_COLS} FROM merchant_deliveries {} ORDER BY id DESC LIMIT {}",
+            filters.sql(),
             f.limit.max(1)
         )));
-        for b in binds {
-            q = q.bind(b);
+        for v in &filters.binds {
+            q = q.bind(*v);
         }
         Ok(q.fetch_all(&self.pool).await?)
     }

@@ -307,6 +307,42 @@ pub(crate) fn value_rows(first: usize, rows: usize, width: usize, tail: &str) ->
         .join(", ")
 }
 
+/// The `WHERE` of a list with optional filters: only the filters in use are in the
+/// statement, so each plan can use its index (a `$1 = '' OR col = $1` would hide it).
+#[derive(Debug, Default)]
+pub(crate) struct Filters<'a> {
+    clauses: Vec<String>,
+    /// The values to bind, in placeholder order (`$1`, `$2`, …).
+    pub binds: Vec<&'a str>,
+}
+
+impl<'a> Filters<'a> {
+    /// `clause`, with `?` where its value goes, when there is a value.
+    pub fn given(mut self, clause: &str, value: Option<&'a str>) -> Self {
+        if let Some(v) = value {
+            self.binds.push(v);
+            self.clauses
+                .push(clause.replace('?', &format!("${}", self.binds.len())));
+        }
+        self
+    }
+
+    /// A clause of our own making, with nothing to bind.
+    pub fn and(mut self, clause: String) -> Self {
+        self.clauses.push(clause);
+        self
+    }
+
+    /// `WHERE …`, or nothing.
+    pub fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
 /// `$first, $first+1, …`: `n` numbered placeholders for an `IN (…)` list.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)

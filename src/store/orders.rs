@@ -251,37 +251,22 @@ pub struct OrderFilter {
 }
 
 impl Store {
-    /// Orders newest first, by buyer and status. Only the filters given are in the
-    /// statement, so a search by address always uses its index.
+    /// Orders newest first, by buyer and status (only the filters given are in the
+    /// statement: a search by address always uses its index).
     pub async fn find_orders(&self, f: &OrderFilter) -> Result<Vec<OrderRow>> {
-        let mut clauses = Vec::new();
-        let mut n = 0;
-        let mut next = |clause: &str| {
-            n += 1;
-            clauses.push(clause.replace('?', &format!("${n}")));
-        };
-        if f.email.is_some() {
-            next("lower(customer_email) = lower(?)");
-        }
-        if f.status.is_some() {
-            next("status = ?");
-        }
-        if f.before_id.is_some() {
-            next("id < ?");
-        }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let filters = super::Filters::default()
+            .given("lower(customer_email) = lower(?)", f.email.as_deref())
+            .given("status = ?", f.status.as_deref())
+            .given("id < ?", f.before_id.as_deref());
         let sql = format!(
             "SELECT id, customer_email, status, total_minor, currency, created_at FROM orders
-             {filter} ORDER BY id DESC LIMIT ${}",
-            n + 1
+             {} ORDER BY id DESC LIMIT ${}",
+            filters.sql(),
+            filters.binds.len() + 1
         );
         let mut q = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
-        for v in [&f.email, &f.status, &f.before_id].into_iter().flatten() {
-            q = q.bind(v);
+        for v in &filters.binds {
+            q = q.bind(*v);
         }
         Ok(q.bind(f.limit).fetch_all(&self.pool).await?)
     }
