@@ -255,15 +255,7 @@ async fn forged_webhooks_are_turned_away_before_verifying(backend: Backend) {
     assert_eq!(status, 429);
     let (status, _) = webhook_from(&app, "198.51.100.7", last, WEBHOOK_SECRET).await;
     assert_eq!(status, 200);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::observability::scrape(&app).await;
     assert!(
         metrics.contains(
             r#"fulfilld_webhooks_rejected_total{provider="stripe",reason="rate_limited"} 8"#

@@ -336,15 +336,7 @@ async fn a_receiver_down_three_times_gets_the_fourth_under_the_same_id(backend: 
     assert_eq!(d["attempt_log"][0]["response"], "not now", "{d}");
     assert_eq!(d["payload"]["type"], "order.paid", "{d}");
     assert_eq!(d["attempts"], 4);
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::observability::scrape(&app).await;
     for (outcome, n) in [("retry", 3), ("delivered", 1)] {
         let series = format!(
             "fulfilld_merchant_webhook_attempt_seconds_count{{event=\"order.paid\",outcome=\"{outcome}\"}} {n}"

@@ -24,7 +24,8 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
 }
 
-async fn scrape(app: &TestApp) -> String {
+/// `/metrics` of `app`, checked to be OpenMetrics text.
+pub async fn scrape(app: &TestApp) -> String {
     let r = app
         .http
         .get(format!("{}/metrics", app.url))
