@@ -271,6 +271,18 @@ pub fn parse_duration_ms(field: &str, s: &str) -> Result<u64, Invalid> {
     n.checked_mul(unit_ms).ok_or_else(bad)
 }
 
+/// `2026-12-02T01:25:49.948Z` for a time in ms since the epoch (no fraction on a whole
+/// second); empty if out of range.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch: the store's only time representation (portable
 /// across SQLite and Postgres, and unambiguous).
 pub fn now_ms() -> i64 {
@@ -295,6 +307,15 @@ mod tests {
             let e = parse_since("since", bad, now).expect_err(bad);
             assert_eq!(e.field, "since");
         }
+    }
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(super::rfc3339(1_796_174_749_000), "2026-12-02T01:25:49Z");
+        assert_eq!(
+            super::rfc3339(1_796_174_749_948),
+            "2026-12-02T01:25:49.948Z"
+        );
     }
 
     #[test]

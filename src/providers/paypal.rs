@@ -228,13 +228,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
 
 /// `2026-11-22T10:00:00Z` for a Unix time.
 fn iso_utc(s: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(s)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::domain::rfc3339(s.saturating_mul(1000))
 }
 
 /// Unix seconds of PayPal's `2026-11-22T10:00:00+0000` (or `…Z`), read as UTC.

@@ -112,14 +112,8 @@ pub fn signing_key() -> anyhow::Result<&'static RsaPrivateKey> {
 }
 
 fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    let ms = crate::domain::now_ms();
+    crate::domain::rfc3339(ms - ms.rem_euclid(1000))
 }
 
 #[derive(Clone)]

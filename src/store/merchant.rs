@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::orders::{ItemRow, OrderRow};
 use super::{Backend, Result, Store, Tx, placeholders};
-use crate::domain::{new_id, now_ms};
+use crate::domain::{new_id, now_ms, rfc3339};
 
 pub const EVENT_TYPES: [&str; 6] = [
     "order.paid",
@@ -296,16 +296,6 @@ pub async fn emit_with(
     }
     tx.emitted = true;
     Ok(())
-}
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// A new endpoint's signing secret: `whsec_` and 32 random bytes, base64 (the form the
