@@ -162,15 +162,11 @@ async fn secret(
         .endpoint_secrets(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint"))?;
-    let now = crate::domain::now_ms();
-    let previous = s
-        .previous_secret_until
-        .filter(|u| *u > now)
-        .and(s.previous_secret.clone());
+    let previous = s.previous(crate::domain::now_ms());
     Ok(Json(json!({
         "secret": s.secret,
-        "previous_secret": previous,
-        "previous_secret_until": s.previous_secret_until.filter(|u| *u > now),
+        "previous_secret": previous.map(|(p, _)| p),
+        "previous_secret_until": previous.map(|(_, until)| until),
     })))
 }
 

@@ -91,13 +91,17 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// The secret a rotation replaced and when its grace ends, while the grace lasts.
+    pub fn previous(&self, now: i64) -> Option<(&str, i64)> {
+        match (&self.previous_secret, self.previous_secret_until) {
+            (Some(p), Some(until)) if until > now => Some((p, until)),
+            _ => None,
+        }
+    }
+
     pub fn signing(&self, now: i64) -> Vec<&str> {
         let mut v = vec![self.secret.as_str()];
-        if let (Some(p), Some(until)) = (&self.previous_secret, self.previous_secret_until)
-            && until > now
-        {
-            v.push(p);
-        }
+        v.extend(self.previous(now).map(|(p, _)| p));
         v
     }
 }
