@@ -67,38 +67,43 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
                 _ = slots.acquire() => continue,
             }
         }
-        let free = slots.available_permits();
-        let claimed = match engine
-            .store
-            .claim_deliveries(free, now_ms() + lease_ms)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not look for merchant webhooks to send");
-                Vec::new()
+        // A read first: the claim is a write (on SQLite it takes the writer lock), made
+        // only when something is due.
+        let now = now_ms();
+        let due = engine.store.next_delivery_due().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not look for merchant webhooks to send");
+            None
+        });
+        let mut due_in = due.map_or(Duration::from_secs(1), |at| {
+            Duration::from_millis((at - now).clamp(0, 1_000) as u64)
+        });
+        if due.is_some_and(|at| at <= now) {
+            let free = slots.available_permits();
+            match engine.store.claim_deliveries(free, now + lease_ms).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    for c in claimed {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let (engine, client, policy) =
+                            (engine.clone(), client.clone(), policy.clone());
+                        tokio::spawn(async move {
+                            deliver(&engine, &client, &policy, c).await;
+                            drop(slot);
+                        });
+                    }
+                    continue;
+                }
+                // Another process took them first.
+                Ok(_) => due_in = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim merchant webhooks to send");
+                    due_in = Duration::from_secs(1);
+                }
             }
-        };
-        let full = free > 0 && claimed.len() == free;
-        for c in claimed {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (engine, client, policy) = (engine.clone(), client.clone(), policy.clone());
-            tokio::spawn(async move {
-                deliver(&engine, &client, &policy, c).await;
-                drop(slot);
-            });
         }
-        if full {
-            continue;
-        }
-        // Until told, the next retry is due, or a second has passed (what other processes
+        // Until told, the next one is due, or a second has passed (what other processes
         // queued), whichever is first.
-        let due_in = match engine.store.next_delivery_due().await {
-            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 1_000) as u64),
-            _ => Duration::from_secs(1),
-        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = wake.notified() => {}

@@ -544,10 +544,12 @@ impl Store {
             .collect())
     }
 
-    /// When the next pending delivery is due, if any.
+    /// When the next delivery is due, if any: a pending one's time, or when the lease of
+    /// one being sent runs out (its sender died) — what [`Store::claim_deliveries`] takes.
     pub async fn next_delivery_due(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_run_at) FROM merchant_deliveries WHERE status = 'pending'",
+            "SELECT MIN(CASE WHEN status = 'pending' THEN next_run_at ELSE lease_until END)
+             FROM merchant_deliveries WHERE status IN ('pending', 'sending')",
         )
         .fetch_one(&self.pool)
         .await?)

@@ -31,6 +31,7 @@ on_both_stores!(
     a_configured_endpoint_follows_its_configuration,
     the_cli_manages_endpoints_and_shows_deliveries,
     a_failed_payment_is_told,
+    a_delivery_whose_sender_died_is_sent_again,
 );
 
 /// What the receiver got: `webhook-id`, `webhook-timestamp`, `webhook-signature`, body.
@@ -746,5 +747,40 @@ async fn a_failed_payment_is_told(backend: Backend) {
     assert_eq!(v["data"]["order"]["id"], order.as_str());
     assert_eq!(v["data"]["order"]["status"], "payment_failed");
     assert_eq!(settled(&app).await.len(), 1, "nothing else was subscribed");
+    app.finish().await;
+}
+
+/// A sender that died mid-send leaves its delivery `sending` under a lease; once the lease
+/// runs out another look sends it again, under the same webhook-id.
+async fn a_delivery_whose_sender_died_is_sent_again(backend: Backend) {
+    let app = app_with(backend, &[]).await;
+    let rx = receiver(0, StatusCode::OK).await;
+    endpoint(&app, &rx.url, json!(["order.paid"])).await;
+    fulfilled(&app).await;
+    let first = rx.until(1).await;
+    let id = settled(&app).await[0]["id"].as_i64().expect("id");
+    // As a sender that claimed it and died would have left it.
+    sqlx::query(
+        "UPDATE merchant_deliveries SET status = 'sending', lease_token = 'lease_of_the_dead',
+             lease_until = $1 WHERE id = $2",
+    )
+    .bind(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+            - 1,
+    )
+    .bind(id)
+    .execute(&app.store.pool)
+    .await
+    .expect("a lost lease");
+    let again = rx.until(2).await;
+    assert_eq!(again[1].id, first[0].id, "the same webhook-id");
+    let after = settled(&app).await;
+    assert_eq!(
+        (&after[0]["status"], &after[0]["attempts"]),
+        (&json!("delivered"), &json!(2))
+    );
     app.finish().await;
 }
