@@ -773,6 +773,129 @@ impl Config {
         })
     }
 
+    /// Refuses, for `serve` and `intake`, a provider that can move real money — its API base
+    /// is not a loopback address (where `fulfilld sandbox` runs) or its key is a live key —
+    /// while a secret that decides what to trust is empty or still the compiled-in sandbox
+    /// value, which anyone can read in this repository. With a live provider, the admin token
+    /// and the cookie secret must be set too, not generated into a local file that differs
+    /// between machines. The error names the setting to fill in.
+    pub fn refuse_sandbox_secrets_live(&self) -> Result<(), ConfigError> {
+        let d = compiled_defaults();
+        let bad = |key: &str, env: &str, why: &str| {
+            Err(ConfigError(format!(
+                "{key}: {why}; set {env} before going live"
+            )))
+        };
+        let p = &self.providers;
+        let mut live = Vec::new();
+        if p.stripe.enabled
+            && (!is_loopback_url(&p.stripe.api_base)
+                || ["sk_live_", "rk_live_"]
+                    .iter()
+                    .any(|k| p.stripe.secret_key.starts_with(k)))
+        {
+            live.push("stripe");
+            let defaults = &d.providers.stripe.webhook_secrets;
+            if p.stripe.webhook_secrets.is_empty()
+                || p.stripe
+                    .webhook_secrets
+                    .iter()
+                    .any(|w| defaults.contains(w))
+            {
+                return bad(
+                    "providers.stripe.webhook_secrets",
+                    "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS (the endpoint's whsec_… from the Stripe dashboard)",
+                    "holds the sandbox's public secret while Stripe is live, so anyone could sign events",
+                );
+            }
+            if p.stripe.secret_key == d.providers.stripe.secret_key {
+                return bad(
+                    "providers.stripe.secret_key",
+                    "FULFILLD__PROVIDERS__STRIPE__SECRET_KEY",
+                    "is the sandbox's key while api_base is not the sandbox",
+                );
+            }
+        }
+        if p.razorpay.enabled
+            && (!is_loopback_url(&p.razorpay.api_base)
+                || p.razorpay.key_id.starts_with("rzp_live_"))
+        {
+            live.push("razorpay");
+            let r = &d.providers.razorpay;
+            if p.razorpay.webhook_secret.is_empty() || p.razorpay.webhook_secret == r.webhook_secret
+            {
+                return bad(
+                    "providers.razorpay.webhook_secret",
+                    "FULFILLD__PROVIDERS__RAZORPAY__WEBHOOK_SECRET (the secret set on the Razorpay dashboard's webhook)",
+                    "holds the sandbox's public secret while Razorpay is live, so anyone could sign events",
+                );
+            }
+            // The key secret also signs the checkout's payment signature, which the verify
+            // call trusts.
+            if p.razorpay.key_secret == r.key_secret {
+                return bad(
+                    "providers.razorpay.key_secret",
+                    "FULFILLD__PROVIDERS__RAZORPAY__KEY_SECRET",
+                    "is the sandbox's public secret while Razorpay is live, so anyone could sign a payment",
+                );
+            }
+        }
+        if p.paypal.enabled && !is_loopback_url(&p.paypal.api_base) {
+            live.push("paypal");
+            let pp = &d.providers.paypal;
+            if p.paypal.webhook_id == pp.webhook_id {
+                return bad(
+                    "providers.paypal.webhook_id",
+                    "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_ID (the id PayPal gave your webhook)",
+                    "is the sandbox's while PayPal is live",
+                );
+            }
+            if p.paypal.client_secret == pp.client_secret {
+                return bad(
+                    "providers.paypal.client_secret",
+                    "FULFILLD__PROVIDERS__PAYPAL__CLIENT_SECRET",
+                    "is the sandbox's while PayPal is live",
+                );
+            }
+            if !p.paypal.webhook_cert_file.is_empty()
+                && p.paypal.webhook_cert_file == pp.webhook_cert_file
+            {
+                return bad(
+                    "providers.paypal.webhook_cert_file",
+                    "FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE= (empty, PayPal's own certificates)",
+                    "is the certificate fulfilld sandbox writes while PayPal is live",
+                );
+            }
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        const MIN: usize = 32;
+        let a = &self.admin;
+        if (a.token.is_empty() && a.generate_token) || (!a.token.is_empty() && a.token.len() < MIN)
+        {
+            return bad(
+                "admin.token",
+                "FULFILLD__ADMIN__TOKEN (at least 32 random characters, e.g. `openssl rand -hex 32`), or admin.generate_token = false to keep the admin API off",
+                &format!(
+                    "must be set, at least {MIN} characters, while {} is live",
+                    live.join(", ")
+                ),
+            );
+        }
+        if self.entitlements.cookie_secret.len() < MIN {
+            return bad(
+                "entitlements.cookie_secret",
+                "FULFILLD__ENTITLEMENTS__COOKIE_SECRET (at least 32 random characters, the same on every intake)",
+                &format!(
+                    "must be set, at least {MIN} characters, while {} is live",
+                    live.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Providers whose API base is not the real one: start-up warns about each.
     pub fn sandboxed_providers(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
@@ -787,6 +910,29 @@ impl Config {
             v.push("paypal");
         }
         v
+    }
+}
+
+/// The compiled-in `config/default.toml` alone: the sandbox's public secrets.
+fn compiled_defaults() -> Config {
+    config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .expect("config/default.toml deserializes (a unit test loads it)")
+}
+
+/// Whether `url` names a loopback host (127.0.0.0/8, ::1, localhost), where
+/// `fulfilld sandbox` runs; anything else may be a real provider.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -965,6 +1111,108 @@ mod tests {
             assert!(err.contains(key), "{err}");
             assert!(!err.contains(good), "the secret in {err}");
         }
+    }
+
+    #[test]
+    fn no_sandbox_secret_works_live() {
+        let sandbox = Config::load_from(None, &[], false).expect("defaults");
+        sandbox
+            .refuse_sandbox_secrets_live()
+            .expect("the sandbox runs on its own secrets");
+        let strong = "0123456789abcdef0123456789abcdef";
+        let others = [
+            ("FULFILLD__PROVIDERS__RAZORPAY__ENABLED", "false"),
+            ("FULFILLD__PROVIDERS__PAYPAL__ENABLED", "false"),
+            ("FULFILLD__ADMIN__TOKEN", strong),
+            ("FULFILLD__ENTITLEMENTS__COOKIE_SECRET", strong),
+        ];
+        let live = |extra: &[(&str, &str)]| {
+            let mut pairs: Vec<(&str, &str)> = others.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::load_from(None, &env(&pairs), false)
+                .expect("loads")
+                .refuse_sandbox_secrets_live()
+                .map_err(|e| e.to_string())
+        };
+        // A live key or a real API base, each with the public sandbox signing secret.
+        for extra in [
+            &[("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "sk_live_x")][..],
+            &[
+                ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "sk_test_x"),
+                (
+                    "FULFILLD__PROVIDERS__STRIPE__API_BASE",
+                    "https://api.stripe.com",
+                ),
+            ][..],
+        ] {
+            let err = live(extra).expect_err("whsec_sandbox live");
+            assert!(
+                err.contains("providers.stripe.webhook_secrets")
+                    && err.contains("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS"),
+                "{err}"
+            );
+        }
+        let stripe_ok = [
+            ("FULFILLD__PROVIDERS__STRIPE__SECRET_KEY", "sk_live_x"),
+            ("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS", "whsec_real"),
+        ];
+        live(&stripe_ok).expect("real secrets");
+        // The admin token and the cookie secret, each unset, generated or short.
+        for (k, v, key) in [
+            ("FULFILLD__ADMIN__TOKEN", "", "admin.token"),
+            ("FULFILLD__ADMIN__TOKEN", "short", "admin.token"),
+            (
+                "FULFILLD__ENTITLEMENTS__COOKIE_SECRET",
+                "",
+                "entitlements.cookie_secret",
+            ),
+        ] {
+            let mut extra = stripe_ok.to_vec();
+            extra.push((k, v));
+            let err = live(&extra).expect_err(key);
+            assert!(err.starts_with(&format!("configuration: {key}")), "{err}");
+        }
+        let mut off = stripe_ok.to_vec();
+        off.extend([
+            ("FULFILLD__ADMIN__TOKEN", ""),
+            ("FULFILLD__ADMIN__GENERATE_TOKEN", "false"),
+        ]);
+        live(&off).expect("admin API off is allowed");
+        // Razorpay and PayPal, live by key or by host.
+        let rzp = Config::load_from(
+            None,
+            &env(&[
+                ("FULFILLD__PROVIDERS__RAZORPAY__KEY_ID", "rzp_live_x"),
+                ("FULFILLD__PROVIDERS__STRIPE__ENABLED", "false"),
+                ("FULFILLD__PROVIDERS__PAYPAL__ENABLED", "false"),
+            ]),
+            false,
+        )
+        .expect("loads")
+        .refuse_sandbox_secrets_live()
+        .expect_err("rzp_whsec_sandbox live")
+        .to_string();
+        assert!(rzp.contains("providers.razorpay.webhook_secret"), "{rzp}");
+        let pp = Config::load_from(
+            None,
+            &env(&[
+                (
+                    "FULFILLD__PROVIDERS__PAYPAL__API_BASE",
+                    "https://api-m.paypal.com",
+                ),
+                ("FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE", ""),
+                ("FULFILLD__PROVIDERS__STRIPE__ENABLED", "false"),
+                ("FULFILLD__PROVIDERS__RAZORPAY__ENABLED", "false"),
+            ]),
+            false,
+        )
+        .expect("loads")
+        .refuse_sandbox_secrets_live()
+        .expect_err("sandbox webhook id live")
+        .to_string();
+        assert!(pp.contains("providers.paypal.webhook_id"), "{pp}");
+        assert!(is_loopback_url("http://127.0.0.5:8099") && is_loopback_url("http://[::1]:1"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.example"));
     }
 
     #[test]

@@ -149,6 +149,10 @@ pub async fn run_role(
             "provider API points at a sandbox, not the real provider: no real money moves"
         );
     }
+    if role != Role::Work {
+        // Before anything is opened or bound to: a forged event must never be trusted live.
+        config.refuse_sandbox_secrets_live()?;
+    }
     let kinds = config.step_kinds().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
     for (name, ep) in &config.merchant_webhooks.endpoints {

@@ -378,7 +378,7 @@ impl Provider for Razorpay {
         let req = self
             .http
             .post(format!("{}/v1/payments/{id}/refund", self.base))
-            .header("X-Refund-Idempotency", req.idempotency_key)
+            .header("X-Refund-Idempotency", refund_key(req.idempotency_key))
             .json(&json!({
                 "amount": req.amount_minor,
                 "notes": { "refund_id": req.refund_id, "payment_id": req.payment_id },
@@ -392,9 +392,49 @@ impl Provider for Razorpay {
     }
 }
 
+/// Whether Razorpay takes `key` as an `X-Refund-Idempotency`: at least 10 characters, each a
+/// letter, a digit, `-` or `_` (razorpay.com/docs/api/refunds/normal-refunds-idempotent).
+pub fn refund_key_ok(key: &str) -> bool {
+    key.len() >= 10
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Our refund idempotency key in Razorpay's charset: every other character becomes `-`
+/// (`fulfilld-refund:rf_…` → `fulfilld-refund-rf_…`), so the key stays one per refund and
+/// the same on every retry. Stripe and PayPal take the key as it is.
+fn refund_key(key: &str) -> String {
+    let mut k: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while k.len() < 10 {
+        k.push('_');
+    }
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refund_keys_are_in_razorpays_charset() {
+        let k = refund_key("fulfilld-refund:rf_01JX5Q");
+        assert_eq!(k, "fulfilld-refund-rf_01JX5Q");
+        assert!(refund_key_ok(&k));
+        assert!(!refund_key_ok("fulfilld-refund:rf_01JX5Q"));
+        assert!(!refund_key_ok("short-key"));
+        assert!(refund_key_ok(&refund_key("x")));
+        assert!(refund_key_ok(&refund_key("ключ:é/ü")));
+    }
 
     #[test]
     fn signatures_round_trip_and_refuse_tampering() {

@@ -63,7 +63,9 @@ pub fn verify(
     if sigs.is_empty() {
         return Err(SignatureError::Mismatch);
     }
-    if t < now - tolerance_secs as i64 {
+    // Both ways: stripe-node refuses only old timestamps, but a `t` far in the future would
+    // keep a captured signature replayable for as long as it is ahead of the clock.
+    if t.abs_diff(now) > tolerance_secs {
         return Err(SignatureError::Stale);
     }
     for secret in secrets {
@@ -506,6 +508,27 @@ mod tests {
         let old = sign("whsec_new", now - 301, BODY);
         assert_eq!(
             verify(Some(&old), BODY, &secrets, 300, now),
+            Err(SignatureError::Stale)
+        );
+        // A timestamp ahead of the clock is no fresher than one behind it.
+        for ahead in [301, 3600, 10 * 365 * 86400] {
+            let future = sign("whsec_new", now + ahead, BODY);
+            assert_eq!(
+                verify(Some(&future), BODY, &secrets, 300, now),
+                Err(SignatureError::Stale),
+                "t = now + {ahead}"
+            );
+        }
+        let edge = sign("whsec_new", now + 300, BODY);
+        assert_eq!(verify(Some(&edge), BODY, &secrets, 300, now), Ok(()));
+        assert_eq!(
+            verify(
+                Some(&format!("t={},v1=00", i64::MIN)),
+                BODY,
+                &secrets,
+                300,
+                now
+            ),
             Err(SignatureError::Stale)
         );
         let wrong = sign("whsec_other", now, BODY);

@@ -380,6 +380,17 @@ async fn refund(
         .get("x-refund-idempotency")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // "The idempotency key must be at least 10 character long and can contain alphabets,
+    // numbers, hyphens and underscores only" (razorpay.com/docs/api/refunds/normal-refunds-idempotent).
+    if let Some(k) = &key
+        && !crate::providers::razorpay::refund_key_ok(k)
+    {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "The idempotency key must be at least 10 characters of letters, digits, hyphens and underscores",
+            Some("X-Refund-Idempotency"),
+        );
+    }
     let parsed = serde_json::from_slice::<Value>(&body).unwrap_or_default();
     let amount = parsed["amount"].as_i64();
     let notes = if parsed["notes"].is_object() {

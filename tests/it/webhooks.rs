@@ -17,7 +17,32 @@ on_both_stores!(
     stored_event_is_replayed_once_with_a_dry_run_first,
     one_batch_of_mixed_events_is_recorded_as_if_one_by_one,
     events_left_unapplied_are_applied_by_a_running_intake,
+    live_stripe_with_the_sandbox_secret_refuses_to_start,
 );
+
+/// A live key with the public `whsec_sandbox` would let anyone sign a paid checkout: neither
+/// `serve` nor `intake` starts, and the error names the setting.
+async fn live_stripe_with_the_sandbox_secret_refuses_to_start(backend: Backend) {
+    let app = crate::harness::spawn_bare(backend, &[]).await;
+    let mut live = app.config.clone();
+    live.providers.stripe.secret_key = "sk_live_51Hsomething".into();
+    live.providers.stripe.webhook_secrets = vec!["whsec_sandbox".into()];
+    for role in [fulfilld::Role::Serve, fulfilld::Role::Intake] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let err = fulfilld::run_role(role, live.clone(), listener, std::future::pending())
+            .await
+            .expect_err("refuses to start");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("providers.stripe.webhook_secrets")
+                && msg.contains("FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS"),
+            "{role:?}: {msg}"
+        );
+    }
+    app.finish().await;
+}
 
 /// A paid checkout whose completion event was not delivered; returns (order id, event body).
 async fn paid_without_webhook(app: &TestApp, email: &str) -> (String, Vec<u8>) {
@@ -133,6 +158,16 @@ async fn forged_stale_and_oversized_webhooks_are_refused(backend: Backend) {
             "stale timestamp",
             body.clone(),
             Some(signature(WEBHOOK_SECRET, &body, 301)),
+        ),
+        (
+            "timestamp an hour ahead",
+            body.clone(),
+            Some(signature(WEBHOOK_SECRET, &body, -3600)),
+        ),
+        (
+            "timestamp ten years ahead",
+            body.clone(),
+            Some(signature(WEBHOOK_SECRET, &body, -10 * 365 * 86400)),
         ),
         ("garbage header", body.clone(), Some("v1=deadbeef".into())),
     ];
