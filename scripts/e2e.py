@@ -63,11 +63,12 @@ def new_checkout(app_url, email, provider="stripe"):
     return order, co
 
 
-def wait_for(app_url, order_id, statuses):
-    """Polls the order until its status is one of `statuses` with nothing left to run."""
+def wait_for(app_url, order_id, statuses, token=None):
+    """Polls the order until its status is one of `statuses` with nothing left to run; with
+    the admin `token`, the answer is the admin's whole view (else status only)."""
     deadline = time.time() + 60
     while True:
-        _, o = call("GET", f"{app_url}/api/orders/{order_id}")
+        _, o = call("GET", f"{app_url}/api/orders/{order_id}", token=token)
         if o["status"] in statuses and (o["status"] == "needs_review" or o["waiting_on"] is None):
             return o
         assert time.time() < deadline, o
@@ -150,7 +151,7 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session, merchan
         page.fill("#order-amount", "900")
         page.click("#order-refund")
         expect(page.locator("#order-msg")).to_contain_text("Refund rfd_")
-        o = wait_for(app_url, dead_order, ("partially_refunded",))
+        o = wait_for(app_url, dead_order, ("partially_refunded",), token)
         assert o["refunds"][0]["amount_minor"] == 900, o
         expect(page.locator("#timeline")).to_contain_text("order.refund by dashboard")
         page.locator("#order").screenshot(path=os.path.join(shots, "order-timeline.png"))
@@ -338,8 +339,17 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
         expect(page.locator("#paid")).to_be_visible()
         expect(page.locator("#access")).to_contain_text("conference-pass")
         order_id = page.inner_text("#paid-order")
-        _, o = call("GET", f"{app_url}/api/orders/{order_id}")
+        _, o = call("GET", f"{app_url}/api/orders/{order_id}", token=token)
         assert o["customer_email"] == "page-buyer@example.com", o
+        # Anyone else who has the order id sees its status, and nothing of the buyer's.
+        _, anon = call("GET", f"{app_url}/api/orders/{order_id}")
+        assert sorted(anon) == ["id", "status", "waiting_on"], anon
+        # The page proved the order with the buyer token it kept, not with the address.
+        kept = page.evaluate(f"JSON.parse(localStorage.getItem('fulfilld.order.{order_id}'))")
+        assert kept["buyer_token"].startswith("bt_"), kept
+        status, e = call("POST", f"{app_url}/api/entitlements/activate",
+                         {"order_id": order_id, "buyer_token": "bt_guess"})
+        assert status == 403 and e["error"]["code"] == "invalid_buyer_token", e
         page.screenshot(path=os.path.join(shots, "success-paid.png"), full_page=True)
 
         # Another device: no cookie; the buyer asks for a link and opens it.
@@ -378,9 +388,15 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
             status, answer = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/"
                                   f"{co['provider_order_id']}/pay", delivery)
             assert status == 200, answer
+            # What the checkout page keeps for an order it made (this one was made through
+            # the API): its buyer token and the provider's checkout id, for the verify call.
+            page.evaluate("([k, v]) => localStorage.setItem(k, v)", [
+                f"fulfilld.order.{o['id']}",
+                json.dumps({"buyer_token": o["buyer_token"], "provider": co["provider"],
+                            "provider_order_id": co["provider_order_id"]})])
             page.goto(f"{app_url}/checkout/success?order={o['id']}")
             expect(page.locator("#paid")).to_be_visible()
-            o = wait_for(app_url, o["id"], ("fulfilled",))
+            o = wait_for(app_url, o["id"], ("fulfilled",), token)
             assert [st["kind"] for st in o["steps"]].count("confirm_capture") == 1, o
         # The late webhook arrives, is stored, and moves nothing.
         deadline = time.time() + 60
@@ -506,7 +522,7 @@ def main():
         assert status == 201 and r["credit_note_number"] == "INV-CN-000001", r
         status, again = call("POST", f"{app_url}/api/payments/refund", body, token, {"Idempotency-Key": "refund-42"})
         assert status == 201 and again == r, again  # the first answer, replayed
-        _, o = call("GET", f"{app_url}/api/orders/{order['id']}")
+        _, o = call("GET", f"{app_url}/api/orders/{order['id']}", token=token)
         assert o["status"] == "partially_refunded" and len(o["refunds"]) == 1, o
         # The buyer hears of it over SMTP, with the credit note.
         deadline = time.time() + 60

@@ -213,6 +213,24 @@ pub fn new_id(prefix: &str) -> String {
     )
 }
 
+/// A new bearer secret: `prefix_` + 43 base64url characters (256 random bits). Only its
+/// [`token_hash`] is stored.
+pub fn new_secret(prefix: &str) -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// A random token as stored: hex SHA-256 (the token has 256 random bits, so no salt or slow
+/// hash is needed).
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 /// A quantity in an order line: 1 to 10,000.
 pub fn parse_qty(field: &str, q: i64) -> Result<i64, Invalid> {
     if (1..=10_000).contains(&q) {

@@ -1,19 +1,23 @@
 //! The buyer's access, for a shop's frontend: `POST /api/entitlements/activate` exchanges a
-//! paid order for a signed cookie (HttpOnly, Secure, SameSite=Lax), and
-//! `GET /api/entitlements/me` reads it back. The cookie names the buyer and when it ends,
-//! signed with HMAC-SHA256 (`entitlements.cookie_secret`); it grants nothing by itself: what
-//! the buyer may use is read from the store at every check, so a refund revokes access at
-//! the next one, and a cookie altered by the client is refused.
+//! proven, paid order for a signed cookie (HttpOnly, Secure, SameSite=Lax), and
+//! `GET /api/entitlements/me` reads it back. The cookie names what the buyer proved — orders,
+//! or an address — and when it ends, signed with HMAC-SHA256 (`entitlements.cookie_secret`);
+//! it grants nothing by itself: what the buyer may use is read from the store at every check,
+//! so a refund revokes access at the next one, and a cookie altered by the client is refused.
 //!
-//! The order id is the proof of purchase here, as on the shop's success page: ids are
-//! random, and only the buyer (and the shop) know them.
+//! The proof of an order is its buyer token, which `POST /api/orders` answered to whoever
+//! created the order (as Stripe answers a `client_secret`). Knowing an order id proves
+//! nothing, and neither does an email address typed into an order: a cookie won with an
+//! order covers that order's access only, and activating another order adds it to the
+//! cookie already held.
 //!
-//! On another device the buyer proves the address instead: `POST /api/entitlements/sign-in`
-//! `{"email"}` emails a link (`entitlements.sign_in_url`) to an address that has access, at
-//! most `entitlements.sign_in_per_hour` an hour, and answers 202 the same whether or not it
-//! did, so the answer tells nobody who bought; the page the link opens gives its token to
-//! `POST /api/entitlements/sign-in/confirm` `{"token"}` for the same cookie. A link works
-//! once, for `entitlements.sign_in_ttl_secs`; only its hash is stored.
+//! Access "to everything this address bought" needs the address proven: on any device the
+//! buyer asks `POST /api/entitlements/sign-in` `{"email"}`, which emails a link
+//! (`entitlements.sign_in_url`) to an address that has access, at most
+//! `entitlements.sign_in_per_hour` an hour, and answers 202 the same whether or not it did,
+//! so the answer tells nobody who bought; the page the link opens gives its token to
+//! `POST /api/entitlements/sign-in/confirm` `{"token"}` for a cookie naming the address. A
+//! link works once, for `entitlements.sign_in_ttl_secs`; only its hash is stored.
 
 use std::sync::Arc;
 
@@ -32,7 +36,7 @@ use sha2::Sha256;
 
 use super::ApiError;
 use crate::Engine;
-use crate::domain::{EmailAddress, OrderId, now_ms};
+use crate::domain::{EmailAddress, OrderId, now_ms, token_hash};
 use crate::email::Outgoing;
 
 pub const COOKIE: &str = "fulfilld_access";
@@ -40,12 +44,35 @@ pub const COOKIE: &str = "fulfilld_access";
 /// The order statuses whose buyer may activate access.
 const PAID: [&str; 3] = ["paid", "fulfilled", "partially_refunded"];
 
+/// Orders one cookie covers at most; activating more keeps the newest.
+const MAX_ORDERS: usize = 20;
+
+/// The claims' form. Version 1 named an address that only an order's email vouched for;
+/// those cookies no longer read (the buyer activates again).
+const CLAIMS_VERSION: u8 = 2;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
-    /// The buyer.
-    email: String,
+    v: u8,
+    /// An address the buyer proved (an emailed sign-in link): everything it bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    /// Orders the buyer proved (their buyer tokens): what each of them bought.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    orders: Vec<String>,
     /// When the cookie ends (ms since the epoch).
     exp: i64,
+}
+
+impl Default for Claims {
+    fn default() -> Claims {
+        Claims {
+            v: CLAIMS_VERSION,
+            email: None,
+            orders: Vec::new(),
+            exp: 0,
+        }
+    }
 }
 
 fn mac(secret: &str) -> Hmac<Sha256> {
@@ -69,7 +96,7 @@ fn verify(secret: &str, value: &str) -> Option<Claims> {
     m.update(payload.as_bytes());
     m.verify_slice(&sig).ok()?;
     let claims: Claims = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
-    (claims.exp > now_ms()).then_some(claims)
+    (claims.v == CLAIMS_VERSION && claims.exp > now_ms()).then_some(claims)
 }
 
 /// The access cookie's value in the request, if any.
@@ -86,10 +113,13 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 #[serde(deny_unknown_fields)]
 struct Activate {
     order_id: String,
+    /// The token `POST /api/orders` answered for this order.
+    buyer_token: String,
 }
 
 async fn activate(
     State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
     body: Result<Json<Activate>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
@@ -99,6 +129,13 @@ async fn activate(
         .get_order(id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
+    if !e
+        .store
+        .buyer_token_matches(id.as_str(), &token_hash(b.buyer_token.trim()))
+        .await?
+    {
+        return Err(wrong_proof());
+    }
     if !PAID.contains(&order.status.as_str()) {
         return Err(ApiError::conflict(
             "not_paid",
@@ -108,30 +145,57 @@ async fn activate(
             ),
         ));
     }
-    access_cookie(&e, order.customer_email).await
+    // Added to what the buyer's cookie proves already (another order, a signed-in address).
+    let mut claims = cookie(&headers)
+        .and_then(|v| verify(&e.cookie_secret, v))
+        .unwrap_or_default();
+    claims.orders.retain(|o| *o != order.id);
+    claims.orders.push(order.id);
+    if claims.orders.len() > MAX_ORDERS {
+        claims.orders.drain(..claims.orders.len() - MAX_ORDERS);
+    }
+    access_cookie(&e, claims).await
 }
 
-/// The buyer's access now, with `Set-Cookie` for a new access cookie naming `email`.
-async fn access_cookie(e: &Engine, email: String) -> Result<Response, ApiError> {
+/// The answer to a proof that does not match: the same whether the order exists or not.
+pub(super) fn wrong_proof() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_buyer_token",
+        "buyer_token is not this order's: it is the token POST /api/orders answered when the \
+         order was created (on another device, sign in with POST /api/entitlements/sign-in)",
+    )
+}
+
+/// The buyer's access now, with `Set-Cookie` for a new access cookie carrying `claims`
+/// (its end set anew).
+async fn access_cookie(e: &Engine, mut claims: Claims) -> Result<Response, ApiError> {
     let days = i64::from(e.config.entitlements.cookie_max_age_days);
-    let claims = Claims {
-        email,
-        exp: now_ms() + days * 86_400_000,
-    };
+    claims.exp = now_ms() + days * 86_400_000;
     let value = sign(&e.cookie_secret, &claims);
     let set = format!(
         "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
         days * 86_400
     );
-    let access = e.store.access_of(&claims.email).await?;
-    let mut r = (
-        StatusCode::OK,
-        Json(json!({ "customer_email": claims.email, "expires_at": claims.exp, "access": access })),
-    )
-        .into_response();
+    let mut r = (StatusCode::OK, Json(me_json(e, &claims).await?)).into_response();
     let v = HeaderValue::from_str(&set).map_err(ApiError::internal)?;
     r.headers_mut().insert(header::SET_COOKIE, v);
     Ok(r)
+}
+
+/// What a cookie's claims grant now. `customer_email` is there only when the buyer proved
+/// the address.
+async fn me_json(e: &Engine, claims: &Claims) -> Result<serde_json::Value, ApiError> {
+    let access = e
+        .store
+        .access(claims.email.as_deref(), &claims.orders)
+        .await?;
+    Ok(json!({
+        "customer_email": claims.email,
+        "orders": claims.orders,
+        "expires_at": claims.exp,
+        "access": access,
+    }))
 }
 
 async fn me(
@@ -148,12 +212,7 @@ async fn me(
                  or sign in with POST /api/entitlements/sign-in",
             )
         })?;
-    let access = e.store.access_of(&claims.email).await?;
-    Ok(Json(json!({
-        "customer_email": claims.email,
-        "expires_at": claims.exp,
-        "access": access,
-    })))
+    Ok(Json(me_json(&e, &claims).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,12 +259,6 @@ async fn sign_in(
             "message": "if this address has access, a sign-in link is on its way",
         })),
     ))
-}
-
-/// The token as stored: hex SHA-256 (the token is random, so no salt is needed).
-fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 async fn send_sign_in(e: &Engine, to: &str, token: &str) -> Result<(), jobs::StepError> {
@@ -255,7 +308,11 @@ async fn confirm(
                  never issued; ask for a new one",
             )
         })?;
-    access_cookie(&e, email).await
+    let claims = Claims {
+        email: Some(email),
+        ..Claims::default()
+    };
+    access_cookie(&e, claims).await
 }
 
 pub fn router() -> Router<Arc<Engine>> {
@@ -273,14 +330,15 @@ mod tests {
     #[test]
     fn a_signed_cookie_reads_back_and_an_altered_or_ended_one_does_not() {
         let c = Claims {
-            email: "a@example.com".into(),
+            email: Some("a@example.com".into()),
+            orders: vec!["ord_1".into()],
             exp: now_ms() + 60_000,
+            ..Claims::default()
         };
         let v = sign("k1", &c);
-        assert_eq!(
-            verify("k1", &v).map(|c| c.email).as_deref(),
-            Some("a@example.com")
-        );
+        let back = verify("k1", &v).expect("reads back");
+        assert_eq!(back.email.as_deref(), Some("a@example.com"));
+        assert_eq!(back.orders, ["ord_1"]);
         assert!(verify("k2", &v).is_none(), "another key");
         // The payload changed to another buyer, with the old signature.
         let (_, sig) = v.split_once('.').expect("two parts");
@@ -289,11 +347,18 @@ mod tests {
         let ended = sign(
             "k1",
             &Claims {
-                email: "a@example.com".into(),
+                email: Some("a@example.com".into()),
                 exp: now_ms() - 1,
+                ..Claims::default()
             },
         );
         assert!(verify("k1", &ended).is_none());
         assert!(verify("k1", "garbage").is_none());
+        // A version-1 cookie (an address no one proved), signed with the right key.
+        let payload = B64.encode(br#"{"email":"a@example.com","exp":99999999999999}"#);
+        let mut m = mac("k1");
+        m.update(payload.as_bytes());
+        let old = format!("{payload}.{}", B64.encode(m.finalize().into_bytes()));
+        assert!(verify("k1", &old).is_none());
     }
 }

@@ -88,11 +88,14 @@ pub const OPERATIONS: &[Operation] = &[
             ("customer_email", "string", true, "the buyer's email"),
             ("items", "array", true, "[{\"sku\", \"qty\"}]"),
         ],
-        ok: (201, "the order, with its total"),
+        ok: (
+            201,
+            "the order, with its total and its buyer_token (answered once: the proof of this order)",
+        ),
         ..op("post", "/api/orders", "shop")
     },
     Operation {
-        summary: "An order's status, payment, steps, refunds and what it waits on",
+        summary: "An order's status and what it waits on; with X-Buyer-Token: <the order's buyer_token>, also its lines, totals, payment, steps and refunds; with the admin token, everything",
         ..op("get", "/api/orders/{id}", "shop")
     },
     Operation {
@@ -141,8 +144,19 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         summary: "Exchange a paid order for the buyer's signed access cookie (HttpOnly, Secure, SameSite=Lax)",
-        body: &[("order_id", "string", true, "a paid order")],
-        ok: (200, "the buyer's access now; Set-Cookie: fulfilld_access"),
+        body: &[
+            ("order_id", "string", true, "a paid order"),
+            (
+                "buyer_token",
+                "string",
+                true,
+                "the order's buyer_token, from POST /api/orders",
+            ),
+        ],
+        ok: (
+            200,
+            "the access of the orders the cookie proves; Set-Cookie: fulfilld_access",
+        ),
         ..op("post", "/api/entitlements/activate", "shop")
     },
     Operation {

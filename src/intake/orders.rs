@@ -1,12 +1,20 @@
 //! `GET /api/products` (the catalogue, for a shop's page), `POST /api/orders` (the server
-//! prices the order) and `GET /api/orders/{id}` (what a success page polls: status, payment,
-//! every step).
+//! prices the order, and answers the order's buyer token once) and `GET /api/orders/{id}`
+//! (what a success page polls).
+//!
+//! `GET /api/orders/{id}` answers by proof, as Stripe answers a PaymentIntent to a
+//! publishable key only with its `client_secret`:
+//! - no proof: `id`, `status` and `waiting_on`, enough for a success page to poll;
+//! - the buyer token (`X-Buyer-Token`): also the lines, totals, the payment's provider and
+//!   status, each step's kind and status, and the refunds;
+//! - the admin token (`Authorization: Bearer`): everything, with the buyer's email, the
+//!   provider's ids and the steps' errors.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -14,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use crate::Engine;
-use crate::domain::{EmailAddress, Invalid, OrderId, Sku, parse_qty};
+use crate::domain::{EmailAddress, Invalid, OrderId, Sku, new_secret, parse_qty, token_hash};
 
 #[derive(Debug, Deserialize)]
 struct CreateOrder {
@@ -27,6 +35,9 @@ struct Item {
     sku: String,
     qty: i64,
 }
+
+/// The header a buyer proves an order with.
+pub const BUYER_TOKEN_HEADER: &str = "x-buyer-token";
 
 async fn create(
     State(e): State<Arc<Engine>>,
@@ -46,7 +57,11 @@ async fn create(
         let qty = parse_qty(&format!("items[{i}].qty"), it.qty)?;
         lines.push((sku, qty));
     }
-    let order = e.store.create_order(&email, &lines).await??;
+    let buyer_token = new_secret("bt");
+    let order = e
+        .store
+        .create_order(&email, &lines, &token_hash(&buyer_token))
+        .await??;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -54,12 +69,45 @@ async fn create(
             "status": order.status,
             "total_minor": order.total_minor,
             "currency": order.currency,
+            // Answered once, here: only its hash is kept. The page that made the order keeps
+            // it (the reference checkout: in localStorage) to read the order and activate
+            // its access.
+            "buyer_token": buyer_token,
         })),
     ))
 }
 
+/// Who is reading an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reader {
+    Anyone,
+    Buyer,
+    Admin,
+}
+
+async fn reader(e: &Engine, headers: &HeaderMap, id: &OrderId) -> Result<Reader, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        // A wrong admin token is an error, not a quiet downgrade.
+        super::admin::authorize(e, headers)?;
+        return Ok(Reader::Admin);
+    }
+    let Some(token) = headers.get(BUYER_TOKEN_HEADER) else {
+        return Ok(Reader::Anyone);
+    };
+    let token = token.to_str().unwrap_or("").trim();
+    if e.store
+        .buyer_token_matches(id.as_str(), &token_hash(token))
+        .await?
+    {
+        Ok(Reader::Buyer)
+    } else {
+        Err(super::entitlements::wrong_proof())
+    }
+}
+
 async fn show(
     State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = OrderId::parse("id", &id)?;
@@ -68,16 +116,8 @@ async fn show(
         .get_order(id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
-    let items = e.store.order_items(id.as_str()).await?;
-    let payment = e.store.latest_payment(id.as_str()).await?;
+    let who = reader(&e, &headers, &id).await?;
     let steps = e.store.order_steps(id.as_str()).await?;
-    let refunds: Vec<Value> = e
-        .store
-        .order_refunds(id.as_str())
-        .await?
-        .iter()
-        .map(|(r, cn)| super::refunds::refund_json(r, cn.as_deref()))
-        .collect();
     let unfinished = steps
         .iter()
         .find(|s| s.status != "done" && s.status != "skipped");
@@ -90,32 +130,70 @@ async fn show(
         (None, "created" | "pending_payment") => Some("payment".to_owned()),
         (None, _) => None,
     };
-    Ok(Json(json!({
+    if who == Reader::Anyone {
+        return Ok(Json(json!({
+            "id": order.id,
+            "status": order.status,
+            "waiting_on": waiting_on,
+        })));
+    }
+    let admin = who == Reader::Admin;
+    let items = e.store.order_items(id.as_str()).await?;
+    let payment = e.store.latest_payment(id.as_str()).await?;
+    let refunds: Vec<Value> = e
+        .store
+        .order_refunds(id.as_str())
+        .await?
+        .iter()
+        .map(|(r, cn)| {
+            if admin {
+                super::refunds::refund_json(r, cn.as_deref())
+            } else {
+                json!({
+                    "amount_minor": r.amount_minor,
+                    "currency": r.currency,
+                    "status": r.status,
+                    "credit_note_number": cn,
+                })
+            }
+        })
+        .collect();
+    let mut body = json!({
         "id": order.id,
         "status": order.status,
-        "customer_email": order.customer_email,
         "total_minor": order.total_minor,
         "currency": order.currency,
         "items": items,
-        "payment": payment.map(|p| json!({
-            "id": p.id,
-            "provider": p.provider,
-            "provider_order_id": p.provider_order_id,
-            "status": p.status,
-            "amount_minor": p.amount_minor,
-            "currency": p.currency,
-        })),
-        "steps": steps.iter().map(|s| json!({
-            "id": s.id,
-            "kind": s.kind,
-            "status": s.status,
-            "attempts": s.attempts,
-            "outcome": s.outcome,
-            "last_error": s.last_error,
-        })).collect::<Vec<_>>(),
+        "payment": payment.map(|p| {
+            let mut v = json!({
+                "provider": p.provider,
+                "status": p.status,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+            });
+            if admin {
+                v["id"] = json!(p.id);
+                v["provider_order_id"] = json!(p.provider_order_id);
+            }
+            v
+        }),
+        "steps": steps.iter().map(|s| {
+            let mut v = json!({ "kind": s.kind, "status": s.status });
+            if admin {
+                v["id"] = json!(s.id);
+                v["attempts"] = json!(s.attempts);
+                v["outcome"] = json!(s.outcome);
+                v["last_error"] = json!(s.last_error);
+            }
+            v
+        }).collect::<Vec<_>>(),
         "refunds": refunds,
         "waiting_on": waiting_on,
-    })))
+    });
+    if admin {
+        body["customer_email"] = json!(order.customer_email);
+    }
+    Ok(Json(body))
 }
 
 async fn products(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {

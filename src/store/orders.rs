@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::{Result, Store, Tx, catalogue};
-use crate::domain::{Currency, EmailAddress, Invalid, OrderId, Sku, now_ms};
+use crate::domain::{Currency, EmailAddress, Invalid, OrderId, Sku, now_ms, parse_qty};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OrderRow {
@@ -44,12 +44,22 @@ impl Store {
         &self,
         email: &EmailAddress,
         lines: &[(Sku, i64)],
+        buyer_token_hash: &str,
     ) -> Result<Result<OrderRow, Invalid>> {
         let mut merged: Vec<(usize, &Sku, i64)> = Vec::new();
         for (i, (sku, qty)) in lines.iter().enumerate() {
             match merged.iter_mut().find(|(_, s, _)| *s == sku) {
                 Some(m) => m.2 += qty,
                 None => merged.push((i, sku, *qty)),
+            }
+        }
+        // The cap holds for the merged line: ten lines of 10,000 are not one of 100,000.
+        for (i, sku, qty) in &merged {
+            if let Err(e) = parse_qty(&format!("items[{i}].qty"), *qty) {
+                return Ok(Err(Invalid::new(
+                    e.field,
+                    format!("{} (all lines of {} together)", e.message, sku.as_str()),
+                )));
             }
         }
         let mut tx = self.begin().await?;
@@ -100,14 +110,15 @@ impl Store {
         let id = OrderId::new();
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO orders (id, customer_email, status, total_minor, currency, created_at, updated_at)
-             VALUES ($1, $2, 'created', $3, $4, $5, $5)",
+            "INSERT INTO orders (id, customer_email, status, total_minor, currency, created_at, updated_at, buyer_token_hash)
+             VALUES ($1, $2, 'created', $3, $4, $5, $5, $6)",
         )
         .bind(id.as_str())
         .bind(email.as_str())
         .bind(total)
         .bind(&currency)
         .bind(now)
+        .bind(buyer_token_hash)
         .execute(&mut *tx)
         .await?;
         for (n, (row, qty)) in priced.iter().enumerate() {
@@ -140,6 +151,18 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// Whether `buyer_token_hash` is the hash of the token order `id` was created with.
+    pub async fn buyer_token_matches(&self, id: &str, buyer_token_hash: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM orders WHERE id = $1 AND buyer_token_hash = $2",
+        )
+        .bind(id)
+        .bind(buyer_token_hash)
+        .fetch_one(&self.pool)
+        .await?
+            > 0)
     }
 
     pub async fn order_items(&self, id: &str) -> Result<Vec<ItemRow>> {

@@ -10,17 +10,30 @@ use crate::on_both_stores;
 
 on_both_stores!(
     a_paid_order_buys_a_cookie_that_a_refund_empties,
-    a_buyer_signs_in_on_another_device
+    a_buyer_signs_in_on_another_device,
+    another_buyers_access_takes_more_than_their_order_id_or_address,
+    an_order_reads_by_proof,
 );
 
 async fn activate(app: &TestApp, order_id: &str) -> (u16, Option<String>, Value) {
-    let r = app
+    activate_with(app, order_id, &app.buyer_token(order_id), None).await
+}
+
+/// `POST /api/entitlements/activate` with this token, and this cookie already held.
+async fn activate_with(
+    app: &TestApp,
+    order_id: &str,
+    token: &str,
+    cookie: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let mut r = app
         .http
         .post(format!("{}/api/entitlements/activate", app.url))
-        .json(&json!({"order_id": order_id}))
-        .send()
-        .await
-        .expect("activate");
+        .json(&json!({"order_id": order_id, "buyer_token": token}));
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    let r = r.send().await.expect("activate");
     let status = r.status().as_u16();
     let set = r
         .headers()
@@ -73,7 +86,9 @@ async fn a_paid_order_buys_a_cookie_that_a_refund_empties(backend: Backend) {
 
     let (status, mine) = me(&app, &app.url, Some(&cookie)).await;
     assert_eq!(status, 200, "{mine}");
-    assert_eq!(mine["customer_email"], "pass@example.com");
+    // The order was proven, not the address.
+    assert_eq!(mine["customer_email"], Value::Null, "{mine}");
+    assert_eq!(mine["orders"], json!([order]));
     assert_eq!(features(&mine), ["conference-pass"]);
     // No cookie, or one the client altered (another buyer, the old signature): no access.
     let (status, e) = me(&app, &app.url, None).await;
@@ -307,5 +322,133 @@ async fn a_buyer_signs_in_on_another_device(backend: Backend) {
         assert_eq!(status, 202);
     }
     assert_eq!(app.count(links, "pass@example.com").await, 3);
+    app.finish().await;
+}
+
+/// The attack of issue 20: an attacker who knows the victim's address and order id buys the
+/// cheapest thing under the victim's address in another letter case and activates. The
+/// cookie covers the attacker's own order only; the victim's order needs its token; and the
+/// address is proven only by the emailed link, which goes to the victim.
+async fn another_buyers_access_takes_more_than_their_order_id_or_address(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 5).await;
+    app.put_sku("STICKER", 100, 100).await;
+    let (victim, co) = app.seat_checkout("victim@example.com", 1, "stripe").await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    app.wait_for(&victim, &["fulfilled"]).await;
+
+    let cheap = app
+        .create_order("VICTIM@Example.com", json!([{"sku": "STICKER", "qty": 1}]))
+        .await;
+    let cheap = s(&cheap["id"]).to_owned();
+    let co = app.checkout(&cheap).await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    app.wait_for(&cheap, &["fulfilled"]).await;
+
+    let (status, set, body) = activate(&app, &cheap).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(features(&body), Vec::<String>::new(), "{body}");
+    assert_eq!(body["customer_email"], Value::Null, "{body}");
+    let cookie = set.expect("Set-Cookie");
+    let cookie = cookie.split(';').next().expect("name=value").to_owned();
+    let (_, mine) = me(&app, &app.url, Some(&cookie)).await;
+    assert_eq!(features(&mine), Vec::<String>::new(), "{mine}");
+
+    // The victim's order id with the attacker's token, a made-up one, or none.
+    let attacker = app.buyer_token(&cheap);
+    for token in [attacker.as_str(), "bt_madeup", ""] {
+        let (status, set, e) = activate_with(&app, &victim, token, Some(&cookie)).await;
+        assert_eq!(
+            (status, s(&e["error"]["code"])),
+            (403, "invalid_buyer_token"),
+            "{token:?}: {e}"
+        );
+        assert!(set.is_none(), "no cookie for a wrong proof");
+    }
+    let r = app
+        .http
+        .post(format!("{}/api/entitlements/activate", app.url))
+        .json(&json!({"order_id": victim}))
+        .send()
+        .await
+        .expect("activate");
+    assert!(
+        r.status().is_client_error(),
+        "no proof at all: {}",
+        r.status()
+    );
+    assert!(r.headers().get("set-cookie").is_none());
+
+    // The victim's own token works, and adds to a cookie already held.
+    let (status, set, body) =
+        activate_with(&app, &victim, &app.buyer_token(&victim), Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(features(&body), ["conference-pass"]);
+    assert_eq!(body["orders"], json!([cheap, victim]));
+    assert!(set.is_some());
+    app.finish().await;
+}
+
+/// Without a proof an order answers its status only; with its buyer token, what a buyer may
+/// see; never the address, the provider's ids or internal errors but to an admin.
+async fn an_order_reads_by_proof(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let (order, co) = app.seat_checkout("reader@example.com", 1, "stripe").await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    app.wait_for(&order, &["fulfilled"]).await;
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut r = app.http.get(format!("{}/api/orders/{order}", app.url));
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        async move {
+            let r = r.send().await.expect("get order");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, anyone) = get(vec![]).await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<&str> = anyone
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["id", "status", "waiting_on"], "{anyone}");
+    assert_eq!(anyone["status"], "fulfilled");
+
+    let (status, buyer) = get(vec![("x-buyer-token", app.buyer_token(&order))]).await;
+    assert_eq!(status, 200, "{buyer}");
+    assert_eq!(buyer["total_minor"], 1000);
+    assert_eq!(buyer["items"][0]["sku"], "SEAT");
+    assert_eq!(buyer["payment"]["status"], "paid");
+    let text = buyer.to_string();
+    for secret in [
+        "reader@example.com",
+        s(&co["provider_order_id"]),
+        "last_error",
+        "provider_order_id",
+        "customer_email",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} shown to the buyer: {buyer}"
+        );
+    }
+    let (status, e) = get(vec![("x-buyer-token", "bt_wrong".into())]).await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (403, "invalid_buyer_token")
+    );
+    let (status, e) = get(vec![("authorization", "Bearer wrong".into())]).await;
+    assert_eq!((status, s(&e["error"]["code"])), (401, "unauthorized"));
+    let admin = app.order(&order).await;
+    assert_eq!(admin["customer_email"], "reader@example.com");
+    assert_eq!(
+        admin["payment"]["provider_order_id"],
+        co["provider_order_id"]
+    );
     app.finish().await;
 }

@@ -57,6 +57,8 @@ pub struct TestApp {
     /// environment it is started with.
     child: Option<tokio::process::Child>,
     env: Vec<(String, String)>,
+    /// The buyer token of each order [`TestApp::create_order`] made.
+    buyer_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 fn postgres_admin_url() -> String {
@@ -276,6 +278,7 @@ async fn start(backend: Backend, extra: &[(&str, &str)], engine: Engine) -> Test
         pg_db,
         child: None,
         env,
+        buyer_tokens: Default::default(),
     };
     match engine {
         Engine::Serve => app.start_engine_process().await,
@@ -577,7 +580,24 @@ impl TestApp {
             .await
             .expect("create order");
         assert_eq!(r.status(), 201, "create order");
-        r.json().await.expect("json")
+        let order: Value = r.json().await.expect("json");
+        let token = s(&order["buyer_token"]).to_owned();
+        assert!(token.starts_with("bt_"), "{order}");
+        self.buyer_tokens
+            .lock()
+            .expect("tokens")
+            .insert(s(&order["id"]).to_owned(), token);
+        order
+    }
+
+    /// The buyer token [`TestApp::create_order`] got for `order_id`.
+    pub fn buyer_token(&self, order_id: &str) -> String {
+        self.buyer_tokens
+            .lock()
+            .expect("tokens")
+            .get(order_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no buyer token kept for {order_id}"))
     }
 
     /// `POST /api/payments/create-order` for the order with Stripe; returns status and body.
@@ -727,6 +747,8 @@ impl TestApp {
         let r = self
             .http
             .get(format!("{}/api/orders/{id}", self.url))
+            // The admin's view: everything, provider ids and step errors included.
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("get order");

@@ -4,10 +4,10 @@
 
 const $ = (sel) => document.querySelector(sel);
 
-async function api(method, path, body) {
+async function api(method, path, body, extraHeaders) {
   const r = await fetch(path, {
     method,
-    headers: { "Content-Type": "application/json" },
+    headers: Object.assign({ "Content-Type": "application/json" }, extraHeaders || {}),
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
   });
@@ -19,6 +19,28 @@ async function api(method, path, body) {
     throw err;
   }
   return answer;
+}
+
+// What proves an order is this browser's: the buyer token POST /api/orders answered, and the
+// provider's checkout id create-order answered (the verify call names it). Kept in
+// localStorage, so a success page opened in another tab of this browser has them too.
+const KEPT = "fulfilld.order.";
+
+function keep(orderId, fields) {
+  const had = kept(orderId) || {};
+  try {
+    localStorage.setItem(KEPT + orderId, JSON.stringify(Object.assign(had, fields)));
+  } catch (e) {
+    // Storage full or off: this tab can still finish, the sign-in link covers the rest.
+  }
+}
+
+function kept(orderId) {
+  try {
+    return JSON.parse(localStorage.getItem(KEPT + orderId) || "null");
+  } catch (e) {
+    return null;
+  }
 }
 
 function money(minor, currency) {
@@ -74,10 +96,12 @@ async function checkoutPage() {
         customer_email: $("#email").value.trim(),
         items,
       });
+      keep(order.id, { buyer_token: order.buyer_token });
       const co = await api("POST", "/api/payments/create-order", {
         order_id: order.id,
         provider: $("#provider").value,
       });
+      keep(order.id, { provider: co.provider, provider_order_id: co.provider_order_id });
       say("Taking you to the payment page…");
       location.href = co.checkout_url;
     } catch (e) {
@@ -93,8 +117,8 @@ const PAID = ["paid", "fulfilled", "partially_refunded"];
 const FAILED = ["payment_failed"];
 // How each provider's checkout is named in a verify call, from the order's payment.
 const PROOF = {
-  stripe: (p) => ({ session_id: p.provider_order_id }),
-  paypal: (p) => ({ orderID: p.provider_order_id }),
+  stripe: (id) => ({ session_id: id }),
+  paypal: (id) => ({ orderID: id }),
 };
 
 function show(id) {
@@ -111,6 +135,10 @@ async function successPage() {
     show("failed");
     return say("No order named in this link.", true);
   }
+  const mine = kept(orderId) || {};
+  // Without the token (another browser) the order still answers its status.
+  const proof = mine.buyer_token ? { "X-Buyer-Token": mine.buyer_token } : {};
+  const read = () => api("GET", "/api/orders/" + encodeURIComponent(orderId), undefined, proof);
   let started = Date.now();
   let lastVerify = 0;
   let timer = null;
@@ -118,7 +146,7 @@ async function successPage() {
   async function tick() {
     let order;
     try {
-      order = await api("GET", "/api/orders/" + encodeURIComponent(orderId));
+      order = await read();
     } catch (e) {
       say(e.message, true);
       return schedule();
@@ -126,16 +154,15 @@ async function successPage() {
     if (PAID.includes(order.status)) return paid(order);
     if (FAILED.includes(order.status)) return show("failed");
     // The webhook is late: ask the engine to check with the provider (it throttles these).
-    const p = order.payment;
-    if (p && PROOF[p.provider] && Date.now() - started >= 3000 && Date.now() - lastVerify >= 4000) {
+    if (PROOF[mine.provider] && mine.provider_order_id && Date.now() - started >= 3000 && Date.now() - lastVerify >= 4000) {
       lastVerify = Date.now();
       try {
         const v = await api("POST", "/api/payments/verify", {
           order_id: orderId,
-          provider: p.provider,
-          payload: PROOF[p.provider](p),
+          provider: mine.provider,
+          payload: PROOF[mine.provider](mine.provider_order_id),
         });
-        if (PAID.includes(v.status)) return paid(await api("GET", "/api/orders/" + encodeURIComponent(orderId)));
+        if (PAID.includes(v.status)) return paid(await read());
       } catch (e) {
         // Not paid yet, or the provider is slow: keep waiting for the webhook.
       }
@@ -154,14 +181,18 @@ async function successPage() {
     $("#paid-status").textContent = order.status;
     show("paid");
     say("");
+    if (!mine.buyer_token) {
+      $("#access").textContent = "To see your access in this browser, sign in with the link we email you.";
+      return;
+    }
     try {
-      await api("POST", "/api/entitlements/activate", { order_id: order.id });
+      await api("POST", "/api/entitlements/activate", { order_id: order.id, buyer_token: mine.buyer_token });
       // What the order grants is granted by its pipeline, after the payment: wait (up to
       // 30 s) for the order to move on from "paid" before reading the access.
       for (let i = 0; order.status === "paid" && i < 30; i++) {
         $("#access").textContent = "Setting up your access…";
         await new Promise((done) => setTimeout(done, 1000));
-        order = await api("GET", "/api/orders/" + encodeURIComponent(order.id));
+        order = await read();
         $("#paid-status").textContent = order.status;
       }
       const me = await api("GET", "/api/entitlements/me");
