@@ -5,7 +5,7 @@
 //! names the key rather than failing later in a request.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -162,6 +162,77 @@ pub struct Http {
     /// The header a trusted proxy puts the client's address in (`x-forwarded-for`); empty:
     /// the peer's address is the client.
     pub client_ip_header: String,
+    /// Which proxies' entries in `client_ip_header` are believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The proxies in front of the engine, whose entries in `http.client_ip_header` are
+/// believed: `1` (a count: that many hops, the nearest being the peer) or a list of
+/// networks (`["10.0.0.0/8", "192.0.2.7"]`: a hop is trusted when its address is in one).
+/// The client is the rightmost address that no trusted proxy stands for, as with nginx's
+/// `real_ip_recursive` or Express's `trust proxy`: a value the client wrote to the left of
+/// it is never read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawProxies")]
+pub enum TrustedProxies {
+    Count(usize),
+    Nets(Vec<ipnet::IpNet>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawProxies {
+    One(RawProxy),
+    List(Vec<RawProxy>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawProxy {
+    Count(u64),
+    Text(String),
+}
+
+impl TryFrom<RawProxies> for TrustedProxies {
+    type Error = String;
+
+    fn try_from(raw: RawProxies) -> std::result::Result<TrustedProxies, String> {
+        let list = match raw {
+            RawProxies::One(one) => vec![one],
+            RawProxies::List(list) => list,
+        };
+        let count = |n: u64| {
+            usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=32).contains(n))
+                .ok_or_else(|| format!("a count of proxies is 1 to 32, not {n}"))
+        };
+        match list.as_slice() {
+            [RawProxy::Count(n)] => return count(*n).map(TrustedProxies::Count),
+            [RawProxy::Text(t)] if t.trim().parse::<u64>().is_ok() => {
+                return count(t.trim().parse().unwrap_or(0)).map(TrustedProxies::Count);
+            }
+            [] => return Err("name at least one proxy network, or a count".into()),
+            _ => {}
+        }
+        list.iter()
+            .map(|p| {
+                let text = match p {
+                    RawProxy::Text(t) => t.trim(),
+                    RawProxy::Count(n) => {
+                        return Err(format!(
+                            "{n}: a count stands alone, not in a list of networks"
+                        ));
+                    }
+                };
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| format!("{text:?} is neither an address nor a network (CIDR)"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(TrustedProxies::Nets)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +420,8 @@ pub struct PayPal {
     pub api_base: String,
     pub webhook_verification: PayPalVerification,
     pub webhook_cert_file: String,
+    /// How old a webhook's `paypal-transmission-time` may be.
+    pub webhook_tolerance_secs: u64,
 }
 
 /// How PayPal webhook signatures are checked.
@@ -449,6 +522,7 @@ impl Config {
                 .list_separator(",")
                 .with_list_parse_key("providers.stripe.webhook_secrets")
                 .with_list_parse_key("http.cors_origins")
+                .with_list_parse_key("http.trusted_proxies")
                 .with_list_parse_key("merchant_webhooks.allowed_hosts")
                 .try_parsing(true)
                 .source(Some(vars)),
@@ -583,6 +657,14 @@ impl Config {
                 return bad(
                     "providers.paypal.api_base",
                     format!("{:?} is not a URL", pp.api_base),
+                );
+            }
+            // Transmission ids are kept a day (`webhook_transmissions`); a message must go
+            // stale well before its id is forgotten.
+            if !(1..=43_200).contains(&pp.webhook_tolerance_secs) {
+                return bad(
+                    "providers.paypal.webhook_tolerance_secs",
+                    "must be between 1 and 43200 (12 hours)".into(),
                 );
             }
             // Trusting the sandbox's certificate against the real PayPal would refuse every
@@ -991,6 +1073,33 @@ mod tests {
         );
         assert_eq!(c.providers.stripe.secret_key, "sk_test_x");
         assert_eq!(c.queue.concurrency, 3);
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_count_or_networks() {
+        let load = |v: &str| {
+            Config::load_from(None, &env(&[("FULFILLD__HTTP__TRUSTED_PROXIES", v)]), false)
+                .map(|c| c.http.trusted_proxies)
+        };
+        let defaults = Config::load_from(None, &[], false).expect("defaults");
+        assert_eq!(defaults.http.trusted_proxies, TrustedProxies::Count(1));
+        assert_eq!(load("2").expect("a count"), TrustedProxies::Count(2));
+        let nets = load("10.0.0.0/8, 192.0.2.7,2001:db8::/32").expect("networks");
+        assert_eq!(
+            nets,
+            TrustedProxies::Nets(vec![
+                "10.0.0.0/8".parse().expect("net"),
+                "192.0.2.7/32".parse().expect("net"),
+                "2001:db8::/32".parse().expect("net"),
+            ])
+        );
+        for bad in ["0", "33", "proxy.example", "10.0.0.0/99", "1,10.0.0.0/8"] {
+            let err = load(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains("trusted_proxies") || err.contains("count"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -227,8 +227,13 @@ pub fn new_secret(prefix: &str) -> String {
 /// A random token as stored: hex SHA-256 (the token has 256 random bits, so no salt or slow
 /// hash is needed).
 pub fn token_hash(token: &str) -> String {
+    body_sha256(token.as_bytes())
+}
+
+/// Hex SHA-256 of a body.
+pub fn body_sha256(body: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    hex::encode(sha2::Sha256::digest(body))
 }
 
 /// A quantity in an order line: 1 to 10,000.

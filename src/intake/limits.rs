@@ -1,12 +1,14 @@
 //! Per-client limits on what anyone on the internet can send: the public `POST` endpoints
 //! (create an order, create a checkout, verify a payment) and webhooks that fail
-//! verification. A provider's verified webhooks are never limited: only a client whose
-//! webhooks keep failing their signature check is turned away (429) before the check, so a
-//! flood of forged requests costs little and cannot starve the real ones.
+//! verification. A webhook whose signature checks on its own bytes is always checked, so
+//! no budget can turn a provider's genuine webhook away; a client whose webhooks keep
+//! failing is only refused (429) verification that would fetch what it names (a PayPal
+//! certificate), so a flood of forged requests costs little.
 //!
 //! A client is its address, or with `http.client_ip_header` set (behind a proxy that sets
-//! it) the first address in that header. Each client has a token bucket per limit, in this
-//! process's memory: several intakes each enforce their own.
+//! it) the rightmost address in that header that `http.trusted_proxies` does not stand for.
+//! Each client has a token bucket per limit, in this process's memory: several intakes each
+//! enforce their own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::Engine;
+use crate::config::TrustedProxies;
 
 /// Clients remembered at most; past it, those whose buckets are full again are forgotten.
 const MAX_CLIENTS: usize = 100_000;
@@ -116,10 +119,11 @@ pub const PUBLIC_POSTS: [&str; 6] = [
     "/api/entitlements/sign-in/confirm",
 ];
 
-/// Who sent the request: the first address of `http.client_ip_header` when configured and
-/// parseable, else the peer's.
+/// Who sent the request: with `http.client_ip_header` set, the rightmost address in it that
+/// no trusted proxy stands for ([`client_behind`]); else the peer's.
 pub fn client(e: &Engine, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
-    if e.config.http.client_ip_header.is_empty()
+    let header = e.config.http.client_ip_header.as_str();
+    if header.is_empty()
         && headers.contains_key("x-forwarded-for")
         && !e
             .limits
@@ -131,15 +135,55 @@ pub fn client(e: &Engine, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAd
              empty: every client behind it shares one rate limit"
         );
     }
-    let from_header = (!e.config.http.client_ip_header.is_empty())
-        .then(|| headers.get(e.config.http.client_ip_header.as_str()))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    from_header
-        .or(peer.map(|p| p.ip()))
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    if header.is_empty() {
+        return peer.to_canonical();
+    }
+    // Every instance of the header, in order, is one list (RFC 9110 §5.3).
+    let chain = headers
+        .get_all(header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    client_behind(peer, chain, &e.config.http.trusted_proxies)
+}
+
+/// The client behind the proxies: walking from the peer leftwards through the addresses
+/// each proxy appended, the first one not trusted (or, with a count, the one that many hops
+/// away). An entry that is not an address ends the walk at the hop that wrote it; when every
+/// hop is trusted, the leftmost is the client. Entries to the left of the client are the
+/// client's own words and never read.
+pub fn client_behind<'a>(
+    peer: IpAddr,
+    chain: impl DoubleEndedIterator<Item = &'a str>,
+    trusted: &TrustedProxies,
+) -> IpAddr {
+    let mut at = peer.to_canonical();
+    let trusts = |ip: IpAddr, hop: usize| match trusted {
+        // `hop` 0 is the peer: with a count of n, hops 0 to n-1 are proxies.
+        TrustedProxies::Count(n) => hop < *n,
+        TrustedProxies::Nets(nets) => nets.iter().any(|n| n.contains(&ip)),
+    };
+    for (hop, entry) in chain.rev().enumerate() {
+        if !trusts(at, hop) {
+            return at;
+        }
+        match parse_entry(entry) {
+            Some(ip) => at = ip,
+            None => return at,
+        }
+    }
+    at
+}
+
+/// One entry of a forwarding header: `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]:443` or
+/// `192.0.2.1:443` (some proxies add the port).
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    e.parse::<IpAddr>()
+        .or_else(|_| e.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 /// 429 with `Retry-After` (whole seconds, at least 1).
@@ -177,6 +221,55 @@ pub async fn public(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_no_trusted_proxy_stands_for() {
+        let proxy = ip("10.0.0.2");
+        let one = TrustedProxies::Count(1);
+        let two = TrustedProxies::Count(2);
+        let nets = TrustedProxies::Nets(vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "2001:db8::/32".parse().expect("net"),
+        ]);
+        let behind =
+            |chain: &str, trusted: &TrustedProxies| client_behind(proxy, chain.split(','), trusted);
+        // Whatever a client writes on the left, it is not what the proxy appended.
+        for spoofed in [
+            "",
+            "1.1.1.1, ",
+            "1.1.1.1, 2.2.2.2, ",
+            "not-an-ip, ",
+            "10.0.0.9, ",
+        ] {
+            let chain = format!("{spoofed}203.0.113.5");
+            assert_eq!(behind(&chain, &one), ip("203.0.113.5"), "{chain:?}");
+            assert_eq!(behind(&chain, &nets), ip("203.0.113.5"), "{chain:?}");
+        }
+        // Two proxies: the second appended what the first was sent from.
+        assert_eq!(
+            behind("1.1.1.1, 203.0.113.5, 10.0.0.7", &two),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            behind("1.1.1.1, 203.0.113.5, 10.0.0.7", &nets),
+            ip("203.0.113.5")
+        );
+        // Ports, brackets and IPv4-mapped IPv6 are read as the address.
+        assert_eq!(behind("203.0.113.5:4711", &one), ip("203.0.113.5"));
+        assert_eq!(behind("[2001:db9::1]:443", &one), ip("2001:db9::1"));
+        assert_eq!(behind("::ffff:203.0.113.5", &one), ip("203.0.113.5"));
+        // Every hop trusted: the leftmost. A garbled entry: the hop that wrote it.
+        assert_eq!(behind("10.1.1.1, 10.0.0.7", &nets), ip("10.1.1.1"));
+        assert_eq!(behind("garbage", &one), proxy);
+        assert_eq!(behind("203.0.113.5, garbage", &nets), proxy);
+        // A peer that is no trusted proxy is the client, whatever it sends.
+        let direct = client_behind(ip("198.51.100.1"), "1.1.1.1".split(','), &nets);
+        assert_eq!(direct, ip("198.51.100.1"));
+    }
 
     #[test]
     fn a_bucket_holds_its_burst_then_refills_at_its_rate() {

@@ -50,9 +50,15 @@ async fn webhook(
             })
             .inc()
     };
-    // A client whose webhooks keep failing verification is not verified again for a while.
+    // A signature that checks on its own bytes (an HMAC, or a key already cached) is always
+    // checked: no budget, however spent and by whoever claims this address, can turn a
+    // genuine webhook away. Only verification that would fetch what the sender names (a
+    // PayPal certificate) is paid for out of the sender's forged-webhook budget, which
+    // every failed verification spends too.
     let who = limits::client(&e, &headers, peer.map(|c| c.0.0));
-    if let Err(wait) = e.limits.forged.check(who) {
+    if provider.verification_fetches(&headers)
+        && let Err(wait) = e.limits.forged.take(who)
+    {
         rejected("rate_limited");
         return limits::too_many(wait, "webhooks failing verification");
     }
@@ -99,6 +105,30 @@ async fn receive(
             tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
             refused(err)
         })?;
+    if let Some(id) = provider.transmission_id(&headers) {
+        let taken = e
+            .store
+            .take_transmission(provider.name(), id, &crate::domain::body_sha256(&body))
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "could not take the transmission id");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event could not be stored; retry later",
+                )
+            })?;
+        if taken == crate::store::events::Transmission::Reused {
+            tracing::warn!(
+                provider = provider.name(),
+                transmission_id = id,
+                "a signed transmission came again with another body"
+            );
+            return Err(refused(WebhookError::Signature(
+                "this transmission id was already used with another body".into(),
+            )));
+        }
+    }
     let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
     let duplicate = e
         .events

@@ -4,7 +4,7 @@
 //!   stock released, buyer told). Test-mode providers send no webhooks; buyers close tabs.
 //! - stock held for unpaid orders past its reservation expiry is released;
 //! - idempotency keys past `api.idempotency_ttl_secs` are removed, and sign-in links that
-//!   ended more than a day ago.
+//!   ended more than a day ago, and webhook transmission ids seen more than a day ago.
 //!
 //! Every part is safe to run in several processes at once: each payment is handed to one
 //! pass at a time by its `next_check_at`, and the rest are conditional updates.
@@ -48,6 +48,9 @@ pub async fn pass(e: &Engine) {
     }
     if let Err(err) = e.store.sign_in_cleanup().await {
         tracing::warn!(error = %err, "could not remove ended sign-in links");
+    }
+    if let Err(err) = e.store.transmissions_cleanup().await {
+        tracing::warn!(error = %err, "could not forget old webhook transmission ids");
     }
 }
 

@@ -36,6 +36,22 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         now_s: i64,
     ) -> Result<ProviderEvent, WebhookError>;
 
+    /// The provider's id of this one delivery, when the signature covers one that must be
+    /// taken only once (PayPal's `paypal-transmission-id`: its signature covers a CRC32 of
+    /// the body, which can be matched at will, so the id is what ties a signature to one
+    /// body). The intake takes it after the signature verified.
+    fn transmission_id<'h>(&self, _headers: &'h HeaderMap) -> Option<&'h str> {
+        None
+    }
+
+    /// Whether verifying a webhook with these headers would fetch something the sender
+    /// names (PayPal's certificate at `paypal-cert-url`, not yet cached). The intake counts
+    /// such a webhook against the sender's forged-webhook budget before verifying it, so
+    /// a flood of forged messages cannot make the engine fetch at will.
+    fn verification_fetches(&self, _headers: &HeaderMap) -> bool {
+        false
+    }
+
     /// Normalizes an event that [`Provider::webhook`] accepted before and that was stored
     /// with its headers, without checking its signature again (its age would now refuse it):
     /// how the event applier reads what the intake appended.

@@ -285,6 +285,10 @@ fn our_currency(code: &str) -> Result<Currency, ProviderError> {
 /// PayPal as a [`Provider`].
 pub struct PayPal {
     http: reqwest::Client,
+    /// For certificates only: no redirects, a short timeout (bodies are capped as read).
+    cert_http: reqwest::Client,
+    /// How far a message's `paypal-transmission-time` may be behind now.
+    tolerance_s: i64,
     base: String,
     client_id: String,
     client_secret: String,
@@ -296,7 +300,20 @@ pub struct PayPal {
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
     /// Keys of certificates already fetched (by URL) or read (by file path).
     keys: Mutex<HashMap<String, TrustedKey>>,
+    /// Certificate URLs whose fetch failed lately, and until when that is answered without
+    /// fetching again.
+    failed_fetches: Mutex<HashMap<String, (Instant, String)>>,
+    /// Held while a certificate is fetched: one fetch at a time, and a webhook that waited
+    /// finds the key the fetch it waited for cached.
+    fetching: tokio::sync::Mutex<()>,
 }
+
+/// The largest certificate chain read from PayPal.
+const CERT_MAX_BYTES: usize = 64 * 1024;
+/// How long a failed certificate fetch is answered from memory.
+const CERT_FAILURE_TTL: Duration = Duration::from_secs(30);
+/// How far ahead of our clock a `paypal-transmission-time` may be (clock skew).
+pub const TRANSMISSION_SKEW_S: i64 = 60;
 
 impl std::fmt::Debug for PayPal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,8 +343,15 @@ fn has_issue(e: &ProviderError, issue: &str) -> bool {
 
 impl PayPal {
     pub fn new(c: &config::PayPal, http: reqwest::Client) -> PayPal {
+        let cert_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
         PayPal {
             http,
+            cert_http,
+            tolerance_s: i64::try_from(c.webhook_tolerance_secs).unwrap_or(i64::MAX),
             base: c.api_base.trim_end_matches('/').to_owned(),
             client_id: c.client_id.clone(),
             client_secret: c.client_secret.clone(),
@@ -337,6 +361,8 @@ impl PayPal {
                 .then(|| PathBuf::from(&c.webhook_cert_file)),
             token: tokio::sync::Mutex::new(None),
             keys: Mutex::new(HashMap::new()),
+            failed_fetches: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -441,24 +467,96 @@ impl PayPal {
         if let Some(k) = cached(url.as_str(), None) {
             return Ok(k);
         }
-        let fetch = async {
-            let res = self
-                .http
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !res.status().is_success() {
-                return Err(format!("HTTP {}", res.status()));
-            }
-            res.bytes().await.map_err(|e| e.to_string())
+        let recent_failure = || {
+            let failed = self
+                .failed_fetches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            failed
+                .get(url.as_str())
+                .filter(|(until, _)| *until > Instant::now())
+                .map(|(_, why)| WebhookError::Unavailable(why.clone()))
         };
-        let pem = fetch.await.map_err(|e| {
-            WebhookError::Unavailable(format!("cannot fetch the certificate {url}: {e}"))
-        })?;
-        let t = key_from_pem(&pem, now_s).map_err(WebhookError::Signature)?;
-        Ok(remember(url.to_string(), t))
+        if let Some(err) = recent_failure() {
+            return Err(err);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        // Another webhook's fetch may have finished while this one waited.
+        if let Some(k) = cached(url.as_str(), None) {
+            return Ok(k);
+        }
+        if let Some(err) = recent_failure() {
+            return Err(err);
+        }
+        let fetched = match self.fetch_cert(&url).await {
+            Ok(pem) => key_from_pem(&pem, now_s).map_err(|e| (e, false)),
+            Err(e) => Err((e, true)),
+        };
+        match fetched {
+            Ok(t) => Ok(remember(url.to_string(), t)),
+            Err((why, unavailable)) => {
+                let why = format!("cannot use the certificate {url}: {why}");
+                let mut failed = self
+                    .failed_fetches
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if failed.len() >= 1000 {
+                    failed.retain(|_, (until, _)| *until > Instant::now());
+                }
+                failed.insert(
+                    url.to_string(),
+                    (Instant::now() + CERT_FAILURE_TTL, why.clone()),
+                );
+                Err(if unavailable {
+                    WebhookError::Unavailable(why)
+                } else {
+                    WebhookError::Signature(why)
+                })
+            }
+        }
     }
+
+    /// The certificate chain at `url`: no redirect followed, at most [`CERT_MAX_BYTES`].
+    async fn fetch_cert(&self, url: &url::Url) -> Result<Vec<u8>, String> {
+        let mut res = self
+            .cert_http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("HTTP {}", res.status()));
+        }
+        let mut pem = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+            if pem.len() + chunk.len() > CERT_MAX_BYTES {
+                return Err(format!("larger than {CERT_MAX_BYTES} bytes"));
+            }
+            pem.extend_from_slice(&chunk);
+        }
+        Ok(pem)
+    }
+}
+
+/// Whether a `paypal-transmission-time` is fresh at `now_s`: not older than `tolerance_s`,
+/// not ahead by more than [`TRANSMISSION_SKEW_S`]. PayPal signs each delivery attempt anew
+/// (its own transmission id and time: the event's `transmissions` list shows one per
+/// attempt), so a retry hours later is fresh; a captured message replayed later is not.
+pub fn transmission_fresh(time: &str, now_s: i64, tolerance_s: i64) -> Result<(), String> {
+    let t = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("paypal-transmission-time {time:?} is not an RFC 3339 time"))?
+        .unix_timestamp();
+    if t < now_s.saturating_sub(tolerance_s) {
+        return Err(format!(
+            "paypal-transmission-time {time} is more than {tolerance_s} s old"
+        ));
+    }
+    if t > now_s.saturating_add(TRANSMISSION_SKEW_S) {
+        return Err(format!(
+            "paypal-transmission-time {time} is ahead of this server's clock"
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -490,6 +588,8 @@ impl Provider for PayPal {
                 "paypal-auth-algo {algo:?} is not SHA256withRSA"
             )));
         }
+        // Before any certificate is fetched or PayPal is asked: a stale message costs nothing.
+        transmission_fresh(time, now_s, self.tolerance_s).map_err(WebhookError::Signature)?;
         let verified = match self.verification {
             PayPalVerification::Certificate => {
                 let key = self.trusted_key(cert_url, now_s).await?;
@@ -527,6 +627,27 @@ impl Provider for PayPal {
 
     fn read_stored(&self, _headers: &HeaderMap, body: &[u8]) -> Result<ProviderEvent, String> {
         normalize(body)
+    }
+
+    fn verification_fetches(&self, headers: &HeaderMap) -> bool {
+        if self.verification != PayPalVerification::Certificate || self.cert_file.is_some() {
+            return false;
+        }
+        let Some(url) = headers
+            .get("paypal-cert-url")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|u| cert_url_allowed(u).ok())
+        else {
+            return false;
+        };
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        !keys.contains_key(url.as_str())
+    }
+
+    fn transmission_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        headers
+            .get("paypal-transmission-id")
+            .and_then(|v| v.to_str().ok())
     }
 
     /// PayPal's JS SDK hands `onApprove` the order id as `orderID`; the capture happens on
@@ -772,6 +893,75 @@ impl Provider for PayPal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_uncached_paypal_certificate_counts_as_a_fetch() {
+        let c = config::PayPal {
+            enabled: true,
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+            webhook_id: "WH-1".into(),
+            api_base: "https://api-m.sandbox.paypal.com".into(),
+            webhook_verification: PayPalVerification::Certificate,
+            webhook_cert_file: String::new(),
+            webhook_tolerance_secs: 300,
+        };
+        let pp = PayPal::new(&c, reqwest::Client::new());
+        let with = |url: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("paypal-cert-url", url.parse().expect("header"));
+            h
+        };
+        let genuine = "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594";
+        assert!(pp.verification_fetches(&with(genuine)));
+        // Refused by its URL before any fetch, or no URL at all: nothing is fetched.
+        assert!(!pp.verification_fetches(&with("https://evil.example/v1/notifications/certs/X")));
+        assert!(!pp.verification_fetches(&HeaderMap::new()));
+        // Once its key is cached, the same certificate costs nothing.
+        let key = crate::sandbox::paypal::signing_key()
+            .expect("sandbox key")
+            .to_public_key();
+        pp.keys.lock().expect("keys").insert(
+            genuine.to_owned(),
+            TrustedKey {
+                key,
+                not_after_s: i64::MAX,
+                stamp: None,
+            },
+        );
+        assert!(!pp.verification_fetches(&with(genuine)));
+        // A configured certificate file is read, never fetched.
+        let file = PayPal::new(
+            &config::PayPal {
+                webhook_cert_file: "cert.pem".into(),
+                ..c
+            },
+            reqwest::Client::new(),
+        );
+        assert!(!file.verification_fetches(&with(genuine)));
+    }
+
+    #[test]
+    fn transmission_time_must_be_fresh_and_not_from_the_future() {
+        // 2026-11-22T10:00:00Z
+        let now = 1_795_341_600;
+        let ok = |t: &str| transmission_fresh(t, now, 300);
+        assert_eq!(ok("2026-11-22T10:00:00Z"), Ok(()));
+        assert_eq!(ok("2026-11-22T09:55:00Z"), Ok(()), "exactly the tolerance");
+        assert_eq!(ok("2026-11-22T10:01:00Z"), Ok(()), "a minute of skew");
+        assert_eq!(ok("2026-11-22T11:55:00+02:00"), Ok(()), "any offset");
+        for stale in [
+            "2026-11-22T09:54:59Z",
+            "2016-11-22T10:00:00Z",
+            "2026-11-22T10:01:01Z",
+            "2036-11-22T10:00:00Z",
+            "yesterday",
+            "",
+            "1795341600",
+        ] {
+            assert!(ok(stale).is_err(), "{stale:?} is refused");
+        }
+    }
 
     #[test]
     fn signed_message_uses_the_decimal_crc32_of_the_raw_body() {

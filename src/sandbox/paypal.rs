@@ -91,8 +91,27 @@ pub fn signature_headers(
     cert_url: &str,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
-    let id = uuid_like();
-    let time = rfc3339_now();
+    signature_headers_at(
+        key,
+        webhook_id,
+        cert_url,
+        body,
+        &uuid_like(),
+        &rfc3339_now(),
+    )
+}
+
+/// [`signature_headers`] with a given transmission id and time (to build a replay, or a
+/// message from the past).
+pub fn signature_headers_at(
+    key: &RsaPrivateKey,
+    webhook_id: &str,
+    cert_url: &str,
+    body: &[u8],
+    id: &str,
+    time: &str,
+) -> Vec<(&'static str, String)> {
+    let (id, time) = (id.to_owned(), time.to_owned());
     let message = signed_message(&id, &time, webhook_id, body);
     let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(key.clone());
     let sig = BASE64.encode(signer.sign(message.as_bytes()).to_bytes());

@@ -11,6 +11,69 @@ use super::{Backend, Result, Store, StoreError, Tx, payments, refunds, value_row
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
+/// What taking a provider's transmission id did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmission {
+    /// Seen for the first time.
+    New,
+    /// Seen before with this very body: a repeat of one message.
+    Repeat,
+    /// Seen before with another body: a signed message reused for something else.
+    Reused,
+}
+
+/// How long a transmission id is remembered: far longer than any freshness tolerance
+/// (`providers.paypal.webhook_tolerance_secs` is at most 12 hours).
+pub const TRANSMISSION_KEPT_MS: i64 = 86_400_000;
+
+impl Store {
+    /// Takes `transmission_id` of `provider` for the body whose SHA-256 is `body_sha256`.
+    pub async fn take_transmission(
+        &self,
+        provider: &str,
+        transmission_id: &str,
+        body_sha256: &str,
+    ) -> Result<Transmission> {
+        let _writer = self.write_guard().await;
+        let r = sqlx::query(
+            "INSERT INTO webhook_transmissions (provider, transmission_id, body_sha256, seen_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (provider, transmission_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(transmission_id)
+        .bind(body_sha256)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(Transmission::New);
+        }
+        let seen: Option<String> = sqlx::query_scalar(
+            "SELECT body_sha256 FROM webhook_transmissions WHERE provider = $1 AND transmission_id = $2",
+        )
+        .bind(provider)
+        .bind(transmission_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match seen {
+            Some(h) if h == body_sha256 => Transmission::Repeat,
+            Some(_) => Transmission::Reused,
+            // Removed between the two statements (housekeeping, a day on): as good as new.
+            None => Transmission::New,
+        })
+    }
+
+    /// Forgets transmission ids older than [`TRANSMISSION_KEPT_MS`]; returns how many.
+    pub async fn transmissions_cleanup(&self) -> Result<u64> {
+        let _writer = self.write_guard().await;
+        let r = sqlx::query("DELETE FROM webhook_transmissions WHERE seen_at < $1")
+            .bind(now_ms() - TRANSMISSION_KEPT_MS)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
 /// What recording an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {

@@ -1,6 +1,7 @@
 //! What anyone on the internet may send: CORS only for the configured origins, a per-client
-//! limit on the public POST endpoints, and forged webhooks turned away before they are
-//! verified — while a provider's signed webhooks always get through.
+//! limit on the public POST endpoints, and a budget for webhooks that fail verification,
+//! which only ever gates fetching a certificate the sender names — a provider's signed
+//! webhooks always get through.
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use crate::on_both_stores;
 on_both_stores!(
     cors_answers_only_configured_origins,
     public_posts_are_limited_per_client_while_webhooks_flow,
-    forged_webhooks_are_turned_away_before_verifying,
+    forged_webhooks_never_block_a_verified_one,
+    certificate_fetches_spend_the_forged_webhook_budget,
 );
 
 fn allow_origin(r: &reqwest::Response) -> Option<String> {
@@ -86,7 +88,8 @@ async fn webhook_from(app: &TestApp, ip: &str, body: Vec<u8>, secret: &str) -> (
 }
 
 /// Client A sends 12 orders at once against a burst of 5 (refilled once a minute, so the
-/// count is exact); at the same moment signed webhooks come from the same address. Five
+/// count is exact), each with a different spoofed address left of its own in
+/// X-Forwarded-For; at the same moment signed webhooks come from the same address. Five
 /// orders are taken, seven get 429 with Retry-After, every webhook is taken, and another
 /// client is not affected.
 async fn public_posts_are_limited_per_client_while_webhooks_flow(backend: Backend) {
@@ -113,7 +116,9 @@ async fn public_posts_are_limited_per_client_while_webhooks_flow(backend: Backen
             let r = app
                 .http
                 .post(format!("{}/api/orders", app.url))
-                .header("x-forwarded-for", "203.0.113.5")
+                // Each names itself another client on the left; the proxy (the peer,
+                // trusted as one hop) appended the real address on the right.
+                .header("x-forwarded-for", format!("198.51.{i}.1, 203.0.113.5"))
                 .json(&json!({"customer_email": format!("a{i}@example.com"), "items": [{"sku": "SEAT", "qty": 1}]}))
                 .send()
                 .await
@@ -199,10 +204,11 @@ async fn held_events(app: &TestApp, n: usize) -> Vec<Vec<u8>> {
 }
 
 /// Address F sends 10 forged webhooks against a budget of 3 failures a minute, while
-/// address P delivers signed ones at the same moment: F's first 3 are checked and refused
-/// (400), the other 7 are turned away unchecked (429); every one of P's is taken. Then even
-/// a good webhook from F waits (the price of sharing an address with a forger).
-async fn forged_webhooks_are_turned_away_before_verifying(backend: Backend) {
+/// address P delivers signed ones at the same moment: each of F's is checked and refused
+/// (400) — an HMAC costs next to nothing — and every one of P's is taken. Then a good
+/// webhook from F is taken too: a spent budget never turns a verified webhook away,
+/// whoever else claims its address.
+async fn forged_webhooks_never_block_a_verified_one(backend: Backend) {
     let app = spawn(
         backend,
         &[
@@ -215,8 +221,6 @@ async fn forged_webhooks_are_turned_away_before_verifying(backend: Backend) {
     let mut events = held_events(&app, 7).await;
     let last = events.pop().expect("one kept back");
     let app = Arc::new(app);
-    // The forger goes first, one at a time, so its budget is spent in a known order; the
-    // provider's deliveries race it.
     let barrier = Arc::new(Barrier::new(1 + events.len()));
     let forger = {
         let (app, barrier, body) = (app.clone(), barrier.clone(), last.clone());
@@ -240,27 +244,77 @@ async fn forged_webhooks_are_turned_away_before_verifying(backend: Backend) {
     }
     let statuses = forger.await.expect("task");
     let codes: Vec<u16> = statuses.iter().map(|(st, _)| *st).collect();
-    assert_eq!(
-        codes,
-        [400, 400, 400, 429, 429, 429, 429, 429, 429, 429],
-        "{statuses:?}"
-    );
-    assert_eq!(statuses[0].1["error"]["code"], "invalid_signature");
-    assert_eq!(statuses[3].1["error"]["code"], "rate_limited");
+    assert_eq!(codes, [400; 10], "{statuses:?}");
+    assert_eq!(statuses[9].1["error"]["code"], "invalid_signature");
     for p in provider {
         let (status, body) = p.await.expect("task");
         assert_eq!(status, 200, "{body}");
     }
-    let (status, _) = webhook_from(&app, "203.0.113.66", last.clone(), WEBHOOK_SECRET).await;
-    assert_eq!(status, 429);
-    let (status, _) = webhook_from(&app, "198.51.100.7", last, WEBHOOK_SECRET).await;
-    assert_eq!(status, 200);
+    let (status, body) = webhook_from(&app, "203.0.113.66", last, WEBHOOK_SECRET).await;
+    assert_eq!(
+        status, 200,
+        "the forger's address, a genuine webhook: {body}"
+    );
     let metrics = crate::observability::scrape(&app).await;
     assert!(
         metrics.contains(
-            r#"fulfilld_webhooks_rejected_total{provider="stripe",reason="rate_limited"} 8"#
+            r#"fulfilld_webhooks_rejected_total{provider="stripe",reason="invalid_signature"} 10"#
         ),
         "{metrics}"
     );
     Arc::try_unwrap(app).ok().expect("one owner").finish().await;
+}
+
+/// Verification that would fetch what the sender names (a PayPal certificate URL, each one
+/// new) is paid for from the sender's forged-webhook budget: with a budget of 3, the
+/// fourth such webhook is turned away (429) before anything is fetched, while another
+/// address still gets its fetch.
+async fn certificate_fetches_spend_the_forged_webhook_budget(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[
+            ("FULFILLD__HTTP__CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("FULFILLD__API__FORGED_WEBHOOKS_PER_MINUTE", "3"),
+            ("FULFILLD__PROVIDERS__PAYPAL__WEBHOOK_CERT_FILE", ""),
+        ],
+    )
+    .await;
+    let key = fulfilld::sandbox::paypal::signing_key().expect("sandbox key");
+    let body = br#"{"id":"WH-FETCH","event_type":"CHECKOUT.ORDER.APPROVED","resource":{}}"#;
+    let send = |ip: &'static str, n: usize| {
+        let app = &app;
+        async move {
+            // A new certificate on PayPal's host each time: nothing cached to answer from.
+            let cert_url = format!("https://api.paypal.com/v1/notifications/certs/CERT-{ip}-{n}");
+            let mut req = app
+                .http
+                .post(format!("{}/webhooks/paypal", app.url))
+                .header("x-forwarded-for", ip)
+                .header("content-type", "application/json")
+                .body(body.to_vec());
+            for (k, v) in fulfilld::sandbox::paypal::signature_headers(
+                key,
+                "WH-SANDBOX-0000000000",
+                &cert_url,
+                body,
+            ) {
+                req = req.header(k, v);
+            }
+            let r = req.send().await.expect("webhook");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let mut answers = Vec::new();
+    for n in 0..4 {
+        answers.push(send("203.0.113.77", n).await);
+    }
+    let codes: Vec<u16> = answers.iter().map(|(st, _)| *st).collect();
+    // The fetches themselves fail here (no PayPal to reach): 503, so PayPal would retry.
+    assert_eq!(codes, [503, 503, 503, 429], "{answers:?}");
+    assert_eq!(answers[0].1["error"]["code"], "verification_unavailable");
+    assert_eq!(answers[3].1["error"]["code"], "rate_limited");
+    let (status, other) = send("198.51.100.8", 0).await;
+    assert_eq!(status, 503, "another address has its own budget: {other}");
+    app.finish().await;
 }

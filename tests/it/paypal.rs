@@ -270,9 +270,61 @@ async fn paypal_forged_webhooks_are_refused(backend: Backend) {
         0
     );
     assert_eq!(app.order(&id).await["status"], "pending_payment");
-    // Correctly signed: accepted.
-    let (status, v) = post_paypal(&app, &sign("WH-SANDBOX-0000000000", &body), &body).await;
+    // Signed correctly but not fresh: a message captured ten minutes ago, or one dated an
+    // hour ahead, is refused before any certificate is read.
+    let now_ms = fulfilld::domain::now_ms();
+    for (what, at) in [
+        ("ten minutes old", now_ms - 600_000),
+        ("an hour ahead", now_ms + 3_600_000),
+    ] {
+        let headers = fulfilld::sandbox::paypal::signature_headers_at(
+            key,
+            "WH-SANDBOX-0000000000",
+            &cert_url,
+            &body,
+            "replayed-0001",
+            &fulfilld::domain::rfc3339(at - at.rem_euclid(1000)),
+        );
+        let (status, e) = post_paypal(&app, &headers, &body).await;
+        assert_eq!(status, 400, "{what}: {e}");
+        assert!(
+            s(&e["error"]["message"]).contains("paypal-transmission-time"),
+            "{what} names the header: {e}"
+        );
+    }
+    // Correctly signed: accepted; the same message again is a duplicate.
+    let genuine = sign("WH-SANDBOX-0000000000", &body);
+    let (status, v) = post_paypal(&app, &genuine, &body).await;
     assert_eq!(status, 200, "{v}");
+    let (status, v) = post_paypal(&app, &genuine, &body).await;
+    assert_eq!((status, &v["duplicate"]), (200, &json!(true)), "{v}");
+    // The signature covers only a CRC32 of the body, which an attacker can match at will:
+    // another body under a transmission id already taken is refused, however it is signed.
+    let (id_used, time_used) = (genuine[0].1.clone(), genuine[1].1.clone());
+    // (Here a well-formed event under a new event id, which would otherwise be taken.)
+    let mut other: Value = serde_json::from_slice(&body).expect("event");
+    other["id"] = json!("WH-REUSED-0001");
+    let other = serde_json::to_vec(&other).expect("json");
+    let reused = fulfilld::sandbox::paypal::signature_headers_at(
+        key,
+        "WH-SANDBOX-0000000000",
+        &cert_url,
+        &other,
+        &id_used,
+        &time_used,
+    );
+    let (status, e) = post_paypal(&app, &reused, &other).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_signature", "{e}");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
+            "paypal"
+        )
+        .await,
+        1,
+        "only the genuine message is stored"
+    );
     app.finish().await;
 
     // Without a configured certificate the engine follows paypal-cert-url — but only to
