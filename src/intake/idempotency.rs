@@ -1,9 +1,16 @@
 //! `Idempotency-Key` on every `POST /api/…`, with Stripe's semantics (store side:
 //! [`crate::store::idempotency`]): the same key and the same request → the first response
 //! again, status and body, marked `Idempotent-Replayed: true`; the same key with another
-//! request (method, path or body) → 422; while the first request still runs → 409. Keys
-//! belong to the caller's credentials (the `Authorization` header), so two callers never
-//! see each other's answers. Answers that say "try again" — 409, 429, 5xx — are not kept.
+//! request (method, path or body) → 422; while the first request still runs → 409.
+//!
+//! Keys belong to a proven caller, checked before anything is stored: an admin (a valid
+//! `Authorization` bearer token), a buyer (by the `X-Buyer-Token` it sends), or — with
+//! neither — the request itself, so an anonymous caller's key covers only that exact
+//! request: nobody can replay another's answer without sending the very same request, or
+//! squat a key so that someone else's request is refused. A request whose `Authorization`
+//! is not a valid admin token is run without a key (the admin routes answer it 401), and
+//! nothing is kept for it. Answers that say "try again" — 409, 429, 5xx — or that refuse
+//! the caller's credentials (401, 403) are not kept.
 
 use std::sync::Arc;
 
@@ -36,13 +43,16 @@ pub async fn layer(State(e): State<Arc<Engine>>, req: Request, next: Next) -> Re
             .into_response();
         }
     };
-    let scope = hex::encode(
-        &Sha256::digest(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map_or(&b""[..], HeaderValue::as_bytes),
-        )[..16],
-    );
+    let admin = match req.headers().get(header::AUTHORIZATION) {
+        None => false,
+        Some(_) if super::admin::authorize(&e, req.headers()).is_ok() => true,
+        // Not a credential we know: no key is taken, nothing is stored.
+        Some(_) => return next.run(req).await,
+    };
+    let buyer = req
+        .headers()
+        .get("x-buyer-token")
+        .map(|t| hex::encode(&Sha256::digest(t.as_bytes())[..16]));
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, e.config.http.max_body_bytes).await {
         Ok(b) => b,
@@ -65,6 +75,15 @@ pub async fn layer(State(e): State<Arc<Engine>>, req: Request, next: Next) -> Re
     h.update(b"\n");
     h.update(&bytes);
     let fingerprint = hex::encode(h.finalize());
+    // The scope is part of the stored key: changing it forgets keys already taken (kept
+    // `api.idempotency_ttl_secs` at most), never mixes two callers'.
+    let scope = if admin {
+        "admin".to_owned()
+    } else if let Some(buyer) = buyer {
+        format!("buyer:{buyer}")
+    } else {
+        format!("request:{}", &fingerprint[..32])
+    };
     let api = &e.config.api;
     let begun = e
         .store
@@ -104,10 +123,12 @@ pub async fn layer(State(e): State<Arc<Engine>>, req: Request, next: Next) -> Re
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     let status = resp.status();
-    let retryable = status.is_server_error()
+    let not_kept = status.is_server_error()
         || status == StatusCode::CONFLICT
-        || status == StatusCode::TOO_MANY_REQUESTS;
-    if retryable {
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN;
+    if not_kept {
         if let Err(err) = e.store.idempotency_release(&scope, &key).await {
             tracing::warn!(error = %err, "could not release an idempotency key; it unlocks when its lock expires");
         }

@@ -1,5 +1,5 @@
 //! `Idempotency-Key` on `POST /api/…`, with Stripe's semantics: replay, 422 on a different
-//! request, 409 while the first is in flight, keys per caller, expiry.
+//! request, 409 while the first is in flight, keys per proven caller, expiry.
 
 use std::sync::Arc;
 
@@ -72,35 +72,76 @@ async fn same_key_same_request_replays_the_first_answer(backend: Backend) {
     app.finish().await;
 }
 
+/// A key is the proven caller's: an admin reusing one for another request is refused
+/// (422); an anonymous caller's key covers only its own exact request, so nobody squats or
+/// replays someone else's; a caller whose credentials fail leaves nothing behind.
 async fn same_key_other_request_is_refused(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 1000, 5).await;
-    let (status, _, _) = create_with_key(&app, "k", &order_body("a@example.com")).await;
-    assert_eq!(status, 201);
-    let (status, _, e) = create_with_key(&app, "k", &order_body("b@example.com")).await;
-    assert_eq!(status, 422, "{e}");
-    assert_eq!(e["error"]["code"], "idempotency_key_reused");
-    assert_eq!(orders_of(&app, "b@example.com").await, 0);
-    // The same key on another endpoint is another request too.
-    let r = app
-        .http
-        .post(format!("{}/api/payments/verify", app.url))
-        .header("Idempotency-Key", "k")
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("verify");
-    assert_eq!(r.status(), 422);
-    // Keys belong to the caller: an admin's "k" is not the anonymous caller's "k".
-    let r = app
-        .http
-        .post(format!("{}/api/admin/dead-letters/retry", app.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("Idempotency-Key", "k")
-        .send()
+    let admin_post = |path: &'static str, token: &'static str, key: String| {
+        app.http
+            .post(format!("{}{path}", app.url))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({}))
+            .send()
+    };
+    let r = admin_post("/api/admin/dead-letters/retry", ADMIN_TOKEN, "k".into())
         .await
         .expect("admin");
     assert_eq!(r.status(), 200);
+    let r = admin_post("/api/payments/verify", ADMIN_TOKEN, "k".into())
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 422, "another request under the admin's key");
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["code"], "idempotency_key_reused", "{e}");
+    // Anonymous callers: B uses the key A used, with B's own request, and gets B's own
+    // answer, not A's and not a refusal; A's retry still replays A's.
+    let (status, _, a) = create_with_key(&app, "k", &order_body("a@example.com")).await;
+    assert_eq!(
+        status, 201,
+        "the admin's \"k\" is not the anonymous caller's: {a}"
+    );
+    let (status, replayed, b) = create_with_key(&app, "k", &order_body("b@example.com")).await;
+    assert_eq!((status, replayed), (201, None), "{b}");
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(orders_of(&app, "b@example.com").await, 1);
+    let (status, replayed, a2) = create_with_key(&app, "k", &order_body("a@example.com")).await;
+    assert_eq!((status, replayed.as_deref(), &a2), (201, Some("true"), &a));
+    // A wrong admin token, with a new key each time: 401, and no key is stored.
+    let kept = || {
+        app.count(
+            "SELECT COUNT(*) FROM idempotency_keys WHERE key LIKE $1",
+            "forged-%",
+        )
+    };
+    for i in 0..50 {
+        let r = admin_post(
+            "/api/admin/dead-letters/retry",
+            "not-the-token",
+            format!("forged-{i}"),
+        )
+        .await
+        .expect("admin");
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(kept().await, 0, "auth failures are not kept");
+    // A buyer token that does not open the order: 403, not kept either.
+    let order = app
+        .create_order("c@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let r = app
+        .http
+        .post(format!("{}/api/entitlements/activate", app.url))
+        .header("Idempotency-Key", "forged-buyer")
+        .header("x-buyer-token", "bt_wrong")
+        .json(&json!({"order_id": order["id"], "buyer_token": "bt_wrong"}))
+        .send()
+        .await
+        .expect("activate");
+    assert_eq!(r.status(), 403);
+    assert_eq!(kept().await, 0, "a refused buyer token is not kept");
     // A key must be sensible.
     let (status, _, e) =
         create_with_key(&app, &"x".repeat(256), &order_body("c@example.com")).await;
