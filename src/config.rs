@@ -20,6 +20,7 @@ pub struct Config {
     pub store: Store,
     pub queue: Queue,
     pub admin: Admin,
+    pub metrics: Metrics,
     pub checkout: Checkout,
     pub invoice: Invoice,
     pub email: Email,
@@ -275,6 +276,21 @@ pub struct Queue {
 pub struct Admin {
     pub token: String,
     pub generate_token: bool,
+}
+
+/// `GET /metrics`.
+#[derive(Clone, Deserialize)]
+pub struct Metrics {
+    /// When set, a scrape must send `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("token", &redact(&self.token))
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Admin {

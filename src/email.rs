@@ -111,7 +111,11 @@ fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io:
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(format!("{name}.eml")))

@@ -313,20 +313,21 @@ fn kept_secret(file: &str, key: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
-#[cfg(unix)]
 fn write_private(path: &std::path::Path, s: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    private_file()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(s.as_bytes())
+        .open(path)?
+        .write_all(s.as_bytes())
 }
 
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, s: &str) -> std::io::Result<()> {
-    std::fs::write(path, s)
+/// Options for a file only this user may read (0600 on Unix): the store, generated secrets,
+/// the outbox's emails. Data files hold buyers' addresses and orders.
+pub(crate) fn private_file() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
 }

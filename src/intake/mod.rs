@@ -186,7 +186,16 @@ fn health() -> Router<Arc<Engine>> {
 /// `/metrics`: this process's counters and timings, and the queue's state from the store
 /// (see [`crate::metrics`]). A store that does not answer leaves the queue gauges as they
 /// were at the last scrape.
-async fn metrics(State(e): State<Arc<Engine>>) -> Response {
+async fn metrics(State(e): State<Arc<Engine>>, headers: axum::http::HeaderMap) -> Response {
+    let token = &e.config.metrics.token;
+    if !token.is_empty() && !admin::bearer_is(&headers, token) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs Authorization: Bearer <metrics.token>",
+        )
+        .into_response();
+    }
     let queues = match tokio::time::timeout(Duration::from_secs(2), e.store.queue_overview()).await
     {
         Ok(Ok(q)) => q,

@@ -102,10 +102,20 @@ async fn create_order(
         Err(err) => {
             tracing::warn!(order_id = %order.id, error = %err, "checkout creation failed");
             e.store.checkout_failed(&payment_id, &order.id).await?;
+            // What the provider said (with its URLs and ids) goes to the log only; the
+            // buyer gets the request id that finds it there.
+            let request = crate::store::CAUSE
+                .try_with(Clone::clone)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "provider_error",
-                format!("the payment provider refused or did not answer: {err}"),
+                format!(
+                    "the payment provider refused or did not answer; try again \
+                     (request {request}: the details are in the engine's log)"
+                ),
             ));
         }
     };

@@ -372,6 +372,26 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
             StoreError::Other(format!("store.url: cannot create {}: {e}", dir.display()))
         })?;
     }
+    // Made here, 0600, before SQLite would make it with the process's umask (often
+    // world-readable); SQLite gives its -wal and -shm files the database file's mode.
+    let opened = if query.contains("mode=ro") {
+        Ok(None)
+    } else {
+        crate::private_file()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map(Some)
+    };
+    match opened {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(StoreError::Other(format!(
+                "store.url: cannot create {path}: {e}"
+            )));
+        }
+    }
     let mut q = query.to_owned();
     if !q.contains("mode=") {
         if !q.is_empty() {

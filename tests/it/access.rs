@@ -13,6 +13,7 @@ on_both_stores!(
     a_buyer_signs_in_on_another_device,
     another_buyers_access_takes_more_than_their_order_id_or_address,
     an_order_reads_by_proof,
+    buyers_data_files_are_the_engines_alone,
 );
 
 async fn activate(app: &TestApp, order_id: &str) -> (u16, Option<String>, Value) {
@@ -450,5 +451,31 @@ async fn an_order_reads_by_proof(backend: Backend) {
         admin["payment"]["provider_order_id"],
         co["provider_order_id"]
     );
+    app.finish().await;
+}
+
+/// The SQLite store (with its -wal file) and the outbox's receipts hold buyers' addresses
+/// and orders: only the engine's user may read them (0600), whatever the umask.
+async fn buyers_data_files_are_the_engines_alone(backend: Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let (id, co) = app.seat_checkout("private@example.com", 1, "stripe").await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    app.wait_for(&id, &["fulfilled"]).await;
+    let mut files = app.outbox_files();
+    assert!(!files.is_empty(), "a receipt was written");
+    if let Some(db) = app.config.store.url.strip_prefix("sqlite://") {
+        let db = std::path::PathBuf::from(db.split('?').next().unwrap_or(db));
+        files.push(db.with_extension("db-wal"));
+        files.push(db);
+    }
+    for f in files {
+        let mode = std::fs::metadata(&f)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{} is {:o}", f.display(), mode & 0o777);
+    }
     app.finish().await;
 }

@@ -42,6 +42,17 @@ async fn bad_input_names_the_field(backend: Backend) {
             422,
             "customer_email",
         ),
+        // Addresses the mailer would refuse, or read as another, after payment.
+        (
+            json!({"customer_email": "buyer@[127.0.0.1]", "items": [{"sku": "SEAT", "qty": 1}]}),
+            422,
+            "customer_email",
+        ),
+        (
+            json!({"customer_email": "\"buyer\"@example.com", "items": [{"sku": "SEAT", "qty": 1}]}),
+            422,
+            "customer_email",
+        ),
         (
             json!({"customer_email": "a@b.com", "items": []}),
             422,

@@ -443,6 +443,12 @@ async fn checkout_creation_failure_releases_stock(backend: Backend) {
     let (status, e) = app.try_checkout(id).await;
     assert_eq!(status, 502);
     assert_eq!(e["error"]["code"], "provider_error");
+    // What the provider said stays in the log; the buyer gets the request id to quote.
+    let message = s(&e["error"]["message"]);
+    assert!(
+        message.contains("request req_") && !message.contains("http") && !message.contains("500"),
+        "{e}"
+    );
     assert_eq!(app.order(id).await["status"], "created");
     assert_eq!(
         app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")

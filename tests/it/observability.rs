@@ -13,8 +13,40 @@ use crate::on_both_stores;
 on_both_stores!(
     metrics_count_what_happened,
     logs_hold_no_secret,
-    a_request_id_follows_into_its_steps
+    a_request_id_follows_into_its_steps,
+    metrics_can_need_a_token,
 );
+
+/// With `metrics.token` set, a scrape needs it as a bearer token; nothing else opens it.
+async fn metrics_can_need_a_token(backend: Backend) {
+    let token = "metrics-token-0123456789abcdef";
+    let app = spawn(backend, &[("FULFILLD__METRICS__TOKEN", token)]).await;
+    let get = |auth: Option<&str>| {
+        let mut req = app.http.get(format!("{}/metrics", app.url));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer "),
+        Some(token),
+        Some(&format!("Basic {token}")),
+        Some(&format!("Bearer {}", crate::harness::ADMIN_TOKEN)),
+    ] {
+        let r = get(auth).await.expect("metrics");
+        assert_eq!(r.status(), 401, "{auth:?}");
+    }
+    let r = get(Some(&format!("Bearer {token}")))
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("text");
+    assert!(text.contains("fulfilld_"), "{text}");
+    app.finish().await;
+}
 
 /// The value of the sample `series` (name and labels, exactly as written) in `text`.
 fn sample(text: &str, series: &str) -> f64 {
@@ -176,6 +208,7 @@ async fn logs_hold_no_secret(backend: Backend) {
             "FULFILLD__PROVIDERS__PAYPAL__CLIENT_SECRET",
             "pp_never_logged_2b8",
         ),
+        ("FULFILLD__METRICS__TOKEN", "metrics_never_logged_5e1"),
     ];
     let mut extra = vec![("FULFILLD__LOG__FORMAT", "json")];
     extra.extend(secrets);
