@@ -44,12 +44,14 @@ pub async fn run(e: Arc<Engine>, stop: CancellationToken) {
 }
 
 /// Applies batches until none is full, each when the intake gives it a turn (webhooks
-/// waiting for their commit go first); a failure is logged and left for the next look.
+/// waiting for their commit go first); a failure is logged and left for the next look. A
+/// batch in which some event could not be applied (and stays, to be tried again) ends the
+/// drain too: the same events would be taken again at once.
 async fn drain(e: &Engine) {
     loop {
         e.events.turn().await;
         match apply_batch(e).await {
-            Ok(n) if n == BATCH as usize => {}
+            Ok(Batch { taken, left }) if taken == BATCH as usize && left == 0 => {}
             Ok(_) => return,
             Err(err) => {
                 tracing::warn!(error = %err, "applying webhook events failed; they stay stored and are retried");
@@ -59,29 +61,41 @@ async fn drain(e: &Engine) {
     }
 }
 
-/// Applies up to [`BATCH`] of the oldest unapplied events; returns how many it took. If the
-/// batch fails, each event is applied in a transaction of its own, so one event that cannot
-/// be applied holds up no other.
-async fn apply_batch(e: &Engine) -> Result<usize> {
+/// What one batch did: events taken, and how many of them are still unapplied.
+struct Batch {
+    taken: usize,
+    left: usize,
+}
+
+/// Applies up to [`BATCH`] of the oldest unapplied events. If the batch fails, each event
+/// is applied in a transaction of its own, so one event that cannot be applied holds up no
+/// other; one the store refuses as data (it would refuse it every time) is given that as
+/// its outcome, so it is shown and replayable, and never taken again to block the rest.
+async fn apply_batch(e: &Engine) -> Result<Batch> {
     let mut tx = e.store.begin().await?;
     let taken = events::take_unapplied(&mut tx, e.store.backend, BATCH).await?;
     if taken.is_empty() {
         tx.rollback().await?;
-        return Ok(0);
+        return Ok(Batch { taken: 0, left: 0 });
     }
     let n = taken.len();
     match apply(e, &mut tx, &taken).await {
         Ok(wake) => {
             tx.commit().await?;
             e.queue.wake(&wake);
-            return Ok(n);
+            return Ok(Batch { taken: n, left: 0 });
         }
         Err(err) if n > 1 => {
             tracing::warn!(error = %err, events = n, "a batch of webhook events failed to apply; applying them one by one");
             tx.rollback().await?;
         }
-        Err(err) => return Err(err),
+        Err(err) if !err.is_refused_data() => return Err(err),
+        Err(err) => {
+            tracing::warn!(error = %err, "a webhook event failed to apply");
+            tx.rollback().await?;
+        }
     }
+    let mut left = 0;
     for ev in taken {
         let mut tx = e.store.begin().await?;
         // Still unapplied? Another applier may have taken it since the rollback.
@@ -94,13 +108,22 @@ async fn apply_batch(e: &Engine) -> Result<usize> {
                 tx.commit().await?;
                 e.queue.wake(&wake);
             }
+            Err(err) if err.is_refused_data() => {
+                tracing::error!(error = %err, event = ev.id, "the store refuses a webhook event; it is kept, not applied");
+                tx.rollback().await?;
+                let mut tx = e.store.begin().await?;
+                events::set_unapplicable(&mut tx, ev.id, &format!("the store refused it: {err}"))
+                    .await?;
+                tx.commit().await?;
+            }
             Err(err) => {
                 tracing::error!(error = %err, event = ev.id, "a webhook event failed to apply; it stays stored and is retried");
                 tx.rollback().await?;
+                left += 1;
             }
         }
     }
-    Ok(n)
+    Ok(Batch { taken: n, left })
 }
 
 /// Applies the events in `tx`: the steps to wake once it commits.

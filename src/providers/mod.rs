@@ -289,6 +289,9 @@ pub enum PaymentChange {
 pub struct RefundNotice {
     pub provider_refund_id: String,
     pub amount_minor: i64,
+    /// The currency the provider names (ISO 4217, any case); None where it is not known
+    /// (a refund kept before its payment was).
+    pub currency: Option<String>,
     /// Our refund id, when the refund was made by fulfilld (see [`RefundRequest`]).
     pub refund_ref: Option<String>,
     /// The refund failed or was cancelled.

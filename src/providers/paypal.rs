@@ -208,6 +208,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                 change: PaymentChange::Refunded(RefundNotice {
                     provider_refund_id: r.id,
                     amount_minor: amount,
+                    currency: r.amount.map(|m| m.currency_code),
                     refund_ref: r.custom_id,
                     failed: matches!(r.status.as_str(), "FAILED" | "CANCELLED"),
                 }),

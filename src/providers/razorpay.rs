@@ -99,6 +99,7 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<ProviderEvent, String> {
             change: PaymentChange::Refunded(RefundNotice {
                 provider_refund_id: r.id.clone(),
                 amount_minor: r.amount,
+                currency: Some(r.currency.clone()),
                 refund_ref: note("refund_id"),
                 failed: ev.event == "refund.failed",
             }),

@@ -148,6 +148,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                     failed: matches!(r.status.as_str(), "failed" | "canceled"),
                     provider_refund_id: r.id,
                     amount_minor: r.amount,
+                    currency: Some(r.currency),
                     refund_ref: r.metadata.get("refund_id").cloned(),
                 }),
             });

@@ -135,6 +135,19 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The store refused what was asked as data it will never take (a CHECK, NOT NULL or
+    /// foreign key violated): asking again gives the same answer.
+    pub fn is_refused_data(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(d)) if matches!(
+            d.kind(),
+            sqlx::error::ErrorKind::CheckViolation
+                | sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+        ))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

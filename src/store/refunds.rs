@@ -397,6 +397,12 @@ async fn upsert_notice(
         .fetch_optional(&mut **tx)
         .await?;
     }
+    if !n.failed
+        && let Some(why) = senseless(tx, p, n, row.is_none()).await?
+    {
+        tracing::error!(payment_id = %p.id, provider_refund_id = %n.provider_refund_id, "a signed refund event was parked: {why}");
+        return Ok(Err(format!("parked for review: {why}")));
+    }
     let now = now_ms();
     match row {
         Some(r) if n.failed => {
@@ -461,6 +467,46 @@ async fn upsert_notice(
     }
 }
 
+/// Why a signed refund notice cannot be booked as it stands, if it cannot: an amount that
+/// is not positive, another currency than the payment's, or (for a refund new to us)
+/// refunds adding up to more than the payment. A provider that signs such a thing is
+/// wrong or compromised; a person decides, and the events behind it go on.
+async fn senseless(
+    tx: &mut Tx,
+    p: &payments::PaymentRow,
+    n: &RefundNotice,
+    new: bool,
+) -> Result<Option<String>> {
+    if n.amount_minor <= 0 {
+        return Ok(Some(format!("amount {} is not positive", n.amount_minor)));
+    }
+    if let Some(c) = &n.currency
+        && !c.eq_ignore_ascii_case(&p.currency)
+    {
+        return Ok(Some(format!(
+            "currency {c} is not the payment's {}",
+            p.currency
+        )));
+    }
+    if new {
+        let booked: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds
+             WHERE payment_id = $1 AND status IN ('requested', 'succeeded')",
+        )
+        .bind(&p.id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let total = booked.saturating_add(n.amount_minor);
+        if total > p.amount_minor {
+            return Ok(Some(format!(
+                "refunds would add up to {total} of a payment of {}",
+                p.amount_minor
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// A refund event for a provider payment id no payment of ours carries yet (it overtook the
 /// capture event): kept until that id is recorded (see [`adopt_unplaced`]).
 pub async fn hold_unplaced(
@@ -472,6 +518,13 @@ pub async fn hold_unplaced(
 ) -> Result<String> {
     if n.failed {
         return Ok("ignored: a refund we never recorded failed".into());
+    }
+    if n.amount_minor <= 0 {
+        tracing::error!(provider, provider_refund_id = %n.provider_refund_id, "a signed refund event was parked: its amount is not positive");
+        return Ok(format!(
+            "parked for review: amount {} is not positive",
+            n.amount_minor
+        ));
     }
     sqlx::query(
         "INSERT INTO unplaced_refunds (provider, provider_refund_id, provider_payment_id, amount_minor,
@@ -550,6 +603,7 @@ async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
         let n = RefundNotice {
             provider_refund_id: provider_refund_id.clone(),
             amount_minor,
+            currency: None,
             refund_ref,
             failed: false,
         };

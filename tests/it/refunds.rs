@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Backend, TestApp, s, spawn};
+use crate::harness::{ADMIN_TOKEN, Backend, TestApp, WEBHOOK_SECRET, s, signature, spawn};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -21,6 +21,7 @@ on_both_stores!(
     dashboard_refund_arrives_as_an_event,
     stripe_refund_event_before_capture,
     razorpay_refund_event_before_capture,
+    signed_but_senseless_refunds_are_parked,
 );
 
 /// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
@@ -534,5 +535,86 @@ async fn razorpay_refund_event_before_capture(backend: Backend) {
         "{released}"
     );
     assert_refunded_unfulfilled(&app, &id, "early-rz@example.com").await;
+    app.finish().await;
+}
+
+/// A Stripe `refund.created` event for payment intent `pi`, signed.
+async fn post_refund_event(
+    app: &TestApp,
+    n: usize,
+    pi: &str,
+    amount: i64,
+    currency: &str,
+) -> String {
+    let event_id = format!("evt_senseless_{n}");
+    let body = serde_json::to_vec(&json!({
+        "id": event_id, "object": "event", "created": 1_800_000_000, "type": "refund.created",
+        "data": {"object": {
+            "id": format!("re_senseless_{n}"), "object": "refund", "amount": amount,
+            "created": 1_800_000_000, "currency": currency, "metadata": {},
+            "payment_intent": pi, "status": "succeeded"
+        }}
+    }))
+    .expect("json");
+    let r = app
+        .post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 0)))
+        .await;
+    assert_eq!(r.status(), 200, "a signed event is taken");
+    event_id
+}
+
+/// Refund events Stripe signed but that make no sense for the payment — an amount of zero
+/// or less, another currency, more than was paid — are parked with the reason: nothing is
+/// booked, the order stays as it was, and 70 of them in a row (more than one applier
+/// batch) hold up no genuine event behind them.
+async fn signed_but_senseless_refunds_are_parked(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "senseless@example.com", 1).await;
+    let pi: String =
+        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("payment intent");
+    for (n, amount, currency, why) in [
+        (0, 0, "usd", "not positive"),
+        (1, -50_000, "usd", "not positive"),
+        (2, 100, "eur", "currency"),
+        (3, 50_001, "usd", "add up to"),
+    ] {
+        let event = post_refund_event(&app, n, &pi, amount, currency).await;
+        let outcome = app.event_outcome(&event).await;
+        assert!(
+            outcome.starts_with("parked for review") && outcome.contains(why),
+            "{amount} {currency}: {outcome}"
+        );
+    }
+    // A flood of negative ones, then a genuine payment for another order.
+    for n in 10..80 {
+        post_refund_event(&app, n, &pi, -1, "usd").await;
+    }
+    let (other, co) = app.seat_checkout("behind@example.com", 1, "stripe").await;
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+        .await;
+    let body = serde_json::to_vec(&paid["event"]).expect("event");
+    let r = app
+        .post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 0)))
+        .await;
+    assert_eq!(r.status(), 200);
+    app.applied().await;
+    let o = app.wait_for(&other, &["fulfilled", "needs_review"]).await;
+    assert_eq!(
+        o["status"], "fulfilled",
+        "the genuine event behind them: {o:#}"
+    );
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "fulfilled", "nothing was booked: {o:#}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM refunds WHERE order_id = $1", &id)
+            .await,
+        0
+    );
     app.finish().await;
 }
