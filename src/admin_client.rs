@@ -242,6 +242,16 @@ pub const STEP_COLUMNS: [(&str, &str); 7] = [
     ("OUTCOME", "outcome"),
 ];
 
+pub const AUDIT_COLUMNS: [(&str, &str); 7] = [
+    ("ID", "id"),
+    ("AT", "at"),
+    ("ACTOR", "actor"),
+    ("SAID BY", "said_by"),
+    ("ACTION", "action"),
+    ("TARGET", "target"),
+    ("REASON", "reason"),
+];
+
 pub const DEAD_COLUMNS: [(&str, &str); 6] = [
     ("ID", "id"),
     ("ORDER", "order_id"),

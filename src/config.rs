@@ -276,6 +276,35 @@ pub struct Queue {
 pub struct Admin {
     pub token: String,
     pub generate_token: bool,
+    /// Named tokens (`admin.tokens.<name>.token` / `.role`): the name is who acted in the
+    /// audit log. `admin.token` is one more, named `admin`, that may operate.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, NamedToken>,
+}
+
+/// One admin's token and what it may do.
+#[derive(Clone, Deserialize)]
+pub struct NamedToken {
+    pub token: String,
+    pub role: AdminRole,
+}
+
+/// What an admin token may do: `read` sees everything but secrets; `operate` also changes
+/// things (retries, refunds, catalogue, endpoints) and reads endpoint secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    Read,
+    Operate,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Read => "read",
+            AdminRole::Operate => "operate",
+        }
+    }
 }
 
 /// `GET /metrics`.
@@ -295,8 +324,14 @@ impl std::fmt::Debug for Metrics {
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let named: BTreeMap<&str, AdminRole> = self
+            .tokens
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.role))
+            .collect();
         f.debug_struct("Admin")
             .field("token", &redact(&self.token))
+            .field("tokens", &named)
             .finish()
     }
 }
@@ -553,6 +588,36 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
+        let mut seen: Vec<&str> = vec![self.admin.token.as_str()];
+        for (name, t) in &self.admin.tokens {
+            let key = format!("admin.tokens.{name}");
+            let name_ok = (1..=40).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b));
+            if !name_ok {
+                return bad(&key, "a name is 1-40 of a-z, 0-9, - and _".into());
+            }
+            if name == "admin" {
+                return bad(
+                    &key,
+                    "\"admin\" is the name of admin.token; choose another".into(),
+                );
+            }
+            if t.token.trim().len() < 16 {
+                return bad(
+                    &format!("{key}.token"),
+                    "must be at least 16 characters".into(),
+                );
+            }
+            if seen.contains(&t.token.as_str()) {
+                return bad(
+                    &format!("{key}.token"),
+                    "is another admin's token too".into(),
+                );
+            }
+            seen.push(&t.token);
+        }
         if let Err(e) = self.http.addr.parse::<SocketAddr>() {
             return bad(
                 "http.addr",
@@ -970,8 +1035,21 @@ impl Config {
         }
         const MIN: usize = 32;
         let a = &self.admin;
-        if (a.token.is_empty() && a.generate_token) || (!a.token.is_empty() && a.token.len() < MIN)
-        {
+        if let Some((name, _)) = a.tokens.iter().find(|(_, t)| t.token.len() < MIN) {
+            return bad(
+                &format!("admin.tokens.{name}.token"),
+                &format!(
+                    "FULFILLD__ADMIN__TOKENS__{}__TOKEN (at least 32 random characters)",
+                    name.to_ascii_uppercase()
+                ),
+                &format!(
+                    "must be at least {MIN} characters while {} is live",
+                    live.join(", ")
+                ),
+            );
+        }
+        let generated = a.token.is_empty() && a.generate_token && a.tokens.is_empty();
+        if generated || (!a.token.is_empty() && a.token.len() < MIN) {
             return bad(
                 "admin.token",
                 "FULFILLD__ADMIN__TOKEN (at least 32 random characters, e.g. `openssl rand -hex 32`), or admin.generate_token = false to keep the admin API off",
@@ -1089,6 +1167,64 @@ mod tests {
         );
         assert_eq!(c.providers.stripe.secret_key, "sk_test_x");
         assert_eq!(c.queue.concurrency, 3);
+    }
+
+    #[test]
+    fn named_admin_tokens_are_checked() {
+        let load = |pairs: &[(&str, &str)]| Config::load_from(None, &env(pairs), false);
+        let c = load(&[
+            (
+                "FULFILLD__ADMIN__TOKENS__OPS__TOKEN",
+                "ops-token-0123456789",
+            ),
+            ("FULFILLD__ADMIN__TOKENS__OPS__ROLE", "read"),
+        ])
+        .expect("a named token");
+        assert_eq!(c.admin.tokens["ops"].role, AdminRole::Read);
+        assert!(!format!("{c:?}").contains("ops-token"), "never printed");
+        for (pairs, key) in [
+            (
+                vec![
+                    ("FULFILLD__ADMIN__TOKENS__OPS__TOKEN", "short"),
+                    ("FULFILLD__ADMIN__TOKENS__OPS__ROLE", "read"),
+                ],
+                "admin.tokens.ops.token",
+            ),
+            (
+                vec![
+                    (
+                        "FULFILLD__ADMIN__TOKENS__ADMIN__TOKEN",
+                        "ops-token-0123456789",
+                    ),
+                    ("FULFILLD__ADMIN__TOKENS__ADMIN__ROLE", "read"),
+                ],
+                "admin.tokens.admin",
+            ),
+            (
+                vec![
+                    ("FULFILLD__ADMIN__TOKEN", "ops-token-0123456789"),
+                    (
+                        "FULFILLD__ADMIN__TOKENS__OPS__TOKEN",
+                        "ops-token-0123456789",
+                    ),
+                    ("FULFILLD__ADMIN__TOKENS__OPS__ROLE", "operate"),
+                ],
+                "admin.tokens.ops.token",
+            ),
+            (
+                vec![
+                    (
+                        "FULFILLD__ADMIN__TOKENS__OPS__TOKEN",
+                        "ops-token-0123456789",
+                    ),
+                    ("FULFILLD__ADMIN__TOKENS__OPS__ROLE", "root"),
+                ],
+                "role",
+            ),
+        ] {
+            let err = load(&pairs).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -60,8 +60,9 @@ pub struct Engine {
     pub providers: Providers,
     pub mailer: Mailer,
     pub queue: Queue,
-    /// The admin bearer token in force (configured, or generated at start).
-    pub admin_token: String,
+    /// The admin bearer tokens in force, by name and role (`admin.tokens`, and
+    /// `admin.token` — configured, or generated at start — as `admin`).
+    pub admins: intake::admin::Admins,
     /// When each open payment was last read from its provider by the verify call.
     pub verify_reads: intake::VerifyReads,
     /// Webhook events' way into the store (group commit); `intake::applier` applies them.
@@ -168,7 +169,11 @@ pub async fn run_role(
         Role::Intake => config.admin.token.clone(),
         Role::Serve => admin_token(&config)?,
     };
-    if role != Role::Work && admin_token.is_empty() {
+    let admins = match role {
+        Role::Work => intake::admin::Admins::default(),
+        _ => intake::admin::Admins::new(&admin_token, &config.admin.tokens),
+    };
+    if role != Role::Work && admins.is_empty() {
         tracing::warn!("admin API off: no admin.token configured (FULFILLD__ADMIN__TOKEN)");
     }
     let mailer = Mailer::from_config(&config.email)?;
@@ -194,7 +199,7 @@ pub async fn run_role(
         providers,
         mailer,
         queue,
-        admin_token,
+        admins,
         verify_reads: Default::default(),
         worker: {
             // The last characters of a ULID are its random part.
@@ -281,7 +286,10 @@ pub async fn run_role(
 /// (mode 0600), or none when `admin.generate_token` is false (admin off). The token itself
 /// is never logged.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
-    if !config.admin.token.is_empty() || !config.admin.generate_token {
+    if !config.admin.token.is_empty()
+        || !config.admin.generate_token
+        || !config.admin.tokens.is_empty()
+    {
         return Ok(config.admin.token.clone());
     }
     kept_secret(ADMIN_TOKEN_FILE, "admin.token")

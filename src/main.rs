@@ -108,6 +108,24 @@ enum AdminCommand {
         #[command(subcommand)]
         command: WebhooksCommand,
     },
+    /// The audit log, newest first: who (the admin token's name, and the person the caller
+    /// named) did what to what, and why.
+    Audit {
+        /// An admin token's name.
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. sku.put, order.refund, endpoint.read_secret.
+        #[arg(long)]
+        action: Option<String>,
+        /// What was acted on: an order, step, endpoint or SKU id.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// The next page: entries with a smaller id.
+        #[arg(long, value_name = "ENTRY_ID")]
+        before: Option<i64>,
+    },
     /// Compare the providers' payments since a point in time with the store: backfill
     /// undelivered events, repair what is safe, flag the rest needs_review.
     Reconcile {
@@ -328,8 +346,8 @@ async fn admin(
     command: AdminCommand,
 ) -> anyhow::Result<(serde_json::Value, String)> {
     use fulfilld::admin_client::{
-        DEAD_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, STEP_COLUMNS, order_text, queues_table,
-        reconcile_table, table,
+        AUDIT_COLUMNS, DEAD_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, STEP_COLUMNS, order_text,
+        queues_table, reconcile_table, table,
     };
     use serde_json::json;
     let rows = |v: &serde_json::Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
@@ -356,6 +374,27 @@ async fn admin(
             ];
             let a = client.get("/api/admin/steps", &q).await?;
             let mut text = table(&rows(&a, "steps"), &STEP_COLUMNS);
+            if let Some(next) = a["next_before_id"].as_i64() {
+                text.push_str(&format!("more: --before {next}\n"));
+            }
+            (a, text)
+        }
+        AdminCommand::Audit {
+            actor,
+            action,
+            target,
+            limit,
+            before,
+        } => {
+            let q = [
+                ("actor", actor),
+                ("action", action),
+                ("target", target),
+                ("limit", Some(limit.to_string())),
+                ("before_id", s(before)),
+            ];
+            let a = client.get("/api/admin/audit", &q).await?;
+            let mut text = table(&rows(&a, "entries"), &AUDIT_COLUMNS);
             if let Some(next) = a["next_before_id"].as_i64() {
                 text.push_str(&format!("more: --before {next}\n"));
             }

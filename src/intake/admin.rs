@@ -9,16 +9,86 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeMap;
+
 use super::ApiError;
 use crate::Engine;
+use crate::config::{AdminRole, NamedToken};
 use crate::domain::{Currency, Invalid, Sku};
 use crate::store::catalogue::SkuRow;
 
-/// Checks `Authorization: Bearer <admin.token>`; with no token configured the admin API is
-/// off (403), never open. The comparison hashes both sides first so it takes the same time
-/// whatever the input (no length or prefix leak).
-pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<(), ApiError> {
-    if engine.admin_token.is_empty() {
+/// The admin tokens in force, each kept as its SHA-256 with its name and role.
+#[derive(Default)]
+pub struct Admins(Vec<(String, AdminRole, [u8; 32])>);
+
+impl std::fmt::Debug for Admins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, role, _)| (name, role)))
+            .finish()
+    }
+}
+
+/// An admin proven by its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name: who acted, in the audit log.
+    pub name: String,
+    pub role: AdminRole,
+}
+
+impl Admins {
+    /// `single` (admin.token, may be empty) as `admin`, which may operate, and the named ones.
+    pub fn new(single: &str, named: &BTreeMap<String, NamedToken>) -> Admins {
+        let digest = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
+        let mut v = Vec::new();
+        if !single.is_empty() {
+            v.push(("admin".to_owned(), AdminRole::Operate, digest(single)));
+        }
+        for (name, t) in named {
+            v.push((name.clone(), t.role, digest(t.token.trim())));
+        }
+        Admins(v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The admin whose token `given` is. Every token is compared, each in constant time, so
+    /// the answer's timing tells nothing about which (or how much of one) matched.
+    pub fn find(&self, given: &str) -> Option<Caller> {
+        if given.is_empty() {
+            return None;
+        }
+        let g: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let mut found = None;
+        for (name, role, d) in &self.0 {
+            let diff = g.iter().zip(d).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+            if diff == 0 {
+                found = Some(Caller {
+                    name: name.clone(),
+                    role: *role,
+                });
+            }
+        }
+        found
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Checks `Authorization: Bearer <an admin token>`: the admin it proves. With no token
+/// configured the admin API is off (403), never open. What the token may do (its role) is
+/// enforced for every route by [`roles`].
+pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if engine.admins.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_off",
@@ -26,14 +96,53 @@ pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<(), ApiError> {
              (FULFILLD__ADMIN__TOKEN)",
         ));
     }
-    if !bearer_is(headers, &engine.admin_token) {
-        return Err(ApiError::new(
+    engine.admins.find(bearer(headers)).ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "admin endpoints need Authorization: Bearer <admin token>",
-        ));
+        )
+    })
+}
+
+/// Whether a `read` token may make this request: reads, except an endpoint's secret.
+fn reads(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && !path.ends_with("/secret")
+}
+
+/// Every request with an admin token: a `read` token gets 403 for anything that changes
+/// state or reads a secret; the person named in `X-Fulfilld-Actor` (validated by the
+/// handlers) is kept for the audit rows the request writes.
+pub async fn roles(
+    State(e): State<Arc<Engine>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(caller) = e.admins.find(bearer(req.headers())) else {
+        return next.run(req).await;
+    };
+    if caller.role == AdminRole::Read && !reads(req.method(), req.uri().path()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            format!(
+                "the admin token {:?} may read, not change things or read secrets",
+                caller.name
+            ),
+        )
+        .into_response();
     }
-    Ok(())
+    let said_by = req
+        .headers()
+        .get("x-fulfilld-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 100);
+    crate::store::audit::SAID_BY
+        .scope(said_by, next.run(req))
+        .await
 }
 
 /// Whether `Authorization: Bearer …` carries `expected` (never an empty one). Both sides are
@@ -68,7 +177,7 @@ async fn put_sku(
     Path(sku): Path<String>,
     body: Result<Json<PutSku>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SkuRow>, ApiError> {
-    authorize(&e, &headers)?;
+    let who = super::queue_admin::actor(&e, &headers)?;
     let Json(b) = body?;
     let sku = Sku::parse("sku", &sku)?;
     let name = b.name.trim();
@@ -84,7 +193,7 @@ async fn put_sku(
     let currency = Currency::parse("currency", &b.currency)?;
     Ok(Json(
         e.store
-            .put_sku(&sku, name, b.price_minor, &currency, b.stock)
+            .put_sku(&sku, name, b.price_minor, &currency, b.stock, &who)
             .await?,
     ))
 }

@@ -75,7 +75,7 @@ async fn create(
     body: Result<Json<NewEndpoint>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&e, &headers)?;
-    let who = actor(&headers)?;
+    let who = actor(&e, &headers)?;
     let Json(b) = body?;
     let url = checked_url(&e, &b.url)?;
     let types = checked_types(&b.event_types)?;
@@ -156,12 +156,16 @@ async fn secret(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
+    let who = actor(&e, &headers)?;
     let s = e
         .store
         .endpoint_secrets(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    // Recorded before the secret is answered: no read of it goes unaudited.
+    e.store
+        .audit_action(&who, "endpoint.read_secret", &id, None)
+        .await?;
     let previous = s.previous(crate::domain::now_ms());
     Ok(Json(json!({
         "secret": s.secret,

@@ -9,7 +9,7 @@
 //! `reconcile_admin`, `merchant_admin` (webhook endpoints and deliveries); `dashboard` is the page at `/admin` over them; `idempotency` wraps
 //! every `POST /api/…`; `openapi` documents them all.
 
-mod admin;
+pub mod admin;
 pub(crate) mod applier;
 mod dashboard;
 mod entitlements;
@@ -69,6 +69,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             idempotency::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            admin::roles,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -209,6 +209,33 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("put", "/api/admin/skus/{sku}", ADMIN)
     },
     Operation {
+        summary: "The audit log, newest first: who (the admin token's name, and the person X-Fulfilld-Actor named) did what to what, why, when, in which request",
+        admin: true,
+        query: &[
+            ("actor", "string", false, "an admin token's name"),
+            (
+                "action",
+                "string",
+                false,
+                "e.g. sku.put, order.refund, endpoint.read_secret",
+            ),
+            (
+                "target",
+                "string",
+                false,
+                "what was acted on (an order, step, endpoint or SKU id)",
+            ),
+            (
+                "before_id",
+                "integer",
+                false,
+                "the next page: entries older than this id",
+            ),
+            ("limit", "integer", false, "at most 1000 (default 100)"),
+        ],
+        ..op("get", "/api/admin/audit", ADMIN)
+    },
+    Operation {
         summary: "Each step kind's queue: waiting, pending, retrying, running, dead, done in the last hour, oldest due age",
         admin: true,
         ..op("get", "/api/admin/queues", ADMIN)

@@ -33,7 +33,7 @@ async fn reconcile(
     body: Result<Json<ReconcileBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
-    let who = actor(&headers)?;
+    let who = actor(&e, &headers)?;
     let Json(b) = body?;
     let since = parse_since("since", &b.since, now_ms() / 1000)?;
     let report = reconciliation::run(&e, since, &format!("admin:{who}"), None)

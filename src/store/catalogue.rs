@@ -20,7 +20,8 @@ pub struct SkuRow {
 
 impl Store {
     /// Creates or replaces a SKU. Setting `stock` is a stock count (a stocktake): it sets
-    /// stock on hand and leaves reservations as they are.
+    /// stock on hand and leaves reservations as they are. `actor` is audited, with what
+    /// changed, in the same transaction.
     #[tracing::instrument(skip(self, name))]
     pub async fn put_sku(
         &self,
@@ -29,8 +30,15 @@ impl Store {
         price_minor: i64,
         currency: &Currency,
         stock: i64,
+        actor: &str,
     ) -> Result<SkuRow> {
-        let _writer = self.write_guard().await;
+        let mut tx = self.begin().await?;
+        let before = sqlx::query_as::<_, SkuRow>(
+            "SELECT sku, name, price_minor, currency, on_hand, reserved FROM skus WHERE sku = $1",
+        )
+        .bind(sku.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         let row = sqlx::query_as::<_, SkuRow>(
             "INSERT INTO skus (sku, name, price_minor, currency, on_hand, reserved, updated_at)
              VALUES ($1, $2, $3, $4, $5, 0, $6)
@@ -44,8 +52,36 @@ impl Store {
         .bind(currency.as_str())
         .bind(stock)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        let what = match &before {
+            None => format!(
+                "created: {:?}, price {} {}, stock {}",
+                row.name, row.price_minor, row.currency, row.stock
+            ),
+            Some(b) => {
+                let mut changed = Vec::new();
+                if b.name != row.name {
+                    changed.push(format!("name {:?} -> {:?}", b.name, row.name));
+                }
+                if (b.price_minor, &b.currency) != (row.price_minor, &row.currency) {
+                    changed.push(format!(
+                        "price {} {} -> {} {}",
+                        b.price_minor, b.currency, row.price_minor, row.currency
+                    ));
+                }
+                if b.stock != row.stock {
+                    changed.push(format!("stock {} -> {}", b.stock, row.stock));
+                }
+                if changed.is_empty() {
+                    "unchanged".to_owned()
+                } else {
+                    changed.join("; ")
+                }
+            }
+        };
+        super::audit::record(&mut tx, actor, "sku.put", sku.as_str(), Some(&what)).await?;
+        tx.commit().await?;
         Ok(row)
     }
 

@@ -1,12 +1,13 @@
 //! Dead letters: steps that exhausted their retries, failed permanently, or kept killing
 //! their worker. They wait here, with their last error and attempt history, for an admin
 //! to retry them (the pipeline resumes where it stopped) or discard them with a reason.
-//! Every such action is written to `admin_actions`: who, when, what, why.
+//! Every such action is written to the audit log ([`super::audit`]): who, when, what, why.
 
 use jobs::StepKind;
 use serde::Serialize;
 
-use super::{Result, Store, Tx, orders};
+use super::audit::record as audit;
+use super::{Result, Store, orders};
 use crate::domain::now_ms;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -149,39 +150,4 @@ impl Store {
         runs.sort_by_key(|a| a.attempt);
         Ok(runs)
     }
-
-    /// Records an admin action that has no transaction of its own.
-    pub async fn audit_action(
-        &self,
-        actor: &str,
-        action: &str,
-        target: &str,
-        reason: Option<&str>,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        audit(&mut tx, actor, action, target, reason).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// Records an admin action in the same transaction as its effect.
-pub async fn audit(
-    tx: &mut Tx,
-    actor: &str,
-    action: &str,
-    target: &str,
-    reason: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO admin_actions (actor, action, target, reason, at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(actor)
-    .bind(action)
-    .bind(target)
-    .bind(reason)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

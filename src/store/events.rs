@@ -522,7 +522,7 @@ impl Store {
         if dry_run {
             tx.rollback().await?;
         } else {
-            super::dead_letters::audit(
+            super::audit::record(
                 &mut tx,
                 actor,
                 "event.replay",

@@ -4,7 +4,7 @@
 
 use jobs::{StepKind, Wake};
 
-use super::dead_letters::audit;
+use super::audit::record as audit;
 use super::{Result, Store, orders, payments};
 use crate::domain::now_ms;
 

@@ -357,7 +357,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        super::dead_letters::audit(&mut tx, actor, "endpoint.create", &id, Some(url)).await?;
+        super::audit::record(&mut tx, actor, "endpoint.create", &id, Some(url)).await?;
         let ep = endpoint_in(&mut tx, &id).await?;
         tx.commit().await?;
         Ok((
@@ -470,7 +470,7 @@ impl Store {
             Some(false) if before.is_enabled() => "endpoint.disable",
             _ => "endpoint.update",
         };
-        super::dead_letters::audit(&mut tx, actor, what, id, None).await?;
+        super::audit::record(&mut tx, actor, what, id, None).await?;
         let after = endpoint_in(&mut tx, id).await?;
         tx.commit().await?;
         Ok(after)
@@ -502,7 +502,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        super::dead_letters::audit(&mut tx, actor, "endpoint.rotate_secret", id, None).await?;
+        super::audit::record(&mut tx, actor, "endpoint.rotate_secret", id, None).await?;
         tx.commit().await?;
         Ok(Some(secret))
     }
@@ -744,8 +744,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        super::dead_letters::audit(&mut tx, actor, "delivery.retry", &id.to_string(), reason)
-            .await?;
+        super::audit::record(&mut tx, actor, "delivery.retry", &id.to_string(), reason).await?;
         tx.emitted = true;
         tx.commit().await?;
         Ok(true)
@@ -825,7 +824,7 @@ async fn disable_failing(tx: &mut Tx, id: &str, since: i64, now: i64) -> Result<
     .bind(id)
     .execute(&mut **tx)
     .await?;
-    super::dead_letters::audit(tx, "fulfilld", "endpoint.disable", id, Some(&reason)).await?;
+    super::audit::record(tx, "fulfilld", "endpoint.disable", id, Some(&reason)).await?;
     tracing::warn!(endpoint_id = id, %reason, "merchant endpoint disabled");
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! transaction (`&mut Tx`) rather than opening its own. `group_commit` batches concurrent
 //! webhook events into shared commits on SQLite.
 
+pub mod audit;
 pub mod catalogue;
 pub mod dead_letters;
 pub mod entitlements;

@@ -139,7 +139,10 @@ pub struct LedgerView {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ActionView {
+    /// The admin token's name.
     pub actor: String,
+    /// The person the caller named (`X-Fulfilld-Actor`): its word, beside the actor.
+    pub said_by: Option<String>,
     pub action: String,
     pub target: String,
     pub reason: Option<String>,
@@ -391,7 +394,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let admin_actions = sqlx::query_as::<_, ActionView>(sqlx::AssertSqlSafe(format!(
-            "SELECT actor, action, target, reason, at FROM admin_actions
+            "SELECT actor, said_by, action, target, reason, at FROM admin_actions
              WHERE (action LIKE 'order.%' AND target = $1)
                 OR (action LIKE 'step.%'
                     AND target IN (SELECT CAST(id AS TEXT) FROM steps WHERE order_id = $1))
@@ -592,9 +595,13 @@ impl OrderRecord {
                 a.at,
                 "admin",
                 format!(
-                    "{} by {} on {}{}",
+                    "{} by {}{} on {}{}",
                     a.action,
                     a.actor,
+                    a.said_by
+                        .as_deref()
+                        .map(|p| format!(" (saying {p:?})"))
+                        .unwrap_or_default(),
                     a.target,
                     a.reason
                         .as_deref()

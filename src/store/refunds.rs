@@ -183,8 +183,7 @@ impl Store {
         .await?;
         let row = get(&mut tx, &id).await?;
         let what = format!("{} {} ({}): {}", amount, p.currency, id, r.reason);
-        super::dead_letters::audit(&mut tx, r.actor, "order.refund", r.order_id, Some(&what))
-            .await?;
+        super::audit::record(&mut tx, r.actor, "order.refund", r.order_id, Some(&what)).await?;
         tx.commit().await?;
         Ok(Requested::Call(row, p))
     }

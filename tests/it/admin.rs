@@ -654,8 +654,21 @@ async fn cli_prints_tables_and_json(backend: Backend) {
 /// rechecking the fulfilled one asks the provider again (which agrees); refunding it is
 /// recorded too. Every one is in the order's record with who and why; bad requests change
 /// nothing.
+const ALICE_TOKEN: &str = "alice-token-0123456789abcdef";
+const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
+
+/// Named admin tokens: Alice may operate, the auditor may only read.
+const NAMED_ADMINS: [(&str, &str); 4] = [
+    ("FULFILLD__ADMIN__TOKENS__ALICE__TOKEN", ALICE_TOKEN),
+    ("FULFILLD__ADMIN__TOKENS__ALICE__ROLE", "operate"),
+    ("FULFILLD__ADMIN__TOKENS__AUDITOR__TOKEN", AUDITOR_TOKEN),
+    ("FULFILLD__ADMIN__TOKENS__AUDITOR__ROLE", "read"),
+];
+
+/// Every manual action is audited under the name of the token that made it (Alice's), with
+/// the person the caller named beside it as its word only.
 async fn manual_actions_on_an_order_are_audited(backend: Backend) {
-    let app = spawn(backend, &[]).await;
+    let app = spawn(backend, &NAMED_ADMINS).await;
     let (fine, dead) = fulfilled_and_dead(&app).await;
     let as_alice = |method: &'static str, path: String, body: Value| {
         let app = &app;
@@ -666,8 +679,8 @@ async fn manual_actions_on_an_order_are_audited(backend: Backend) {
                     method.parse().expect("method"),
                     format!("{}{path}", app.url),
                 )
-                .bearer_auth(ADMIN_TOKEN)
-                .header("x-fulfilld-actor", "alice")
+                .bearer_auth(ALICE_TOKEN)
+                .header("x-fulfilld-actor", "Alice Liddell")
                 .json(&body)
                 .send()
                 .await
@@ -784,6 +797,7 @@ async fn manual_actions_on_an_order_are_audited(backend: Backend) {
         .expect("actions")
         .iter()
         .map(|a| {
+            assert_eq!(a["said_by"], "Alice Liddell", "{a}");
             (
                 s(&a["actor"]).to_owned(),
                 s(&a["action"]).to_owned(),
@@ -832,6 +846,99 @@ async fn manual_actions_on_an_order_are_audited(backend: Backend) {
         .expect("fulfilld admin");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only an order that needs review"));
+
+    // The log lists it all, filtered by actor, action and target, a page at a time.
+    let (status, log) = app.admin("GET", "/api/admin/audit?actor=alice", None).await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().expect("entries");
+    let actions: Vec<&str> = entries.iter().map(|a| s(&a["action"])).collect();
+    assert_eq!(
+        actions,
+        ["order.refund", "order.recheck_payment", "order.resolve"],
+        "{log:#}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|a| a["actor"] == "alice" && a["request_id"].is_string())
+    );
+    let (_, page) = app
+        .admin("GET", "/api/admin/audit?actor=alice&limit=2", None)
+        .await;
+    let next = page["next_before_id"].as_i64().expect("another page");
+    let (_, rest) = app
+        .admin(
+            "GET",
+            &format!("/api/admin/audit?actor=alice&before_id={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["entries"][0]["action"], "order.resolve", "{rest}");
+    let (_, skus) = app
+        .admin("GET", "/api/admin/audit?action=sku.put&target=SEAT", None)
+        .await;
+    assert_eq!(
+        skus["entries"][0]["actor"], "admin",
+        "the catalogue edit, by admin.token: {skus}"
+    );
+    assert!(s(&skus["entries"][0]["reason"]).contains("stock"), "{skus}");
+    let (status, e) = app.admin("GET", "/api/admin/audit?limit=0", None).await;
+    assert_eq!((status, s(&e["error"]["field"])), (422, "limit"));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(["admin", "--url", &app.url, "audit", "--actor", "alice"])
+        .env("FULFILLD__ADMIN__TOKEN", ALICE_TOKEN)
+        .output()
+        .await
+        .expect("fulfilld admin audit");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("SAID BY")
+            && table.contains("order.refund")
+            && table.contains("Alice Liddell"),
+        "{table}"
+    );
+
+    // A read token reads, but changes nothing and reads no secret.
+    let as_auditor = |method: &'static str, path: &str| {
+        app.http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", app.url),
+            )
+            .bearer_auth(AUDITOR_TOKEN)
+            .json(&json!({"reason": "x"}))
+            .send()
+    };
+    let r = as_auditor("GET", "/api/admin/audit").await.expect("audit");
+    assert_eq!(r.status(), 200);
+    let r = as_auditor("GET", &format!("/api/admin/orders/{fine}"))
+        .await
+        .expect("order");
+    assert_eq!(r.status(), 200);
+    for (method, path) in [
+        ("POST", format!("/api/admin/orders/{dead}/resolve")),
+        ("POST", "/api/payments/refund".to_owned()),
+        ("PUT", "/api/admin/skus/SEAT".to_owned()),
+        ("GET", "/api/admin/webhook-endpoints/ep_x/secret".to_owned()),
+    ] {
+        let r = as_auditor(method, &path).await.expect("refused");
+        assert_eq!(r.status(), 403, "{method} {path}");
+        let e: Value = r.json().await.expect("json");
+        assert_eq!(e["error"]["code"], "read_only", "{method} {path}: {e}");
+    }
+    let (_, after) = app
+        .admin("GET", "/api/admin/audit?actor=auditor", None)
+        .await;
+    assert_eq!(
+        after["entries"],
+        json!([]),
+        "nothing was done as the auditor"
+    );
     app.finish().await;
 }
 

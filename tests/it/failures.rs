@@ -209,7 +209,7 @@ async fn dead_letters_are_listed_retried_and_discarded(backend: Backend) {
     assert_eq!(left["dead"], json!([]));
     assert_eq!(
         app.count(
-            "SELECT COUNT(*) FROM admin_actions WHERE actor = $1",
+            "SELECT COUNT(*) FROM admin_actions WHERE actor = 'admin' AND said_by = $1",
             "test-operator"
         )
         .await,
