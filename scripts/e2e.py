@@ -144,7 +144,7 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session, merchan
         expect(found).to_contain_text(dead_order)
         found.get_by_role("button", name="Show").click()
         expect(page.locator("#order-id")).to_have_value(dead_order)
-        expect(page.locator("#timeline")).to_contain_text("step.retry by dashboard")
+        expect(page.locator("#timeline")).to_contain_text('step.retry by admin (saying "dashboard")')
         expect(page.locator("#order-summary")).to_contain_text("fulfilled")
         # A manual partial refund from the order's panel, with its reason audited.
         page.fill("#order-reason", "one day missed")
@@ -153,8 +153,17 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session, merchan
         expect(page.locator("#order-msg")).to_contain_text("Refund rfd_")
         o = wait_for(app_url, dead_order, ("partially_refunded",), token)
         assert o["refunds"][0]["amount_minor"] == 900, o
-        expect(page.locator("#timeline")).to_contain_text("order.refund by dashboard")
+        expect(page.locator("#timeline")).to_contain_text('order.refund by admin (saying "dashboard")')
         page.locator("#order").screenshot(path=os.path.join(shots, "order-timeline.png"))
+        # The audit log tab: the refund, by the token's name, with who the page said acts.
+        page.fill("#audit-action", "order.refund")
+        page.click("#audit-find")
+        row = page.locator("#audit tbody tr").first
+        expect(row).to_contain_text("order.refund")
+        expect(row).to_contain_text("admin")
+        expect(row).to_contain_text("dashboard")
+        expect(row).to_contain_text(dead_order)
+        page.locator("#audit").screenshot(path=os.path.join(shots, "audit-log.png"))
         assert not errors, errors
         b.close()
 

@@ -166,6 +166,29 @@ async function showEvents() {
   }
 }
 
+// The audit log's latest entries: the token that acted, and the person it said acts.
+async function showAudit() {
+  const q = new URLSearchParams({ limit: "25" });
+  const actor = $("#audit-actor").value.trim();
+  const action = $("#audit-action").value.trim();
+  if (actor) q.set("actor", actor);
+  if (action) q.set("action", action);
+  const { entries } = await api("GET", "/api/admin/audit?" + q);
+  const body = $("#audit tbody");
+  body.replaceChildren();
+  for (const a of entries) {
+    const tr = document.createElement("tr");
+    cell(tr, a.id);
+    cell(tr, when(a.at));
+    cell(tr, a.actor);
+    cell(tr, a.said_by || "");
+    cell(tr, a.action);
+    cell(tr, a.target);
+    cell(tr, a.reason || "");
+    body.appendChild(tr);
+  }
+}
+
 // Endpoints, and the latest deliveries to them (a dead one with Retry).
 async function showMerchant() {
   const [{ endpoints }, { deliveries }] = await Promise.all([
@@ -315,7 +338,7 @@ async function orderAction(what) {
 let ticks = 0;
 async function refresh() {
   try {
-    const work = [showQueues(), showDead(), showEvents(), showMerchant()];
+    const work = [showQueues(), showDead(), showEvents(), showMerchant(), showAudit()];
     if (ticks++ % 5 === 0) work.push(showActivity());
     await Promise.all(work);
     $("#status").textContent = "updated " + new Date().toLocaleTimeString();
@@ -357,6 +380,10 @@ $("#order-form").addEventListener("submit", (ev) => {
   const wanted = $("#order-id").value.trim();
   if (wanted.includes("@")) findOrders(wanted);
   else if (wanted) showOrder(wanted);
+});
+$("#audit-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  showAudit().catch((e) => { $("#status").textContent = "cannot read the audit log: " + e.message; });
 });
 $("#sign-out").addEventListener("click", () => signOut());
 $("#order-refund").addEventListener("click", () => orderAction("refund"));
