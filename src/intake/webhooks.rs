@@ -98,13 +98,21 @@ async fn receive(
         }
     })?;
     let now = crate::domain::now_ms() / 1000;
-    let event = provider
-        .webhook(&headers, &body, now)
-        .await
-        .map_err(|err| {
+    let event = match provider.webhook(&headers, &body, now).await {
+        Ok(ev) => ev,
+        // Signed, but not an event we can read: kept and answered 200 all the same (a
+        // provider refused would retry for days, then disable the endpoint). The applier
+        // cannot read it either and gives it the reason as its outcome; an admin replays it
+        // once a fix is deployed.
+        Err(WebhookError::Malformed(why)) => {
+            tracing::error!(provider = provider.name(), error = %why, "a signed webhook cannot be read; kept, not applied");
+            unreadable(provider.name(), &body)
+        }
+        Err(err) => {
             tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
-            refused(err)
-        })?;
+            return Err(refused(err));
+        }
+    };
     if let Some(id) = provider.transmission_id(&headers) {
         let taken = e
             .store
@@ -149,6 +157,20 @@ async fn receive(
 }
 
 /// Why a webhook is refused, as the provider (or an admin replaying it) hears it.
+/// A signed event that could not be read, as stored: known by its body's hash (a retry of
+/// the same delivery is a duplicate), about nothing until it can be read.
+fn unreadable(provider: &'static str, body: &[u8]) -> crate::providers::ProviderEvent {
+    crate::providers::ProviderEvent {
+        provider,
+        event_id: format!("unreadable_{}", &crate::domain::body_sha256(body)[..32]),
+        event_type: "unreadable".into(),
+        provider_order_id: None,
+        provider_payment_id: None,
+        payment_ref: None,
+        change: crate::providers::PaymentChange::Ignored,
+    }
+}
+
 pub fn refused(err: WebhookError) -> ApiError {
     match err {
         WebhookError::Signature(m) => {

@@ -121,7 +121,7 @@ pub enum WebhookError {
     /// Forged, tampered or unsigned (400).
     #[error("{0}")]
     Signature(String),
-    /// Signed but unreadable (400).
+    /// Signed but unreadable: kept all the same (200), and not applied.
     #[error("{0}")]
     Malformed(String),
     /// What checks the signature is out of reach right now (PayPal's certificate or

@@ -598,8 +598,10 @@ impl Provider for PayPal {
                 verify_signature(&key, &message, sig)
             }
             PayPalVerification::Api => {
-                let event: Value = serde_json::from_slice(body)
-                    .map_err(|e| WebhookError::Malformed(format!("not JSON: {e}")))?;
+                // Not JSON: nothing PayPal could vouch for, so not signed as far as we know.
+                let event: Value = serde_json::from_slice(body).map_err(|e| {
+                    WebhookError::Signature(format!("not JSON, so it cannot be verified: {e}"))
+                })?;
                 let req = wire::VerifyRequest {
                     auth_algo: algo.into(),
                     cert_url: cert_url.into(),

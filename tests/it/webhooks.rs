@@ -18,6 +18,7 @@ on_both_stores!(
     one_batch_of_mixed_events_is_recorded_as_if_one_by_one,
     events_left_unapplied_are_applied_by_a_running_intake,
     live_stripe_with_the_sandbox_secret_refuses_to_start,
+    signed_webhooks_of_any_shape_are_kept,
 );
 
 /// A live key with the public `whsec_sandbox` would let anyone sign a paid checkout: neither
@@ -353,19 +354,29 @@ async fn unhandled_event_types_are_stored_and_acknowledged(backend: Backend) {
             .await
             .expect("stored");
     assert_eq!(stored, body, "the raw bytes are kept as received");
-    // Signed but not a Stripe event at all: refused, not stored.
+    // Signed but not a Stripe event at all: kept and answered 200 (Stripe would retry for
+    // three days, then disable the endpoint), not applied, with the reason; once only.
     let junk = b"[1,2,3]".to_vec();
-    let r = app
-        .post_webhook(junk.clone(), Some(signature(WEBHOOK_SECRET, &junk, 0)))
-        .await;
-    assert_eq!(r.status(), 400);
+    for _ in 0..2 {
+        let r = app
+            .post_webhook(junk.clone(), Some(signature(WEBHOOK_SECRET, &junk, 0)))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    app.applied().await;
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM webhook_events WHERE event_type = 'unreadable'")
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("kept once");
+    assert!(outcome.starts_with("not applied: "), "{outcome}");
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",
             "stripe"
         )
         .await,
-        1
+        2
     );
     app.finish().await;
 }
@@ -644,5 +655,141 @@ async fn events_left_unapplied_are_applied_by_a_running_intake(backend: Backend)
             .await,
         1
     );
+    app.finish().await;
+}
+
+/// Odd shapes of a body: fixed ones, then `n` mutations of `real` (truncated, a byte
+/// changed, a byte inserted, a value nulled), from a fixed seed so a failure repeats.
+fn odd_bodies(real: &[u8], n: usize, seed: u64) -> Vec<Vec<u8>> {
+    use rand::{Rng, SeedableRng};
+    let mut out: Vec<Vec<u8>> = [
+        &b""[..],
+        b"null",
+        b"[]",
+        b"{}",
+        b"\"x\"",
+        b"{\"id\": null, \"type\": null, \"data\": null}",
+        b"{\"id\": 1e999, \"type\": [], \"data\": {\"object\": \"x\"}}",
+        b"\xff\xfe not utf-8 \x00",
+        b"{\"a\": {\"a\": {\"a\": {\"a\": {\"a\": {\"a\": {}}}}}}}",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    out.push(format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes());
+    let text = String::from_utf8_lossy(real).into_owned();
+    // Each of the real event's values, in turn, made null.
+    let mut v: Value = serde_json::from_slice(real).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        for k in obj.keys().cloned().collect::<Vec<_>>() {
+            let mut copy = Value::Object(obj.clone());
+            copy[&k] = Value::Null;
+            out.push(serde_json::to_vec(&copy).expect("json"));
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..n {
+        let mut b = real.to_vec();
+        let at = rng.random_range(0..b.len().max(1));
+        match i % 3 {
+            0 => b.truncate(at),
+            1 => {
+                let last = b.len().saturating_sub(1);
+                b[at.min(last)] = rng.random();
+            }
+            _ => b.insert(at, rng.random()),
+        }
+        out.push(b);
+    }
+    out.push(text.replace("\"", "'").into_bytes());
+    out
+}
+
+/// Whatever its body, a webhook signed with the provider's own key is never a 4xx or a
+/// 5xx: it is stored and answered 200 (read and applied, or kept with the reason it could
+/// not be) — for each provider, the fixed odd shapes and a hundred mutations of a real
+/// event.
+async fn signed_webhooks_of_any_shape_are_kept(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 100).await;
+    // A real event of each provider to mutate.
+    let (_, co) = app.seat_checkout("shapes@example.com", 1, "stripe").await;
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+        .await;
+    let stripe = serde_json::to_vec(&paid["event"]).expect("event");
+    let (_, co) = app.seat_checkout("shapes@example.com", 1, "razorpay").await;
+    let paid = app
+        .sandbox_post(
+            &format!(
+                "/sandbox/razorpay/orders/{}/pay",
+                s(&co["provider_order_id"])
+            ),
+            json!({"webhook": "none"}),
+        )
+        .await;
+    let razorpay = s(&paid["events"][0]["body"]).as_bytes().to_vec();
+    let (_, co) = app.seat_checkout("shapes@example.com", 1, "paypal").await;
+    let approved = app
+        .sandbox_post(
+            &format!(
+                "/sandbox/paypal/orders/{}/approve",
+                s(&co["provider_order_id"])
+            ),
+            json!({"webhook": "none"}),
+        )
+        .await;
+    let paypal = s(&approved["events"][0]["body"]).as_bytes().to_vec();
+    let key = fulfilld::sandbox::paypal::signing_key().expect("sandbox key");
+    let cert_url = format!("{}/v1/notifications/certs/CERT-sandbox", app.sandbox);
+    let mut sent = 0;
+    for (provider, real) in [
+        ("stripe", &stripe),
+        ("razorpay", &razorpay),
+        ("paypal", &paypal),
+    ] {
+        for (n, body) in odd_bodies(real, 100, 20).into_iter().enumerate() {
+            let mut req = app
+                .http
+                .post(format!("{}/webhooks/{provider}", app.url))
+                .header("content-type", "application/json")
+                .body(body.clone());
+            match provider {
+                "stripe" => {
+                    req = req.header("stripe-signature", signature(WEBHOOK_SECRET, &body, 0))
+                }
+                "razorpay" => {
+                    req = req
+                        .header(
+                            "x-razorpay-signature",
+                            fulfilld::providers::razorpay::sign_webhook("rzp_whsec_sandbox", &body),
+                        )
+                        .header("x-razorpay-event-id", format!("evt_shape_{n}"));
+                }
+                _ => {
+                    for (k, v) in fulfilld::sandbox::paypal::signature_headers(
+                        key,
+                        "WH-SANDBOX-0000000000",
+                        &cert_url,
+                        &body,
+                    ) {
+                        req = req.header(k, v);
+                    }
+                }
+            }
+            let r = req.send().await.expect("webhook");
+            let status = r.status().as_u16();
+            let answer = r.text().await.unwrap_or_default();
+            assert_eq!(
+                status,
+                200,
+                "{provider} body {n} {:?}: {answer}",
+                String::from_utf8_lossy(&body)
+            );
+            sent += 1;
+        }
+    }
+    assert!(sent > 300, "{sent}");
+    app.applied().await;
     app.finish().await;
 }
