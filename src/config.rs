@@ -588,7 +588,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
-        let mut seen: Vec<&str> = vec![self.admin.token.as_str()];
+        let mut seen: Vec<&str> = vec![self.admin.token.trim()];
         for (name, t) in &self.admin.tokens {
             let key = format!("admin.tokens.{name}");
             let name_ok = (1..=40).contains(&name.len())
@@ -598,10 +598,11 @@ impl Config {
             if !name_ok {
                 return bad(&key, "a name is 1-40 of a-z, 0-9, - and _".into());
             }
-            if name == "admin" {
+            if name == "admin" || name == "fulfilld" {
                 return bad(
                     &key,
-                    "\"admin\" is the name of admin.token; choose another".into(),
+                    "\"admin\" names admin.token and \"fulfilld\" the engine itself; choose another"
+                        .into(),
                 );
             }
             if t.token.trim().len() < 16 {
@@ -610,13 +611,13 @@ impl Config {
                     "must be at least 16 characters".into(),
                 );
             }
-            if seen.contains(&t.token.as_str()) {
+            if seen.contains(&t.token.trim()) {
                 return bad(
                     &format!("{key}.token"),
                     "is another admin's token too".into(),
                 );
             }
-            seen.push(&t.token);
+            seen.push(t.token.trim());
         }
         if let Err(e) = self.http.addr.parse::<SocketAddr>() {
             return bad(

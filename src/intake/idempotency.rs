@@ -44,10 +44,12 @@ pub async fn layer(State(e): State<Arc<Engine>>, req: Request, next: Next) -> Re
         }
     };
     let admin = match req.headers().get(header::AUTHORIZATION) {
-        None => false,
-        Some(_) if super::admin::authorize(&e, req.headers()).is_ok() => true,
-        // Not a credential we know: no key is taken, nothing is stored.
-        Some(_) => return next.run(req).await,
+        None => None,
+        Some(_) => match super::admin::authorize(&e, req.headers()) {
+            Ok(caller) => Some(caller.name),
+            // Not a credential we know: no key is taken, nothing is stored.
+            Err(_) => return next.run(req).await,
+        },
     };
     let buyer = req
         .headers()
@@ -77,8 +79,9 @@ pub async fn layer(State(e): State<Arc<Engine>>, req: Request, next: Next) -> Re
     let fingerprint = hex::encode(h.finalize());
     // The scope is part of the stored key: changing it forgets keys already taken (kept
     // `api.idempotency_ttl_secs` at most), never mixes two callers'.
-    let scope = if admin {
-        "admin".to_owned()
+    // Each admin token its own: one admin never gets another's answer (a secret it holds).
+    let scope = if let Some(name) = admin {
+        format!("admin:{name}")
     } else if let Some(buyer) = buyer {
         format!("buyer:{buyer}")
     } else {

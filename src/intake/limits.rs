@@ -66,6 +66,7 @@ impl Limiter {
         if self.per_sec == 0.0 {
             return Ok(());
         }
+        let client = bucket_of(client);
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
@@ -85,6 +86,18 @@ impl Limiter {
         }
         b.tokens -= cost;
         Ok(())
+    }
+}
+
+/// Whose bucket an address spends: an IPv4 address its own; an IPv6 address its /64, the
+/// least a site is given, so one client cannot hop between 2^64 addresses of its own.
+fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
     }
 }
 
@@ -287,6 +300,11 @@ mod tests {
         assert!(l.check(a).is_err());
         // Another client has its own bucket.
         assert!(l.take(b).is_ok());
+        // One IPv6 /64 is one client, whichever of its addresses it sends from.
+        let l = Limiter::new(60, 1);
+        assert!(l.take("2001:db8:1:2::1".parse().expect("v6")).is_ok());
+        assert!(l.take("2001:db8:1:2:ffff::9".parse().expect("v6")).is_err());
+        assert!(l.take("2001:db8:1:3::1".parse().expect("v6")).is_ok());
         // 0 per minute: no limit at all.
         let off = Limiter::new(0, 1);
         for _ in 0..100 {

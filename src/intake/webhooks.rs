@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, limits};
 use crate::Engine;
-use crate::providers::WebhookError;
+use crate::providers::{VerifyCost, WebhookError};
 
 async fn webhook(
     State(e): State<Arc<Engine>>,
@@ -52,13 +52,16 @@ async fn webhook(
     };
     // A signature that checks on its own bytes (an HMAC, or a key already cached) is always
     // checked: no budget, however spent and by whoever claims this address, can turn a
-    // genuine webhook away. Only verification that would fetch what the sender names (a
-    // PayPal certificate) is paid for out of the sender's forged-webhook budget, which
-    // every failed verification spends too.
+    // genuine webhook away. Only verification that fetches what the sender names (a PayPal
+    // certificate) or asks the provider's API is gated by the sender's forged-webhook
+    // budget, which every failed verification spends too.
     let who = limits::client(&e, &headers, peer.map(|c| c.0.0));
-    if provider.verification_fetches(&headers)
-        && let Err(wait) = e.limits.forged.take(who)
-    {
+    let gate = match provider.verification_cost(&headers) {
+        VerifyCost::Local => Ok(()),
+        VerifyCost::Fetch => e.limits.forged.take(who),
+        VerifyCost::Remote => e.limits.forged.check(who),
+    };
+    if let Err(wait) = gate {
         rejected("rate_limited");
         return limits::too_many(wait, "webhooks failing verification");
     }

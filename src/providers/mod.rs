@@ -44,12 +44,9 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Whether verifying a webhook with these headers would fetch something the sender
-    /// names (PayPal's certificate at `paypal-cert-url`, not yet cached). The intake counts
-    /// such a webhook against the sender's forged-webhook budget before verifying it, so
-    /// a flood of forged messages cannot make the engine fetch at will.
-    fn verification_fetches(&self, _headers: &HeaderMap) -> bool {
-        false
+    /// What verifying a webhook with these headers would cost (see [`VerifyCost`]).
+    fn verification_cost(&self, _headers: &HeaderMap) -> VerifyCost {
+        VerifyCost::Local
     }
 
     /// Normalizes an event that [`Provider::webhook`] accepted before and that was stored
@@ -282,6 +279,21 @@ pub enum PaymentChange {
     Refunded(RefundNotice),
     /// Stored and acknowledged, nothing to do.
     Ignored,
+}
+
+/// What checking one webhook's signature costs, which decides whether the sender's
+/// forged-webhook budget gates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyCost {
+    /// Computed here from the bytes and keys at hand (an HMAC, a cached certificate):
+    /// always checked, so no budget can turn a genuine webhook away.
+    Local,
+    /// Fetches what the sender names (a PayPal certificate not cached yet): paid for with
+    /// a token of the sender's budget before anything is fetched.
+    Fetch,
+    /// Asks the provider's API (PayPal's verify-webhook-signature): only while the sender's
+    /// budget is not spent by failures, so forged messages cannot use up the API quota.
+    Remote,
 }
 
 /// A refund, as a provider's event reports it.

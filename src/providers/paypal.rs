@@ -116,16 +116,35 @@ fn key_from_pem(pem: &[u8], now_s: i64) -> Result<TrustedKey, String> {
 pub fn cert_url_allowed(raw: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(raw).map_err(|_| format!("paypal-cert-url {raw:?} is not a URL"))?;
     let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
-    let paypal_host = host == "paypal.com" || host.ends_with(".paypal.com");
+    // PayPal's REST API hosts, live and sandbox, which serve the certificates; nothing
+    // else under paypal.com (a host that never answers would hold a fetch for its timeout).
+    let paypal_host = matches!(
+        host.as_str(),
+        "api.paypal.com"
+            | "api-m.paypal.com"
+            | "api.sandbox.paypal.com"
+            | "api-m.sandbox.paypal.com"
+    );
+    // One certificate, one URL: no query or fragment to vary (each would be fetched and
+    // cached anew).
+    let name = u
+        .path()
+        .strip_prefix("/v1/notifications/certs/")
+        .unwrap_or("");
     if u.scheme() != "https"
         || !paypal_host
         || u.port().is_some()
         || !u.username().is_empty()
         || u.password().is_some()
-        || !u.path().starts_with("/v1/notifications/certs/")
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || name.is_empty()
+        || name.len() > 100
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(format!(
-            "paypal-cert-url {raw:?} is not an https URL of a certificate on a paypal.com host"
+            "paypal-cert-url {raw:?} is not an https URL of a certificate on PayPal's API host \
+             (api.paypal.com, api-m.paypal.com or their sandbox twins)"
         ));
     }
     Ok(u)
@@ -444,6 +463,14 @@ impl PayPal {
         let remember = |k: String, t: TrustedKey| {
             let key = t.key.clone();
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            // PayPal signs with a handful of certificates at a time: past this many, the
+            // ones out of date go, then (if still full) all but the one just read.
+            if keys.len() >= 64 {
+                keys.retain(|_, t| t.not_after_s >= now_s);
+                if keys.len() >= 64 {
+                    keys.clear();
+                }
+            }
             keys.insert(k, t);
             key
         };
@@ -599,9 +626,16 @@ impl Provider for PayPal {
             }
             PayPalVerification::Api => {
                 // Not JSON: nothing PayPal could vouch for, so not signed as far as we know.
-                let event: Value = serde_json::from_slice(body).map_err(|e| {
-                    WebhookError::Signature(format!("not JSON, so it cannot be verified: {e}"))
-                })?;
+                // Otherwise the very text received, not a re-serialization of it.
+                let event = std::str::from_utf8(body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        serde_json::value::RawValue::from_string(text.trim().to_owned())
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| {
+                        WebhookError::Signature(format!("not JSON, so it cannot be verified: {e}"))
+                    })?;
                 let req = wire::VerifyRequest {
                     auth_algo: algo.into(),
                     cert_url: cert_url.into(),
@@ -632,19 +666,27 @@ impl Provider for PayPal {
         normalize(body)
     }
 
-    fn verification_fetches(&self, headers: &HeaderMap) -> bool {
-        if self.verification != PayPalVerification::Certificate || self.cert_file.is_some() {
-            return false;
+    fn verification_cost(&self, headers: &HeaderMap) -> super::VerifyCost {
+        use super::VerifyCost::{Fetch, Local, Remote};
+        if self.verification == PayPalVerification::Api {
+            return Remote;
+        }
+        if self.cert_file.is_some() {
+            return Local;
         }
         let Some(url) = headers
             .get("paypal-cert-url")
             .and_then(|v| v.to_str().ok())
             .and_then(|u| cert_url_allowed(u).ok())
         else {
-            return false;
+            return Local;
         };
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        !keys.contains_key(url.as_str())
+        if keys.contains_key(url.as_str()) {
+            Local
+        } else {
+            Fetch
+        }
     }
 
     fn transmission_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
@@ -899,6 +941,7 @@ mod tests {
 
     #[test]
     fn only_an_uncached_paypal_certificate_counts_as_a_fetch() {
+        use crate::providers::VerifyCost;
         let c = config::PayPal {
             enabled: true,
             client_id: "id".into(),
@@ -916,10 +959,13 @@ mod tests {
             h
         };
         let genuine = "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594";
-        assert!(pp.verification_fetches(&with(genuine)));
+        assert_eq!(pp.verification_cost(&with(genuine)), VerifyCost::Fetch);
         // Refused by its URL before any fetch, or no URL at all: nothing is fetched.
-        assert!(!pp.verification_fetches(&with("https://evil.example/v1/notifications/certs/X")));
-        assert!(!pp.verification_fetches(&HeaderMap::new()));
+        assert_eq!(
+            pp.verification_cost(&with("https://evil.example/v1/notifications/certs/X")),
+            VerifyCost::Local
+        );
+        assert_eq!(pp.verification_cost(&HeaderMap::new()), VerifyCost::Local);
         // Once its key is cached, the same certificate costs nothing.
         let key = crate::sandbox::paypal::signing_key()
             .expect("sandbox key")
@@ -932,16 +978,25 @@ mod tests {
                 stamp: None,
             },
         );
-        assert!(!pp.verification_fetches(&with(genuine)));
+        assert_eq!(pp.verification_cost(&with(genuine)), VerifyCost::Local);
         // A configured certificate file is read, never fetched.
         let file = PayPal::new(
             &config::PayPal {
                 webhook_cert_file: "cert.pem".into(),
-                ..c
+                ..c.clone()
             },
             reqwest::Client::new(),
         );
-        assert!(!file.verification_fetches(&with(genuine)));
+        assert_eq!(file.verification_cost(&with(genuine)), VerifyCost::Local);
+        // Asking PayPal's API is remote, whatever the headers.
+        let api = PayPal::new(
+            &config::PayPal {
+                webhook_verification: PayPalVerification::Api,
+                ..c.clone()
+            },
+            reqwest::Client::new(),
+        );
+        assert_eq!(api.verification_cost(&HeaderMap::new()), VerifyCost::Remote);
     }
 
     #[test]
@@ -1008,6 +1063,7 @@ mod tests {
         for ok in [
             "https://api.paypal.com/v1/notifications/certs/CERT-360caa42",
             "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-1",
+            "https://api-m.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-a5cafa77",
         ] {
             assert!(cert_url_allowed(ok).is_ok(), "{ok}");
         }
@@ -1022,6 +1078,11 @@ mod tests {
             "https://127.0.0.1/v1/notifications/certs/CERT-1",
             "file:///etc/passwd",
             "not a url",
+            "https://slow.paypal.com/v1/notifications/certs/CERT-1",
+            "https://api.paypal.com/v1/notifications/certs/CERT-1?n=2",
+            "https://api.paypal.com/v1/notifications/certs/CERT-1#x",
+            "https://api.paypal.com/v1/notifications/certs/",
+            "https://api.paypal.com/v1/notifications/certs/a/../../../x",
         ] {
             assert!(cert_url_allowed(bad).is_err(), "{bad}");
         }

@@ -388,7 +388,10 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     }
     // Made here, 0600, before SQLite would make it with the process's umask (often
     // world-readable); SQLite gives its -wal and -shm files the database file's mode.
-    let opened = if query.contains("mode=ro") {
+    // Only where SQLite would create it (no mode, or rwc): `mode=rw` must still refuse a
+    // database that is not there.
+    let creates = !query.contains("mode=") || query.contains("mode=rwc");
+    let opened = if !creates {
         Ok(None)
     } else {
         crate::private_file()

@@ -285,7 +285,10 @@ async fn certificate_fetches_spend_the_forged_webhook_budget(backend: Backend) {
         let app = &app;
         async move {
             // A new certificate on PayPal's host each time: nothing cached to answer from.
-            let cert_url = format!("https://api.paypal.com/v1/notifications/certs/CERT-{ip}-{n}");
+            let cert_url = format!(
+                "https://api.paypal.com/v1/notifications/certs/CERT-{}-{n}",
+                ip.replace('.', "-")
+            );
             let mut req = app
                 .http
                 .post(format!("{}/webhooks/paypal", app.url))

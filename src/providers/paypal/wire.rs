@@ -183,7 +183,10 @@ pub struct Event {
     pub links: Vec<Link>,
 }
 
-/// `POST /v1/notifications/verify-webhook-signature`.
+/// `POST /v1/notifications/verify-webhook-signature`. `webhook_event` is the body exactly as
+/// delivered: PayPal checks the signature against that JSON text, so a body parsed and
+/// written again (keys reordered, `1.0` become `1`) answers FAILURE (PayPal's engineers in
+/// paypal/PayPal-Python-SDK#196; the JSON.parse case in paypal/PayPal-node-SDK#412).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyRequest {
     pub auth_algo: String,
@@ -192,7 +195,7 @@ pub struct VerifyRequest {
     pub transmission_sig: String,
     pub transmission_time: String,
     pub webhook_id: String,
-    pub webhook_event: Value,
+    pub webhook_event: Box<serde_json::value::RawValue>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
