@@ -69,8 +69,9 @@ struct Batch {
 
 /// Applies up to [`BATCH`] of the oldest unapplied events. If the batch fails, each event
 /// is applied in a transaction of its own, so one event that cannot be applied holds up no
-/// other; one the store refuses as data (it would refuse it every time) is given that as
-/// its outcome, so it is shown and replayable, and never taken again to block the rest.
+/// other. One the store refuses as data (it would refuse it every time), or that failed
+/// [`events::APPLY_TRIES`] times, is given the reason as its outcome — shown, replayable,
+/// and never taken again to head every batch.
 async fn apply_batch(e: &Engine) -> Result<Batch> {
     let mut tx = e.store.begin().await?;
     let taken = events::take_unapplied(&mut tx, e.store.backend, BATCH).await?;
@@ -85,13 +86,10 @@ async fn apply_batch(e: &Engine) -> Result<Batch> {
             e.queue.wake(&wake);
             return Ok(Batch { taken: n, left: 0 });
         }
-        Err(err) if n > 1 => {
-            tracing::warn!(error = %err, events = n, "a batch of webhook events failed to apply; applying them one by one");
-            tx.rollback().await?;
-        }
-        Err(err) if !err.is_refused_data() => return Err(err),
+        // The store is away: nothing to learn about the events; the next look tries again.
+        Err(err) if err.is_unavailable() => return Err(err),
         Err(err) => {
-            tracing::warn!(error = %err, "a webhook event failed to apply");
+            tracing::warn!(error = %err, events = n, "webhook events failed to apply; applying them one by one");
             tx.rollback().await?;
         }
     }
@@ -116,10 +114,18 @@ async fn apply_batch(e: &Engine) -> Result<Batch> {
                     .await?;
                 tx.commit().await?;
             }
+            Err(err) if err.is_unavailable() => return Err(err),
             Err(err) => {
-                tracing::error!(error = %err, event = ev.id, "a webhook event failed to apply; it stays stored and is retried");
                 tx.rollback().await?;
-                left += 1;
+                let mut tx = e.store.begin().await?;
+                let parked = events::apply_failed(&mut tx, ev.id, &err.to_string()).await?;
+                tx.commit().await?;
+                if parked {
+                    tracing::error!(error = %err, event = ev.id, "a webhook event failed to apply too often; it is kept, not applied");
+                } else {
+                    tracing::warn!(error = %err, event = ev.id, "a webhook event failed to apply; it stays stored and is retried");
+                    left += 1;
+                }
             }
         }
     }

@@ -327,6 +327,28 @@ fn skip_locked(backend: Backend) -> &'static str {
     }
 }
 
+/// How many failed tries to apply an event park it.
+pub const APPLY_TRIES: i64 = 5;
+
+/// Counts a failed try to apply event `id` (in a transaction of its own, after the failed
+/// one rolled back); at [`APPLY_TRIES`] the event is parked with `why` as its outcome.
+/// Whether it was parked.
+pub async fn apply_failed(tx: &mut Tx, id: i64, why: &str) -> Result<bool> {
+    let failures: i64 = sqlx::query_scalar(
+        "UPDATE webhook_events SET apply_failures = apply_failures + 1
+         WHERE id = $1 AND outcome = 'received' RETURNING apply_failures",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .unwrap_or(0);
+    if failures < APPLY_TRIES {
+        return Ok(false);
+    }
+    set_unapplicable(tx, id, &format!("{failures} tries failed: {why}")).await?;
+    Ok(true)
+}
+
 /// Gives a stored event that cannot be applied (its provider no longer configured, or it no
 /// longer reads) that reason as its outcome, so it is shown, not retried forever.
 pub async fn set_unapplicable(tx: &mut Tx, id: i64, why: &str) -> Result<()> {

@@ -22,6 +22,7 @@ on_both_stores!(
     stripe_refund_event_before_capture,
     razorpay_refund_event_before_capture,
     signed_but_senseless_refunds_are_parked,
+    an_event_that_keeps_failing_to_apply_is_parked,
 );
 
 /// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
@@ -615,6 +616,54 @@ async fn signed_but_senseless_refunds_are_parked(backend: Backend) {
         app.count("SELECT COUNT(*) FROM refunds WHERE order_id = $1", &id)
             .await,
         0
+    );
+    app.finish().await;
+}
+
+/// A signed event that fails to apply every time it is tried (here it would give our
+/// refund the provider id another refund row already holds: a unique violation) is tried a
+/// few times, then parked with the reason; the events after it are applied all along.
+async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "poison@example.com", 1).await;
+    let pi: String =
+        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("payment intent");
+    // A refund made at the provider (re_senseless_1), then one of ours.
+    let first = post_refund_event(&app, 1, &pi, 100, "usd").await;
+    assert!(!app.event_outcome(&first).await.starts_with("parked"));
+    let (status, ours) = refund(&app, json!({"order_id": id, "amount_minor": 200}), None).await;
+    assert_eq!(status, 201, "{ours}");
+    app.applied().await;
+    // An event that names our refund but the first one's provider id.
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_poison", "object": "event", "created": 1_800_000_000, "type": "refund.updated",
+        "data": {"object": {
+            "id": "re_senseless_1", "object": "refund", "amount": 200, "created": 1_800_000_000,
+            "currency": "usd", "metadata": {"refund_id": ours["id"]}, "payment_intent": pi,
+            "status": "succeeded"
+        }}
+    }))
+    .expect("json");
+    let r = app
+        .post_webhook(body.clone(), Some(signature(WEBHOOK_SECRET, &body, 0)))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Behind it, a genuine payment of another order.
+    let (other, co) = app
+        .seat_checkout("after-poison@example.com", 1, "stripe")
+        .await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    let o = app.wait_for(&other, &["fulfilled", "needs_review"]).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    let outcome = app.event_outcome("evt_poison").await;
+    assert!(
+        outcome.starts_with("not applied: 5 tries failed"),
+        "{outcome}"
     );
     app.finish().await;
 }
