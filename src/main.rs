@@ -178,6 +178,9 @@ enum EventsCommand {
     List {
         #[arg(long)]
         provider: Option<String>,
+        /// Only events kept but not applied (unreadable, failing, signed but senseless).
+        #[arg(long)]
+        parked: bool,
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -474,8 +477,16 @@ async fn admin(
             }
         },
         AdminCommand::Events { command } => match command {
-            EventsCommand::List { provider, limit } => {
-                let q = [("provider", provider), ("limit", Some(limit.to_string()))];
+            EventsCommand::List {
+                provider,
+                parked,
+                limit,
+            } => {
+                let q = [
+                    ("provider", provider),
+                    ("parked", parked.then(|| "true".to_owned())),
+                    ("limit", Some(limit.to_string())),
+                ];
                 let a = client.get("/api/admin/events", &q).await?;
                 let text = table(&rows(&a, "events"), &EVENT_COLUMNS);
                 (a, text)

@@ -13,6 +13,7 @@
 //! | `fulfilld_capture_to_fulfilled_seconds` | from an order's confirmed payment (its pipeline's start) to `fulfilled` |
 //! | `fulfilld_steps{kind,state}` | steps now `waiting`, `pending`, `retrying`, `running` or `dead`, read from the store at each scrape |
 //! | `fulfilld_dead_letters` | dead steps now, all kinds |
+//! | `fulfilld_webhook_events_parked` | webhook events kept but not applied (unreadable, failing, signed but senseless) now |
 //! | `fulfilld_merchant_webhook_attempt_seconds{event,outcome}` | attempts at webhooks to the merchant: `delivered`, `retry`, `dead`, `disabled` (dead, and its endpoint disabled) |
 
 use std::time::Duration;
@@ -86,6 +87,7 @@ pub struct Metrics {
     pub merchant_attempts: Timings<AttemptLabels>,
     step_states: Family<StateLabels, Gauge>,
     dead_letters: Gauge,
+    parked_events: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +112,7 @@ impl Default for Metrics {
             merchant_attempts: Family::new_with_constructor(step_buckets),
             step_states: Family::default(),
             dead_letters: Gauge::default(),
+            parked_events: Gauge::default(),
         };
         registry.register(
             "webhooks_received",
@@ -161,6 +164,11 @@ impl Default for Metrics {
             "Dead steps now, all kinds",
             m.dead_letters.clone(),
         );
+        registry.register(
+            "webhook_events_parked",
+            "Webhook events kept but not applied now (unreadable, failing, signed but senseless)",
+            m.parked_events.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -176,7 +184,12 @@ impl Metrics {
     }
 
     /// The text a scrape gets, with the queue's state as `queues` gives it.
-    pub fn render(&self, queues: &[KindQueue]) -> String {
+    /// The text of a scrape; `parked` is the parked events' count read now (None: the store
+    /// did not answer, and the gauge keeps its last value).
+    pub fn render(&self, queues: &[KindQueue], parked: Option<i64>) -> String {
+        if let Some(n) = parked {
+            self.parked_events.set(n);
+        }
         let mut dead = 0;
         for q in queues {
             for (state, n) in [

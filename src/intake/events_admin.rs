@@ -28,6 +28,8 @@ use crate::Engine;
 #[serde(deny_unknown_fields)]
 struct ListParams {
     provider: Option<String>,
+    /// Only the events kept but not applied (unreadable, failing, signed but senseless).
+    parked: Option<bool>,
     limit: Option<i64>,
 }
 
@@ -39,7 +41,10 @@ async fn list(
     authorize(&e, &headers)?;
     let p = query(params)?;
     let limit = limit_param(p.limit)?;
-    let events = e.store.recent_events(p.provider.as_deref(), limit).await?;
+    let events = e
+        .store
+        .recent_events(p.provider.as_deref(), p.parked.unwrap_or(false), limit)
+        .await?;
     Ok(Json(json!({ "events": events })))
 }
 

@@ -205,7 +205,11 @@ async fn metrics(State(e): State<Arc<Engine>>, headers: axum::http::HeaderMap) -
         Ok(Ok(q)) => q,
         _ => Vec::new(),
     };
-    let text = e.store.metrics.render(&queues);
+    let parked = match tokio::time::timeout(Duration::from_secs(2), e.store.parked_events()).await {
+        Ok(Ok(n)) => Some(n),
+        _ => None,
+    };
+    let text = e.store.metrics.render(&queues, parked);
     ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 

@@ -335,7 +335,16 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         summary: "Stored webhook events, newest first",
         admin: true,
-        query: &[("provider", "string", false, "one provider's"), LIMIT],
+        query: &[
+            ("provider", "string", false, "one provider's"),
+            (
+                "parked",
+                "boolean",
+                false,
+                "only those kept but not applied (the reason is the outcome)",
+            ),
+            LIMIT,
+        ],
         ..op("get", "/api/admin/events", ADMIN)
     },
     Operation {

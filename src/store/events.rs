@@ -327,6 +327,10 @@ fn skip_locked(backend: Backend) -> &'static str {
     }
 }
 
+/// The events kept but not applied — unreadable, failing, or signed but senseless — as a
+/// condition (the partial index `webhook_events_parked` has it word for word).
+pub const PARKED: &str = "(outcome LIKE 'not applied:%' OR outcome LIKE 'parked for review:%')";
+
 /// How many failed tries to apply an event park it.
 pub const APPLY_TRIES: i64 = 5;
 
@@ -490,19 +494,35 @@ fn diff(before: &[(String, String)], after: &[(String, String)]) -> Vec<Transiti
 }
 
 impl Store {
-    /// The latest events, newest first (optionally of one provider).
+    /// The latest events, newest first (optionally of one provider, or only those parked).
     pub async fn recent_events(
         &self,
         provider: Option<&str>,
+        parked: bool,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
-        Ok(sqlx::query_as::<_, StoredEvent>(
+        let mut filters = super::Filters::default().given("provider = ?", provider);
+        if parked {
+            filters = filters.and(PARKED.to_owned());
+        }
+        let mut q = sqlx::query_as::<_, StoredEvent>(sqlx::AssertSqlSafe(format!(
             "SELECT id, provider, event_id, event_type, payment_id, outcome, received_at, request_id
-             FROM webhook_events WHERE ($1 = '' OR provider = $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(provider.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
+             FROM webhook_events {} ORDER BY id DESC LIMIT {}",
+            filters.sql(),
+            limit.max(1)
+        )));
+        for v in &filters.binds {
+            q = q.bind(*v);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    /// How many events are parked now.
+    pub async fn parked_events(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM webhook_events WHERE {PARKED}"
+        )))
+        .fetch_one(&self.pool)
         .await?)
     }
 
@@ -551,6 +571,14 @@ impl Store {
                 &stored.id.to_string(),
                 Some(&outcome),
             )
+            .await?;
+            // A parked event replayed (after a fix) is parked no more.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE webhook_events SET outcome = $1 WHERE id = $2 AND {PARKED}"
+            )))
+            .bind(&outcome)
+            .bind(stored.id)
+            .execute(&mut *tx)
             .await?;
             tx.commit().await?;
         }

@@ -665,5 +665,22 @@ async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
         outcome.starts_with("not applied: 5 tries failed"),
         "{outcome}"
     );
+    // Listed as parked, and counted at /metrics; nothing else is.
+    let (status, parked) = app
+        .admin("GET", "/api/admin/events?parked=true", None)
+        .await;
+    assert_eq!(status, 200, "{parked}");
+    let ids: Vec<&str> = parked["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|ev| s(&ev["event_id"]))
+        .collect();
+    assert_eq!(ids, ["evt_poison"], "{parked:#}");
+    let metrics = crate::observability::scrape(&app).await;
+    assert!(
+        metrics.contains("fulfilld_webhook_events_parked 1\n"),
+        "{metrics}"
+    );
     app.finish().await;
 }
