@@ -358,6 +358,9 @@ pub struct CheckoutRequest {
     pub lines: Vec<CheckoutLine>,
     pub success_url: String,
     pub cancel_url: String,
+    /// When the stock reserved for this checkout is released (Unix seconds): a provider
+    /// that can end its checkout then is asked to, so no payment lands after the stock went.
+    pub reserved_until_s: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -310,7 +310,8 @@ impl Client {
         .await
     }
 
-    /// `POST /v1/checkout/sessions` (mode=payment, inline prices).
+    /// `POST /v1/checkout/sessions` (mode=payment, inline prices), ending with the
+    /// reservation (see [`session_expiry`]).
     pub async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
         let mut form: Vec<(String, String)> = vec![
             ("mode".into(), "payment".into()),
@@ -320,6 +321,10 @@ impl Client {
             ("customer_email".into(), r.customer_email.clone()),
             ("metadata[order_id]".into(), r.order_id.clone()),
             ("metadata[payment_id]".into(), r.payment_id.clone()),
+            (
+                "expires_at".into(),
+                session_expiry(r.reserved_until_s, now_s()).to_string(),
+            ),
         ];
         let currency = r.currency.to_ascii_lowercase();
         for (i, l) in r.lines.iter().enumerate() {
@@ -477,9 +482,40 @@ fn session_state(s: wire::CheckoutSession) -> PaymentState {
     }
 }
 
+/// A Checkout Session's `expires_at` for a reservation that ends at `reserved_until_s`:
+/// that moment, kept within what Stripe takes — "anywhere from 30 minutes to 24 hours after
+/// Checkout Session creation" (API reference, Create a Checkout Session, `expires_at`; the
+/// same words in stripe-node's `CheckoutSessionCreateParams`). Stripe's default is 24 h,
+/// which would outlive a 30-minute reservation; a reservation shorter than 30 minutes
+/// leaves the session open past it, and a late payment is refunded as sold out.
+pub fn session_expiry(reserved_until_s: i64, now_s: i64) -> i64 {
+    // A few seconds' margin over the minimum: Stripe measures from its own clock.
+    reserved_until_s.clamp(now_s + 30 * 60 + 10, now_s + 24 * 3600 - 10)
+}
+
+fn now_s() -> i64 {
+    crate::domain::now_ms() / 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_ends_with_its_reservation_within_stripes_range() {
+        let now = 1_800_000_000;
+        assert_eq!(session_expiry(now + 3600, now), now + 3600);
+        assert_eq!(
+            session_expiry(now + 60, now),
+            now + 1810,
+            "at least 30 minutes"
+        );
+        assert_eq!(
+            session_expiry(now + 90_000, now),
+            now + 86_390,
+            "at most 24 hours"
+        );
+    }
 
     const BODY: &[u8] =
         br#"{"id":"evt_1","object":"event","created":1,"data":{"object":{}},"type":"x"}"#;

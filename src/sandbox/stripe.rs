@@ -263,6 +263,21 @@ async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Byt
         })
         .collect();
     let now = now_s();
+    // Stripe: "It can be anywhere from 30 minutes to 24 hours after Checkout Session
+    // creation. By default, this value is 24 hours from creation." (API reference,
+    // Create a Checkout Session, `expires_at`.)
+    let expires_at = match get("expires_at").map(|v| v.parse::<i64>()) {
+        None => now + 86_400,
+        Some(Ok(t)) if (now + 1800..=now + 86_400).contains(&t) => t,
+        Some(_) => {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
+                Some("expires_at"),
+            );
+        }
+    };
     let session = wire::CheckoutSession {
         id: id.clone(),
         object: "checkout.session".into(),
@@ -273,7 +288,7 @@ async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Byt
         created: now,
         currency: Some(currency),
         customer_email: get("customer_email"),
-        expires_at: now + 86_400,
+        expires_at,
         livemode: false,
         metadata,
         mode,

@@ -1,6 +1,6 @@
 //! A buyer's checkout from order to fulfilment, through the sandbox's Stripe.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestApp, s, spawn};
 use crate::on_both_stores;
@@ -10,6 +10,7 @@ on_both_stores!(
     delayed_payment_waits_for_settlement,
     expired_checkout_releases_stock,
     concurrent_checkouts_for_one_order_reserve_once,
+    a_stripe_session_ends_with_its_reservation,
 );
 
 /// Order → create-order → pay → webhook → fulfilled: one invoice, one receipt, one
@@ -257,4 +258,40 @@ async fn concurrent_checkouts_for_one_order_reserve_once(backend: Backend) {
         1
     );
     TestApp::finish_shared(app).await;
+}
+
+/// A Stripe Checkout Session is made to expire when the stock held for it is released (30
+/// minutes by default), not after Stripe's default 24 hours, so no payment lands on stock
+/// already given back.
+async fn a_stripe_session_ends_with_its_reservation(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1200, 5).await;
+    let (id, co) = app.seat_checkout("expiry@example.com", 1, "stripe").await;
+    let session: Value = app
+        .http
+        .get(format!(
+            "{}/v1/checkout/sessions/{}",
+            app.sandbox,
+            s(&co["provider_order_id"])
+        ))
+        .bearer_auth("sk_test_sandbox")
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    let held: i64 =
+        sqlx::query_scalar("SELECT MAX(expires_at) FROM stock_reservations WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("reservation");
+    let expires = session["expires_at"].as_i64().expect("expires_at");
+    assert!(
+        (expires - held / 1000).abs() <= 15,
+        "the session ends at {expires}, the reservation at {}",
+        held / 1000
+    );
+    app.finish().await;
 }
