@@ -105,6 +105,25 @@ pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<Caller, ApiErro
     })
 }
 
+/// Who is acting: the admin token's name (checked). `X-Fulfilld-Actor`, when sent, must be
+/// sensible; the person it names is recorded beside the name (see [`roles`]).
+pub(super) fn actor(e: &Engine, headers: &HeaderMap) -> Result<String, ApiError> {
+    let caller = authorize(e, headers)?;
+    if let Some(v) = headers.get("x-fulfilld-actor") {
+        match v.to_str() {
+            Ok(s) if !s.trim().is_empty() && s.len() <= 100 => {}
+            _ => {
+                return Err(Invalid::new(
+                    "X-Fulfilld-Actor",
+                    "must be 1-100 visible ASCII characters",
+                )
+                .into());
+            }
+        }
+    }
+    Ok(caller.name)
+}
+
 /// Whether a `read` token may make this request: reads, except an endpoint's secret.
 fn reads(method: &axum::http::Method, path: &str) -> bool {
     (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
@@ -177,7 +196,7 @@ async fn put_sku(
     Path(sku): Path<String>,
     body: Result<Json<PutSku>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SkuRow>, ApiError> {
-    let who = super::queue_admin::actor(&e, &headers)?;
+    let who = actor(&e, &headers)?;
     let Json(b) = body?;
     let sku = Sku::parse("sku", &sku)?;
     let name = b.name.trim();

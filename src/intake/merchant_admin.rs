@@ -15,9 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
+use super::admin::actor;
 use super::admin::authorize;
 use super::queue_admin::{
-    Action, actor, admin_action, id_param, limit_param, next_before, query, reason, status_param,
+    Action, admin_action, id_param, limit_param, next_before, query, reason, status_param,
 };
 use crate::Engine;
 use crate::domain::{Invalid, parse_duration_ms};

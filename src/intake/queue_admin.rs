@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::admin::authorize;
+use super::admin::{actor, authorize};
 use crate::Engine;
 use crate::domain::Invalid;
 use crate::store::dead_letters::Filter;
@@ -133,25 +133,6 @@ async fn list_steps(
     let steps = e.store.list_steps(&filter).await?;
     let next = next_before(&steps, limit, |s| s.id);
     Ok(Json(json!({ "steps": steps, "next_before_id": next })))
-}
-
-/// Who is acting: the admin token's name (checked). `X-Fulfilld-Actor`, when sent, must be
-/// sensible; the person it names is recorded beside the name (see [`super::admin::roles`]).
-pub(super) fn actor(e: &Engine, headers: &HeaderMap) -> Result<String, ApiError> {
-    let caller = authorize(e, headers)?;
-    if let Some(v) = headers.get("x-fulfilld-actor") {
-        match v.to_str() {
-            Ok(s) if !s.trim().is_empty() && s.len() <= 100 => {}
-            _ => {
-                return Err(Invalid::new(
-                    "X-Fulfilld-Actor",
-                    "must be 1-100 visible ASCII characters",
-                )
-                .into());
-            }
-        }
-    }
-    Ok(caller.name)
 }
 
 /// The start of every admin action: the token checked, who acts, and its JSON body (which

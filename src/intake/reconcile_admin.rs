@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
+use super::admin::actor;
 use super::admin::authorize;
-use super::queue_admin::actor;
 use crate::Engine;
 use crate::domain::{now_ms, parse_since};
 use crate::pipeline::reconciliation;

@@ -83,7 +83,7 @@ async fn refund(
     body: Result<Json<RefundBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&e, &headers)?;
-    let who = super::queue_admin::actor(&e, &headers)?;
+    let who = super::admin::actor(&e, &headers)?;
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
     if b.amount_minor.is_some_and(|a| a <= 0) {
