@@ -202,29 +202,29 @@ impl TryFrom<RawProxies> for TrustedProxies {
             RawProxies::One(one) => vec![one],
             RawProxies::List(list) => list,
         };
-        let count = |n: u64| {
-            usize::try_from(n)
-                .ok()
-                .filter(|n| (1..=32).contains(n))
-                .ok_or_else(|| format!("a count of proxies is 1 to 32, not {n}"))
+        // A count, written as a number or (from the environment) as text.
+        let as_count = |p: &RawProxy| match p {
+            RawProxy::Count(n) => Some(*n),
+            RawProxy::Text(t) => t.trim().parse::<u64>().ok(),
         };
         match list.as_slice() {
-            [RawProxy::Count(n)] => return count(*n).map(TrustedProxies::Count),
-            [RawProxy::Text(t)] if t.trim().parse::<u64>().is_ok() => {
-                return count(t.trim().parse().unwrap_or(0)).map(TrustedProxies::Count);
-            }
             [] => return Err("name at least one proxy network, or a count".into()),
+            [one] => {
+                if let Some(n) = as_count(one) {
+                    return usize::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=32).contains(n))
+                        .map(TrustedProxies::Count)
+                        .ok_or_else(|| format!("a count of proxies is 1 to 32, not {n}"));
+                }
+            }
             _ => {}
         }
         list.iter()
             .map(|p| {
                 let text = match p {
-                    RawProxy::Text(t) => t.trim(),
-                    RawProxy::Count(n) => {
-                        return Err(format!(
-                            "{n}: a count stands alone, not in a list of networks"
-                        ));
-                    }
+                    RawProxy::Text(t) if as_count(p).is_none() => t.trim(),
+                    _ => return Err("a count stands alone, not in a list of networks".into()),
                 };
                 text.parse::<ipnet::IpNet>()
                     .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
@@ -296,15 +296,6 @@ pub struct NamedToken {
 pub enum AdminRole {
     Read,
     Operate,
-}
-
-impl AdminRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminRole::Read => "read",
-            AdminRole::Operate => "operate",
-        }
-    }
 }
 
 /// `GET /metrics`.

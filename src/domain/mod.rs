@@ -312,6 +312,11 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Whole seconds since the Unix epoch, as providers count time.
+pub fn now_s() -> i64 {
+    now_ms() / 1000
+}
+
 /// Milliseconds since the Unix epoch: the store's only time representation (portable
 /// across SQLite and Postgres, and unambiguous).
 pub fn now_ms() -> i64 {

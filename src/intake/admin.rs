@@ -40,7 +40,6 @@ pub struct Caller {
 impl Admins {
     /// `single` (admin.token, may be empty) as `admin`, which may operate, and the named ones.
     pub fn new(single: &str, named: &BTreeMap<String, NamedToken>) -> Admins {
-        let digest = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
         let mut v = Vec::new();
         if !single.is_empty() {
             v.push(("admin".to_owned(), AdminRole::Operate, digest(single)));
@@ -61,11 +60,10 @@ impl Admins {
         if given.is_empty() {
             return None;
         }
-        let g: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let g = digest(given);
         let mut found = None;
         for (name, role, d) in &self.0 {
-            let diff = g.iter().zip(d).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-            if diff == 0 {
+            if same(&g, d) {
                 found = Some(Caller {
                     name: name.clone(),
                     role: *role,
@@ -74,6 +72,15 @@ impl Admins {
         }
         found
     }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether two digests are equal, in the same time wherever they differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn bearer(headers: &HeaderMap) -> &str {
@@ -109,19 +116,20 @@ pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<Caller, ApiErro
 /// sensible; the person it names is recorded beside the name (see [`roles`]).
 pub(super) fn actor(e: &Engine, headers: &HeaderMap) -> Result<String, ApiError> {
     let caller = authorize(e, headers)?;
-    if let Some(v) = headers.get("x-fulfilld-actor") {
-        match v.to_str() {
-            Ok(s) if !s.trim().is_empty() && s.len() <= 100 => {}
-            _ => {
-                return Err(Invalid::new(
-                    "X-Fulfilld-Actor",
-                    "must be 1-100 visible ASCII characters",
-                )
-                .into());
-            }
-        }
-    }
+    said_by(headers)?;
     Ok(caller.name)
+}
+
+/// The person `X-Fulfilld-Actor` names, if it is sent; 422 if it is not 1-100 visible
+/// characters.
+fn said_by(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("x-fulfilld-actor") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.trim().is_empty() && s.len() <= 100 => Ok(Some(s.trim().to_owned())),
+        _ => Err(Invalid::new("X-Fulfilld-Actor", "must be 1-100 visible ASCII characters").into()),
+    }
 }
 
 /// Whether a `read` token may make this request: reads, except an endpoint's secret.
@@ -131,8 +139,9 @@ fn reads(method: &axum::http::Method, path: &str) -> bool {
 }
 
 /// Every request with an admin token: a `read` token gets 403 for anything that changes
-/// state or reads a secret; the person named in `X-Fulfilld-Actor` (validated by the
-/// handlers) is kept for the audit rows the request writes.
+/// state or reads a secret; the person named in `X-Fulfilld-Actor` (an unusable one is
+/// refused by the handlers, through [`actor`]) is kept for the audit rows the request
+/// writes.
 pub async fn roles(
     State(e): State<Arc<Engine>>,
     req: axum::extract::Request,
@@ -153,12 +162,7 @@ pub async fn roles(
         )
         .into_response();
     }
-    let said_by = req
-        .headers()
-        .get("x-fulfilld-actor")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 100);
+    let said_by = said_by(req.headers()).ok().flatten();
     crate::store::audit::SAID_BY
         .scope(said_by, next.run(req))
         .await
@@ -167,18 +171,8 @@ pub async fn roles(
 /// Whether `Authorization: Bearer …` carries `expected` (never an empty one). Both sides are
 /// hashed first, so the comparison takes the same time whatever is sent.
 pub(super) fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    !given.is_empty() && !expected.is_empty() && diff == 0
+    let given = bearer(headers);
+    !given.is_empty() && !expected.is_empty() && same(&digest(given), &digest(expected))
 }
 
 #[derive(Debug, Deserialize)]

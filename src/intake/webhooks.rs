@@ -123,11 +123,7 @@ async fn receive(
             .await
             .map_err(|err| {
                 tracing::error!(error = %err, "could not take the transmission id");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the event could not be stored; retry later",
-                )
+                store_unavailable()
             })?;
         if taken == crate::store::events::Transmission::Reused {
             tracing::warn!(
@@ -147,11 +143,7 @@ async fn receive(
         .await
         .map_err(|err| {
             tracing::error!(error = %err, %event_id, "could not store webhook");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the event could not be stored; retry later",
-            )
+            store_unavailable()
         })?;
     tracing::info!(
         provider = provider.name(), %event_id, kind = %event_type, duplicate, "webhook"
@@ -159,7 +151,6 @@ async fn receive(
     Ok(Json(json!({ "received": true, "duplicate": duplicate })))
 }
 
-/// Why a webhook is refused, as the provider (or an admin replaying it) hears it.
 /// A signed event that could not be read, as stored: known by its body's hash (a retry of
 /// the same delivery is a duplicate), about nothing until it can be read.
 fn unreadable(provider: &'static str, body: &[u8]) -> crate::providers::ProviderEvent {
@@ -174,6 +165,16 @@ fn unreadable(provider: &'static str, body: &[u8]) -> crate::providers::Provider
     }
 }
 
+/// 503 for a webhook the store could not take: the provider delivers it again.
+fn store_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the event could not be stored; retry later",
+    )
+}
+
+/// Why a webhook is refused, as the provider (or an admin replaying it) hears it.
 pub fn refused(err: WebhookError) -> ApiError {
     match err {
         WebhookError::Signature(m) => {

@@ -323,7 +323,7 @@ impl Client {
             ("metadata[payment_id]".into(), r.payment_id.clone()),
             (
                 "expires_at".into(),
-                session_expiry(r.reserved_until_s, now_s()).to_string(),
+                session_expiry(r.reserved_until_s, crate::domain::now_s()).to_string(),
             ),
         ];
         let currency = r.currency.to_ascii_lowercase();
@@ -491,10 +491,6 @@ fn session_state(s: wire::CheckoutSession) -> PaymentState {
 pub fn session_expiry(reserved_until_s: i64, now_s: i64) -> i64 {
     // A few seconds' margin over the minimum: Stripe measures from its own clock.
     reserved_until_s.clamp(now_s + 30 * 60 + 10, now_s + 24 * 3600 - 10)
-}
-
-fn now_s() -> i64 {
-    crate::domain::now_ms() / 1000
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::domain::now_s;
 
 /// Serves the sandbox on `listener` until `shutdown` completes.
 pub async fn run(
@@ -219,10 +220,6 @@ fn rand_id(prefix: &str, len: usize) -> String {
         .map(char::from)
         .collect();
     format!("{prefix}{s}")
-}
-
-fn now_s() -> i64 {
-    crate::domain::now_ms() / 1000
 }
 
 /// How a control call wants its webhooks delivered: `n` copies of each, at once (0: the

@@ -134,9 +134,7 @@ impl StoreError {
             _ => false,
         }
     }
-}
 
-impl StoreError {
     /// The store refused what was asked as data it will never take (a CHECK, NOT NULL or
     /// foreign key violated): asking again gives the same answer.
     pub fn is_refused_data(&self) -> bool {

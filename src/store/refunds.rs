@@ -476,8 +476,8 @@ async fn senseless(
     n: &RefundNotice,
     new: bool,
 ) -> Result<Option<String>> {
-    if n.amount_minor <= 0 {
-        return Ok(Some(format!("amount {} is not positive", n.amount_minor)));
+    if let Some(why) = not_positive(n) {
+        return Ok(Some(why));
     }
     if let Some(c) = &n.currency
         && !c.eq_ignore_ascii_case(&p.currency)
@@ -488,14 +488,9 @@ async fn senseless(
         )));
     }
     if new {
-        let booked: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds
-             WHERE payment_id = $1 AND status IN ('requested', 'succeeded')",
-        )
-        .bind(&p.id)
-        .fetch_one(&mut **tx)
-        .await?;
-        let total = booked.saturating_add(n.amount_minor);
+        let total = total(tx, &p.id, false)
+            .await?
+            .saturating_add(n.amount_minor);
         if total > p.amount_minor {
             return Ok(Some(format!(
                 "refunds would add up to {total} of a payment of {}",
@@ -504,6 +499,11 @@ async fn senseless(
         }
     }
     Ok(None)
+}
+
+/// Why a notice's amount cannot be booked, if it cannot: zero or less.
+fn not_positive(n: &RefundNotice) -> Option<String> {
+    (n.amount_minor <= 0).then(|| format!("amount {} is not positive", n.amount_minor))
 }
 
 /// A refund event for a provider payment id no payment of ours carries yet (it overtook the
@@ -518,12 +518,9 @@ pub async fn hold_unplaced(
     if n.failed {
         return Ok("ignored: a refund we never recorded failed".into());
     }
-    if n.amount_minor <= 0 {
-        tracing::error!(provider, provider_refund_id = %n.provider_refund_id, "a signed refund event was parked: its amount is not positive");
-        return Ok(format!(
-            "parked for review: amount {} is not positive",
-            n.amount_minor
-        ));
+    if let Some(why) = not_positive(n) {
+        tracing::error!(provider, provider_refund_id = %n.provider_refund_id, "a signed refund event was parked: {why}");
+        return Ok(format!("parked for review: {why}"));
     }
     sqlx::query(
         "INSERT INTO unplaced_refunds (provider, provider_refund_id, provider_payment_id, amount_minor,

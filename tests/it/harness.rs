@@ -822,6 +822,28 @@ impl TestApp {
         }
     }
 
+    /// The provider's payment id (payment intent, Razorpay payment, PayPal capture) of the
+    /// order's payment, if it has one.
+    pub async fn provider_payment_id(&self, order_id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.store.pool)
+            .await
+            .expect("payment")
+    }
+
+    /// The outcome of `provider`'s signed event that could not be read, once applied.
+    pub async fn unreadable_outcome(&self, provider: &str) -> String {
+        self.applied().await;
+        sqlx::query_scalar(
+            "SELECT outcome FROM webhook_events WHERE provider = $1 AND event_type = 'unreadable'",
+        )
+        .bind(provider)
+        .fetch_one(&self.store.pool)
+        .await
+        .expect("kept")
+    }
+
     /// The outcome the engine gave the webhook event `event_id`, once it is applied.
     pub async fn event_outcome(&self, event_id: &str) -> String {
         self.applied().await;

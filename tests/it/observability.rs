@@ -102,12 +102,7 @@ async fn metrics_count_what_happened(backend: Backend) {
         )
         .await;
     assert_eq!(r.status(), 200);
-    app.applied().await;
-    let outcome: String =
-        sqlx::query_scalar("SELECT outcome FROM webhook_events WHERE event_type = 'unreadable'")
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("kept");
+    let outcome = app.unreadable_outcome("stripe").await;
     assert!(outcome.starts_with("not applied: "), "{outcome}");
 
     let text = scrape(&app).await;

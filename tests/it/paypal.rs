@@ -92,12 +92,7 @@ async fn paypal_approval_is_captured_and_fulfilled_once(backend: Backend) {
     let o = pp_order_state(&app, &pp_order).await;
     assert_eq!(o["status"], "COMPLETED", "{o}");
     let capture_id = s(&o["purchase_units"][0]["payments"]["captures"][0]["id"]).to_owned();
-    let ppid: Option<String> =
-        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
-            .bind(&id)
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("payment");
+    let ppid = app.provider_payment_id(&id).await;
     assert_eq!(ppid.as_deref(), Some(capture_id.as_str()));
     for (sql, want) in [
         ("SELECT COUNT(*) FROM invoices WHERE order_id = $1", 1),

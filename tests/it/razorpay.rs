@@ -89,12 +89,7 @@ async fn razorpay_payment_is_fulfilled_once(backend: Backend) {
             .await,
         3
     );
-    let ppid: Option<String> =
-        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
-            .bind(&id)
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("payment");
+    let ppid = app.provider_payment_id(&id).await;
     assert_eq!(ppid.as_deref(), paid["razorpay_payment_id"].as_str());
     app.finish().await;
 }
@@ -221,13 +216,7 @@ async fn razorpay_forged_webhooks_are_refused(backend: Backend) {
         .await
         .expect("post");
     assert_eq!(r.status(), 200);
-    app.applied().await;
-    let outcome: String = sqlx::query_scalar(
-        "SELECT outcome FROM webhook_events WHERE provider = 'razorpay' AND event_type = 'unreadable'",
-    )
-    .fetch_one(&app.store.pool)
-    .await
-    .expect("kept");
+    let outcome = app.unreadable_outcome("razorpay").await;
     assert!(outcome.contains("x-razorpay-event-id"), "{outcome}");
     assert_eq!(app.order(&id).await["status"], "pending_payment");
     let r = post(Some(good), Some(s(&captured["id"])), body)

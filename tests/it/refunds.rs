@@ -403,12 +403,7 @@ async fn dashboard_refund_arrives_as_an_event(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 5).await;
     let id = fulfilled_order(&app, "stripe", "dashboard@example.com", 2).await;
-    let pi: String =
-        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
-            .bind(&id)
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("payment intent");
+    let pi = app.provider_payment_id(&id).await.expect("payment intent");
     // Someone refunds part of it on Stripe's dashboard: no metadata of ours.
     let r = app
         .http
@@ -572,12 +567,7 @@ async fn signed_but_senseless_refunds_are_parked(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 5).await;
     let id = fulfilled_order(&app, "stripe", "senseless@example.com", 1).await;
-    let pi: String =
-        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
-            .bind(&id)
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("payment intent");
+    let pi = app.provider_payment_id(&id).await.expect("payment intent");
     for (n, amount, currency, why) in [
         (0, 0, "usd", "not positive"),
         (1, -50_000, "usd", "not positive"),
@@ -627,12 +617,7 @@ async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 5).await;
     let id = fulfilled_order(&app, "stripe", "poison@example.com", 1).await;
-    let pi: String =
-        sqlx::query_scalar("SELECT provider_payment_id FROM payments WHERE order_id = $1")
-            .bind(&id)
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("payment intent");
+    let pi = app.provider_payment_id(&id).await.expect("payment intent");
     // A refund made at the provider (re_senseless_1), then one of ours.
     let first = post_refund_event(&app, 1, &pi, 100, "usd").await;
     assert!(!app.event_outcome(&first).await.starts_with("parked"));

@@ -363,12 +363,7 @@ async fn unhandled_event_types_are_stored_and_acknowledged(backend: Backend) {
             .await;
         assert_eq!(r.status(), 200);
     }
-    app.applied().await;
-    let outcome: String =
-        sqlx::query_scalar("SELECT outcome FROM webhook_events WHERE event_type = 'unreadable'")
-            .fetch_one(&app.store.pool)
-            .await
-            .expect("kept once");
+    let outcome = app.unreadable_outcome("stripe").await;
     assert!(outcome.starts_with("not applied: "), "{outcome}");
     assert_eq!(
         app.count(
