@@ -299,6 +299,7 @@ async fn run(
                 let id = o["id"].as_str().unwrap_or_default().to_owned();
                 let co: Value = http
                     .post(format!("{app}/api/payments/create-order"))
+                    .header("x-buyer-token", o["buyer_token"].as_str().unwrap_or_default())
                     .json(&json!({"order_id": id, "provider": "stripe"}))
                     .send().await?.json().await?;
                 let session = co["provider_order_id"].as_str().unwrap_or_default().to_owned();

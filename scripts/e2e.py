@@ -58,7 +58,8 @@ def new_checkout(app_url, email, provider="stripe"):
                          {"customer_email": email, "items": [{"sku": "SEAT", "qty": 1}]})
     assert status == 201, order
     status, co = call("POST", f"{app_url}/api/payments/create-order",
-                      {"order_id": order["id"], "provider": provider})
+                      {"order_id": order["id"], "provider": provider},
+                      headers={"x-buyer-token": order["buyer_token"]})
     assert status == 201, co
     return order, co
 
@@ -358,8 +359,18 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
         assert kept["buyer_token"].startswith("bt_"), kept
         status, e = call("POST", f"{app_url}/api/entitlements/activate",
                          {"order_id": order_id, "buyer_token": "bt_guess"})
-        assert status == 403 and e["error"]["code"] == "invalid_buyer_token", e
+        assert status == 403 and e["error"]["code"] == "invalid_proof", e
         page.screenshot(path=os.path.join(shots, "success-paid.png"), full_page=True)
+
+        # Stripe sent the buyer back with the session's id, which proves the order in a
+        # browser that has no buyer token (the success link opened in another browser).
+        assert f"session_id={kept['provider_order_id']}" in page.url, page.url
+        bare = b.new_context(viewport={"width": 900, "height": 700})
+        back = bare.new_page()
+        back.on("pageerror", lambda e: errors.append(str(e)))
+        back.goto(page.url)
+        expect(back.locator("#access")).to_contain_text("conference-pass")
+        bare.close()
 
         # Another device: no cookie; the buyer asks for a link and opens it.
         other = b.new_context(viewport={"width": 900, "height": 700})
@@ -506,6 +517,10 @@ def main():
         assert status == 201 and order["total_minor"] == 9800, order
         status, co = call("POST", f"{app_url}/api/payments/create-order",
                           {"order_id": order["id"], "provider": "stripe"})
+        assert status == 401 and co["error"]["code"] == "buyer_token_required", co
+        status, co = call("POST", f"{app_url}/api/payments/create-order",
+                          {"order_id": order["id"], "provider": "stripe"},
+                          headers={"x-buyer-token": order["buyer_token"]})
         assert status == 201, co
         status, paid = call("POST", f"{sb_url}/sandbox/stripe/checkout/sessions/{co['provider_order_id']}/pay", {})
         assert status == 200 and paid["deliveries"] == [{"status": 200}], paid
@@ -548,7 +563,8 @@ def main():
                               {"customer_email": "pp@example.com", "items": [{"sku": "SEAT", "qty": 1}]})
         assert status == 201, order2
         status, co = call("POST", f"{app_url}/api/payments/create-order",
-                          {"order_id": order2["id"], "provider": "paypal"})
+                          {"order_id": order2["id"], "provider": "paypal"},
+                          headers={"x-buyer-token": order2["buyer_token"]})
         assert status == 201 and co["checkout_url"], co
         status, approved = call("POST", f"{sb_url}/sandbox/paypal/orders/{co['provider_order_id']}/approve", {})
         assert status == 200 and approved["deliveries"] == [{"status": 200}], approved

@@ -78,13 +78,20 @@ impl Shop {
             )
             .await?;
         let id = o["id"].as_str().unwrap_or_default().to_owned();
-        let co = self
-            .api(
-                "POST",
-                "/api/payments/create-order",
-                json!({"order_id": id, "provider": provider}),
-            )
-            .await?;
+        // As the order's buyer, with its buyer token.
+        let r = self
+            .http
+            .post(format!("{}/api/payments/create-order", self.app))
+            .header("x-buyer-token", s(&o["buyer_token"]))
+            .json(&json!({"order_id": id, "provider": provider}))
+            .send()
+            .await
+            .context("POST /api/payments/create-order")?;
+        let status = r.status().as_u16();
+        let co: Value = r.json().await.unwrap_or(Value::Null);
+        if status != 201 {
+            bail!("POST /api/payments/create-order: {status} {co}");
+        }
         Ok((id, co))
     }
 
@@ -401,21 +408,23 @@ async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Value>> {
         let o = shop
             .api("POST", "/api/orders", json!({"customer_email": format!("{who}@example.com"), "items": [{"sku": "LAST", "qty": 1}]}))
             .await?;
-        racers.push(s(&o["id"]));
+        racers.push((s(&o["id"]), s(&o["buyer_token"])));
     }
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers.len()));
     let mut tasks = Vec::new();
-    for id in &racers {
-        let (http, url, id, barrier) = (
+    for (id, buyer_token) in &racers {
+        let (http, url, id, buyer_token, barrier) = (
             shop.http.clone(),
             shop.app.clone(),
             id.clone(),
+            buyer_token.clone(),
             barrier.clone(),
         );
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let r = http
                 .post(format!("{url}/api/payments/create-order"))
+                .header("x-buyer-token", buyer_token)
                 .json(&json!({"order_id": id, "provider": "stripe"}))
                 .send()
                 .await?;

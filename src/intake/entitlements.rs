@@ -6,10 +6,10 @@
 //! so a refund revokes access at the next one, and a cookie altered by the client is refused.
 //!
 //! The proof of an order is its buyer token, which `POST /api/orders` answered to whoever
-//! created the order (as Stripe answers a `client_secret`). Knowing an order id proves
-//! nothing, and neither does an email address typed into an order: a cookie won with an
-//! order covers that order's access only, and activating another order adds it to the
-//! cookie already held.
+//! created the order (as Stripe answers a `client_secret`), or the provider's redirect proof
+//! (see `proof`). Knowing an order id proves nothing, and neither does an email address
+//! typed into an order: a cookie won with an order covers that order's access only, and
+//! activating another order adds it to the cookie already held.
 //!
 //! Access "to everything this address bought" needs the address proven: on any device the
 //! buyer asks `POST /api/entitlements/sign-in` `{"email"}`, which emails a link
@@ -35,6 +35,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::ApiError;
+use super::proof;
 use crate::Engine;
 use crate::domain::{EmailAddress, OrderId, now_ms, token_hash};
 use crate::email::Outgoing;
@@ -113,8 +114,15 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 #[serde(deny_unknown_fields)]
 struct Activate {
     order_id: String,
-    /// The token `POST /api/orders` answered for this order.
-    buyer_token: String,
+    /// The token `POST /api/orders` answered for this order,
+    #[serde(default)]
+    buyer_token: Option<String>,
+    /// or the provider's redirect proof: the provider's name and what its checkout handed
+    /// the page (the verify call's payload).
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
 }
 
 async fn activate(
@@ -124,18 +132,17 @@ async fn activate(
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
     let id = OrderId::parse("order_id", &b.order_id)?;
+    let proof = proof::from_body(
+        b.buyer_token.as_deref(),
+        b.provider.as_deref(),
+        b.payload.as_ref(),
+    )?;
+    proof::check(&e, &id, proof).await?;
     let order = e
         .store
         .get_order(id.as_str())
         .await?
-        .ok_or_else(|| ApiError::not_found("order"))?;
-    if !e
-        .store
-        .buyer_token_matches(id.as_str(), &token_hash(b.buyer_token.trim()))
-        .await?
-    {
-        return Err(wrong_proof());
-    }
+        .ok_or_else(proof::wrong_proof)?;
     if !PAID.contains(&order.status.as_str()) {
         return Err(ApiError::conflict(
             "not_paid",
@@ -155,16 +162,6 @@ async fn activate(
         claims.orders.drain(..claims.orders.len() - MAX_ORDERS);
     }
     access_cookie(&e, claims).await
-}
-
-/// The answer to a proof that does not match: the same whether the order exists or not.
-pub(super) fn wrong_proof() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "invalid_buyer_token",
-        "buyer_token is not this order's: it is the token POST /api/orders answered when the \
-         order was created (on another device, sign in with POST /api/entitlements/sign-in)",
-    )
 }
 
 /// The buyer's access now, with `Set-Cookie` for a new access cookie carrying `claims`

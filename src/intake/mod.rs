@@ -22,6 +22,7 @@ pub mod openapi;
 mod orders;
 mod orders_admin;
 mod payments;
+mod proof;
 mod queue_admin;
 mod reconcile_admin;
 mod refunds;

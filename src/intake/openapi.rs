@@ -22,6 +22,8 @@ pub struct Operation {
     pub summary: &'static str,
     /// Needs `Authorization: Bearer <admin token>`.
     pub admin: bool,
+    /// Needs the order's buyer token in `X-Buyer-Token`.
+    pub buyer: bool,
     pub query: &'static [Field],
     pub body: &'static [Field],
     /// The success status, and what it answers.
@@ -35,6 +37,7 @@ const fn op(method: &'static str, path: &'static str, tag: &'static str) -> Oper
         tag,
         summary: "",
         admin: false,
+        buyer: false,
         query: &[],
         body: &[],
         ok: (200, "OK"),
@@ -99,7 +102,8 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/api/orders/{id}", "shop")
     },
     Operation {
-        summary: "Reserve the order's stock and create the provider's checkout",
+        summary: "Reserve the order's stock and create the provider's checkout (as the order's buyer: X-Buyer-Token)",
+        buyer: true,
         body: &[
             ("order_id", "string", true, "the order"),
             ("provider", "string", true, "stripe, razorpay or paypal"),
@@ -149,8 +153,20 @@ pub const OPERATIONS: &[Operation] = &[
             (
                 "buyer_token",
                 "string",
-                true,
-                "the order's buyer_token, from POST /api/orders",
+                false,
+                "the order's buyer_token, from POST /api/orders; or, instead:",
+            ),
+            (
+                "provider",
+                "string",
+                false,
+                "with payload: the provider whose checkout sent the buyer back",
+            ),
+            (
+                "payload",
+                "object",
+                false,
+                "what it handed the page: Stripe {session_id}, Razorpay {razorpay_order_id, razorpay_payment_id, razorpay_signature}, PayPal {orderID}",
             ),
         ],
         ok: (
@@ -504,6 +520,12 @@ fn schema(fields: &[Field]) -> Value {
     json!({ "type": "object", "properties": properties, "required": required })
 }
 
+/// What a call needing the buyer token answers without it, or with another order's.
+fn responses_for_buyer(responses: &mut Value) {
+    responses["401"] = json!({ "description": "no X-Buyer-Token", "content": error_content() });
+    responses["403"] = json!({ "description": "X-Buyer-Token is not this order's (or the order does not exist)", "content": error_content() });
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -553,6 +575,10 @@ pub fn document() -> Value {
         if o.admin {
             operation["security"] = json!([{ "admin": [] }]);
         }
+        if o.buyer {
+            operation["security"] = json!([{ "buyer": [] }]);
+            responses_for_buyer(&mut operation["responses"]);
+        }
         let item = paths
             .entry(o.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -567,7 +593,11 @@ pub fn document() -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": { "admin": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "admin": { "type": "http", "scheme": "bearer" },
+                "buyer": { "type": "apiKey", "in": "header", "name": "X-Buyer-Token",
+                           "description": "the buyer_token POST /api/orders answered" },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
+use super::proof::{self, Proof};
 use crate::Engine;
 use crate::domain::{EmailAddress, Invalid, OrderId, Sku, new_secret, parse_qty, token_hash};
 
@@ -35,9 +36,6 @@ struct Item {
     sku: String,
     qty: i64,
 }
-
-/// The header a buyer proves an order with.
-pub const BUYER_TOKEN_HEADER: &str = "x-buyer-token";
 
 async fn create(
     State(e): State<Arc<Engine>>,
@@ -91,18 +89,11 @@ async fn reader(e: &Engine, headers: &HeaderMap, id: &OrderId) -> Result<Reader,
         super::admin::authorize(e, headers)?;
         return Ok(Reader::Admin);
     }
-    let Some(token) = headers.get(BUYER_TOKEN_HEADER) else {
+    let Some(token) = proof::header_token(headers) else {
         return Ok(Reader::Anyone);
     };
-    let token = token.to_str().unwrap_or("").trim();
-    if e.store
-        .buyer_token_matches(id.as_str(), &token_hash(token))
-        .await?
-    {
-        Ok(Reader::Buyer)
-    } else {
-        Err(super::entitlements::wrong_proof())
-    }
+    proof::check(e, id, Proof::BuyerToken(token)).await?;
+    Ok(Reader::Buyer)
 }
 
 async fn show(

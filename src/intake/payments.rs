@@ -1,5 +1,6 @@
 //! `POST /api/payments/create-order`: open a provider checkout for an order, reserving its
-//! stock. Calling it again for an order with an open checkout returns the same checkout.
+//! stock; the order's buyer token must come with it (`X-Buyer-Token`). Calling it again for
+//! an order with an open checkout returns the same checkout.
 //!
 //! `POST /api/payments/verify`: the browser's way in. The success page hands over what the
 //! provider's checkout gave it; we never trust that payload's claims, but ask the provider's
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -32,11 +33,15 @@ struct CreatePayment {
 
 async fn create_order(
     State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
     body: Result<Json<CreatePayment>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
     let provider = e.providers.get("provider", &b.provider)?;
+    // Only the order's buyer opens its checkout: the provider's checkout id is then a
+    // redirect proof of the order (see `proof`), and nobody else reserves its stock.
+    super::proof::require_header(&e, &headers, &order_id).await?;
     let ttl_ms = e.config.checkout.reservation_ttl_secs as i64 * 1000;
     let (payment_id, order, items) = match e
         .store

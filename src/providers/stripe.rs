@@ -315,7 +315,7 @@ impl Client {
     pub async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
         let mut form: Vec<(String, String)> = vec![
             ("mode".into(), "payment".into()),
-            ("success_url".into(), r.success_url.clone()),
+            ("success_url".into(), success_url(&r.success_url)),
             ("cancel_url".into(), r.cancel_url.clone()),
             ("client_reference_id".into(), r.order_id.clone()),
             ("customer_email".into(), r.customer_email.clone()),
@@ -482,6 +482,29 @@ fn session_state(s: wire::CheckoutSession) -> PaymentState {
     }
 }
 
+/// The shop's success URL with the Checkout Session's id added, which Stripe fills in when
+/// it sends the buyer back (`{CHECKOUT_SESSION_ID}`,
+/// <https://docs.stripe.com/payments/checkout/custom-success-page>): a browser that lost the
+/// order's buyer token proves the order with it. A URL that names the template already is
+/// left as it is.
+pub fn success_url(url: &str) -> String {
+    const TEMPLATE: &str = "{CHECKOUT_SESSION_ID}";
+    if url.contains(TEMPLATE) {
+        return url.to_owned();
+    }
+    // Not through a URL encoder: Stripe substitutes only the braces as written.
+    let (base, fragment) = url
+        .split_once('#')
+        .map_or((url, None), |(b, f)| (b, Some(f)));
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut out = format!("{base}{sep}session_id={TEMPLATE}");
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
 /// A Checkout Session's `expires_at` for a reservation that ends at `reserved_until_s`:
 /// that moment, kept within what Stripe takes — "anywhere from 30 minutes to 24 hours after
 /// Checkout Session creation" (API reference, Create a Checkout Session, `expires_at`; the
@@ -496,6 +519,20 @@ pub fn session_expiry(reserved_until_s: i64, now_s: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_success_url_carries_the_session_id_template() {
+        assert_eq!(
+            success_url("https://shop.example/ok?order=o1"),
+            "https://shop.example/ok?order=o1&session_id={CHECKOUT_SESSION_ID}"
+        );
+        assert_eq!(
+            success_url("https://shop.example/ok#top"),
+            "https://shop.example/ok?session_id={CHECKOUT_SESSION_ID}#top"
+        );
+        let named = "https://shop.example/ok?s={CHECKOUT_SESSION_ID}";
+        assert_eq!(success_url(named), named);
+    }
 
     #[test]
     fn a_session_ends_with_its_reservation_within_stripes_range() {

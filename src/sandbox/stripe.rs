@@ -801,7 +801,13 @@ async fn checkout_page(State(sb): State<Sandbox>, Path(id): Path<String>) -> Res
          <button onclick=\"fetch('/sandbox/stripe/checkout/sessions/{id}/pay',{{method:'POST'}}).then(r=>r.json()).then(j=>{{document.body.insertAdjacentHTML('beforeend','<pre>'+JSON.stringify(j.deliveries)+'</pre>');if('{ok}')location.href='{ok}'}})\">Pay</button>\
          </body></html>",
         st = s.status.unwrap_or_default(),
-        ok = s.success_url.unwrap_or_default().replace('\'', "%27"),
+        // Stripe fills in the session's id where the URL names it
+        // (https://docs.stripe.com/payments/checkout/custom-success-page).
+        ok = s
+            .success_url
+            .unwrap_or_default()
+            .replace("{CHECKOUT_SESSION_ID}", &id)
+            .replace('\'', "%27"),
     ))
     .into_response()
 }

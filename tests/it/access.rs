@@ -14,6 +14,7 @@ on_both_stores!(
     another_buyers_access_takes_more_than_their_order_id_or_address,
     an_order_reads_by_proof,
     buyers_data_files_are_the_engines_alone,
+    only_the_buyer_opens_a_checkout_and_its_redirect_proves_the_order,
 );
 
 async fn activate(app: &TestApp, order_id: &str) -> (u16, Option<String>, Value) {
@@ -361,7 +362,7 @@ async fn another_buyers_access_takes_more_than_their_order_id_or_address(backend
         let (status, set, e) = activate_with(&app, &victim, token, Some(&cookie)).await;
         assert_eq!(
             (status, s(&e["error"]["code"])),
-            (403, "invalid_buyer_token"),
+            (403, "invalid_proof"),
             "{token:?}: {e}"
         );
         assert!(set.is_none(), "no cookie for a wrong proof");
@@ -439,10 +440,7 @@ async fn an_order_reads_by_proof(backend: Backend) {
         );
     }
     let (status, e) = get(vec![("x-buyer-token", "bt_wrong".into())]).await;
-    assert_eq!(
-        (status, s(&e["error"]["code"])),
-        (403, "invalid_buyer_token")
-    );
+    assert_eq!((status, s(&e["error"]["code"])), (403, "invalid_proof"));
     let (status, e) = get(vec![("authorization", "Bearer wrong".into())]).await;
     assert_eq!((status, s(&e["error"]["code"])), (401, "unauthorized"));
     let admin = app.order(&order).await;
@@ -476,6 +474,194 @@ async fn buyers_data_files_are_the_engines_alone(backend: Backend) {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "{} is {:o}", f.display(), mode & 0o777);
+    }
+    app.finish().await;
+}
+
+/// `POST /api/entitlements/activate` with the provider's redirect proof instead of a token.
+async fn activate_by_redirect(
+    app: &TestApp,
+    order_id: &str,
+    provider: &str,
+    payload: Value,
+) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/entitlements/activate", app.url))
+        .json(&json!({"order_id": order_id, "provider": provider, "payload": payload}))
+        .send()
+        .await
+        .expect("activate");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Knowing an order id opens no checkout for it (which would hand out its provider's
+/// checkout id and hold its stock); what each provider hands the buyer's browser after
+/// paying proves the order as its buyer token does, and only for the order it was made for.
+async fn only_the_buyer_opens_a_checkout_and_its_redirect_proves_the_order(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let victim = app
+        .create_order("victim@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let victim = s(&victim["id"]).to_owned();
+    let (mine, mine_co) = app.seat_checkout("attacker@example.com", 1, "stripe").await;
+    let open = |token: Option<String>| {
+        let mut r = app
+            .http
+            .post(format!("{}/api/payments/create-order", app.url))
+            .json(&json!({"order_id": victim, "provider": "stripe"}));
+        if let Some(t) = token {
+            r = r.header("x-buyer-token", t);
+        }
+        async move {
+            let r = r.send().await.expect("create-order");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    for (token, want) in [
+        (None, (401, "buyer_token_required")),
+        (Some(app.buyer_token(&mine)), (403, "invalid_proof")),
+        (Some("bt_madeup".to_owned()), (403, "invalid_proof")),
+    ] {
+        let (status, e) = open(token.clone()).await;
+        assert_eq!((status, s(&e["error"]["code"])), want, "{token:?}: {e}");
+    }
+    // An order that does not exist answers as a wrong proof does.
+    let (status, e) = app.try_checkout("ord_00000000000000000000000000").await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (401, "buyer_token_required"),
+        "{e}"
+    );
+    // Only the attacker's own seat is held.
+    assert_eq!(app.stock("SEAT").await, (5, 1));
+
+    // Stripe sends the buyer back with the session's id in the success URL.
+    let session = s(&mine_co["provider_order_id"]).to_owned();
+    let sent: Value = app
+        .http
+        .get(format!("{}/v1/checkout/sessions/{session}", app.sandbox))
+        .bearer_auth("sk_test_sandbox")
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        s(&sent["success_url"]).ends_with("&session_id={CHECKOUT_SESSION_ID}"),
+        "{sent}"
+    );
+    let victim_co = app.checkout(&victim).await;
+    let victim_session = s(&victim_co["provider_order_id"]).to_owned();
+    app.pay(&victim_session, json!({})).await;
+    app.pay(&session, json!({})).await;
+    app.wait_for(&victim, &["fulfilled"]).await;
+    app.wait_for(&mine, &["fulfilled"]).await;
+    // The attacker's own session proves the attacker's order, not the victim's.
+    let (status, e) =
+        activate_by_redirect(&app, &victim, "stripe", json!({"session_id": session})).await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (403, "invalid_proof"),
+        "{e}"
+    );
+    let (status, body) = activate_by_redirect(
+        &app,
+        &victim,
+        "stripe",
+        json!({"session_id": victim_session}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(features(&body), ["conference-pass"]);
+    assert_eq!(body["orders"], json!([victim]));
+
+    // Razorpay: the checkout's signed answer; a forged signature proves nothing.
+    let rz = app
+        .create_order("rz@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let rz = s(&rz["id"]).to_owned();
+    let (status, co) = app.try_checkout_with(&rz, "razorpay").await;
+    assert_eq!(status, 201, "{co}");
+    let paid = app
+        .sandbox_post(
+            &format!(
+                "/sandbox/razorpay/orders/{}/pay",
+                s(&co["provider_order_id"])
+            ),
+            json!({}),
+        )
+        .await;
+    app.wait_for(&rz, &["fulfilled"]).await;
+    let mut payload = json!({
+        "razorpay_order_id": paid["razorpay_order_id"],
+        "razorpay_payment_id": paid["razorpay_payment_id"],
+        "razorpay_signature": "00".repeat(32),
+    });
+    let (status, e) = activate_by_redirect(&app, &rz, "razorpay", payload.clone()).await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (403, "invalid_proof"),
+        "{e}"
+    );
+    payload["razorpay_signature"] = paid["razorpay_signature"].clone();
+    let (status, body) = activate_by_redirect(&app, &rz, "razorpay", payload.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["orders"], json!([rz]));
+    // Signed, but for another order's checkout.
+    let (status, e) = activate_by_redirect(&app, &victim, "razorpay", payload).await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (403, "invalid_proof"),
+        "{e}"
+    );
+
+    // PayPal: the approved order's id.
+    let pp = app
+        .create_order("pp@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let pp = s(&pp["id"]).to_owned();
+    let (status, co) = app.try_checkout_with(&pp, "paypal").await;
+    assert_eq!(status, 201, "{co}");
+    let pp_order = s(&co["provider_order_id"]).to_owned();
+    app.sandbox_post(
+        &format!("/sandbox/paypal/orders/{pp_order}/approve"),
+        json!({}),
+    )
+    .await;
+    app.wait_for(&pp, &["fulfilled"]).await;
+    let (status, body) =
+        activate_by_redirect(&app, &pp, "paypal", json!({"orderID": pp_order})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["orders"], json!([pp]));
+
+    // Malformed proofs are 422 and name the field.
+    for (body, field) in [
+        (json!({"order_id": pp}), "buyer_token"),
+        (
+            json!({"order_id": pp, "buyer_token": "bt_x", "provider": "paypal", "payload": {}}),
+            "buyer_token",
+        ),
+        (json!({"order_id": pp, "provider": "paypal"}), "buyer_token"),
+        (
+            json!({"order_id": pp, "provider": "square", "payload": {}}),
+            "provider",
+        ),
+        (
+            json!({"order_id": pp, "provider": "paypal", "payload": {"orderID": 7}}),
+            "payload.orderID",
+        ),
+    ] {
+        let (status, e) = app
+            .post_api("/api/entitlements/activate", body.clone())
+            .await;
+        assert_eq!(
+            (status, s(&e["error"]["field"])),
+            (422, field),
+            "{body}: {e}"
+        );
     }
     app.finish().await;
 }

@@ -116,10 +116,12 @@ async fn bad_input_names_the_field(backend: Backend) {
     assert_eq!(e["error"]["field"], "id");
 
     for (body, status, code) in [
+        // Opening a checkout takes the order's buyer token, which nobody has for an order
+        // that does not exist.
         (
             json!({"order_id": "ord_00000000000000000000000000", "provider": "stripe"}),
-            404,
-            "not_found",
+            401,
+            "buyer_token_required",
         ),
         (
             json!({"order_id": "ord_00000000000000000000000000", "provider": "square"}),

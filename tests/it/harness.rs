@@ -605,12 +605,24 @@ impl TestApp {
         self.try_checkout_with(order_id, "stripe").await
     }
 
+    /// As the order's buyer: with the buyer token [`TestApp::create_order`] got, if any.
     pub async fn try_checkout_with(&self, order_id: &str, provider: &str) -> (u16, Value) {
-        self.post_api(
-            "/api/payments/create-order",
-            json!({"order_id": order_id, "provider": provider}),
-        )
-        .await
+        let token = self
+            .buyer_tokens
+            .lock()
+            .expect("tokens")
+            .get(order_id)
+            .cloned();
+        let mut req = self
+            .http
+            .post(format!("{}/api/payments/create-order", self.url))
+            .json(&json!({"order_id": order_id, "provider": provider}));
+        if let Some(t) = token {
+            req = req.header("x-buyer-token", t);
+        }
+        let r = req.send().await.expect("create-order");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
     }
 
     /// A new order of `qty` SEATs with an open checkout through `provider`: the order id

@@ -189,6 +189,7 @@ async fn held_events(app: &TestApp, n: usize) -> Vec<Vec<u8>> {
             .http
             .post(format!("{}/api/payments/create-order", app.url))
             .header("x-forwarded-for", &ip)
+            .header("x-buyer-token", s(&o["buyer_token"]))
             .json(&json!({"order_id": o["id"], "provider": "stripe"}))
             .send()
             .await

@@ -100,7 +100,7 @@ async function checkoutPage() {
       const co = await api("POST", "/api/payments/create-order", {
         order_id: order.id,
         provider: $("#provider").value,
-      });
+      }, { "X-Buyer-Token": order.buyer_token });
       keep(order.id, { provider: co.provider, provider_order_id: co.provider_order_id });
       say("Taking you to the payment page…");
       location.href = co.checkout_url;
@@ -115,7 +115,8 @@ async function checkoutPage() {
 
 const PAID = ["paid", "fulfilled", "partially_refunded"];
 const FAILED = ["payment_failed"];
-// How each provider's checkout is named in a verify call, from the order's payment.
+// How each provider's checkout is named in a verify call (and, without the buyer token, in
+// the activation), from the order's payment.
 const PROOF = {
   stripe: (id) => ({ session_id: id }),
   paypal: (id) => ({ orderID: id }),
@@ -135,7 +136,15 @@ async function successPage() {
     show("failed");
     return say("No order named in this link.", true);
   }
-  const mine = kept(orderId) || {};
+  // What the provider put in this page's address when it sent the buyer back: Stripe the
+  // session's id, PayPal the approved order's id (with PayerID). A browser that does not keep
+  // the order's buyer token proves the order with it.
+  const back = params.get("session_id")
+    ? { provider: "stripe", provider_order_id: params.get("session_id") }
+    : params.get("token") && params.get("PayerID")
+      ? { provider: "paypal", provider_order_id: params.get("token") }
+      : {};
+  const mine = Object.assign(back, kept(orderId) || {});
   // Without the token (another browser) the order still answers its status.
   const proof = mine.buyer_token ? { "X-Buyer-Token": mine.buyer_token } : {};
   const read = () => api("GET", "/api/orders/" + encodeURIComponent(orderId), undefined, proof);
@@ -181,12 +190,17 @@ async function successPage() {
     $("#paid-status").textContent = order.status;
     show("paid");
     say("");
-    if (!mine.buyer_token) {
+    const proof = mine.buyer_token
+      ? { buyer_token: mine.buyer_token }
+      : PROOF[mine.provider] && mine.provider_order_id
+        ? { provider: mine.provider, payload: PROOF[mine.provider](mine.provider_order_id) }
+        : null;
+    if (!proof) {
       $("#access").textContent = "To see your access in this browser, sign in with the link we email you.";
       return;
     }
     try {
-      await api("POST", "/api/entitlements/activate", { order_id: order.id, buyer_token: mine.buyer_token });
+      await api("POST", "/api/entitlements/activate", Object.assign({ order_id: order.id }, proof));
       // What the order grants is granted by its pipeline, after the payment: wait (up to
       // 30 s) for the order to move on from "paid" before reading the access.
       for (let i = 0; order.status === "paid" && i < 30; i++) {
