@@ -56,47 +56,56 @@ impl Currency {
         format!("{} {}", self.decimal(minor), self.0)
     }
 
-    /// Minor units as a decimal string with exactly the currency's digits, as PayPal's
-    /// `amount.value` wants it: `1000` USD → `"10.00"`, JPY → `"1000"`.
+    /// Minor units as a decimal string with exactly the currency's digits: `1000` USD →
+    /// `"10.00"`, JPY → `"1000"`.
     pub fn decimal(&self, minor: i64) -> String {
-        let e = self.exponent();
-        if e == 0 {
-            return minor.to_string();
-        }
-        let div = 10u64.pow(e);
-        let sign = if minor < 0 { "-" } else { "" };
-        let abs = minor.unsigned_abs();
-        format!(
-            "{sign}{}.{:0width$}",
-            abs / div,
-            abs % div,
-            width = e as usize
-        )
+        decimal(minor, self.exponent())
     }
 
-    /// The inverse of [`Currency::decimal`], without floats: `"10.00"` USD → `1000`; `"10"`
-    /// and `"10.5"` are read too. More digits than the currency has, signs, exponents or
-    /// anything else → `None`.
+    /// The inverse of [`Currency::decimal`] (see [`parse_decimal`]).
     pub fn parse_decimal(&self, s: &str) -> Option<i64> {
-        let e = self.exponent() as usize;
-        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > e || int.len() > 15 {
-            return None;
-        }
-        if s.contains('.') && frac.is_empty() {
-            return None;
-        }
-        let whole: i64 = int.parse().ok()?;
-        let frac_minor: i64 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<e$}").parse().ok()?
-        };
-        whole
-            .checked_mul(10i64.pow(e as u32))?
-            .checked_add(frac_minor)
+        parse_decimal(s, self.exponent())
     }
+}
+
+/// An integer count of `10^-e` units as a decimal string with exactly `e` digits after the
+/// point: `(1000, 2)` → `"10.00"`, `(1000, 0)` → `"1000"`.
+pub fn decimal(units: i64, e: u32) -> String {
+    if e == 0 {
+        return units.to_string();
+    }
+    let div = 10u64.pow(e);
+    let sign = if units < 0 { "-" } else { "" };
+    let abs = units.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / div,
+        abs % div,
+        width = e as usize
+    )
+}
+
+/// The inverse of [`decimal`], without floats: `("10.00", 2)` → `1000`; `"10"` and `"10.5"`
+/// are read too. More digits than `e`, signs, exponents or anything else → `None`.
+pub fn parse_decimal(s: &str, e: u32) -> Option<i64> {
+    let e = e as usize;
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > e || int.len() > 15 {
+        return None;
+    }
+    if s.contains('.') && frac.is_empty() {
+        return None;
+    }
+    let whole: i64 = int.parse().ok()?;
+    let frac_units: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<e$}").parse().ok()?
+    };
+    whole
+        .checked_mul(10i64.pow(e as u32))?
+        .checked_add(frac_units)
 }
 
 impl fmt::Display for Currency {

@@ -204,11 +204,37 @@ async fn put_sku(
         return Err(Invalid::new("stock", "must be between 0 and 1000000000").into());
     }
     let currency = Currency::parse("currency", &b.currency)?;
+    chargeable(&e, &currency, b.price_minor)?;
     Ok(Json(
         e.store
             .put_sku(&sku, name, b.price_minor, &currency, b.stock, &who)
             .await?,
     ))
+}
+
+/// A price every enabled provider that takes `currency` can charge (Stripe takes ISK only
+/// in whole krónur and MGA in whole ariary, PayPal HUF in whole forints, three-decimal
+/// amounts end in 0 at Stripe and Razorpay: see each provider's `wire_money`), in a currency
+/// at least one of them takes. A provider that does not take the currency refuses a checkout
+/// in it (422 `not_chargeable`), not the price.
+fn chargeable(e: &Engine, currency: &Currency, price_minor: i64) -> Result<(), ApiError> {
+    let mut takers = 0;
+    for p in e.providers.enabled() {
+        let Some(wire) = p.wire_money(currency) else {
+            continue;
+        };
+        takers += 1;
+        wire.to_wire(p.name(), currency, price_minor)
+            .map_err(|m| Invalid::new("price_minor", m))?;
+    }
+    if takers == 0 {
+        return Err(Invalid::new(
+            "currency",
+            format!("no enabled payment provider takes {currency}"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 pub fn router() -> Router<Arc<Engine>> {

@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::proof::{self, Proof};
 use crate::Engine;
-use crate::domain::{EmailAddress, Invalid, OrderId, Sku, new_secret, parse_qty, token_hash};
+use crate::domain::{
+    Currency, EmailAddress, Invalid, OrderId, Sku, new_secret, parse_qty, token_hash,
+};
 
 #[derive(Debug, Deserialize)]
 struct CreateOrder {
@@ -197,6 +199,8 @@ async fn products(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError>
                 "name": k.name,
                 "price_minor": k.price_minor,
                 "currency": k.currency,
+                // Digits of the currency's minor unit (ISO 4217), to show the price.
+                "decimals": Currency::parse("currency", &k.currency).map_or(2, |c| c.exponent()),
                 "available": (k.stock - k.reserved).max(0),
             })
         })

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
-use crate::providers::{CheckoutLine, CheckoutRequest, ClaimError, Provider};
+use crate::providers::{CheckoutLine, CheckoutRequest, ClaimError, Provider, ProviderError};
 use crate::store::payments::{BeginCheckout, PaymentRow};
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +106,16 @@ async fn create_order(
     };
     let checkout = match provider.create_checkout(&req).await {
         Ok(c) => c,
+        // Refused before any call to the provider, in our own words (a currency or an
+        // amount the provider does not take): the buyer may pay another way.
+        Err(ProviderError::Unusable { message, .. }) => {
+            e.store.checkout_failed(&payment_id, &order.id).await?;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_chargeable",
+                message,
+            ));
+        }
         Err(err) => {
             tracing::warn!(order_id = %order.id, error = %err, "checkout creation failed");
             e.store.checkout_failed(&payment_id, &order.id).await?;

@@ -7,6 +7,7 @@
 //!
 //! One module per provider, its wire types beside it (`stripe.rs` + `stripe/wire.rs`).
 
+pub mod money;
 pub mod paypal;
 pub mod razorpay;
 pub mod stripe;
@@ -57,6 +58,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Reads what the provider's checkout handed the browser and says which checkout of ours
     /// it is about. Proof is checked against the provider afterwards, never taken from here.
     fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError>;
+
+    /// How this provider writes amounts of `c` (see [`money`]); `None` if it does not take
+    /// `c` at all.
+    fn wire_money(&self, c: &crate::domain::Currency) -> Option<money::Wire>;
 
     /// What the shop's frontend needs, beyond the checkout URL, to open this provider's
     /// checkout for a payment (Razorpay: the key id for Checkout.js).

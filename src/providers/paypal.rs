@@ -9,8 +9,8 @@
 //! `https://*.paypal.com`, so TLS vouches for it — and cached. With `"api"`, PayPal's own
 //! verify-webhook-signature API decides.
 //!
-//! Amounts travel as decimal strings (`"10.00"`; JPY `"1000"`), converted with the currency's
-//! exponent and never through floats.
+//! Amounts travel as decimal strings (`"10.00"`; JPY and HUF `"1000"`), written with the
+//! digits PayPal takes for the currency ([`wire_money`]) and never through floats.
 
 pub mod wire;
 
@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use x509_cert::der::{DecodePem, Encode};
 
+use super::money::Wire;
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
     Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
@@ -295,11 +296,34 @@ fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
 }
 
 /// A currency of ours (an order's, a payment's), as PayPal amounts need it.
-fn our_currency(code: &str) -> Result<Currency, ProviderError> {
-    Currency::parse("currency", code).map_err(|e| ProviderError::Unusable {
+/// The currencies PayPal takes and how it writes them
+/// (<https://developer.paypal.com/api/rest/reference/currency-codes/>): two decimals, but
+/// HUF, JPY and TWD, which "do not support decimals" ("decimal amounts cause an error").
+/// BRL, CNY, MYR and INR are taken by in-country accounts only; PayPal refuses them elsewhere.
+/// Amounts PayPal writes are decimal strings, which mean the same in any count of digits, so
+/// they are read with the currency's ISO digits ([`Currency::parse_decimal`]).
+pub fn wire_money(c: &Currency) -> Option<Wire> {
+    let exponent = match c.as_str() {
+        "HUF" | "JPY" | "TWD" => 0,
+        "AUD" | "BRL" | "CAD" | "CNY" | "CZK" | "DKK" | "EUR" | "HKD" | "ILS" | "INR" | "MYR"
+        | "MXN" | "NZD" | "NOK" | "PHP" | "PLN" | "GBP" | "SGD" | "SEK" | "CHF" | "THB" | "USD" => {
+            2
+        }
+        _ => return None,
+    };
+    Some(Wire { exponent, step: 1 })
+}
+
+/// `{currency_code, value}` of our minor units, as PayPal takes them.
+fn paypal_money(code: &str, minor: i64) -> Result<Value, ProviderError> {
+    let unusable = |message: String| ProviderError::Unusable {
         provider: NAME,
-        message: e.to_string(),
-    })
+        message,
+    };
+    let c = Currency::parse("currency", code).map_err(|e| unusable(e.to_string()))?;
+    let w = wire_money(&c).ok_or_else(|| unusable(format!("{NAME} does not take {c}")))?;
+    let units = w.to_wire(NAME, &c, minor).map_err(unusable)?;
+    Ok(json!({ "currency_code": c.as_str(), "value": crate::domain::decimal(units, w.exponent) }))
 }
 
 /// PayPal as a [`Provider`].
@@ -697,6 +721,10 @@ impl Provider for PayPal {
 
     /// PayPal's JS SDK hands `onApprove` the order id as `orderID`; the capture happens on
     /// the server, in `payment_state`.
+    fn wire_money(&self, c: &Currency) -> Option<Wire> {
+        wire_money(c)
+    }
+
     fn client_claim(&self, payload: &Value) -> Result<ClientClaim, ClaimError> {
         payload
             .get("orderID")
@@ -723,7 +751,11 @@ impl Provider for PayPal {
     /// makes a retried create return the same order. `custom_id` carries our payment id back
     /// in captures and events; `reference_id` our order id.
     async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
-        let currency = our_currency(&r.currency)?;
+        let currency =
+            Currency::parse("currency", &r.currency).map_err(|e| ProviderError::Unusable {
+                provider: NAME,
+                message: e.to_string(),
+            })?;
         let amount: i64 = r.lines.iter().map(|l| l.qty * l.unit_amount_minor).sum();
         let body = json!({
             "intent": "CAPTURE",
@@ -731,7 +763,7 @@ impl Provider for PayPal {
                 "reference_id": r.order_id,
                 "custom_id": r.payment_id,
                 "description": format!("Order {}", r.order_id),
-                "amount": { "currency_code": currency.as_str(), "value": currency.decimal(amount) },
+                "amount": paypal_money(&r.currency, amount)?,
             }],
             "payment_source": { "paypal": { "experience_context": {
                 "return_url": r.success_url,
@@ -911,10 +943,9 @@ impl Provider for PayPal {
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
         let capture = p.payment_id_for(NAME, "capture")?;
-        let currency = our_currency(req.currency)?;
         let url = format!("{}/v2/payments/captures/{capture}/refund", self.base);
         let body = json!({
-            "amount": { "currency_code": currency.as_str(), "value": currency.decimal(req.amount_minor) },
+            "amount": paypal_money(req.currency, req.amount_minor)?,
             "custom_id": req.refund_id,
         });
         let r: wire::Refund = self

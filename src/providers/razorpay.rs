@@ -16,15 +16,42 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use super::money::{self, Wire};
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
     Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
     WebhookError,
 };
 use crate::config;
-use crate::domain::Invalid;
+use crate::domain::{Currency, Invalid};
 
 const NAME: &str = "razorpay";
+
+/// How Razorpay writes amounts (Orders API, `amount`,
+/// <https://razorpay.com/docs/api/orders/entity>): "in the smallest currency sub-unit", the
+/// ISO one (zero-decimal currencies "such as JPY" whole, three-decimal ones "such as KWD,
+/// BHD and OMR" with three digits), and "you should pass the last decimal number as 0 for
+/// three decimal currency payments". Which currencies an account may charge depends on the
+/// account (international payments), so none is refused here. Razorpay's amounts are then
+/// our own minor units, and are read back as they are.
+pub fn wire_money(c: &Currency) -> Option<Wire> {
+    let iso = Wire::iso(c);
+    Some(if iso.exponent == 3 {
+        Wire { step: 10, ..iso }
+    } else {
+        iso
+    })
+}
+
+/// Our minor units of `currency` as Razorpay takes them (the same number, if it takes it).
+fn razorpay_amount(currency: &str, minor: i64) -> Result<i64, ProviderError> {
+    money::to_provider(NAME, wire_money, currency, minor).map_err(|message| {
+        ProviderError::Unusable {
+            provider: NAME,
+            message,
+        }
+    })
+}
 
 fn mac(secret: &str, parts: &[&[u8]]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so new_from_slice cannot fail.
@@ -250,6 +277,10 @@ impl Provider for Razorpay {
         normalize(event_id, body)
     }
 
+    fn wire_money(&self, c: &Currency) -> Option<Wire> {
+        wire_money(c)
+    }
+
     fn client_claim(&self, payload: &Value) -> Result<ClientClaim, ClaimError> {
         let field = |name: &'static str| {
             payload
@@ -288,7 +319,7 @@ impl Provider for Razorpay {
     async fn create_checkout(&self, r: &CheckoutRequest) -> Result<Checkout, ProviderError> {
         let amount: i64 = r.lines.iter().map(|l| l.qty * l.unit_amount_minor).sum();
         let body = json!({
-            "amount": amount,
+            "amount": razorpay_amount(&r.currency, amount)?,
             "currency": r.currency.to_ascii_uppercase(),
             "receipt": r.order_id,
             "notes": { "order_id": r.order_id, "payment_id": r.payment_id },
@@ -336,7 +367,22 @@ impl Provider for Razorpay {
         if payment.status == "authorized" {
             let body = json!({ "amount": payment.amount, "currency": payment.currency });
             let url = format!("{}/v1/payments/{}/capture", self.base, payment.id);
-            payment = self.call(self.http.post(url).json(&body)).await?;
+            payment = match self.call(self.http.post(url).json(&body)).await {
+                Ok(captured) => captured,
+                // Captured by someone else since we read it: the account's automatic capture,
+                // or a verify call, a webhook's step and `confirm_capture` racing. Razorpay
+                // captures a payment once and answers the others with this error (Capture API,
+                // <https://razorpay.com/docs/api/payments/capture>, "This payment has already
+                // been captured"): read it again and go on.
+                Err(ProviderError::Status {
+                    status: 400,
+                    message,
+                    ..
+                }) if message.contains("already been captured") => {
+                    self.get_payment(&payment.id).await?
+                }
+                Err(e) => return Err(e),
+            };
         }
         Ok(state_of(payment))
     }
@@ -381,7 +427,7 @@ impl Provider for Razorpay {
             .post(format!("{}/v1/payments/{id}/refund", self.base))
             .header("X-Refund-Idempotency", refund_key(req.idempotency_key))
             .json(&json!({
-                "amount": req.amount_minor,
+                "amount": razorpay_amount(req.currency, req.amount_minor)?,
                 "notes": { "refund_id": req.refund_id, "payment_id": req.payment_id },
             }));
         let r: wire::Refund = self.call(req).await?;

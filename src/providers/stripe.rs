@@ -14,15 +14,64 @@ use sha2::Sha256;
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 
+use super::money::{self, Wire};
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
     Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
     WebhookError,
 };
 use crate::config;
-use crate::domain::Invalid;
+use crate::domain::{Currency, Invalid};
 
 const NAME: &str = "stripe";
+
+/// How Stripe writes amounts (<https://docs.stripe.com/currencies#minor-units>): an integer
+/// of the currency's minor unit, as ISO counts it, but for
+/// - its zero-decimal currencies (#zero-decimal), MGA among them although ISO gives MGA two
+///   digits;
+/// - ISK, which Stripe writes with two digits whose last two must be 0 (#special-cases, and
+///   "Currency ISK has become effectively zero-decimal and charged amounts must be evenly
+///   divisible by 100");
+/// - its three-decimal currencies (#three-decimal), whose last digit must be 0.
+///
+/// HUF and TWD are charged with two digits (only their payouts are whole, #special-cases).
+/// Stripe takes every other ISO code it lists as two-decimal.
+pub fn wire_money(c: &Currency) -> Option<Wire> {
+    Some(match c.as_str() {
+        "BIF" | "CLP" | "DJF" | "GNF" | "JPY" | "KMF" | "KRW" | "MGA" | "PYG" | "RWF" | "UGX"
+        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => Wire {
+            exponent: 0,
+            step: 1,
+        },
+        "ISK" => Wire {
+            exponent: 2,
+            step: 100,
+        },
+        "BHD" | "JOD" | "KWD" | "OMR" | "TND" => Wire {
+            exponent: 3,
+            step: 10,
+        },
+        _ => Wire {
+            exponent: 2,
+            step: 1,
+        },
+    })
+}
+
+/// Stripe's amount of `currency` (its lower-case code) in our minor units.
+fn minor(currency: &str, amount: i64) -> Result<i64, String> {
+    money::from_provider(NAME, wire_money, currency, amount)
+}
+
+/// Our minor units of `currency` as Stripe writes them.
+fn stripe_amount(currency: &str, minor: i64) -> Result<i64, ProviderError> {
+    money::to_provider(NAME, wire_money, currency, minor).map_err(|message| {
+        ProviderError::Unusable {
+            provider: NAME,
+            message,
+        }
+    })
+}
 
 /// Why a webhook was refused. The message is safe to return to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +186,8 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
         "refund.created" | "refund.updated" | "refund.failed" => {
             let r: wire::Refund = serde_json::from_value(ev.data.object.clone())
                 .map_err(|e| format!("{}: data.object is not a refund: {e}", ev.kind))?;
+            let amount_minor =
+                minor(&r.currency, r.amount).map_err(|e| format!("{}: {e}", ev.kind))?;
             return Ok(ProviderEvent {
                 provider: NAME,
                 event_id: ev.id,
@@ -147,7 +198,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                 change: PaymentChange::Refunded(RefundNotice {
                     failed: matches!(r.status.as_str(), "failed" | "canceled"),
                     provider_refund_id: r.id,
-                    amount_minor: r.amount,
+                    amount_minor,
                     currency: Some(r.currency),
                     refund_ref: r.metadata.get("refund_id").cloned(),
                 }),
@@ -216,6 +267,10 @@ impl Provider for Stripe {
         normalize(body)
     }
 
+    fn wire_money(&self, c: &Currency) -> Option<Wire> {
+        wire_money(c)
+    }
+
     fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError> {
         payload
             .get("session_id")
@@ -262,8 +317,13 @@ impl Provider for Stripe {
         let pi = p.payment_id_for(NAME, "payment intent")?;
         let r = self.client.refund(pi, req).await?;
         Ok(Refund {
+            amount_minor: minor(&r.currency, r.amount).map_err(|message| {
+                ProviderError::Decode {
+                    provider: NAME,
+                    message,
+                }
+            })?,
             id: r.id,
-            amount_minor: r.amount,
             status: r.status,
         })
     }
@@ -333,7 +393,7 @@ impl Client {
             form.push((format!("{p}[price_data][currency]"), currency.clone()));
             form.push((
                 format!("{p}[price_data][unit_amount]"),
-                l.unit_amount_minor.to_string(),
+                stripe_amount(&r.currency, l.unit_amount_minor)?.to_string(),
             ));
             form.push((
                 format!("{p}[price_data][product_data][name]"),
@@ -353,10 +413,11 @@ impl Client {
             provider: NAME,
             message: format!("session {} has no url", s.id),
         })?;
+        let amount_minor = session_amount(&s)?;
         Ok(Checkout {
             provider_order_id: s.id,
             url: Some(url),
-            amount_minor: s.amount_total.unwrap_or(0),
+            amount_minor,
         })
     }
 
@@ -366,7 +427,7 @@ impl Client {
             .http
             .get(format!("{}/v1/checkout/sessions/{session_id}", self.base));
         let s: wire::CheckoutSession = self.call(req).await?;
-        Ok(session_state(s))
+        session_state(s)
     }
 
     /// `GET /v1/checkout/sessions?created[gte]=…`, newest first, page by page.
@@ -379,15 +440,17 @@ impl Client {
                 |s: &wire::CheckoutSession| s.id.clone(),
             )
             .await?;
-        Ok(sessions
+        sessions
             .into_iter()
-            .map(|s| RecentPayment {
-                provider_order_id: Some(s.id.clone()),
-                payment_ref: s.metadata.get("payment_id").cloned(),
-                created_s: s.created,
-                state: session_state(s),
+            .map(|s| {
+                Ok(RecentPayment {
+                    provider_order_id: Some(s.id.clone()),
+                    payment_ref: s.metadata.get("payment_id").cloned(),
+                    created_s: s.created,
+                    state: session_state(s)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// `GET /v1/events?delivery_success=false&created[gte]=…`: the events no webhook
@@ -441,7 +504,7 @@ impl Client {
         payment_intent: &str,
         r: &RefundRequest<'_>,
     ) -> Result<wire::Refund, ProviderError> {
-        let amount = r.amount_minor.to_string();
+        let amount = stripe_amount(r.currency, r.amount_minor)?.to_string();
         let form = [
             ("payment_intent", payment_intent),
             ("amount", amount.as_str()),
@@ -458,8 +521,20 @@ impl Client {
     }
 }
 
+/// A session's total in our minor units (0 before Stripe has computed one).
+fn session_amount(s: &wire::CheckoutSession) -> Result<i64, ProviderError> {
+    match (s.amount_total, &s.currency) {
+        (Some(amount), Some(c)) => minor(c, amount).map_err(|message| ProviderError::Decode {
+            provider: NAME,
+            message: format!("session {}: {message}", s.id),
+        }),
+        _ => Ok(0),
+    }
+}
+
 /// What a Checkout Session says about our payment.
-fn session_state(s: wire::CheckoutSession) -> PaymentState {
+fn session_state(s: wire::CheckoutSession) -> Result<PaymentState, ProviderError> {
+    let amount_minor = session_amount(&s)?;
     let status = s.status.clone().unwrap_or_default();
     let pi = s.payment_intent.clone();
     let change = match (status.as_str(), s.payment_status.as_str()) {
@@ -472,14 +547,14 @@ fn session_state(s: wire::CheckoutSession) -> PaymentState {
         ("expired", _) => PaymentChange::Expired,
         _ => PaymentChange::Ignored,
     };
-    PaymentState {
+    Ok(PaymentState {
         change,
         paid: status == "complete" && s.payment_status == "paid",
         state: format!("status={status}, payment_status={}", s.payment_status),
-        amount_minor: s.amount_total.unwrap_or(0),
+        amount_minor,
         currency: s.currency.unwrap_or_default(),
         provider_payment_id: s.payment_intent,
-    }
+    })
 }
 
 /// The shop's success URL with the Checkout Session's id added, which Stripe fills in when

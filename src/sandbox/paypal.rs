@@ -413,6 +413,35 @@ fn order_links(base: &str, o: &wire::Order) -> Vec<wire::Link> {
     links
 }
 
+/// PayPal's refusal of an amount in a currency it does not take, or with more decimals than
+/// the currency has at PayPal (<https://developer.paypal.com/api/rest/reference/currency-codes/>:
+/// HUF, JPY and TWD "do not support decimals"; the others take two), with the Orders API's
+/// documented issues `CURRENCY_NOT_SUPPORTED` and `DECIMAL_PRECISION`.
+fn money_refused(m: &wire::Money) -> Option<Response> {
+    const TAKEN: [&str; 25] = [
+        "AUD", "BRL", "CAD", "CNY", "CZK", "DKK", "EUR", "HKD", "HUF", "ILS", "INR", "JPY", "MYR",
+        "MXN", "TWD", "NZD", "NOK", "PHP", "PLN", "GBP", "SGD", "SEK", "CHF", "THB", "USD",
+    ];
+    if !TAKEN.contains(&m.currency_code.as_str()) {
+        return Some(unprocessable(
+            "CURRENCY_NOT_SUPPORTED",
+            "Currency code is not currently supported.",
+        ));
+    }
+    let decimals = m.value.split_once('.').map_or(0, |(_, f)| f.len());
+    let allowed = if matches!(m.currency_code.as_str(), "HUF" | "JPY" | "TWD") {
+        0
+    } else {
+        2
+    };
+    (decimals > allowed).then(|| {
+        unprocessable(
+            "DECIMAL_PRECISION",
+            "If the currency supports decimals, only two decimal place precision is supported.",
+        )
+    })
+}
+
 async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = gate(&sb, &headers) {
         return r;
@@ -454,6 +483,9 @@ async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes
                 );
             }
         };
+        if let Some(r) = money_refused(&unit.amount) {
+            return r;
+        }
         let valid = unit.amount.minor().is_some_and(|v| v > 0);
         if !valid {
             return unprocessable(
@@ -672,6 +704,9 @@ async fn refund(
     let asked: Option<wire::Money> = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| serde_json::from_value(v["amount"].clone()).ok());
+    if let Some(r) = asked.as_ref().and_then(money_refused) {
+        return r;
+    }
     let refunded_so_far = |st: &St| -> i64 {
         st.refunds
             .iter()

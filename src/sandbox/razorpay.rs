@@ -50,6 +50,10 @@ struct St {
     refunds: Vec<wire::Refund>,
     /// X-Refund-Idempotency → refund id.
     refund_keys: HashMap<String, String>,
+    /// Authorized payments Razorpay captures itself once they have been read (`pay` with
+    /// `"capture": "race"`): the account's automatic capture landing between a client's
+    /// read and its own capture call.
+    capture_after_read: std::collections::HashSet<String>,
 }
 
 impl Sandbox {
@@ -142,6 +146,24 @@ struct CreateOrder {
     notes: Value,
 }
 
+/// Razorpay's refusal of a three-decimal amount whose last digit is not 0: "you should pass
+/// the last decimal number as 0 for three decimal currency payments"
+/// (<https://razorpay.com/docs/api/orders/entity>, `amount`; KWD, BHD and OMR are its
+/// examples, JOD and the other ISO three-decimal currencies count the same way).
+fn amount_refused(currency: &str, amount: i64) -> Option<Response> {
+    let three = matches!(
+        currency.to_ascii_uppercase().as_str(),
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND"
+    );
+    (three && amount % 10 != 0).then(|| {
+        rz_error(
+            StatusCode::BAD_REQUEST,
+            "The last digit of an amount in a three decimal currency must be 0",
+            Some("amount"),
+        )
+    })
+}
+
 async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = gate(&sb, &headers) {
         return r;
@@ -170,6 +192,9 @@ async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes
             Some("currency"),
         );
     };
+    if let Some(r) = amount_refused(&currency, amount) {
+        return r;
+    }
     if b.receipt.as_ref().is_some_and(|r| r.len() > 40) {
         return rz_error(
             StatusCode::BAD_REQUEST,
@@ -220,7 +245,7 @@ async fn order_payments(
     if let Err(r) = gate(&sb, &headers) {
         return r;
     }
-    let st = sb.state();
+    let mut st = sb.state();
     if !st.orders.contains_key(&id) {
         return no_such_id();
     }
@@ -231,6 +256,9 @@ async fn order_payments(
         .cloned()
         .collect();
     items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
+    for p in &items {
+        captured_after_read(&mut st, &p.id);
+    }
     Json(wire::Collection {
         entity: "collection".into(),
         count: items.len(),
@@ -309,9 +337,30 @@ async fn get_payment(
     if let Err(r) = gate(&sb, &headers) {
         return r;
     }
-    match sb.state().payments.get(&id) {
-        Some(p) => Json(p.clone()).into_response(),
-        None => no_such_id(),
+    let mut st = sb.state();
+    let Some(p) = st.payments.get(&id).cloned() else {
+        return no_such_id();
+    };
+    captured_after_read(&mut st, &id);
+    Json(p).into_response()
+}
+
+/// After a read of a payment marked `capture_after_read`, Razorpay's automatic capture
+/// takes it: a capture call then answers "This payment has already been captured".
+fn captured_after_read(st: &mut St, payment_id: &str) {
+    if !st.capture_after_read.remove(payment_id) {
+        return;
+    }
+    let Some(p) = st.payments.get_mut(payment_id) else {
+        return;
+    };
+    p.status = "captured".into();
+    p.captured = true;
+    let (amount, order_id) = (p.amount, p.order_id.clone());
+    if let Some(o) = order_id.and_then(|oid| st.orders.get_mut(&oid)) {
+        o.status = "paid".into();
+        o.amount_paid = amount;
+        o.amount_due = 0;
     }
 }
 
@@ -416,6 +465,9 @@ async fn refund(
             );
         }
         let amount = amount.unwrap_or(p.amount - p.amount_refunded);
+        if let Some(r) = amount_refused(&p.currency, amount) {
+            return r;
+        }
         if amount <= 0 || amount > p.amount - p.amount_refunded {
             return rz_error(
                 StatusCode::BAD_REQUEST,
@@ -523,13 +575,14 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
         Ok(c) => c,
         Err(r) => return r,
     };
-    let manual = match d.capture.as_deref().unwrap_or("automatic") {
-        "automatic" => false,
-        "manual" => true,
+    let (manual, race) = match d.capture.as_deref().unwrap_or("automatic") {
+        "automatic" => (false, false),
+        "manual" => (true, false),
+        "race" => (true, true),
         _ => {
             return rz_error(
                 StatusCode::BAD_REQUEST,
-                "capture must be \"automatic\" or \"manual\"",
+                "capture must be \"automatic\", \"manual\" or \"race\"",
                 Some("capture"),
             );
         }
@@ -587,6 +640,9 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
         };
         let order = o.clone();
         st.payments.insert(payment.id.clone(), payment.clone());
+        if race {
+            st.capture_after_read.insert(payment.id.clone());
+        }
         (payment, order)
     };
     let mut events = Vec::new();

@@ -192,6 +192,29 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Stripe's refusal of an amount of `currency` that its rules do not allow
+/// (<https://docs.stripe.com/currencies>): ISK amounts are written with two decimals that
+/// must be 00 (#special-cases, and the message of Stripe's ISK notice), and
+/// the three-decimal currencies BHD, JOD, KWD, OMR and TND need a last digit of 0
+/// (#three-decimal).
+fn amount_refused(currency: &str, amount: i64, param: &str) -> Option<Response> {
+    let message = match currency {
+        "isk" if amount % 100 != 0 => {
+            "Invalid amount. Currency ISK has become effectively zero-decimal and charged amounts must be evenly divisible by 100."
+        }
+        "bhd" | "jod" | "kwd" | "omr" | "tnd" if amount % 10 != 0 => {
+            "Invalid amount. Amounts in three-decimal currencies must be rounded to the nearest ten (the last digit must be 0)."
+        }
+        _ => return None,
+    };
+    Some(stripe_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        message,
+        Some(param),
+    ))
+}
+
 async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = gate(&sb, &headers) {
         return r;
@@ -240,6 +263,9 @@ async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Byt
                 "All line items must use the same currency.",
                 Some("line_items"),
             );
+        }
+        if let Some(r) = amount_refused(&cur, unit, &format!("{p}[unit_amount]")) {
+            return r;
         }
         currency = Some(cur);
         total += qty * unit;
@@ -435,7 +461,13 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
         let amount = match get("amount") {
             None => total - refunded,
             Some(a) => match a.parse::<i64>() {
-                Ok(a) if a > 0 && a <= total - refunded => a,
+                Ok(a) if a > 0 && a <= total - refunded => {
+                    let cur = session.currency.clone().unwrap_or_default();
+                    if let Some(r) = amount_refused(&cur, a, "amount") {
+                        return r;
+                    }
+                    a
+                }
                 Ok(a) if a > 0 => {
                     return stripe_error(
                         StatusCode::BAD_REQUEST,

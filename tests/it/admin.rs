@@ -705,7 +705,7 @@ async fn manual_actions_on_an_order_are_audited(backend: Backend) {
         .expect("json");
     assert_eq!(
         products["products"],
-        json!([{"sku": "SEAT", "name": "SEAT item", "price_minor": 1000, "currency": "USD", "available": 3}]),
+        json!([{"sku": "SEAT", "name": "SEAT item", "price_minor": 1000, "currency": "USD", "decimals": 2, "available": 3}]),
         "what a shop's page lists: on hand less held"
     );
 

@@ -16,6 +16,7 @@ mod idempotency;
 mod last_item;
 mod limits;
 mod merchant;
+mod money;
 mod observability;
 mod paypal;
 mod razorpay;

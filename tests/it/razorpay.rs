@@ -17,6 +17,8 @@ on_both_stores!(
     razorpay_retry_after_a_failure_on_the_same_order_is_fulfilled,
     razorpay_second_capture_is_refunded_and_flagged,
     razorpay_short_payment_needs_review,
+    razorpay_capture_beaten_by_automatic_capture_is_read_again,
+    razorpay_racing_captures_capture_once_and_all_answer_paid,
 );
 
 /// An order of `qty` seats with an open Razorpay checkout: (order id, razorpay order id).
@@ -478,5 +480,99 @@ async fn razorpay_second_capture_is_refunded_and_flagged(backend: Backend) {
     ] {
         assert_eq!(app.count(sql, &id).await, want, "{sql}");
     }
+    app.finish().await;
+}
+
+/// Razorpay's automatic capture lands between our read of the authorized payment and our
+/// capture call, which Razorpay answers "This payment has already been captured": the
+/// payment is read again and fulfilled, not sent to review.
+async fn razorpay_capture_beaten_by_automatic_capture_is_read_again(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "race@example.com", 1).await;
+    let paid = rz_pay(&app, &rz_order, json!({"capture": "race"})).await;
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    let p: Value = app
+        .http
+        .get(format!(
+            "{}/v1/payments/{}",
+            app.sandbox,
+            s(&paid["razorpay_payment_id"])
+        ))
+        .basic_auth("rzp_test_sandbox", Some("rzp_secret_sandbox"))
+        .send()
+        .await
+        .expect("get payment")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(p["status"], "captured", "{p}");
+    app.finish().await;
+}
+
+/// A manual-capture payment the success page verifies many times at once while the
+/// pipeline captures it too: Razorpay captures it once (one `payment.captured`), and every
+/// verify call answers paid rather than a provider error.
+async fn razorpay_racing_captures_capture_once_and_all_answer_paid(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[("FULFILLD__CHECKOUT__VERIFY_MIN_INTERVAL_MS", "0")],
+    )
+    .await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "racers@example.com", 1).await;
+    let paid = rz_pay(
+        &app,
+        &rz_order,
+        json!({"capture": "manual", "webhook": "none"}),
+    )
+    .await;
+    let payload = json!({
+        "razorpay_order_id": paid["razorpay_order_id"],
+        "razorpay_payment_id": paid["razorpay_payment_id"],
+        "razorpay_signature": paid["razorpay_signature"],
+    });
+    let racers = 8;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers));
+    let mut tasks = Vec::new();
+    for _ in 0..racers {
+        let (http, url, body, barrier) = (
+            app.http.clone(),
+            app.url.clone(),
+            json!({"order_id": id, "provider": "razorpay", "payload": payload}),
+            barrier.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let r = http
+                .post(format!("{url}/api/payments/verify"))
+                .json(&body)
+                .send()
+                .await
+                .expect("verify");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }));
+    }
+    for t in tasks {
+        let (status, v) = t.await.expect("racer");
+        assert_eq!((status, s(&v["status"])), (200, "paid"), "{v}");
+    }
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_events WHERE provider = 'razorpay' AND event_type = $1",
+            "payment.captured"
+        )
+        .await,
+        1,
+        "one capture at Razorpay"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
     app.finish().await;
 }

@@ -43,8 +43,13 @@ function kept(orderId) {
   }
 }
 
-function money(minor, currency) {
-  return (minor / 100).toFixed(2) + " " + String(currency).toUpperCase();
+// Minor units as the currency counts them (`decimals`, from the catalogue: 2 for USD, 0
+// for JPY, 3 for KWD), without floats.
+function money(minor, currency, decimals) {
+  const d = Number.isInteger(decimals) ? decimals : 2;
+  const digits = String(Math.abs(minor)).padStart(d + 1, "0");
+  const whole = d ? digits.slice(0, -d) + "." + digits.slice(-d) : digits;
+  return (minor < 0 ? "-" : "") + whole + " " + String(currency).toUpperCase();
 }
 
 // What the access cookie's buyer may use, in words (`none` when nothing).
@@ -67,7 +72,7 @@ async function checkoutPage() {
   const body = $("#products tbody");
   for (const p of products) {
     const tr = document.createElement("tr");
-    for (const text of [p.name, money(p.price_minor, p.currency), String(p.available)]) {
+    for (const text of [p.name, money(p.price_minor, p.currency, p.decimals), String(p.available)]) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.appendChild(td);
