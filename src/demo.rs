@@ -345,14 +345,15 @@ async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Value>> {
         "approved, captured, fulfilled".into(),
     ));
 
-    // A card declined at Razorpay: the stock held for it goes back.
+    // A capture PayPal declines: the stock held for it goes back. (At Razorpay a failed
+    // attempt leaves the order payable: the buyer may try again on it.)
     let (id, co) = shop
-        .checkout("finn@example.com", "MUG", 3, "razorpay")
+        .checkout("finn@example.com", "MUG", 3, "paypal")
         .await?;
-    let rz = s(&co["provider_order_id"]);
+    let pp = s(&co["provider_order_id"]);
     shop.sandbox(
-        &format!("/sandbox/razorpay/orders/{rz}/pay"),
-        json!({"outcome": "failed"}),
+        &format!("/sandbox/paypal/orders/{pp}/approve"),
+        json!({"capture": "declined"}),
     )
     .await?;
     let o = shop.settled(&id, &["payment_failed"]).await?;
@@ -367,7 +368,7 @@ async fn shop_day(shop: &Shop) -> anyhow::Result<Vec<Value>> {
         .map_or(-1, |p| p["available"].as_i64().unwrap_or(-1));
     rows.push(row(
         "failed payment",
-        "razorpay",
+        "paypal",
         &o,
         format!("its 3 mugs released: {mugs} available"),
     ));

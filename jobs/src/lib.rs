@@ -155,14 +155,22 @@ impl std::fmt::Display for StepKind {
 
 /// A step failure, classified once where it is understood. Transient failures (network,
 /// timeouts, 429/5xx) are rescheduled in the store with backoff; permanent ones (amount
-/// mismatch, a 4xx retrying cannot fix) go straight to the dead-letter state.
+/// mismatch, a 4xx retrying cannot fix) go straight to the dead-letter state. A step that
+/// is waiting on the world (a capture the provider holds as pending, which may take days)
+/// is not failing: it runs again after [`WAITING_RETRY_MS`] (or when an event wakes it), and
+/// the wait does not use up its attempts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     #[error("transient: {0}")]
     Transient(String),
     #[error("permanent: {0}")]
     Permanent(String),
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
+
+/// How long a [`StepError::Waiting`] step waits before it looks again.
+pub const WAITING_RETRY_MS: i64 = 15 * 60 * 1000;
 
 impl StepError {
     pub fn is_permanent(&self) -> bool {

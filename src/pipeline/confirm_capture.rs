@@ -16,6 +16,14 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
     let (provider, at) = provider_of(e, &payment)?;
     let state = provider.payment_state(&at).await?;
+    // The provider holds the capture as pending (PayPal: an eCheck, a review): nothing is
+    // fulfilled until it completes or is denied, which its event or the next look says.
+    if let PaymentChange::AwaitingSettlement { .. } = state.change {
+        return Err(jobs::StepError::Waiting(format!(
+            "awaiting settlement ({})",
+            state.state
+        )));
+    }
     if matches!(state.change, PaymentChange::Failed | PaymentChange::Expired) {
         let mut tx = e.store.begin().await?;
         payments::transition(&mut tx, &payment.id, &["paid"], "failed").await?;

@@ -32,7 +32,13 @@ pub async fn run(e: Arc<Engine>, shutdown: CancellationToken) {
 
 pub async fn pass(e: &Engine) {
     stale_payments(e).await;
-    match e.store.expire_reservations(BATCH).await {
+    let ending: Vec<&str> = e
+        .providers
+        .enabled()
+        .filter(|p| !p.checkout_expires())
+        .map(|p| p.name())
+        .collect();
+    match e.store.expire_reservations(BATCH, &ending).await {
         Ok(released) if !released.is_empty() => {
             tracing::info!(
                 orders = released.len(),

@@ -59,6 +59,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// it is about. Proof is checked against the provider afterwards, never taken from here.
     fn client_claim(&self, payload: &serde_json::Value) -> Result<ClientClaim, ClaimError>;
 
+    /// Whether the provider ends an unpaid checkout by itself (Stripe at the session's
+    /// `expires_at`, PayPal's unapproved orders); when not (Razorpay), the checkout ends with
+    /// our stock reservation.
+    fn checkout_expires(&self) -> bool {
+        true
+    }
+
     /// How this provider writes amounts of `c` (see [`money`]); `None` if it does not take
     /// `c` at all.
     fn wire_money(&self, c: &crate::domain::Currency) -> Option<money::Wire>;
@@ -277,6 +284,11 @@ pub enum PaymentChange {
     AwaitingSettlement { provider_payment_id: Option<String> },
     /// Payment failed: release the stock.
     Failed,
+    /// One attempt failed, and the checkout stays payable: Razorpay lets the buyer try again
+    /// on the same order ("a Razorpay Order ID can be mapped to any number of payment
+    /// attempts", <https://razorpay.com/docs/api/orders/create/>). Nothing moves; the stock
+    /// stays held until a payment succeeds or the reservation ends.
+    AttemptFailed,
     /// The checkout expired unpaid: release the stock.
     Expired,
     /// Money went back to the buyer (a refund we asked for, or one made on the provider's

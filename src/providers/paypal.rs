@@ -385,6 +385,31 @@ fn has_issue(e: &ProviderError, issue: &str) -> bool {
     matches!(e, ProviderError::Status { status: 422, message, .. } if message.contains(issue))
 }
 
+/// The issue of a 422 from `POST /v2/checkout/orders/{id}/capture` that ends this payment
+/// without money (Orders v2 capture errors,
+/// <https://developer.paypal.com/docs/api/orders/v2/#orders_capture>, and
+/// <https://developer.paypal.com/api/rest/reference/orders/v2/errors/>): the stock goes
+/// back and the buyer may pay again (with another funding source, for
+/// `INSTRUMENT_DECLINED` and `REDIRECT_PAYER_FOR_ALTERNATE_FUNDING`).
+/// `ORDER_ALREADY_CAPTURED` is read again by [`PayPal::capture`]; any other answer is an
+/// error the step retries.
+fn declined_issue(e: &ProviderError) -> Option<&'static str> {
+    const DECLINED: [&str; 11] = [
+        "INSTRUMENT_DECLINED",
+        "REDIRECT_PAYER_FOR_ALTERNATE_FUNDING",
+        "PAYER_CANNOT_PAY",
+        "PAYER_ACCOUNT_RESTRICTED",
+        "PAYER_ACCOUNT_LOCKED_OR_CLOSED",
+        "TRANSACTION_REFUSED",
+        "MAX_NUMBER_OF_PAYMENT_ATTEMPTS_EXCEEDED",
+        "PAYEE_BLOCKED_TRANSACTION",
+        "COMPLIANCE_VIOLATION",
+        "ORDER_EXPIRED",
+        "PAYMENT_DENIED",
+    ];
+    DECLINED.into_iter().find(|issue| has_issue(e, issue))
+}
+
 impl PayPal {
     pub fn new(c: &config::PayPal, http: reqwest::Client) -> PayPal {
         let cert_http = reqwest::Client::builder()
@@ -799,12 +824,14 @@ impl Provider for PayPal {
     /// capture.
     async fn payment_state(&self, p: &PaymentRef<'_>) -> Result<PaymentState, ProviderError> {
         let mut order = self.get_order(p.provider_order_id).await?;
-        let mut declined = false;
+        let mut declined = None;
         if order.status == "APPROVED" {
             match self.capture(&order.id).await {
                 Ok(o) => order = o,
-                Err(e) if has_issue(&e, "INSTRUMENT_DECLINED") => declined = true,
-                Err(e) => return Err(e),
+                Err(e) => match declined_issue(&e) {
+                    Some(issue) => declined = Some(issue),
+                    None => return Err(e),
+                },
             }
         }
         let unpaid = |change, state: String| PaymentState {
@@ -815,10 +842,10 @@ impl Provider for PayPal {
             currency: String::new(),
             provider_payment_id: None,
         };
-        if declined {
+        if let Some(issue) = declined {
             return Ok(unpaid(
                 PaymentChange::Failed,
-                "capture declined (INSTRUMENT_DECLINED)".into(),
+                format!("capture declined ({issue})"),
             ));
         }
         let Some(capture) = order.capture() else {
@@ -969,6 +996,32 @@ impl Provider for PayPal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declined_capture_is_known_by_its_issue() {
+        let refused = |issue: &str| ProviderError::Status {
+            provider: NAME,
+            status: 422,
+            message: format!(
+                "UNPROCESSABLE_ENTITY: The requested action could not be performed. [{issue}]"
+            ),
+        };
+        assert_eq!(
+            declined_issue(&refused("INSTRUMENT_DECLINED")),
+            Some("INSTRUMENT_DECLINED")
+        );
+        assert_eq!(
+            declined_issue(&refused("PAYER_CANNOT_PAY")),
+            Some("PAYER_CANNOT_PAY")
+        );
+        assert_eq!(declined_issue(&refused("ORDER_NOT_APPROVED")), None);
+        let unavailable = ProviderError::Status {
+            provider: NAME,
+            status: 503,
+            message: "INSTRUMENT_DECLINED".into(),
+        };
+        assert_eq!(declined_issue(&unavailable), None, "only a 422 says so");
+    }
 
     #[test]
     fn only_an_uncached_paypal_certificate_counts_as_a_fetch() {

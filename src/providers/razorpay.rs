@@ -138,7 +138,7 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<ProviderEvent, String> {
         "payment.authorized" | "payment.captured" | "order.paid" => PaymentChange::Paid {
             provider_payment_id: Some(need_payment()?.id.clone()),
         },
-        "payment.failed" => PaymentChange::Failed,
+        "payment.failed" => PaymentChange::AttemptFailed,
         _ => PaymentChange::Ignored,
     };
     Ok(ProviderEvent {
@@ -164,7 +164,7 @@ fn state_of(payment: wire::Payment) -> PaymentState {
         "captured" | "refunded" | "authorized" => PaymentChange::Paid {
             provider_payment_id: id.clone(),
         },
-        "failed" => PaymentChange::Failed,
+        "failed" => PaymentChange::AttemptFailed,
         _ => PaymentChange::Ignored,
     };
     PaymentState {
@@ -279,6 +279,13 @@ impl Provider for Razorpay {
 
     fn wire_money(&self, c: &Currency) -> Option<Wire> {
         wire_money(c)
+    }
+
+    /// "A Razorpay Order ID can be mapped to any number of payment attempts" and an order
+    /// has no expiry of its own (<https://razorpay.com/docs/api/orders/create/>): ours ends
+    /// with the reservation.
+    fn checkout_expires(&self) -> bool {
+        false
     }
 
     fn client_claim(&self, payload: &Value) -> Result<ClientClaim, ClaimError> {

@@ -4,12 +4,14 @@
 //!
 //! Buyer and provider controls (not Razorpay API):
 //! - `POST /sandbox/razorpay/orders/{id}/pay` `{"webhook": "once"|"twice"|"none",
-//!   "delay_ms": N, "capture": "automatic"|"manual", "outcome": "paid"|"failed",
+//!   "delay_ms": N, "capture": "automatic"|"manual"|"race", "outcome": "paid"|"failed",
 //!   "amount": N}` — the buyer pays in Checkout.js. Answers exactly what Checkout.js hands
 //!   the browser (`razorpay_payment_id`, `razorpay_order_id`, `razorpay_signature`), plus
 //!   the events and each delivery's status. Automatic capture sends `payment.authorized`,
 //!   `payment.captured` and `order.paid`; manual capture only `payment.authorized`; a
-//!   failure `payment.failed`.
+//!   failure `payment.failed` (the order stays payable: pay it again). `race` is manual
+//!   capture that Razorpay's automatic capture overtakes: the payment is captured just after
+//!   its first read, so the reader's own capture is answered "already been captured".
 //! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/razorpay/refunds` — every refund made.

@@ -380,6 +380,16 @@ pub async fn apply(
                 return Ok((format!("payment {to}; stock released"), wake));
             }
         }
+        PaymentChange::AttemptFailed => {
+            let now: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+                .bind(&p.id)
+                .fetch_one(&mut **tx)
+                .await?;
+            return Ok((
+                format!("a payment attempt failed; the checkout stays payable (payment is {now})"),
+                Vec::new(),
+            ));
+        }
         // Refund events are recorded by `refunds::record_notice`.
         PaymentChange::Ignored | PaymentChange::Refunded(_) => {}
     }
@@ -390,6 +400,18 @@ pub async fn apply(
         .fetch_one(&mut **tx)
         .await?;
     let held_paid = matches!(now.as_str(), "paid" | "refunded");
+    // A capture the provider held as pending has settled, one way or the other: the
+    // `confirm_capture` step waiting on it reads it now (PayPal's PAYMENT.CAPTURE.COMPLETED
+    // or DENIED after a PENDING capture).
+    if now == "paid"
+        && matches!(change, PaymentChange::Paid { .. } | PaymentChange::Failed)
+        && let Some(w) = steps::hurry(tx, &p.order_id, &p.id, StepKind::ConfirmCapture).await?
+    {
+        return Ok((
+            "the capture check waiting on it runs now".to_owned(),
+            vec![w],
+        ));
+    }
     match change {
         PaymentChange::Paid { .. } if gone.contains(&now.as_str()) => {
             contradicted(tx, p, &now, "a capture").await
@@ -680,7 +702,12 @@ impl Store {
     /// `expires_at`, order still unpaid). A payment that completes after this still
     /// fulfils if stock is left, and is refunded if not (`deduct_stock`). Returns the
     /// orders released.
-    pub async fn expire_reservations(&self, limit: i64) -> Result<Vec<String>> {
+    /// Releases the stock of unpaid orders whose reservation ended. The open checkouts of
+    /// `ending` providers (those whose checkouts never expire by themselves: Razorpay's
+    /// orders stay payable for ever) end with it: the payment expires, and the order can be
+    /// paid again with a new checkout. A late payment of the old one is then a capture of an
+    /// expired payment: re-read, and refunded if the stock is gone.
+    pub async fn expire_reservations(&self, limit: i64, ending: &[&str]) -> Result<Vec<String>> {
         let now = now_ms();
         let orders: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT r.order_id FROM stock_reservations r JOIN orders o ON o.id = r.order_id
@@ -703,6 +730,13 @@ impl Store {
             });
             if unpaid {
                 release_reservations(&mut tx, order_id).await?;
+                if let Some(p) = latest_for_order(&mut *tx, order_id).await?
+                    && p.status == "created"
+                    && ending.contains(&p.provider.as_str())
+                    && transition(&mut tx, &p.id, &["created"], "expired").await?
+                {
+                    orders::transition(&mut tx, order_id, &["pending_payment"], "created").await?;
+                }
             }
             tx.commit().await?;
         }

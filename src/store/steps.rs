@@ -216,6 +216,31 @@ pub async fn arm(
     Ok(id.map(|step_id| Wake { step_id, kind }))
 }
 
+/// Makes a step of the payment that is waiting on the provider ([`StepError::Waiting`]) due
+/// now, when an event says what it waits for has happened. Returns the id to wake, if one
+/// was waiting.
+pub async fn hurry(
+    tx: &mut Tx,
+    order_id: &str,
+    payment_id: &str,
+    kind: StepKind,
+) -> Result<Option<Wake>> {
+    let now = now_ms();
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE steps SET next_run_at = $1, enqueued_at = $1, updated_at = $1
+         WHERE order_id = $2 AND kind = $3 AND payment_id = $4 AND status = 'pending'
+           AND last_error LIKE 'waiting:%'
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(order_id)
+    .bind(kind.as_str())
+    .bind(payment_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(id.map(|step_id| Wake { step_id, kind }))
+}
+
 /// Marks the leased step done with `outcome`. False if the lease was lost: the caller must
 /// roll back the effects it wrote in the same transaction.
 pub async fn finish(tx: &mut Tx, lease: &Lease, outcome: &str) -> Result<bool> {
@@ -540,7 +565,8 @@ impl Store {
     ) -> Result<Failed> {
         let attempts =
             u32::try_from(lease.step.attempts - lease.step.attempt_base).unwrap_or(u32::MAX);
-        let dead = err.is_permanent() || policy.exhausted(attempts);
+        let waiting = matches!(err, StepError::Waiting(_));
+        let dead = err.is_permanent() || (!waiting && policy.exhausted(attempts));
         let message = err.to_string();
         let mut tx = self.begin().await?;
         // After begin (which may wait for the writer): the attempt ends now, and its retry
@@ -548,13 +574,17 @@ impl Store {
         let now = now_ms();
         let (status, next) = if dead {
             ("dead", now)
+        } else if waiting {
+            ("pending", now + jobs::WAITING_RETRY_MS)
         } else {
             let delay = policy.delay_ms(attempts, &mut rand::rng());
             ("pending", now + delay as i64)
         };
+        // A wait is not an attempt: the base moves with the count.
         let r = sqlx::query(
             "UPDATE steps SET status = $1, next_run_at = $2, last_error = $3, lease_token = NULL,
-                              lease_until = NULL, enqueued_at = NULL, updated_at = $4
+                              lease_until = NULL, enqueued_at = NULL, updated_at = $4,
+                              attempt_base = attempt_base + $7
              WHERE id = $5 AND lease_token = $6 AND status = 'running'",
         )
         .bind(status)
@@ -563,6 +593,7 @@ impl Store {
         .bind(now)
         .bind(lease.step.id)
         .bind(&lease.token)
+        .bind(i64::from(waiting))
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -577,7 +608,13 @@ impl Store {
                 started_at: lease.started_at,
                 ended_at: now,
             },
-            if dead { "dead" } else { "retry" },
+            if dead {
+                "dead"
+            } else if waiting {
+                "waiting"
+            } else {
+                "retry"
+            },
             Some(&message),
             (!dead).then_some(next),
         )

@@ -45,7 +45,7 @@ async fn demo_plays_a_shop_day_and_says_what_happened() {
         ("happy path", "paypal", "fulfilled"),
         ("duplicate webhook", "stripe", "fulfilled"),
         ("late webhook", "stripe", "fulfilled"),
-        ("failed payment", "razorpay", "payment_failed"),
+        ("failed payment", "paypal", "payment_failed"),
         ("refund", "stripe", "refunded"),
     ] {
         let rows = row(scenario, provider);
@@ -56,7 +56,7 @@ async fn demo_plays_a_shop_day_and_says_what_happened() {
         row("duplicate webhook", "stripe")[0].contains("2 deliveries, capture confirmed 1 time(s)")
     );
     assert!(
-        row("failed payment", "razorpay")[0].contains("its 3 mugs released: 47 available"),
+        row("failed payment", "paypal")[0].contains("its 3 mugs released: 47 available"),
         "{text}"
     );
     assert!(

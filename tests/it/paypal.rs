@@ -16,6 +16,7 @@ on_both_stores!(
     paypal_api_verification_mode_accepts_and_refuses,
     paypal_sold_out_order_is_refunded_through_paypal,
     paypal_short_capture_needs_review,
+    paypal_pending_capture_waits_for_settlement,
 );
 
 /// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
@@ -439,5 +440,61 @@ async fn paypal_short_capture_needs_review(backend: Backend) {
     ] {
         assert_eq!(app.count(sql, &id).await, 0, "{sql}");
     }
+    app.finish().await;
+}
+
+/// A capture PayPal answers `PENDING` (an eCheck, a review) is not a failure: nothing is
+/// fulfilled, the capture check waits without using up its attempts, and the settlement's
+/// event decides: `PAYMENT.CAPTURE.COMPLETED` fulfils, `PAYMENT.CAPTURE.DENIED` releases the
+/// stock so the order can be paid again.
+async fn paypal_pending_capture_waits_for_settlement(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    for (outcome, status) in [("completed", "fulfilled"), ("denied", "payment_failed")] {
+        let (id, pp_order) = pp_checkout(&app, &format!("{outcome}@example.com"), 2).await;
+        approve(&app, &pp_order, json!({"capture": "pending"})).await;
+        let waiting = app
+            .wait_until(&id, "the capture check waiting on settlement", |o| {
+                o["steps"].as_array().is_some_and(|steps| {
+                    steps.iter().any(|st| {
+                        st["kind"] == "confirm_capture"
+                            && st["status"] == "pending"
+                            && s(&st["last_error"]).starts_with("waiting: awaiting settlement")
+                    })
+                })
+            })
+            .await;
+        assert_eq!(waiting["status"], "paid", "{waiting:#}");
+        assert_eq!(waiting["waiting_on"], "confirm_capture", "{waiting:#}");
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+                .await,
+            0,
+            "nothing fulfilled while the capture is pending"
+        );
+        assert_eq!(
+            app.stock("SEAT").await.1,
+            2,
+            "{outcome}: the seats stay held"
+        );
+        let o = pp_order_state(&app, &pp_order).await;
+        let capture = s(&o["purchase_units"][0]["payments"]["captures"][0]["id"]).to_owned();
+        app.sandbox_post(
+            &format!("/sandbox/paypal/captures/{capture}/settle"),
+            json!({"outcome": outcome}),
+        )
+        .await;
+        let done = app.wait_for(&id, &[status, "needs_review"]).await;
+        assert_eq!(done["status"], status, "{outcome}: {done:#}");
+        let check = done["steps"]
+            .as_array()
+            .and_then(|steps| steps.iter().find(|st| st["kind"] == "confirm_capture"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(check["status"], "done", "{outcome}: {check}");
+        assert_eq!(app.stock("SEAT").await.1, 0, "{outcome}: nothing left held");
+    }
+    // The completed one was sold, the denied one's seats went back.
+    assert_eq!(app.stock("SEAT").await.0, 3);
     app.finish().await;
 }
