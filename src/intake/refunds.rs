@@ -147,6 +147,9 @@ async fn refund(
             let (row, cn) = e.store.refund_with_credit_note(&row.id).await?;
             Ok((StatusCode::CREATED, Json(refund_json(&row, cn.as_deref()))))
         }
+        // Accepted by the provider, the money not moved yet: nothing is booked (no credit
+        // note, access kept, no restock) until its event says it succeeded.
+        Made::Pending(row) => Ok((StatusCode::ACCEPTED, Json(refund_json(&row, None)))),
         Made::Refused(_, why) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "refund_failed", why)),
         Made::Unanswered(row, why) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

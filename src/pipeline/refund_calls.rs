@@ -21,6 +21,9 @@ use crate::store::refunds::RefundRow;
 pub enum Made {
     /// Succeeded and applied (the answer, or the provider's refund event, said so).
     Settled(RefundRow),
+    /// Accepted, the money not moved yet (Stripe `pending`, PayPal `PENDING`, Razorpay
+    /// `pending`): booked when the provider's event says it succeeded.
+    Pending(RefundRow),
     /// The provider refused it: the refund is `failed`.
     Refused(RefundRow, String),
     /// The provider could not be reached: still `requested`.
@@ -41,11 +44,15 @@ pub async fn make(e: &Engine, row: &RefundRow, payment: &PaymentRow) -> Result<M
     };
     match provider.refund(&payment.provider_ref(), &req).await {
         Ok(r) => {
-            let (row, wake) = e.store.refund_answered(&row.id, &r.id, r.failed()).await?;
+            let (row, wake) = e.store.refund_answered(&row.id, &r.id, r.state()).await?;
             e.queue.wake(&wake);
             if row.status == "failed" {
                 let why = format!("{} refused the refund ({})", payment.provider, r.status);
                 return Ok(Made::Refused(row, why));
+            }
+            if row.status == "pending" {
+                tracing::info!(order_id = %row.order_id, refund_id = %row.id, "refund pending at the provider");
+                return Ok(Made::Pending(row));
             }
             tracing::info!(order_id = %row.order_id, refund_id = %row.id, amount_minor = row.amount_minor, "refunded");
             Ok(Made::Settled(row))
@@ -95,7 +102,7 @@ pub async fn resume(e: Arc<Engine>, interval: Duration, shutdown: CancellationTo
                 Ok(Made::Refused(r, why)) => {
                     tracing::warn!(refund_id = %r.id, %why, "unanswered refund refused")
                 }
-                Ok(Made::Unanswered(..)) => {}
+                Ok(Made::Unanswered(..) | Made::Pending(_)) => {}
                 Err(err) => {
                     tracing::warn!(refund_id = %row.id, error = %err, "could not resume a refund")
                 }

@@ -33,6 +33,20 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             let tx = e.store.begin().await?;
             complete(tx, lease, &outcome).await
         }
+        // Booked when the provider's event says it succeeded (a failure then sends the
+        // order to review: the buyer is still owed the money).
+        Made::Pending(row) => {
+            let tx = e.store.begin().await?;
+            complete(
+                tx,
+                lease,
+                &format!(
+                    "refund {} pending at the provider",
+                    row.provider_refund_id.as_deref().unwrap_or(&row.id)
+                ),
+            )
+            .await
+        }
         Made::Refused(_, why) => Err(StepError::Permanent(why)),
         Made::Unanswered(_, why) => Err(StepError::Transient(why)),
     }

@@ -205,8 +205,8 @@ pub struct Refund {
 }
 
 impl Refund {
-    pub fn failed(&self) -> bool {
-        matches!(self.status.as_str(), "failed" | "canceled" | "cancelled")
+    pub fn state(&self) -> RefundState {
+        RefundState::of(&self.status)
     }
 }
 
@@ -323,8 +323,32 @@ pub struct RefundNotice {
     pub currency: Option<String>,
     /// Our refund id, when the refund was made by fulfilld (see [`RefundRequest`]).
     pub refund_ref: Option<String>,
-    /// The refund failed or was cancelled.
-    pub failed: bool,
+    pub state: RefundState,
+}
+
+/// Where a refund stands at the provider. Only a succeeded one is booked (credit note,
+/// revoked access, restock): a pending one has not moved the money yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundState {
+    Succeeded,
+    Pending,
+    Failed,
+}
+
+impl RefundState {
+    /// A provider's word for a refund's status: Stripe's `succeeded`, `pending`,
+    /// `requires_action`, `failed`, `canceled` (<https://docs.stripe.com/api/refunds/object>);
+    /// Razorpay's `processed`, `pending`, `failed`
+    /// (<https://razorpay.com/docs/api/refunds/entity/>); PayPal's `COMPLETED`, `PENDING`,
+    /// `FAILED`, `CANCELLED` (<https://developer.paypal.com/docs/api/payments/v2/#refunds_get>).
+    /// A word none of them documents counts as pending: nothing is booked on a guess.
+    pub fn of(status: &str) -> RefundState {
+        match status.to_ascii_lowercase().as_str() {
+            "succeeded" | "processed" | "completed" => RefundState::Succeeded,
+            "failed" | "canceled" | "cancelled" => RefundState::Failed,
+            _ => RefundState::Pending,
+        }
+    }
 }
 
 /// The provider's record of a payment, as `confirm_capture` checks it and the browser's
@@ -402,6 +426,9 @@ pub enum ProviderError {
         provider: &'static str,
         status: u16,
         message: String,
+        /// What the provider said about asking again, where it says (Stripe's
+        /// `Stripe-Should-Retry`); it overrides the status's usual meaning.
+        should_retry: Option<bool>,
     },
     /// The provider answered 2xx with something we cannot read.
     #[error("{provider}: unexpected response: {message}")]
@@ -440,6 +467,18 @@ async fn send_json<T: serde::de::DeserializeOwned>(
     };
     let res = req.send().await.map_err(transport)?;
     let status = res.status();
+    // Stripe says whether a failed request is worth repeating: `false` when repeating would
+    // change nothing, `true` for a lock timeout or a conflict that will clear (as
+    // stripe-node's RequestSender reads it; <https://docs.stripe.com/error-low-level#idempotency>).
+    let should_retry = res
+        .headers()
+        .get("stripe-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| match v {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        });
     let bytes = res.bytes().await.map_err(transport)?;
     if !status.is_success() {
         let message = error_message(&bytes)
@@ -448,6 +487,7 @@ async fn send_json<T: serde::de::DeserializeOwned>(
             provider,
             status: status.as_u16(),
             message,
+            should_retry,
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
@@ -458,10 +498,15 @@ async fn send_json<T: serde::de::DeserializeOwned>(
 
 impl ProviderError {
     /// Transport errors, 408, 409 (Stripe: idempotent request in flight), 429 and 5xx may
-    /// succeed later; other answers will not change by asking again.
+    /// succeed later; other answers will not change by asking again — unless the provider
+    /// says otherwise (`Stripe-Should-Retry`).
     pub fn is_transient(&self) -> bool {
         match self {
             ProviderError::Transport { .. } => true,
+            ProviderError::Status {
+                should_retry: Some(retry),
+                ..
+            } => *retry,
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
@@ -476,6 +521,49 @@ impl From<ProviderError> for StepError {
             StepError::Transient(e.to_string())
         } else {
             StepError::Permanent(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_provider_says_whether_to_ask_again() {
+        let answered = |status: u16, should_retry: Option<bool>| ProviderError::Status {
+            provider: "stripe",
+            status,
+            message: String::new(),
+            should_retry,
+        };
+        assert!(answered(503, None).is_transient());
+        assert!(!answered(400, None).is_transient());
+        assert!(
+            !answered(503, Some(false)).is_transient(),
+            "Stripe-Should-Retry: false"
+        );
+        assert!(
+            answered(400, Some(true)).is_transient(),
+            "Stripe-Should-Retry: true"
+        );
+    }
+
+    #[test]
+    fn a_refund_books_only_on_a_documented_success() {
+        for (word, state) in [
+            ("succeeded", RefundState::Succeeded),
+            ("processed", RefundState::Succeeded),
+            ("COMPLETED", RefundState::Succeeded),
+            ("pending", RefundState::Pending),
+            ("requires_action", RefundState::Pending),
+            ("PENDING", RefundState::Pending),
+            ("", RefundState::Pending),
+            ("failed", RefundState::Failed),
+            ("canceled", RefundState::Failed),
+            ("CANCELLED", RefundState::Failed),
+        ] {
+            assert_eq!(RefundState::of(word), state, "{word:?}");
         }
     }
 }

@@ -34,7 +34,7 @@ use super::money::Wire;
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
     Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
-    WebhookError,
+    RefundState, WebhookError,
 };
 use crate::config::{self, PayPalVerification};
 use crate::domain::{Currency, Invalid};
@@ -111,6 +111,34 @@ fn key_from_pem(pem: &[u8], now_s: i64) -> Result<TrustedKey, String> {
     })
 }
 
+/// PayPal's REST API hosts (<https://developer.paypal.com/api/rest/requests/>): `api-m` is
+/// the one to call, and PayPal's own links (certificates, `next` pages) name either.
+const LIVE_HOSTS: [&str; 2] = ["api.paypal.com", "api-m.paypal.com"];
+const SANDBOX_HOSTS: [&str; 2] = ["api.sandbox.paypal.com", "api-m.sandbox.paypal.com"];
+
+/// Whether a `next` link PayPal answered may be followed with our token: on our API base's
+/// origin, or on another of PayPal's API hosts of the same environment (PayPal's list pages
+/// link to `api.paypal.com` when called on `api-m.paypal.com`), over https, without
+/// credentials in it.
+fn next_link_allowed(base: &str, link: &str) -> bool {
+    let (Ok(base), Ok(next)) = (url::Url::parse(base), url::Url::parse(link)) else {
+        return false;
+    };
+    if !next.username().is_empty() || next.password().is_some() {
+        return false;
+    }
+    if next.origin() == base.origin() {
+        return true;
+    }
+    let host = |u: &url::Url| u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let (ours, theirs) = (host(&base), host(&next));
+    let same_env =
+        |hosts: &[&str]| hosts.contains(&ours.as_str()) && hosts.contains(&theirs.as_str());
+    next.scheme() == "https"
+        && next.port().is_none()
+        && (same_env(&LIVE_HOSTS) || same_env(&SANDBOX_HOSTS))
+}
+
 /// A certificate URL is followed only to PayPal's own hosts, over https on the default port,
 /// without credentials, and only to its certificate path: anything else could serve a key
 /// of the sender's choosing, or make every forged webhook fetch a page of its choosing.
@@ -119,13 +147,7 @@ pub fn cert_url_allowed(raw: &str) -> Result<url::Url, String> {
     let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
     // PayPal's REST API hosts, live and sandbox, which serve the certificates; nothing
     // else under paypal.com (a host that never answers would hold a fetch for its timeout).
-    let paypal_host = matches!(
-        host.as_str(),
-        "api.paypal.com"
-            | "api-m.paypal.com"
-            | "api.sandbox.paypal.com"
-            | "api-m.sandbox.paypal.com"
-    );
+    let paypal_host = LIVE_HOSTS.contains(&host.as_str()) || SANDBOX_HOSTS.contains(&host.as_str());
     // One certificate, one URL: no query or fragment to vary (each would be fetched and
     // cached anew).
     let name = u
@@ -230,7 +252,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                     amount_minor: amount,
                     currency: r.amount.map(|m| m.currency_code),
                     refund_ref: r.custom_id,
-                    failed: matches!(r.status.as_str(), "FAILED" | "CANCELLED"),
+                    state: RefundState::of(&r.status),
                 }),
             });
         }
@@ -264,8 +286,13 @@ fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
     let currency = Currency::parse("currency_code", &t.transaction_amount.currency_code).ok()?;
     let amount_minor = currency.parse_decimal(&t.transaction_amount.value)?;
     let id = Some(t.transaction_id.clone());
+    // Transaction Search's `transaction_status`
+    // (<https://developer.paypal.com/docs/api/transaction-search/v1/>): D denied, P pending,
+    // S completed, V "a successful transaction was reversed and funds were refunded to the
+    // original sender" — no money is held for a V, so it is not a payment to fulfil (its
+    // refund or reversal arrives as PAYMENT.CAPTURE.REVERSED / REFUNDED).
     let (change, paid) = match t.transaction_status.as_str() {
-        "S" | "V" => (
+        "S" => (
             PaymentChange::Paid {
                 provider_payment_id: id.clone(),
             },
@@ -295,7 +322,6 @@ fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
     })
 }
 
-/// A currency of ours (an order's, a payment's), as PayPal amounts need it.
 /// The currencies PayPal takes and how it writes them
 /// (<https://developer.paypal.com/api/rest/reference/currency-codes/>): two decimals, but
 /// HUF, JPY and TWD, which "do not support decimals" ("decimal amounts cause an error").
@@ -474,6 +500,7 @@ impl PayPal {
             provider: NAME,
             status: 401,
             message: "the access token was refused twice".into(),
+            should_retry: None,
         })
     }
 
@@ -935,7 +962,7 @@ impl Provider for PayPal {
     }
 
     /// `GET /v1/notifications/webhooks-events` since `since_s`, following the `next` links
-    /// (only ones on our API base).
+    /// (on PayPal's API hosts only: [`next_link_allowed`]).
     async fn missed_events(
         &self,
         since_s: i64,
@@ -956,7 +983,7 @@ impl Provider for PayPal {
                 .into_iter()
                 .find(|l| l.rel == "next")
                 .map(|l| l.href)
-                .filter(|h| h.starts_with(&format!("{}/", self.base)));
+                .filter(|h| next_link_allowed(&self.base, h));
             match next {
                 Some(n) if out.len() < super::RECENT_LIMIT => url = n,
                 _ => return Ok(out),
@@ -998,6 +1025,78 @@ mod tests {
     use super::*;
 
     #[test]
+    fn next_pages_are_followed_on_paypals_api_hosts_only() {
+        let live = "https://api-m.paypal.com";
+        let page = "/v1/notifications/webhooks-events?page=2";
+        assert!(next_link_allowed(
+            live,
+            &format!("https://api.paypal.com{page}")
+        ));
+        assert!(next_link_allowed(
+            live,
+            &format!("https://api-m.paypal.com{page}")
+        ));
+        for refused in [
+            format!("https://api.sandbox.paypal.com{page}"),
+            format!("https://evil.example{page}"),
+            format!("http://api.paypal.com{page}"),
+            format!("https://api.paypal.com:8443{page}"),
+            format!("https://user:pw@api.paypal.com{page}"),
+            format!("https://api.paypal.com.evil.example{page}"),
+        ] {
+            assert!(!next_link_allowed(live, &refused), "{refused}");
+        }
+        let sandbox = "https://api-m.sandbox.paypal.com";
+        assert!(next_link_allowed(
+            sandbox,
+            &format!("https://api.sandbox.paypal.com{page}")
+        ));
+        assert!(!next_link_allowed(
+            sandbox,
+            &format!("https://api.paypal.com{page}")
+        ));
+        // Our own sandbox: its own origin only.
+        let local = "http://127.0.0.1:8099";
+        assert!(next_link_allowed(
+            local,
+            &format!("http://127.0.0.1:8099{page}")
+        ));
+        assert!(!next_link_allowed(
+            local,
+            &format!("http://127.0.0.1:9999{page}")
+        ));
+    }
+
+    #[test]
+    fn a_token_answer_needs_only_the_token_and_its_type() {
+        let t: wire::Token =
+            serde_json::from_str(r#"{"access_token":"A21AAx","token_type":"Bearer"}"#)
+                .expect("the required fields are enough");
+        assert_eq!((t.access_token.as_str(), t.expires_in), ("A21AAx", 0));
+    }
+
+    #[test]
+    fn a_reversed_transaction_is_not_a_payment() {
+        let listed = |status: &str| wire::TransactionInfo {
+            transaction_id: "9XL12345AB678901C".into(),
+            transaction_event_code: "T0006".into(),
+            transaction_initiation_date: "2026-12-07T01:00:00+0000".into(),
+            transaction_amount: wire::Money {
+                currency_code: "USD".into(),
+                value: "10.00".into(),
+            },
+            transaction_status: status.into(),
+            custom_field: None,
+        };
+        let reversed = recent_of(listed("V")).expect("readable");
+        assert!(!reversed.state.paid);
+        assert_eq!(reversed.state.change, PaymentChange::Ignored);
+        let completed = recent_of(listed("S")).expect("readable");
+        assert!(completed.state.paid);
+        assert_eq!(completed.state.amount_minor, 1000);
+    }
+
+    #[test]
     fn a_declined_capture_is_known_by_its_issue() {
         let refused = |issue: &str| ProviderError::Status {
             provider: NAME,
@@ -1005,6 +1104,7 @@ mod tests {
             message: format!(
                 "UNPROCESSABLE_ENTITY: The requested action could not be performed. [{issue}]"
             ),
+            should_retry: None,
         };
         assert_eq!(
             declined_issue(&refused("INSTRUMENT_DECLINED")),
@@ -1019,6 +1119,7 @@ mod tests {
             provider: NAME,
             status: 503,
             message: "INSTRUMENT_DECLINED".into(),
+            should_retry: None,
         };
         assert_eq!(declined_issue(&unavailable), None, "only a 422 says so");
     }

@@ -20,7 +20,7 @@ use super::money::{self, Wire};
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
     Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
-    WebhookError,
+    RefundState, WebhookError,
 };
 use crate::config;
 use crate::domain::{Currency, Invalid};
@@ -128,7 +128,12 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<ProviderEvent, String> {
                 amount_minor: r.amount,
                 currency: Some(r.currency.clone()),
                 refund_ref: note("refund_id"),
-                failed: ev.event == "refund.failed",
+                // refund.processed: the money went back; refund.failed: it did not.
+                state: if ev.event == "refund.failed" {
+                    RefundState::Failed
+                } else {
+                    RefundState::Succeeded
+                },
             }),
         });
     }

@@ -18,7 +18,7 @@ use super::money::{self, Wire};
 use super::{
     Checkout, CheckoutRequest, ClaimError, ClientClaim, PaymentChange, PaymentRef, PaymentState,
     Provider, ProviderError, ProviderEvent, RecentPayment, Refund, RefundNotice, RefundRequest,
-    WebhookError,
+    RefundState, WebhookError,
 };
 use crate::config;
 use crate::domain::{Currency, Invalid};
@@ -196,7 +196,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
                 provider_payment_id: r.payment_intent,
                 payment_ref: r.metadata.get("payment_id").cloned(),
                 change: PaymentChange::Refunded(RefundNotice {
-                    failed: matches!(r.status.as_str(), "failed" | "canceled"),
+                    state: RefundState::of(r.status.as_deref().unwrap_or("pending")),
                     provider_refund_id: r.id,
                     amount_minor,
                     currency: Some(r.currency),
@@ -324,7 +324,7 @@ impl Provider for Stripe {
                 }
             })?,
             id: r.id,
-            status: r.status,
+            status: r.status.unwrap_or_default(),
         })
     }
 }

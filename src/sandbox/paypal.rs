@@ -908,9 +908,12 @@ async fn search_transactions(
                 {
                     continue;
                 }
+                // Transaction Search's statuses: V is "a successful transaction was
+                // reversed and funds were refunded to the original sender".
                 let status = match c.status.as_str() {
                     "PENDING" => "P",
                     "DECLINED" | "FAILED" => "D",
+                    "REFUNDED" => "V",
                     _ => "S",
                 };
                 all.push(wire::TransactionDetail {

@@ -13,6 +13,10 @@
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/amend` `{"amount_total": N}` — corrects the
 //!   amount a completed session reports (the provider's record fixed after a mismatch).
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
+//! - `POST /sandbox/stripe/refunds/mode` `{"status": "pending"|"succeeded"}` — how refunds
+//!   made from now on start; `POST /sandbox/stripe/refunds/{id}/settle`
+//!   `{"outcome": "succeeded"|"failed"|"canceled"}` ends a pending one with `refund.updated`
+//!   (and `refund.failed` for a failure).
 //! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", "hang", …]}` — the next
 //!   API calls (`/v1/…`, after authentication) fail with these statuses, one each, in order;
 //!   `timeout` and `hang` serve the call but hold its answer back 3 s and 30 s.
@@ -55,6 +59,9 @@ struct State_ {
     refunds: Vec<wire::Refund>,
     /// Idempotency-Key → (request fingerprint, status, response body).
     idempotency: HashMap<String, (String, u16, Value)>,
+    /// Refunds made from now on start `pending` (`POST /sandbox/stripe/refunds/mode`), as
+    /// Stripe's are for payment methods that refund asynchronously; settled one by one.
+    refunds_pending: bool,
 }
 
 impl Sandbox {
@@ -448,6 +455,7 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
             .refunds
             .iter()
             .filter(|r| r.payment_intent.as_deref() == Some(pi.as_str()))
+            .filter(|r| !matches!(r.status.as_deref(), Some("failed" | "canceled")))
             .map(|r| r.amount)
             .sum();
         if refunded >= total {
@@ -505,7 +513,14 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
             metadata,
             payment_intent: Some(pi),
             reason: get("reason"),
-            status: "succeeded".into(),
+            status: Some(
+                if st.refunds_pending {
+                    "pending"
+                } else {
+                    "succeeded"
+                }
+                .into(),
+            ),
         };
         st.refunds.push(refund.clone());
         refund
@@ -637,6 +652,97 @@ fn page<T: serde::Serialize + Clone>(
         url: url.into(),
     };
     Json(list).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundControl {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+/// `{"status": "pending"|"succeeded"}`: how refunds made from now on start.
+async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    let d = match control_body::<RefundControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let pending = match d.status.as_deref() {
+        Some("pending") => true,
+        Some("succeeded") => false,
+        _ => {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "status must be \"pending\" or \"succeeded\"",
+                Some("status"),
+            );
+        }
+    };
+    sb.state().refunds_pending = pending;
+    Json(json!({ "refunds_start": d.status })).into_response()
+}
+
+/// `{"outcome": "succeeded"|"failed"|"canceled"}`: a pending refund ends. Stripe announces
+/// the change as `refund.updated`, and a failure also as `refund.failed`
+/// (<https://docs.stripe.com/api/events/types#event_types-refund.updated>).
+async fn settle_refund(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d = match control_body::<RefundControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let outcome = d.outcome.unwrap_or_else(|| "succeeded".into());
+    if !matches!(outcome.as_str(), "succeeded" | "failed" | "canceled") {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "outcome must be \"succeeded\", \"failed\" or \"canceled\"",
+            Some("outcome"),
+        );
+    }
+    let refund = {
+        let mut st = sb.state();
+        let Some(r) = st.refunds.iter_mut().find(|r| r.id == id) else {
+            return stripe_error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                &format!("No such refund: '{id}'"),
+                Some("id"),
+            );
+        };
+        if r.status.as_deref() != Some("pending") {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "Only a pending refund settles.",
+                None,
+            );
+        }
+        r.status = Some(outcome.clone());
+        r.clone()
+    };
+    let value = serde_json::to_value(&refund).unwrap_or(Value::Null);
+    let mut deliveries = deliver(
+        &sb,
+        &event_about("refund.updated", value.clone()),
+        Copies::ONCE,
+        0,
+    )
+    .await;
+    if outcome == "failed" {
+        deliveries.extend(
+            deliver(
+                &sb,
+                &event_about("refund.failed", value.clone()),
+                Copies::ONCE,
+                0,
+            )
+            .await,
+        );
+    }
+    Json(json!({ "refund": value, "deliveries": deliveries })).into_response()
 }
 
 async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
@@ -873,6 +979,8 @@ pub fn router(sb: Sandbox) -> Router {
             post(settle),
         )
         .route("/sandbox/stripe/refunds", get(list_refunds))
+        .route("/sandbox/stripe/refunds/mode", post(refund_mode))
+        .route("/sandbox/stripe/refunds/{id}/settle", post(settle_refund))
         .route("/sandbox/stripe/checkout/sessions/{id}/amend", post(amend))
         .route("/c/pay/{id}", get(checkout_page))
         .fallback(unknown)

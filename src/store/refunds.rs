@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::{Result, Store, Tx, catalogue, orders, payments, steps};
 use crate::domain::{html_escape, new_id, now_ms};
-use crate::providers::RefundNotice;
+use crate::providers::{RefundNotice, RefundState};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RefundRow {
@@ -91,11 +91,20 @@ async fn by_id(tx: &mut Tx, id: &str) -> Result<Option<RefundRow>> {
 }
 
 /// The sum of the payment's refunds in these states.
+/// A refund's status in our store for where it stands at the provider.
+fn status_of(state: RefundState) -> &'static str {
+    match state {
+        RefundState::Succeeded => "succeeded",
+        RefundState::Pending => "pending",
+        RefundState::Failed => "failed",
+    }
+}
+
 async fn total(tx: &mut Tx, payment_id: &str, applied_only: bool) -> Result<i64> {
     let sql = if applied_only {
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds WHERE payment_id = $1 AND applied_at IS NOT NULL"
     } else {
-        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds WHERE payment_id = $1 AND status IN ('requested', 'succeeded')"
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds WHERE payment_id = $1 AND status IN ('requested', 'pending', 'succeeded')"
     };
     let sum: i64 = sqlx::query_scalar(sql)
         .bind(payment_id)
@@ -221,19 +230,20 @@ impl Store {
     }
 
     /// The provider answered a refund call: record its id and status and, if it succeeded,
-    /// apply it. (Its event may have done both already; then nothing changes here.) Returns
-    /// the refund and the steps to wake.
+    /// apply it; a `pending` one waits for the provider's event to say how it ended. (Its
+    /// event may have done all that already; then nothing changes here.) Returns the refund
+    /// and the steps to wake.
     pub async fn refund_answered(
         &self,
         refund_id: &str,
         provider_refund_id: &str,
-        failed: bool,
+        state: RefundState,
     ) -> Result<(RefundRow, Vec<Wake>)> {
         let mut tx = self.begin().await?;
-        let status = if failed { "failed" } else { "succeeded" };
+        let status = status_of(state);
         sqlx::query(
             "UPDATE refunds SET provider_refund_id = $1, status = $2, updated_at = $3
-             WHERE id = $4 AND status = 'requested'",
+             WHERE id = $4 AND (status = 'requested' OR (status = 'pending' AND $2 <> 'pending'))",
         )
         .bind(provider_refund_id)
         .bind(status)
@@ -396,7 +406,7 @@ async fn upsert_notice(
         .fetch_optional(&mut **tx)
         .await?;
     }
-    if !n.failed
+    if n.state != RefundState::Failed
         && let Some(why) = senseless(tx, p, n, row.is_none()).await?
     {
         tracing::error!(payment_id = %p.id, provider_refund_id = %n.provider_refund_id, "a signed refund event was parked: {why}");
@@ -404,7 +414,7 @@ async fn upsert_notice(
     }
     let now = now_ms();
     match row {
-        Some(r) if n.failed => {
+        Some(r) if n.state == RefundState::Failed => {
             sqlx::query(
                 "UPDATE refunds SET status = 'failed', provider_refund_id = $1, updated_at = $2 WHERE id = $3",
             )
@@ -413,28 +423,56 @@ async fn upsert_notice(
             .bind(&r.id)
             .execute(&mut **tx)
             .await?;
-            if r.applied_at.is_some() {
-                // The money did not go back after all, but the credit note is issued: a
-                // person must decide (issue the refund again, or reverse the credit note).
+            if r.applied_at.is_some() || r.source == "engine" {
+                // The money did not go back after all, but the credit note is issued; or a
+                // refund the engine owed the buyer (a sold-out order) did not happen: a
+                // person must decide (refund again, or reverse the credit note).
                 orders::transition(
                     tx,
                     &p.order_id,
-                    &["partially_refunded", "refunded"],
+                    &["paid", "fulfilled", "partially_refunded", "refunded"],
                     "needs_review",
                 )
                 .await?;
                 return Ok(Err(format!(
-                    "refund {} failed after it was applied; order needs review",
-                    r.id
+                    "refund {} failed ({}); order needs review",
+                    r.id,
+                    if r.applied_at.is_some() {
+                        "after it was applied"
+                    } else {
+                        "the buyer is still owed it"
+                    }
                 )));
             }
-            Ok(Err(format!("refund {} failed", r.id)))
+            tracing::error!(order_id = %p.order_id, refund_id = %r.id, "the provider failed a refund the admin asked for");
+            Ok(Err(format!(
+                "refund {} failed at the provider; nothing was booked",
+                r.id
+            )))
         }
-        None if n.failed => Ok(Err("ignored: a refund we never recorded failed".into())),
+        None if n.state == RefundState::Failed => {
+            Ok(Err("ignored: a refund we never recorded failed".into()))
+        }
+        // Accepted, the money not moved yet: recorded, booked when it succeeds.
+        Some(r) if n.state == RefundState::Pending => {
+            sqlx::query(
+                "UPDATE refunds SET status = 'pending', provider_refund_id = $1, updated_at = $2
+                 WHERE id = $3 AND status IN ('requested', 'pending')",
+            )
+            .bind(&n.provider_refund_id)
+            .bind(now)
+            .bind(&r.id)
+            .execute(&mut **tx)
+            .await?;
+            Ok(Err(format!(
+                "refund {} pending at the provider: booked when it succeeds",
+                r.id
+            )))
+        }
         Some(r) => {
             sqlx::query(
                 "UPDATE refunds SET status = 'succeeded', provider_refund_id = $1, updated_at = $2
-                 WHERE id = $3 AND status IN ('requested', 'succeeded')",
+                 WHERE id = $3 AND status IN ('requested', 'pending', 'succeeded')",
             )
             .bind(&n.provider_refund_id)
             .bind(now)
@@ -443,6 +481,9 @@ async fn upsert_notice(
             .await?;
             Ok(Ok(r.id))
         }
+        None if n.state == RefundState::Pending => Ok(Err(
+            "not booked: a refund made at the provider is pending; its settlement will say".into(),
+        )),
         None => {
             let id = new_id("rfd");
             sqlx::query(
@@ -515,8 +556,12 @@ pub async fn hold_unplaced(
     n: &RefundNotice,
     restock_default: bool,
 ) -> Result<String> {
-    if n.failed {
-        return Ok("ignored: a refund we never recorded failed".into());
+    match n.state {
+        RefundState::Failed => return Ok("ignored: a refund we never recorded failed".into()),
+        RefundState::Pending => {
+            return Ok("not booked: the refund is pending; its settlement will say".into());
+        }
+        RefundState::Succeeded => {}
     }
     if let Some(why) = not_positive(n) {
         tracing::error!(provider, provider_refund_id = %n.provider_refund_id, "a signed refund event was parked: {why}");
@@ -601,7 +646,7 @@ async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
             amount_minor,
             currency: None,
             refund_ref,
-            failed: false,
+            state: RefundState::Succeeded,
         };
         let _ = upsert_notice(tx, p, &n, restock == 1).await?;
         sqlx::query("DELETE FROM unplaced_refunds WHERE provider = $1 AND provider_refund_id = $2")

@@ -459,7 +459,9 @@ async fn paypal_pending_capture_waits_for_settlement(backend: Backend) {
                     steps.iter().any(|st| {
                         st["kind"] == "confirm_capture"
                             && st["status"] == "pending"
-                            && s(&st["last_error"]).starts_with("waiting: awaiting settlement")
+                            && st["last_error"]
+                                .as_str()
+                                .is_some_and(|e| e.starts_with("waiting: awaiting settlement"))
                     })
                 })
             })

@@ -113,7 +113,8 @@ async fn every_provider_lists_its_recent_payments() {
     let f = find(&razorpay, |p| {
         p.provider_order_id.as_deref() == Some(rz_failed.as_str())
     });
-    assert_eq!(f.state.change, PaymentChange::Failed);
+    // A failed attempt: the Razorpay order stays payable.
+    assert_eq!(f.state.change, PaymentChange::AttemptFailed);
 
     // PayPal: the captured order, named by our payment id (its custom_id).
     let (pp_order, pp_ref, pp) = open_checkout(&app, "paypal", "e@example.com").await;

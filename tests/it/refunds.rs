@@ -23,6 +23,7 @@ on_both_stores!(
     razorpay_refund_event_before_capture,
     signed_but_senseless_refunds_are_parked,
     an_event_that_keeps_failing_to_apply_is_parked,
+    a_pending_refund_is_booked_only_when_it_succeeds,
 );
 
 /// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
@@ -667,5 +668,76 @@ async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
         metrics.contains("fulfilld_webhook_events_parked 1\n"),
         "{metrics}"
     );
+    app.finish().await;
+}
+
+/// A refund Stripe answers `pending` (a payment method that refunds asynchronously) books
+/// nothing — no credit note, the order and its access as they were — until `refund.updated`
+/// says it succeeded; one that then fails is marked failed and the order stays as it was.
+async fn a_pending_refund_is_booked_only_when_it_succeeds(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "pending-refund@example.com", 2).await;
+    app.sandbox_post("/sandbox/stripe/refunds/mode", json!({"status": "pending"}))
+        .await;
+    let credit_notes = "SELECT COUNT(*) FROM credit_notes WHERE order_id = $1";
+
+    let (status, r) = refund(
+        &app,
+        json!({"order_id": id, "amount_minor": 50_000}),
+        Some("pending-1"),
+    )
+    .await;
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(
+        (s(&r["status"]), &r["applied"]),
+        ("pending", &json!(false)),
+        "{r}"
+    );
+    app.applied().await;
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    assert_eq!(app.count(credit_notes, &id).await, 0);
+    assert_eq!(revoked(&app, &id).await, vec![None]);
+    // The pending one counts against what is left to refund.
+    let (status, e) = refund(&app, json!({"order_id": id, "amount_minor": 60_000}), None).await;
+    assert_eq!(status, 422, "{e}");
+
+    let re = s(&o["refunds"][0]["provider_refund_id"]).to_owned();
+    assert!(re.starts_with("re_"), "{o:#}");
+    app.sandbox_post(
+        &format!("/sandbox/stripe/refunds/{re}/settle"),
+        json!({"outcome": "succeeded"}),
+    )
+    .await;
+    app.applied().await;
+    let o = app
+        .wait_until(&id, "the refund booked", |o| {
+            o["status"] == "partially_refunded"
+        })
+        .await;
+    assert_eq!(o["refunds"][0]["status"], "succeeded", "{o:#}");
+    assert_eq!(app.count(credit_notes, &id).await, 1);
+
+    // The next one fails at Stripe after it was accepted: nothing is booked.
+    let (status, r) = refund(&app, json!({"order_id": id}), Some("pending-2")).await;
+    assert_eq!(status, 202, "{r}");
+    let re = s(&r["provider_refund_id"]).to_owned();
+    app.sandbox_post(
+        &format!("/sandbox/stripe/refunds/{re}/settle"),
+        json!({"outcome": "failed"}),
+    )
+    .await;
+    app.applied().await;
+    let o = app.order(&id).await;
+    assert_eq!(o["status"], "partially_refunded", "{o:#}");
+    let second = o["refunds"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["provider_refund_id"] == re.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(second["status"], "failed", "{o:#}");
+    assert_eq!(app.count(credit_notes, &id).await, 1);
+    assert_eq!(revoked(&app, &id).await, vec![None], "access kept");
     app.finish().await;
 }

@@ -4,14 +4,21 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// `POST /v1/oauth2/token` (client credentials).
+/// `POST /v1/oauth2/token` (client credentials). Only `access_token` and `token_type` are
+/// required of a token answer (RFC 6749 §5.1); PayPal's `scope`, `app_id`, `nonce` and
+/// `expires_in` are read when there (<https://developer.paypal.com/api/rest/authentication/>).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Token {
+    #[serde(default)]
     pub scope: String,
     pub access_token: String,
     pub token_type: String,
+    #[serde(default)]
     pub app_id: String,
+    /// Seconds the token lives; without it, it is fetched again for each call.
+    #[serde(default)]
     pub expires_in: i64,
+    #[serde(default)]
     pub nonce: String,
 }
 

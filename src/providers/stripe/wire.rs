@@ -95,8 +95,10 @@ pub struct Refund {
     pub payment_intent: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
-    /// `pending` | `requires_action` | `succeeded` | `failed` | `canceled`.
-    pub status: String,
+    /// `pending` | `requires_action` | `succeeded` | `failed` | `canceled`; nullable in
+    /// Stripe's API reference.
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 /// Stripe's error envelope.
