@@ -11,6 +11,8 @@ SIGTERM. Run by scripts/test:
 Without a chromium the dashboard check is skipped, and says so.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -165,6 +167,27 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session, merchan
         expect(row).to_contain_text("dashboard")
         expect(row).to_contain_text(dead_order)
         page.locator("#audit").screenshot(path=os.path.join(shots, "audit-log.png"))
+
+        # A refund Stripe signed but that makes no sense is kept and parked; the webhook
+        # log's "parked only" shows it alone.
+        senseless = {"id": "evt_e2e_senseless", "object": "event", "type": "refund.created",
+                     "created": int(time.time()),
+                     "data": {"object": {"id": "re_e2e_senseless", "object": "refund", "amount": -1,
+                                         "created": int(time.time()), "currency": "usd",
+                                         "metadata": {}, "payment_intent": "pi_e2e_unknown",
+                                         "status": "succeeded"}}}
+        t = str(int(time.time()))
+        mac = hmac.new(b"whsec_e2e_new", f"{t}.".encode() + json.dumps(senseless).encode(),
+                       hashlib.sha256).hexdigest()
+        status, answer = call("POST", f"{app_url}/webhooks/stripe", senseless,
+                              headers={"stripe-signature": f"t={t},v1={mac}"})
+        assert status == 200, answer
+        page.check("#events-parked")
+        parked = page.locator("#events tbody tr")
+        expect(parked).to_have_count(1)
+        expect(parked).to_contain_text("parked for review")
+        expect(parked).to_contain_text("refund.created")
+        page.locator("#events").screenshot(path=os.path.join(shots, "parked-events.png"))
         assert not errors, errors
         b.close()
 

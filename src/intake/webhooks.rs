@@ -197,7 +197,7 @@ fn headers_json(headers: &HeaderMap) -> String {
             !matches!(
                 k.as_str(),
                 "authorization" | "proxy-authorization" | "cookie"
-            )
+            ) && k.as_str() != crate::store::events::SOURCE_HEADER
         })
         .map(|(k, v)| {
             (

@@ -95,7 +95,12 @@ pub async fn run(
                 for (ev, raw) in events {
                     let r = e
                         .store
-                        .record_event(&ev, &raw, BACKFILL_HEADERS, e.config.refunds.restock)
+                        .record_event(
+                            &ev,
+                            &raw,
+                            crate::store::events::BACKFILL_HEADERS,
+                            e.config.refunds.restock,
+                        )
                         .await?;
                     e.queue.wake(&r.wake);
                     if !r.duplicate {
@@ -155,10 +160,6 @@ pub async fn run(
     );
     Ok(Some(report))
 }
-
-/// The headers a backfilled event is stored with: it came from the provider's API, not as
-/// a signed webhook.
-const BACKFILL_HEADERS: &str = r#"{"x-fulfilld-source":"backfill"}"#;
 
 /// One listed payment against ours.
 async fn compare(

@@ -11,6 +11,14 @@ use super::{Backend, Result, Store, StoreError, Tx, payments, refunds, value_row
 use crate::domain::now_ms;
 use crate::providers::{PaymentChange, ProviderEvent};
 
+/// The header that marks a stored event as read back from the provider's API
+/// (reconciliation's backfill, authentic by the API's own authentication) rather than
+/// received as a signed webhook; the intake never stores it from a request.
+pub const SOURCE_HEADER: &str = "x-fulfilld-source";
+
+/// The headers a backfilled event is stored with.
+pub const BACKFILL_HEADERS: &str = r#"{"x-fulfilld-source":"backfill"}"#;
+
 /// What taking a provider's transmission id did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transmission {

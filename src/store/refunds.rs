@@ -370,6 +370,10 @@ pub async fn record_notice(
     n: &RefundNotice,
     restock_default: bool,
 ) -> Result<(String, Vec<Wake>)> {
+    // Refund notices of one order are taken one at a time, by the order row's lock, as the
+    // admin's refund requests are: two racing ones (two intake processes on Postgres) cannot
+    // both pass the check that refunds add up to no more than was paid.
+    orders::lock_in(tx, &p.order_id).await?;
     match upsert_notice(tx, p, n, restock_default).await? {
         Ok(refund_id) => apply_ready(tx, &refund_id).await,
         Err(outcome) => Ok((outcome, Vec::new())),
@@ -569,8 +573,8 @@ pub async fn hold_unplaced(
     }
     sqlx::query(
         "INSERT INTO unplaced_refunds (provider, provider_refund_id, provider_payment_id, amount_minor,
-                                       refund_ref, restock, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                       refund_ref, restock, received_at, currency)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (provider, provider_refund_id) DO NOTHING",
     )
     .bind(provider)
@@ -580,6 +584,7 @@ pub async fn hold_unplaced(
     .bind(&n.refund_ref)
     .bind(i64::from(restock_default))
     .bind(now_ms())
+    .bind(&n.currency)
     .execute(&mut **tx)
     .await?;
     Ok(format!(
@@ -632,26 +637,35 @@ async fn adopt_unplaced(tx: &mut Tx, p: &payments::PaymentRow) -> Result<()> {
     let Some(ppid) = &p.provider_payment_id else {
         return Ok(());
     };
-    let kept: Vec<(String, i64, Option<String>, i64)> = sqlx::query_as(
-        "SELECT provider_refund_id, amount_minor, refund_ref, restock FROM unplaced_refunds
+    /// A refund event kept before its payment was known.
+    #[derive(sqlx::FromRow)]
+    struct Kept {
+        provider_refund_id: String,
+        amount_minor: i64,
+        refund_ref: Option<String>,
+        restock: i64,
+        currency: Option<String>,
+    }
+    let kept: Vec<Kept> = sqlx::query_as(
+        "SELECT provider_refund_id, amount_minor, refund_ref, restock, currency FROM unplaced_refunds
          WHERE provider = $1 AND provider_payment_id = $2 ORDER BY received_at",
     )
     .bind(&p.provider)
     .bind(ppid)
     .fetch_all(&mut **tx)
     .await?;
-    for (provider_refund_id, amount_minor, refund_ref, restock) in kept {
+    for k in kept {
         let n = RefundNotice {
-            provider_refund_id: provider_refund_id.clone(),
-            amount_minor,
-            currency: None,
-            refund_ref,
+            provider_refund_id: k.provider_refund_id,
+            amount_minor: k.amount_minor,
+            currency: k.currency,
+            refund_ref: k.refund_ref,
             state: RefundState::Succeeded,
         };
-        let _ = upsert_notice(tx, p, &n, restock == 1).await?;
+        let _ = upsert_notice(tx, p, &n, k.restock == 1).await?;
         sqlx::query("DELETE FROM unplaced_refunds WHERE provider = $1 AND provider_refund_id = $2")
             .bind(&p.provider)
-            .bind(&provider_refund_id)
+            .bind(&n.provider_refund_id)
             .execute(&mut **tx)
             .await?;
     }

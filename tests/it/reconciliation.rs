@@ -125,6 +125,24 @@ async fn reconciliation_repairs_flags_and_backfills_once(backend: Backend) {
         "{again:#}"
     );
     assert_eq!(again["needs_review"], 1);
+    // A backfilled event was never signed: it replays as it was read from the API.
+    let backfilled: i64 =
+        sqlx::query_scalar("SELECT id FROM webhook_events WHERE provider = 'stripe'")
+            .fetch_one(&app.store.pool)
+            .await
+            .expect("the backfilled event");
+    let (status, replayed) = app
+        .admin(
+            "POST",
+            &format!("/api/admin/events/{backfilled}/replay"),
+            Some(json!({"dry_run": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert!(
+        s(&replayed["replay"]["outcome"]).starts_with("no change"),
+        "{replayed}"
+    );
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM webhook_events WHERE provider = $1",

@@ -24,6 +24,8 @@ on_both_stores!(
     signed_but_senseless_refunds_are_parked,
     an_event_that_keeps_failing_to_apply_is_parked,
     a_pending_refund_is_booked_only_when_it_succeeds,
+    racing_refund_notices_never_add_up_to_more_than_was_paid,
+    an_early_refund_in_another_currency_is_never_booked,
 );
 
 /// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
@@ -739,5 +741,115 @@ async fn a_pending_refund_is_booked_only_when_it_succeeds(backend: Backend) {
     assert_eq!(second["status"], "failed", "{o:#}");
     assert_eq!(app.count(credit_notes, &id).await, 1);
     assert_eq!(revoked(&app, &id).await, vec![None], "access kept");
+    app.finish().await;
+}
+
+/// Signed refund notices for one payment arriving at once (a provider's retries, several
+/// intake processes), each for 60% of it: one is booked, every other is parked as adding up
+/// to more than was paid — the over-refund check cannot be passed twice by racing it.
+async fn racing_refund_notices_never_add_up_to_more_than_was_paid(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "racing-refunds@example.com", 1).await;
+    let pi = app.provider_payment_id(&id).await.expect("payment intent");
+    // Two intake processes on the same store: each commits its own webhooks.
+    let other = app.start_role("intake", &[], None, &[]).await;
+    let urls = [app.url.clone(), other.url.clone()];
+    let racers = 8;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers));
+    let mut tasks = Vec::new();
+    for n in 0..racers {
+        let body = serde_json::to_vec(&json!({
+            "id": format!("evt_race_{n}"), "object": "event", "created": 1_800_000_000,
+            "type": "refund.created",
+            "data": {"object": {
+                "id": format!("re_race_{n}"), "object": "refund", "amount": 30_000,
+                "created": 1_800_000_000, "currency": "usd", "metadata": {},
+                "payment_intent": pi, "status": "succeeded"
+            }}
+        }))
+        .expect("json");
+        let (http, url, barrier) = (app.http.clone(), urls[n % 2].clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let sig = signature(WEBHOOK_SECRET, &body, 0);
+            barrier.wait().await;
+            http.post(format!("{url}/webhooks/stripe"))
+                .header("stripe-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .expect("webhook")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("racer"), 200);
+    }
+    app.applied().await;
+    let booked = app
+        .count(
+            "SELECT COUNT(*) FROM refunds WHERE order_id = $1 AND status = 'succeeded'",
+            &id,
+        )
+        .await;
+    assert_eq!(booked, 1, "one of the racing notices is booked");
+    let mut parked = 0;
+    for n in 0..racers {
+        let outcome = app.event_outcome(&format!("evt_race_{n}")).await;
+        if outcome.starts_with("parked for review") {
+            assert!(outcome.contains("add up to"), "{outcome}");
+            parked += 1;
+        }
+    }
+    assert_eq!(parked, racers - 1);
+    assert_eq!(app.order(&id).await["status"], "partially_refunded");
+    app.finish().await;
+}
+
+/// A signed refund event that overtakes its capture is kept until the payment is known;
+/// when it names another currency than the payment's, it is then parked, not booked.
+async fn an_early_refund_in_another_currency_is_never_booked(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let order = app
+        .create_order("early-eur@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let id = s(&order["id"]).to_owned();
+    let co = app.checkout(&id).await;
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "held"}))
+        .await;
+    let pi = s(&paid["session"]["payment_intent"]).to_owned();
+    let early = post_refund_event(&app, 90, &pi, 100, "eur").await;
+    assert!(
+        app.event_outcome(&early)
+            .await
+            .contains("kept until its capture arrives"),
+        "{}",
+        app.event_outcome(&early).await
+    );
+    let released = app
+        .sandbox_post("/sandbox/stripe/webhooks/release", json!({}))
+        .await;
+    assert_eq!(released["deliveries"][0]["status"], 200, "{released}");
+    let o = app
+        .wait_for(
+            &id,
+            &[
+                "fulfilled",
+                "needs_review",
+                "refunded",
+                "partially_refunded",
+            ],
+        )
+        .await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM refunds WHERE order_id = $1", &id)
+            .await,
+        0,
+        "nothing booked"
+    );
     app.finish().await;
 }

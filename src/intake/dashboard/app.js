@@ -149,8 +149,11 @@ async function act(stepId, action) {
   }
 }
 
+// The latest webhook events, or only the parked ones (which a replay tries again, after a
+// fix or a configuration change).
 async function showEvents() {
-  const { events } = await api("GET", "/api/admin/events?limit=25");
+  const parked = $("#events-parked").checked ? "&parked=true" : "";
+  const { events } = await api("GET", "/api/admin/events?limit=25" + parked);
   const body = $("#events tbody");
   body.replaceChildren();
   for (const ev of events) {
@@ -380,6 +383,9 @@ $("#order-form").addEventListener("submit", (ev) => {
   const wanted = $("#order-id").value.trim();
   if (wanted.includes("@")) findOrders(wanted);
   else if (wanted) showOrder(wanted);
+});
+$("#events-parked").addEventListener("change", () => {
+  showEvents().catch((e) => say("#events-msg", e.message, true));
 });
 $("#audit-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
