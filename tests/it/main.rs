@@ -11,6 +11,7 @@ mod checkout;
 mod crash;
 mod demo;
 mod failures;
+mod fuzz;
 mod housekeeping;
 mod idempotency;
 mod last_item;
