@@ -152,13 +152,24 @@ pub fn client(e: &Engine, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAd
     if header.is_empty() {
         return peer.to_canonical();
     }
-    // Every instance of the header, in order, is one list (RFC 9110 §5.3).
-    let chain = headers
-        .get_all(header)
+    client_behind(
+        peer,
+        forwarded(headers, header).into_iter(),
+        &e.config.http.trusted_proxies,
+    )
+}
+
+/// The entries of a forwarding header, left to right: every instance of it, in order, is
+/// one list (RFC 9110 §5.3). Split on the raw bytes, so bytes that are not text in an entry
+/// a client wrote (`obs-text`) spoil that entry only — never the addresses our proxies
+/// appended to its right. A spoiled entry reads as empty (not an address).
+fn forwarded<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+    headers
+        .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','));
-    client_behind(peer, chain, &e.config.http.trusted_proxies)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|entry| std::str::from_utf8(entry).unwrap_or(""))
+        .collect()
 }
 
 /// The client behind the proxies: walking from the peer leftwards through the addresses
@@ -234,6 +245,29 @@ pub async fn public(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_a_client_wrote_spoil_only_its_own_entry() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").expect("obs-text is allowed"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        let entries = forwarded(&h, "x-forwarded-for");
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0], "", "the client's junk");
+        let peer = ip("10.0.0.2");
+        // One trusted proxy: the client is the entry it appended, whatever came before.
+        let client = client_behind(peer, entries.into_iter(), &TrustedProxies::Count(1));
+        assert_eq!(client, ip("198.51.100.7"));
+        let two = client_behind(
+            peer,
+            forwarded(&h, "x-forwarded-for").into_iter(),
+            &TrustedProxies::Count(2),
+        );
+        assert_eq!(two, ip("203.0.113.9"));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("address")
