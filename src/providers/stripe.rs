@@ -720,5 +720,22 @@ mod tests {
         let other = normalize(ev("customer.created", "x").as_bytes()).expect("event");
         assert_eq!(other.change, PaymentChange::Ignored);
         assert!(normalize(b"{}").is_err());
+        // `metadata` and a refund's `status` are nullable in Stripe's API reference.
+        let mut no_metadata: serde_json::Value =
+            serde_json::from_str(&ev("checkout.session.completed", "paid")).expect("json");
+        no_metadata["data"]["object"]["metadata"] = serde_json::Value::Null;
+        let read = normalize(no_metadata.to_string().as_bytes()).expect("metadata: null reads");
+        assert_eq!(read.payment_ref, None);
+        let refund = serde_json::json!({
+            "id": "evt_r", "object": "event", "created": 1, "type": "refund.updated",
+            "data": {"object": {"id": "re_1", "object": "refund", "amount": 100, "created": 1,
+                "currency": "usd", "metadata": null, "payment_intent": "pi_1", "status": null}}
+        });
+        let read = normalize(refund.to_string().as_bytes()).expect("status: null reads");
+        assert!(
+            matches!(&read.change, PaymentChange::Refunded(n) if n.state == RefundState::Pending),
+            "a refund of unknown status is not booked: {:?}",
+            read.change
+        );
     }
 }

@@ -3,7 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A field Stripe may send as `null`, read as its empty value.
+fn null_as_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// An event, as delivered to a webhook endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,7 +64,8 @@ pub struct CheckoutSession {
     pub customer_email: Option<String>,
     pub expires_at: i64,
     pub livemode: bool,
-    #[serde(default)]
+    /// Nullable in Stripe's API reference: `null` reads as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: BTreeMap<String, String>,
     pub mode: String,
     #[serde(default)]
@@ -89,7 +99,8 @@ pub struct Refund {
     pub amount: i64,
     pub created: i64,
     pub currency: String,
-    #[serde(default)]
+    /// Nullable in Stripe's API reference: `null` reads as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub payment_intent: Option<String>,
