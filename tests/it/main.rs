@@ -11,6 +11,7 @@ mod checkout;
 mod crash;
 mod demo;
 mod failures;
+mod fixtures;
 mod fuzz;
 mod housekeeping;
 mod idempotency;
