@@ -320,6 +320,30 @@ def merchant_webhooks(app_url, sb_url, token):
     return m, flaky, d["deliveries"][0]["id"]
 
 
+def paypal_token(sb_url):
+    """An OAuth token from the sandbox's PayPal, as the engine gets one."""
+    import base64
+    req = urllib.request.Request(f"{sb_url}/v1/oauth2/token", data=b"grant_type=client_credentials",
+                                 method="POST")
+    creds = base64.b64encode(b"paypal_client_sandbox:paypal_secret_sandbox").decode()
+    req.add_header("authorization", f"Basic {creds}")
+    req.add_header("content-type", "application/x-www-form-urlencoded")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)["access_token"]
+
+
+def paypal_capture(sb_url, token, pp_order):
+    """The id of the PayPal order's capture, as the sandbox's PayPal holds it."""
+    deadline = time.time() + 30
+    while True:
+        _, o = call("GET", f"{sb_url}/v2/checkout/orders/{pp_order}", token=token)
+        captures = ((o.get("purchase_units") or [{}])[0].get("payments") or {}).get("captures")
+        if captures:
+            return captures[0]["id"]
+        assert time.time() < deadline, o
+        time.sleep(0.1)
+
+
 def launch(p, browser):
     args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -451,6 +475,32 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
                 break
             assert time.time() < deadline, events
             time.sleep(0.1)
+
+        # PayPal holds the capture (an eCheck): the success page says the payment is being
+        # settled, not paid, and turns to paid once PayPal completes it.
+        page.goto(f"{app_url}/checkout")
+        page.locator("input.qty[data-sku='SEAT']").fill("1")
+        page.fill("#email", "echeck@example.com")
+        page.select_option("#provider", "paypal")
+        page.click("#pay")
+        page.wait_for_url(f"{sb_url}/sandbox/paypal/checkoutnow**")
+        page.click("#approve-pending")
+        page.wait_for_url(f"{app_url}/checkout/success?order=**")
+        expect(page.locator("#settling")).to_be_visible()
+        expect(page.locator("#paid")).to_be_hidden()
+        page.screenshot(path=os.path.join(shots, "success-settling.png"), full_page=True)
+        pending_order = page.url.split("order=")[1].split("&")[0]
+        _, o = call("GET", f"{app_url}/api/orders/{pending_order}")
+        assert o["waiting_on"] == "settlement", o
+        _, admin_view = call("GET", f"{app_url}/api/orders/{pending_order}", token=token)
+        capture = paypal_capture(sb_url, paypal_token(sb_url),
+                                 admin_view["payment"]["provider_order_id"])
+        status, settled = call("POST", f"{sb_url}/sandbox/paypal/captures/{capture}/settle",
+                               {"outcome": "completed"})
+        assert status == 200, settled
+        expect(page.locator("#paid")).to_be_visible()
+        o = wait_for(app_url, pending_order, ("fulfilled",), token)
+        assert o["status"] == "fulfilled", o
 
         # Never paid: a clear message after the timeout, and a way to check again.
         never, co = new_checkout(app_url, "never@example.com")

@@ -119,6 +119,18 @@ async fn show(
     let waiting_on = match (unfinished, order.status.as_str()) {
         // A human closed it: nothing more will run.
         (_, "resolved") => None,
+        // The capture check waits on the provider's settlement (a PayPal capture held
+        // PENDING): say so, so the success page can tell the buyer to wait days, not seconds.
+        (Some(step), _)
+            if step.kind == "confirm_capture"
+                && step.status == "pending"
+                && step
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("waiting: awaiting settlement")) =>
+        {
+            Some("settlement".to_owned())
+        }
         (Some(step), _) => Some(step.kind.clone()),
         (None, "created" | "pending_payment") => Some("payment".to_owned()),
         (None, _) => None,

@@ -9,7 +9,8 @@
 //!
 //! Buyer and provider controls (not PayPal API):
 //! - `GET /sandbox/paypal/checkoutnow?token={id}` — the approval page the order's `approve`
-//!   / `payer-action` link points at: one button, then back to the `return_url`.
+//!   / `payer-action` link points at: Approve, or Approve with an eCheck (its capture stays
+//!   pending), then back to the `return_url`.
 //! - `POST /sandbox/paypal/orders/{id}/approve` `{"webhook": "once"|"twice"|"none",
 //!   "delay_ms": N, "capture": "completed"|"pending"|"declined", "amount": "12.00"}` — the
 //!   buyer approves the order. Answers what PayPal's JS SDK hands `onApprove` (`orderID`,
@@ -1206,11 +1207,13 @@ async fn checkout_page(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sandbox PayPal</title></head><body>\
          <h1>fulfilld sandbox — PayPal</h1><p>Order {id}: {amount}, status {st}.</p>\
          <button id=\"approve\" data-back=\"{back}\">Approve</button>\
-         <script>document.getElementById('approve').onclick=function(){{\
-           var back=this.dataset.back;\
-           fetch('/sandbox/paypal/orders/{id}/approve',{{method:'POST'}}).then(r=>r.json()).then(j=>{{\
+         <button id=\"approve-pending\" data-back=\"{back}\" data-capture=\"pending\">Approve with an eCheck (the capture stays pending)</button>\
+         <script>function approve(){{\
+           var back=this.dataset.back, capture=this.dataset.capture;\
+           fetch('/sandbox/paypal/orders/{id}/approve',{{method:'POST',headers:{{'content-type':'application/json'}},body:JSON.stringify(capture?{{capture:capture}}:{{}})}}).then(r=>r.json()).then(j=>{{\
              document.body.insertAdjacentHTML('beforeend','<pre>'+JSON.stringify(j.deliveries)+'</pre>');\
-             if(back){{var u=new URL(back);u.searchParams.set('token',j.orderID);u.searchParams.set('PayerID',j.payerID);location.href=u}}}})}}</script>\
+             if(back){{var u=new URL(back);u.searchParams.set('token',j.orderID);u.searchParams.set('PayerID',j.payerID);location.href=u}}}})}}\
+           document.getElementById('approve').onclick=approve;document.getElementById('approve-pending').onclick=approve;</script>\
          </body></html>",
         id = esc(&o.id),
         st = esc(&o.status),

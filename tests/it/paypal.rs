@@ -467,7 +467,7 @@ async fn paypal_pending_capture_waits_for_settlement(backend: Backend) {
             })
             .await;
         assert_eq!(waiting["status"], "paid", "{waiting:#}");
-        assert_eq!(waiting["waiting_on"], "confirm_capture", "{waiting:#}");
+        assert_eq!(waiting["waiting_on"], "settlement", "{waiting:#}");
         assert_eq!(
             app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
                 .await,

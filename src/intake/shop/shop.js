@@ -128,7 +128,7 @@ const PROOF = {
 };
 
 function show(id) {
-  for (const s of ["processing", "paid", "failed", "timeout"]) $("#" + s).hidden = s !== id;
+  for (const s of ["processing", "settling", "paid", "failed", "timeout"]) $("#" + s).hidden = s !== id;
 }
 
 async function successPage() {
@@ -165,6 +165,11 @@ async function successPage() {
       say(e.message, true);
       return schedule();
     }
+    // The provider holds the capture (days, not seconds): say so, and look now and then.
+    if (order.waiting_on === "settlement") {
+      show("settling");
+      return schedule(10000);
+    }
     if (PAID.includes(order.status)) return paid(order);
     if (FAILED.includes(order.status)) return show("failed");
     // The webhook is late: ask the engine to check with the provider (it throttles these).
@@ -185,8 +190,8 @@ async function successPage() {
     schedule();
   }
 
-  function schedule() {
-    timer = setTimeout(tick, 2000);
+  function schedule(ms) {
+    timer = setTimeout(tick, ms || 2000);
   }
 
   async function paid(order) {
