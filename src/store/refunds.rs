@@ -434,7 +434,13 @@ async fn upsert_notice(
                 orders::transition(
                     tx,
                     &p.order_id,
-                    &["paid", "fulfilled", "partially_refunded", "refunded"],
+                    &[
+                        "paid",
+                        "fulfilled",
+                        "partially_refunded",
+                        "refunded",
+                        "refund_pending",
+                    ],
                     "needs_review",
                 )
                 .await?;

@@ -9,6 +9,7 @@ use crate::on_both_stores;
 on_both_stores!(
     stale_payment_is_fulfilled_without_any_webhook,
     expired_reservation_is_released_and_a_late_payment_is_refunded_if_sold_out,
+    a_sold_out_refund_that_fails_after_pending_sends_the_order_to_review,
 );
 
 const FAST: [(&str, &str); 2] = [
@@ -107,5 +108,56 @@ async fn expired_reservation_is_released_and_a_late_payment_is_refunded_if_sold_
         .await;
     assert_eq!(late["status"], "refunded", "sold out meanwhile: {late:#}");
     assert_eq!(app.stock("SEAT").await, (0, 0));
+    app.finish().await;
+}
+
+/// The late buyer's sold-out refund is answered `pending` by Stripe and then fails: the
+/// buyer is still owed the money, so the order goes to review (not left "refunding").
+async fn a_sold_out_refund_that_fails_after_pending_sends_the_order_to_review(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[
+            ("FULFILLD__QUEUE__HOUSEKEEPING_INTERVAL_MS", "100"),
+            ("FULFILLD__CHECKOUT__RESERVATION_TTL_SECS", "0"),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, 1).await;
+    let (slow, slow_co) = app
+        .seat_checkout("slow-pending@example.com", 1, "stripe")
+        .await;
+    app.wait_until(&slow, "the reservation released", |_| true)
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.stock("SEAT").await != (1, 0) {
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (quick, quick_co) = app
+        .seat_checkout("quick-pending@example.com", 1, "stripe")
+        .await;
+    app.pay(s(&quick_co["provider_order_id"]), json!({})).await;
+    app.wait_for(&quick, &["fulfilled"]).await;
+    app.sandbox_post("/sandbox/stripe/refunds/mode", json!({"status": "pending"}))
+        .await;
+    app.pay(s(&slow_co["provider_order_id"]), json!({})).await;
+    let o = app
+        .wait_until(&slow, "the sold-out refund asked for", |o| {
+            o["refunds"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["status"] == "pending"))
+        })
+        .await;
+    assert_eq!(o["status"], "refund_pending", "{o:#}");
+    let re = s(&o["refunds"][0]["provider_refund_id"]).to_owned();
+    app.sandbox_post(
+        &format!("/sandbox/stripe/refunds/{re}/settle"),
+        json!({"outcome": "failed"}),
+    )
+    .await;
+    let o = app
+        .wait_until(&slow, "sent to review", |o| o["status"] == "needs_review")
+        .await;
+    assert_eq!(o["refunds"][0]["status"], "failed", "{o:#}");
     app.finish().await;
 }
