@@ -150,6 +150,15 @@ pub async fn run_role(
             "provider API points at a sandbox, not the real provider: no real money moves"
         );
     }
+    if config.providers.stripe.enabled && config.checkout.reservation_ttl_secs < 1800 {
+        // Stripe keeps a Checkout Session open at least 30 minutes (`expires_at`'s range).
+        tracing::warn!(
+            reservation_ttl_secs = config.checkout.reservation_ttl_secs,
+            "checkout.reservation_ttl_secs is below Stripe's 30-minute minimum session: a \
+             session can be paid after its stock went back (the payment is then refunded if \
+             the stock is gone); 1800 or more avoids it"
+        );
+    }
     if role != Role::Work {
         // Before anything is opened or bound to: a forged event must never be trusted live.
         config.refuse_sandbox_secrets_live()?;
