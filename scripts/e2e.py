@@ -502,6 +502,26 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
         o = wait_for(app_url, pending_order, ("fulfilled",), token)
         assert o["status"] == "fulfilled", o
 
+        # Razorpay's Checkout.js over the page: the bank declines the first try, the buyer
+        # tries again in the same window, and the order is paid and its access activated.
+        page.goto(f"{app_url}/checkout")
+        page.locator("input.qty[data-sku='SEAT']").fill("1")
+        page.fill("#email", "upi-buyer@example.com")
+        page.select_option("#provider", "razorpay")
+        page.click("#pay")
+        checkout = page.frame_locator("#razorpay-checkout-frame")
+        checkout.locator("#fail").click()
+        expect(page.locator("#msg")).to_contain_text("The payment failed")
+        page.screenshot(path=os.path.join(shots, "razorpay-declined.png"), full_page=True)
+        checkout.locator("#pay").click()
+        page.wait_for_url(f"{app_url}/checkout/success?order=**")
+        expect(page.locator("#paid")).to_be_visible()
+        expect(page.locator("#access")).to_contain_text("conference-pass")
+        rz_order = page.inner_text("#paid-order")
+        _, o = call("GET", f"{app_url}/api/orders/{rz_order}", token=token)
+        assert o["payment"]["provider"] == "razorpay", o
+        assert [r for r in o["refunds"]] == [], o
+
         # Never paid: a clear message after the timeout, and a way to check again.
         never, co = new_checkout(app_url, "never@example.com")
         page.goto(f"{app_url}/checkout/success?order={never['id']}&timeout_s=3")
@@ -532,6 +552,7 @@ def main():
         "FULFILLD__SANDBOX__WEBHOOK_TARGET": app_url,
         "FULFILLD__PROVIDERS__STRIPE__API_BASE": sb_url,
         "FULFILLD__PROVIDERS__PAYPAL__API_BASE": sb_url,
+        "FULFILLD__PROVIDERS__RAZORPAY__API_BASE": sb_url,
         "FULFILLD__PROVIDERS__STRIPE__WEBHOOK_SECRETS": "whsec_e2e_new,whsec_e2e_old",
         "FULFILLD__EMAIL__TRANSPORT": "smtp",
         "FULFILLD__EMAIL__SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",

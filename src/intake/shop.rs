@@ -1,5 +1,6 @@
 //! The reference checkout pages, compiled into the binary like the dashboard: `/checkout`
-//! (pick products, pay at the provider), `/checkout/success` (where the provider sends the
+//! (pick products, pay at the provider: Stripe's and PayPal's hosted pages, or Razorpay's
+//! Checkout.js over the page), `/checkout/success` (where the provider sends the
 //! buyer back: "Processing payment…" until the order is paid — polling every 2 s, and asking
 //! the engine to verify with the provider when the webhook is late — then the buyer's access
 //! activated as a cookie; after 30 s a clear message and a button to check again, never an
@@ -11,8 +12,9 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::Engine;
@@ -28,21 +30,49 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
                    connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
                    base-uri 'none'; form-action 'none'";
 
-fn html(body: &'static str) -> impl IntoResponse {
+fn html(body: &'static str) -> Response {
+    with_csp(body, CSP.to_owned())
+}
+
+fn with_csp(body: &'static str, csp: String) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
         ],
         body,
     )
+        .into_response()
+}
+
+/// The checkout page's policy: with Razorpay on, also its Checkout.js and the frame it opens
+/// (Razorpay's script from checkout.razorpay.com, its form from api.razorpay.com; the
+/// sandbox serves both itself).
+fn checkout_csp(e: &Engine) -> String {
+    let r = &e.config.providers.razorpay;
+    let origin = r
+        .enabled
+        .then(|| url::Url::parse(&crate::providers::razorpay::checkout_script(&r.api_base)).ok())
+        .flatten()
+        .map(|u| u.origin().ascii_serialization());
+    match origin {
+        Some(o) => format!(
+            "default-src 'none'; script-src 'self' {o}; style-src 'self' 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; frame-src {o} https://api.razorpay.com; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        ),
+        None => CSP.to_owned(),
+    }
 }
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
-        .route("/checkout", get(|| async { html(CHECKOUT) }))
+        .route(
+            "/checkout",
+            get(|State(e): State<Arc<Engine>>| async move { with_csp(CHECKOUT, checkout_csp(&e)) }),
+        )
         .route("/checkout/success", get(|| async { html(SUCCESS) }))
         .route("/checkout/cancel", get(|| async { html(CANCEL) }))
         .route("/checkout/sign-in", get(|| async { html(SIGN_IN) }))

@@ -323,8 +323,9 @@ impl Provider for Razorpay {
         })
     }
 
+    /// Checkout.js's key and where the page loads Checkout.js from.
     fn checkout_params(&self) -> Value {
-        json!({ "key_id": self.key_id })
+        json!({ "key_id": self.key_id, "script": checkout_script(&self.base) })
     }
 
     /// `POST /v1/orders`; `receipt` is our order id, `notes` carry both our ids.
@@ -451,6 +452,20 @@ impl Provider for Razorpay {
     }
 }
 
+/// Where a shop page loads Checkout.js from: Razorpay's own
+/// (<https://razorpay.com/docs/payments/payment-gateway/web-integration/standard/>) with
+/// Razorpay's API, else the sandbox's stand-in beside the API base it doubles.
+pub fn checkout_script(api_base: &str) -> String {
+    if api_base.trim_end_matches('/') == "https://api.razorpay.com" {
+        "https://checkout.razorpay.com/v1/checkout.js".to_owned()
+    } else {
+        format!(
+            "{}/sandbox/razorpay/checkout.js",
+            api_base.trim_end_matches('/')
+        )
+    }
+}
+
 /// Whether Razorpay takes `key` as an `X-Refund-Idempotency`: at least 10 characters, each a
 /// letter, a digit, `-` or `_` (razorpay.com/docs/api/refunds/normal-refunds-idempotent).
 pub fn refund_key_ok(key: &str) -> bool {
@@ -483,6 +498,18 @@ fn refund_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkout_js_comes_from_razorpay_with_razorpays_api() {
+        assert_eq!(
+            checkout_script("https://api.razorpay.com/"),
+            "https://checkout.razorpay.com/v1/checkout.js"
+        );
+        assert_eq!(
+            checkout_script("http://127.0.0.1:8099"),
+            "http://127.0.0.1:8099/sandbox/razorpay/checkout.js"
+        );
+    }
 
     #[test]
     fn refund_keys_are_in_razorpays_charset() {

@@ -12,6 +12,10 @@
 //!   failure `payment.failed` (the order stays payable: pay it again). `race` is manual
 //!   capture that Razorpay's automatic capture overtakes: the payment is captured just after
 //!   its first read, so the reader's own capture is answered "already been captured".
+//! - `GET /sandbox/razorpay/checkout.js` and the frame it opens,
+//!   `GET /sandbox/razorpay/checkout?key_id=…&order_id=…` — a stand-in for Checkout.js: the
+//!   buyer pays, or has the bank decline and tries again, and the page gets what
+//!   Checkout.js hands it.
 //! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/razorpay/refunds` — every refund made.
@@ -675,6 +679,104 @@ async fn pay(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> 
     .into_response()
 }
 
+/// The stand-in for Razorpay's Checkout.js (`GET /sandbox/razorpay/checkout.js`): the same
+/// surface a shop page uses (<https://razorpay.com/docs/payments/payment-gateway/web-integration/standard/build-integration/>)
+/// — `new Razorpay({key, order_id, handler, modal: {ondismiss}})`, `.on("payment.failed",
+/// cb)`, `.open()` — over a frame served by the sandbox, which answers the page by
+/// `postMessage`: the signed `{razorpay_payment_id, razorpay_order_id, razorpay_signature}`
+/// to `handler`, or `{error: {code, description, source, step, reason, metadata}}` to the
+/// `payment.failed` callbacks while the frame stays open for another try, as Razorpay's does.
+const CHECKOUT_JS: &str = r#"(function () {
+  "use strict";
+  var origin = new URL(document.currentScript.src).origin;
+  function Razorpay(options) { this.options = options || {}; this.handlers = {}; }
+  Razorpay.prototype.on = function (event, cb) {
+    (this.handlers[event] = this.handlers[event] || []).push(cb);
+  };
+  Razorpay.prototype.open = function () {
+    var self = this, o = this.options;
+    var frame = document.createElement("iframe");
+    frame.id = "razorpay-checkout-frame";
+    frame.title = "Razorpay Checkout";
+    frame.src = origin + "/sandbox/razorpay/checkout?key_id=" + encodeURIComponent(o.key || "") +
+      "&order_id=" + encodeURIComponent(o.order_id || "");
+    frame.style.cssText = "position:fixed;top:10%;left:20%;width:60%;height:60%;border:1px solid #888;background:#fff;z-index:10";
+    function done() { window.removeEventListener("message", listen); frame.remove(); }
+    function listen(ev) {
+      if (ev.origin !== origin || ev.source !== frame.contentWindow) return;
+      var m = ev.data || {};
+      if (m.event === "payment.success") { done(); if (o.handler) o.handler(m.response); }
+      else if (m.event === "payment.failed") {
+        (self.handlers["payment.failed"] || []).forEach(function (cb) { cb(m.response); });
+      } else if (m.event === "dismiss") { done(); if (o.modal && o.modal.ondismiss) o.modal.ondismiss(); }
+    }
+    window.addEventListener("message", listen);
+    document.body.appendChild(frame);
+  };
+  window.Razorpay = Razorpay;
+})();
+"#;
+
+async fn checkout_js() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        CHECKOUT_JS,
+    )
+        .into_response()
+}
+
+/// `GET /sandbox/razorpay/checkout?key_id=…&order_id=…`: the frame Checkout.js opens. The
+/// buyer pays (or has the bank decline, to try again); the outcome goes to the page.
+async fn checkout_frame(
+    State(sb): State<Sandbox>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let q: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let esc = crate::domain::html_escape;
+    let (key, id) = (
+        q.get("key_id").cloned().unwrap_or_default(),
+        q.get("order_id").cloned().unwrap_or_default(),
+    );
+    let order = sb.state().orders.get(&id).cloned();
+    let Some(o) = order.filter(|_| key == sb.inner.key_id) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::response::Html(
+                "<h1>Razorpay: the key or the order id is not valid</h1>".to_owned(),
+            ),
+        )
+            .into_response();
+    };
+    axum::response::Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Razorpay Checkout</title></head><body>\
+         <h1>fulfilld sandbox — Razorpay</h1><p>Order {id}: {amount} (minor units) {cur}, status {st}.</p>\
+         <button id=\"pay\">Pay</button> <button id=\"fail\">Pay, and have the bank decline</button>\
+         <p id=\"said\"></p>\
+         <script>function pay(fail){{\
+           fetch('/sandbox/razorpay/orders/{id}/pay',{{method:'POST',headers:{{'content-type':'application/json'}},\
+             body:JSON.stringify(fail?{{outcome:'failed'}}:{{}})}}).then(r=>r.json()).then(j=>{{\
+             if(fail){{document.getElementById('said').textContent='Payment failed: try again.';\
+               parent.postMessage({{event:'payment.failed',response:{{error:{{code:'BAD_REQUEST_ERROR',\
+                 description:'Payment failed because the bank declined it',source:'bank',step:'payment_authorization',\
+                 reason:'payment_failed',metadata:{{order_id:j.razorpay_order_id,payment_id:j.razorpay_payment_id}}}}}}}},'*')}}\
+             else parent.postMessage({{event:'payment.success',response:{{razorpay_payment_id:j.razorpay_payment_id,\
+               razorpay_order_id:j.razorpay_order_id,razorpay_signature:j.razorpay_signature}}}},'*')}})}}\
+           document.getElementById('pay').onclick=function(){{pay(false)}};\
+           document.getElementById('fail').onclick=function(){{pay(true)}};</script>\
+         </body></html>",
+        id = esc(&o.id),
+        amount = o.amount,
+        cur = esc(&o.currency),
+        st = esc(&o.status),
+    ))
+    .into_response()
+}
+
 pub fn router(sb: Sandbox) -> Router {
     let (courier, faults) = (sb.inner.courier.clone(), sb.inner.faults.clone());
     let api = Router::new()
@@ -686,6 +788,8 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/payments/{id}/capture", post(capture))
         .route("/v1/payments/{id}/refund", post(refund))
         .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
+        .route("/sandbox/razorpay/checkout.js", get(checkout_js))
+        .route("/sandbox/razorpay/checkout", get(checkout_frame))
         .route("/sandbox/razorpay/refunds", get(list_refunds))
         .with_state(sb);
     super::provider_router("razorpay", api, courier, faults)

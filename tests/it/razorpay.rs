@@ -19,6 +19,7 @@ on_both_stores!(
     razorpay_short_payment_needs_review,
     razorpay_capture_beaten_by_automatic_capture_is_read_again,
     razorpay_racing_captures_capture_once_and_all_answer_paid,
+    the_checkout_page_opens_razorpays_checkout,
 );
 
 /// An order of `qty` seats with an open Razorpay checkout: (order id, razorpay order id).
@@ -35,6 +36,13 @@ async fn rz_checkout(app: &TestApp, email: &str, qty: i64) -> (String, String) {
         "Razorpay opens Checkout.js, not a URL: {co}"
     );
     assert_eq!(co["client"]["key_id"], "rzp_test_sandbox");
+    assert_eq!(
+        co["client"]["script"],
+        format!(
+            "{}/sandbox/razorpay/checkout.js",
+            app.sandbox.trim_end_matches('/')
+        )
+    );
     assert_eq!(co["amount_minor"], order["total_minor"]);
     let rz_order = s(&co["provider_order_id"]).to_owned();
     assert!(rz_order.starts_with("order_"), "{rz_order}");
@@ -600,5 +608,61 @@ async fn razorpay_racing_captures_capture_once_and_all_answer_paid(backend: Back
             .await,
         1
     );
+    app.finish().await;
+}
+
+/// The reference checkout page may load Checkout.js (from the sandbox, which stands in for
+/// checkout.razorpay.com) and the frame it opens, and nothing else from elsewhere; the frame
+/// needs the account's key and an order of its own.
+async fn the_checkout_page_opens_razorpays_checkout(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (_, rz_order) = rz_checkout(&app, "page@example.com", 1).await;
+    let r = app
+        .http
+        .get(format!("{}/checkout", app.url))
+        .send()
+        .await
+        .expect("page");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    let sandbox = app.sandbox.trim_end_matches('/');
+    assert!(
+        csp.contains(&format!("script-src 'self' {sandbox};"))
+            && csp.contains(&format!("frame-src {sandbox} https://api.razorpay.com;"))
+            && csp.contains("connect-src 'self';"),
+        "{csp}"
+    );
+    let script = app
+        .http
+        .get(format!("{sandbox}/sandbox/razorpay/checkout.js"))
+        .send()
+        .await
+        .expect("checkout.js");
+    assert_eq!(script.status(), 200);
+    assert!(
+        script
+            .text()
+            .await
+            .expect("text")
+            .contains("window.Razorpay")
+    );
+    for (key, order, status) in [
+        ("rzp_test_sandbox", rz_order.as_str(), 200),
+        ("rzp_test_other", rz_order.as_str(), 400),
+        ("rzp_test_sandbox", "order_unknown", 400),
+    ] {
+        let r = app
+            .http
+            .get(format!(
+                "{sandbox}/sandbox/razorpay/checkout?key_id={key}&order_id={order}"
+            ))
+            .send()
+            .await
+            .expect("frame");
+        assert_eq!(r.status(), status, "{key} {order}");
+    }
     app.finish().await;
 }

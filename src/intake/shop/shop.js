@@ -107,6 +107,7 @@ async function checkoutPage() {
         provider: $("#provider").value,
       }, { "X-Buyer-Token": order.buyer_token });
       keep(order.id, { provider: co.provider, provider_order_id: co.provider_order_id });
+      if (!co.checkout_url && co.client && co.client.script) return await checkoutJs(order, co);
       say("Taking you to the payment page…");
       location.href = co.checkout_url;
     } catch (e) {
@@ -116,6 +117,50 @@ async function checkoutPage() {
   });
 }
 
+function loadScript(src) {
+  return new Promise((loaded, failed) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = loaded;
+    s.onerror = () => failed(new Error("the payment window could not be loaded"));
+    document.head.appendChild(s);
+  });
+}
+
+// Razorpay: its Checkout.js opens over this page. A failed attempt leaves it open for the
+// buyer to try again on the same order; a success hands back a signed answer, which the
+// engine checks (and which proves the order) before the success page.
+async function checkoutJs(order, co) {
+  await loadScript(co.client.script);
+  const rzp = new window.Razorpay({
+    key: co.client.key_id,
+    order_id: co.provider_order_id,
+    amount: co.amount_minor,
+    currency: co.currency,
+    prefill: { email: $("#email").value.trim() },
+    handler: async (answer) => {
+      keep(order.id, { razorpay: answer });
+      say("Payment received, checking it…");
+      try {
+        await api("POST", "/api/payments/verify", { order_id: order.id, provider: "razorpay", payload: answer });
+      } catch (e) {
+        // The success page keeps checking; the webhook settles it either way.
+      }
+      location.href = "/checkout/success?order=" + encodeURIComponent(order.id);
+    },
+    modal: {
+      ondismiss: () => {
+        say("The payment window was closed: pay when you are ready.");
+        $("#pay").disabled = false;
+      },
+    },
+  });
+  rzp.on("payment.failed", (answer) =>
+    say("The payment failed (" + ((answer.error && answer.error.description) || "declined") +
+      "): try again in the payment window, or another way.", true));
+  rzp.open();
+}
+
 // --- /checkout/success -----------------------------------------------------------------
 
 const PAID = ["paid", "fulfilled", "partially_refunded"];
@@ -123,9 +168,17 @@ const FAILED = ["payment_failed"];
 // How each provider's checkout is named in a verify call (and, without the buyer token, in
 // the activation), from the order's payment.
 const PROOF = {
-  stripe: (id) => ({ session_id: id }),
-  paypal: (id) => ({ orderID: id }),
+  stripe: (mine) => mine.provider_order_id && { session_id: mine.provider_order_id },
+  paypal: (mine) => mine.provider_order_id && { orderID: mine.provider_order_id },
+  // Razorpay's signed answer, as Checkout.js handed it over.
+  razorpay: (mine) => mine.razorpay,
 };
+
+// Paid, and the provider's capture confirmed (an order is "paid" from the provider's first
+// word; `confirm_capture` then checks the capture, which may turn out pending or declined).
+function confirmed(order) {
+  return PAID.includes(order.status) && order.waiting_on !== "confirm_capture" && order.waiting_on !== "settlement";
+}
 
 function show(id) {
   for (const s of ["processing", "settling", "paid", "failed", "timeout"]) $("#" + s).hidden = s !== id;
@@ -170,18 +223,22 @@ async function successPage() {
       show("settling");
       return schedule(10000);
     }
-    if (PAID.includes(order.status)) return paid(order);
+    if (confirmed(order)) return paid(order);
     if (FAILED.includes(order.status)) return show("failed");
     // The webhook is late: ask the engine to check with the provider (it throttles these).
-    if (PROOF[mine.provider] && mine.provider_order_id && Date.now() - started >= 3000 && Date.now() - lastVerify >= 4000) {
+    const payload = PROOF[mine.provider] && PROOF[mine.provider](mine);
+    if (payload && Date.now() - started >= 3000 && Date.now() - lastVerify >= 4000) {
       lastVerify = Date.now();
       try {
         const v = await api("POST", "/api/payments/verify", {
           order_id: orderId,
           provider: mine.provider,
-          payload: PROOF[mine.provider](mine.provider_order_id),
+          payload,
         });
-        if (PAID.includes(v.status)) return paid(await read());
+        if (PAID.includes(v.status)) {
+          const now = await read();
+          if (confirmed(now)) return paid(now);
+        }
       } catch (e) {
         // Not paid yet, or the provider is slow: keep waiting for the webhook.
       }
@@ -200,10 +257,11 @@ async function successPage() {
     $("#paid-status").textContent = order.status;
     show("paid");
     say("");
+    const redirect = PROOF[mine.provider] && PROOF[mine.provider](mine);
     const proof = mine.buyer_token
       ? { buyer_token: mine.buyer_token }
-      : PROOF[mine.provider] && mine.provider_order_id
-        ? { provider: mine.provider, payload: PROOF[mine.provider](mine.provider_order_id) }
+      : redirect
+        ? { provider: mine.provider, payload: redirect }
         : null;
     if (!proof) {
       $("#access").textContent = "To see your access in this browser, sign in with the link we email you.";
