@@ -23,6 +23,9 @@
 //! - `POST /sandbox/paypal/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/paypal/refunds` — every refund made.
+//! - `POST /sandbox/paypal/refunds/mode` `{"status": "pending"|"completed"}` — how refunds
+//!   start; `POST /sandbox/paypal/refunds/{id}/settle` `{"outcome": "completed"|"failed"}`
+//!   ends a pending one (a completed one is announced as `PAYMENT.CAPTURE.REFUNDED`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -172,6 +175,9 @@ struct St {
     requests: HashMap<String, Value>,
     /// Order id → where the buyer's browser goes after approving (`return_url`).
     return_urls: HashMap<String, String>,
+    /// Refunds made from now on start `PENDING` (`POST /sandbox/paypal/refunds/mode`), as
+    /// PayPal's do when the money cannot move at once (an eCheck not cleared yet).
+    refunds_pending: bool,
 }
 
 /// Transmission id → the raw body delivered, for verify-webhook-signature.
@@ -712,6 +718,7 @@ async fn refund(
         st.refunds
             .iter()
             .filter(|(cid, _)| *cid == id)
+            .filter(|(_, r)| !matches!(r.status.as_str(), "FAILED" | "CANCELLED"))
             .filter_map(|(_, r)| r.amount.as_ref().and_then(wire::Money::minor))
             .sum()
     };
@@ -765,7 +772,12 @@ async fn refund(
         };
         let r = wire::Refund {
             id: pp_id(),
-            status: "COMPLETED".into(),
+            status: if st.refunds_pending {
+                "PENDING"
+            } else {
+                "COMPLETED"
+            }
+            .into(),
             amount: Some(amount),
             custom_id: serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -780,16 +792,109 @@ async fn refund(
         st.refunds.push((id.clone(), r.clone()));
         r
     };
-    // PayPal announces every refund, whoever made it.
+    // PayPal announces every refund, whoever made it, once it is done.
+    if refund.status == "COMPLETED" {
+        announce_refund(&sb, &refund).await;
+    }
+    let body = serde_json::to_value(&refund).unwrap_or_default();
+    remember(&sb, key, StatusCode::CREATED, body)
+}
+
+async fn announce_refund(sb: &Sandbox, refund: &wire::Refund) -> Vec<Value> {
     let ev = event(
         "PAYMENT.CAPTURE.REFUNDED",
         "refund",
         "A payment capture was refunded",
-        serde_json::to_value(&refund).unwrap_or_default(),
+        serde_json::to_value(refund).unwrap_or_default(),
     );
-    sb.inner.courier.deliver(vec![ev], Copies::ONCE, 0).await;
-    let body = serde_json::to_value(&refund).unwrap_or_default();
-    remember(&sb, key, StatusCode::CREATED, body)
+    sb.inner.courier.deliver(vec![ev], Copies::ONCE, 0).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundControl {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+/// `{"status": "pending"|"completed"}`: how refunds made from now on start.
+async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    let d = match control_body::<RefundControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let pending = match d.status.as_deref() {
+        Some("pending") => true,
+        Some("completed") => false,
+        _ => {
+            return invalid_request(
+                "INVALID_PARAMETER_VALUE",
+                "status",
+                "status must be \"pending\" or \"completed\"",
+            );
+        }
+    };
+    sb.state().refunds_pending = pending;
+    Json(json!({ "refunds_start": d.status })).into_response()
+}
+
+/// `{"outcome": "completed"|"failed"}`: a `PENDING` refund ends; a completed one is
+/// announced with `PAYMENT.CAPTURE.REFUNDED`, and a failed one gives the capture its money
+/// back to refund again.
+async fn settle_refund(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d = match control_body::<RefundControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let status = match d.outcome.as_deref().unwrap_or("completed") {
+        "completed" => "COMPLETED",
+        "failed" => "FAILED",
+        _ => {
+            return invalid_request(
+                "INVALID_PARAMETER_VALUE",
+                "outcome",
+                "outcome must be \"completed\" or \"failed\"",
+            );
+        }
+    };
+    let refund = {
+        let mut st = sb.state();
+        let Some((capture, r)) = st.refunds.iter_mut().find(|(_, r)| r.id == id) else {
+            return not_found();
+        };
+        if r.status != "PENDING" {
+            return unprocessable("REFUND_NOT_PENDING", "Only a pending refund settles.");
+        }
+        r.status = status.into();
+        let (capture, refund) = (capture.clone(), r.clone());
+        if status == "FAILED" {
+            // The money stayed with the merchant: the capture is refundable again.
+            let still = st
+                .refunds
+                .iter()
+                .filter(|(c, r)| {
+                    *c == capture && !matches!(r.status.as_str(), "FAILED" | "CANCELLED")
+                })
+                .count();
+            with_capture(&mut st, &capture, |c| {
+                c.status = if still == 0 {
+                    "COMPLETED"
+                } else {
+                    "PARTIALLY_REFUNDED"
+                }
+                .into();
+            });
+        }
+        refund
+    };
+    let deliveries = if status == "COMPLETED" {
+        announce_refund(&sb, &refund).await
+    } else {
+        Vec::new()
+    };
+    Json(json!({ "refund": refund, "deliveries": deliveries })).into_response()
 }
 
 /// `GET /v1/notifications/webhooks-events`: the event notifications sent, newest first,
@@ -1244,6 +1349,8 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/paypal/orders/{id}/void", post(void))
         .route("/sandbox/paypal/captures/{id}/settle", post(settle))
         .route("/sandbox/paypal/refunds", get(list_refunds))
+        .route("/sandbox/paypal/refunds/mode", post(refund_mode))
+        .route("/sandbox/paypal/refunds/{id}/settle", post(settle_refund))
         .with_state(sb);
     super::provider_router("paypal", api, courier, faults)
 }

@@ -19,6 +19,10 @@
 //! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/razorpay/refunds` — every refund made.
+//! - `POST /sandbox/razorpay/refunds/mode` `{"status": "pending"|"processed"}` — how refunds
+//!   start (a pending one is announced as `refund.created`);
+//!   `POST /sandbox/razorpay/refunds/{id}/settle` `{"outcome": "processed"|"failed"}` ends one
+//!   with `refund.processed` or `refund.failed`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +64,9 @@ struct St {
     /// `"capture": "race"`): the account's automatic capture landing between a client's
     /// read and its own capture call.
     capture_after_read: std::collections::HashSet<String>,
+    /// Refunds made from now on start `pending` (`POST /sandbox/razorpay/refunds/mode`), as
+    /// Razorpay's do until the bank confirms them.
+    refunds_pending: bool,
 }
 
 impl Sandbox {
@@ -455,6 +462,7 @@ async fn refund(
     };
     let (refund, payment) = {
         let mut st = sb.state();
+        let pending = st.refunds_pending;
         if let Some(existing) = key.as_ref().and_then(|k| st.refund_keys.get(k)).cloned()
             && let Some(r) = st.refunds.iter().find(|r| r.id == existing)
         {
@@ -491,7 +499,7 @@ async fn refund(
             amount,
             currency: p.currency.clone(),
             payment_id: p.id.clone(),
-            status: "processed".into(),
+            status: if pending { "pending" } else { "processed" }.into(),
             notes,
             created_at: now_s(),
         };
@@ -502,14 +510,105 @@ async fn refund(
         st.refunds.push(refund.clone());
         (refund, payment)
     };
-    // Razorpay announces every refund, whoever made it.
-    let (id, mut ev) = event("refund.processed", Some(&payment), None);
+    // Razorpay announces every refund, whoever made it: refund.created, then
+    // refund.processed (or refund.failed) once the bank has it
+    // (<https://razorpay.com/docs/webhooks/payloads/refunds/>).
+    let kind = if refund.status == "pending" {
+        "refund.created"
+    } else {
+        "refund.processed"
+    };
+    announce_refund(&sb, kind, &refund, &payment).await;
+    Json(refund).into_response()
+}
+
+async fn announce_refund(
+    sb: &Sandbox,
+    kind: &str,
+    refund: &wire::Refund,
+    payment: &wire::Payment,
+) -> Vec<Value> {
+    let (id, mut ev) = event(kind, Some(payment), None);
     ev.contains.insert(0, "refund".into());
     ev.payload.refund = Some(wire::Wrapped {
         entity: refund.clone(),
     });
-    deliver(&sb, &[(id, ev)], Copies::ONCE, 0).await;
-    Json(refund).into_response()
+    deliver(sb, &[(id, ev)], Copies::ONCE, 0).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundControl {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+/// `{"status": "pending"|"processed"}`: how refunds made from now on start.
+async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    let d = match control_body::<RefundControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let pending = match d.status.as_deref() {
+        Some("pending") => true,
+        Some("processed") => false,
+        _ => {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "status must be \"pending\" or \"processed\"",
+                Some("status"),
+            );
+        }
+    };
+    sb.state().refunds_pending = pending;
+    Json(json!({ "refunds_start": d.status })).into_response()
+}
+
+/// `{"outcome": "processed"|"failed"}`: a pending refund ends, announced with
+/// `refund.processed` or `refund.failed`; a failed one gives the payment its money back to
+/// refund again.
+async fn settle_refund(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let d = match control_body::<RefundControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let outcome = d.outcome.unwrap_or_else(|| "processed".into());
+    if !matches!(outcome.as_str(), "processed" | "failed") {
+        return rz_error(
+            StatusCode::BAD_REQUEST,
+            "outcome must be \"processed\" or \"failed\"",
+            Some("outcome"),
+        );
+    }
+    let (refund, payment) = {
+        let mut st = sb.state();
+        let Some(r) = st.refunds.iter_mut().find(|r| r.id == id) else {
+            return no_such_id();
+        };
+        if r.status != "pending" {
+            return rz_error(
+                StatusCode::BAD_REQUEST,
+                "Only a pending refund settles",
+                None,
+            );
+        }
+        r.status = outcome.clone();
+        let refund = r.clone();
+        let Some(p) = st.payments.get_mut(&refund.payment_id) else {
+            return no_such_id();
+        };
+        if outcome == "failed" {
+            p.amount_refunded -= refund.amount;
+            if p.status == "refunded" {
+                p.status = "captured".into();
+            }
+        }
+        (refund, p.clone())
+    };
+    let deliveries = announce_refund(&sb, &format!("refund.{outcome}"), &refund, &payment).await;
+    Json(json!({ "refund": refund, "deliveries": deliveries })).into_response()
 }
 
 async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
@@ -789,6 +888,8 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/payments/{id}/refund", post(refund))
         .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
         .route("/sandbox/razorpay/checkout.js", get(checkout_js))
+        .route("/sandbox/razorpay/refunds/mode", post(refund_mode))
+        .route("/sandbox/razorpay/refunds/{id}/settle", post(settle_refund))
         .route("/sandbox/razorpay/checkout", get(checkout_frame))
         .route("/sandbox/razorpay/refunds", get(list_refunds))
         .with_state(sb);

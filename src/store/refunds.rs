@@ -240,6 +240,16 @@ impl Store {
         state: RefundState,
     ) -> Result<(RefundRow, Vec<Wake>)> {
         let mut tx = self.begin().await?;
+        // The order row first, as a refund notice takes it (`record_notice`): the two lock in
+        // one order, so an answer and its own event racing cannot deadlock.
+        let order_id: Option<String> =
+            sqlx::query_scalar("SELECT order_id FROM refunds WHERE id = $1")
+                .bind(refund_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(order_id) = order_id {
+            orders::lock_in(&mut tx, &order_id).await?;
+        }
         let status = status_of(state);
         sqlx::query(
             "UPDATE refunds SET provider_refund_id = $1, status = $2, updated_at = $3
