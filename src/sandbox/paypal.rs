@@ -23,6 +23,8 @@
 //! - `POST /sandbox/paypal/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/paypal/refunds` — every refund made.
+//! - `POST /sandbox/paypal/captures/{id}/dispute` — the buyer disputes a capture:
+//!   `CUSTOMER.DISPUTE.CREATED`.
 //! - `POST /sandbox/paypal/refunds/mode` `{"status": "pending"|"completed"}` — how refunds
 //!   start; `POST /sandbox/paypal/refunds/{id}/settle` `{"outcome": "completed"|"failed"}`
 //!   ends a pending one (a completed one is announced as `PAYMENT.CAPTURE.REFUNDED`).
@@ -819,6 +821,30 @@ struct RefundControl {
     outcome: Option<String>,
 }
 
+/// `POST /sandbox/paypal/captures/{id}/dispute`: the buyer opens a dispute on the capture,
+/// announced as `CUSTOMER.DISPUTE.CREATED`
+/// (<https://developer.paypal.com/api/rest/webhooks/event-names/#disputes>).
+async fn dispute(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
+    let Some(amount) = with_capture(&mut sb.state(), &id, |c| c.amount.clone()) else {
+        return not_found();
+    };
+    let resource = json!({
+        "dispute_id": format!("PP-D-{}", pp_id()), "create_time": rfc3339_now(),
+        "update_time": rfc3339_now(),
+        "disputed_transactions": [{"seller_transaction_id": id, "gross_amount": amount}],
+        "reason": "MERCHANDISE_OR_SERVICE_NOT_RECEIVED", "status": "OPEN",
+        "dispute_amount": amount, "dispute_life_cycle_stage": "INQUIRY", "dispute_channel": "INTERNAL",
+    });
+    let ev = event(
+        "CUSTOMER.DISPUTE.CREATED",
+        "dispute",
+        "A new dispute opened",
+        resource.clone(),
+    );
+    let deliveries = sb.inner.courier.deliver(vec![ev], Copies::ONCE, 0).await;
+    Json(json!({ "dispute": resource, "deliveries": deliveries })).into_response()
+}
+
 /// `{"status": "pending"|"completed"}`: how refunds made from now on start.
 async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Response {
     let d = match control_body::<RefundControl>(&body) {
@@ -1350,6 +1376,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/paypal/captures/{id}/settle", post(settle))
         .route("/sandbox/paypal/refunds", get(list_refunds))
         .route("/sandbox/paypal/refunds/mode", post(refund_mode))
+        .route("/sandbox/paypal/captures/{id}/dispute", post(dispute))
         .route("/sandbox/paypal/refunds/{id}/settle", post(settle_refund))
         .with_state(sb);
     super::provider_router("paypal", api, courier, faults)

@@ -19,6 +19,8 @@
 //! - `POST /sandbox/razorpay/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/razorpay/refunds` — every refund made.
+//! - `POST /sandbox/razorpay/payments/{id}/dispute` — the bank disputes a payment:
+//!   `payment.dispute.created`.
 //! - `POST /sandbox/razorpay/refunds/mode` `{"status": "pending"|"processed"}` — how refunds
 //!   start (a pending one is announced as `refund.created`);
 //!   `POST /sandbox/razorpay/refunds/{id}/settle` `{"outcome": "processed"|"failed"}` ends one
@@ -545,6 +547,28 @@ struct RefundControl {
     outcome: Option<String>,
 }
 
+/// `POST /sandbox/razorpay/payments/{id}/dispute`: the buyer's bank opens a dispute on a
+/// captured payment, announced as `payment.dispute.created`
+/// (<https://razorpay.com/docs/webhooks/payloads/disputes/>).
+async fn dispute(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
+    let Some(payment) = sb.state().payments.get(&id).cloned() else {
+        return no_such_id();
+    };
+    let dispute = json!({
+        "id": rand_id("disp_", 14), "entity": "dispute", "payment_id": payment.id,
+        "amount": payment.amount, "currency": payment.currency, "amount_deducted": 0,
+        "reason_code": "chargeback", "respond_by": now_s() + 7 * 86_400, "status": "open",
+        "phase": "chargeback", "created_at": now_s(),
+    });
+    let (eid, mut ev) = event("payment.dispute.created", Some(&payment), None);
+    ev.contains.push("dispute".into());
+    ev.payload.dispute = Some(wire::Wrapped {
+        entity: dispute.clone(),
+    });
+    let deliveries = deliver(&sb, &[(eid, ev)], Copies::ONCE, 0).await;
+    Json(json!({ "dispute": dispute, "deliveries": deliveries })).into_response()
+}
+
 /// `{"status": "pending"|"processed"}`: how refunds made from now on start.
 async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Response {
     let d = match control_body::<RefundControl>(&body) {
@@ -889,6 +913,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
         .route("/sandbox/razorpay/checkout.js", get(checkout_js))
         .route("/sandbox/razorpay/refunds/mode", post(refund_mode))
+        .route("/sandbox/razorpay/payments/{id}/dispute", post(dispute))
         .route("/sandbox/razorpay/refunds/{id}/settle", post(settle_refund))
         .route("/sandbox/razorpay/checkout", get(checkout_frame))
         .route("/sandbox/razorpay/refunds", get(list_refunds))

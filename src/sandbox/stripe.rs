@@ -13,6 +13,8 @@
 //! - `POST /sandbox/stripe/checkout/sessions/{id}/amend` `{"amount_total": N}` — corrects the
 //!   amount a completed session reports (the provider's record fixed after a mismatch).
 //! - `GET /sandbox/stripe/refunds` — every refund made, for inspection.
+//! - `POST /sandbox/stripe/disputes` `{"payment_intent"}` — the cardholder disputes a
+//!   payment: `charge.dispute.created`.
 //! - `POST /sandbox/stripe/refunds/mode` `{"status": "pending"|"succeeded"}` — how refunds
 //!   made from now on start; `POST /sandbox/stripe/refunds/{id}/settle`
 //!   `{"outcome": "succeeded"|"failed"|"canceled"}` ends a pending one with `refund.updated`
@@ -663,6 +665,52 @@ struct RefundControl {
     outcome: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisputeControl {
+    #[serde(default)]
+    payment_intent: Option<String>,
+}
+
+/// `POST /sandbox/stripe/disputes` `{"payment_intent"}`: the cardholder disputes the
+/// payment, announced as `charge.dispute.created`
+/// (<https://docs.stripe.com/api/events/types#event_types-charge.dispute.created>).
+async fn dispute(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    let d = match control_body::<DisputeControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let pi = d.payment_intent.unwrap_or_default();
+    let Some(session) = sb
+        .state()
+        .sessions
+        .values()
+        .find(|s| s.payment_intent.as_deref() == Some(pi.as_str()))
+        .cloned()
+    else {
+        return stripe_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            &format!("No such payment_intent: '{pi}'"),
+            Some("payment_intent"),
+        );
+    };
+    let dispute = json!({
+        "id": rand_id("dp_", 24), "object": "dispute", "amount": session.amount_total,
+        "currency": session.currency, "charge": rand_id("ch_", 24), "payment_intent": pi,
+        "reason": "fraudulent", "status": "needs_response", "created": now_s(),
+        "livemode": false, "metadata": {}, "is_charge_refundable": true,
+    });
+    let deliveries = deliver(
+        &sb,
+        &event_about("charge.dispute.created", dispute.clone()),
+        Copies::ONCE,
+        0,
+    )
+    .await;
+    Json(json!({ "dispute": dispute, "deliveries": deliveries })).into_response()
+}
+
 /// `{"status": "pending"|"succeeded"}`: how refunds made from now on start.
 async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Response {
     let d = match control_body::<RefundControl>(&body) {
@@ -980,6 +1028,7 @@ pub fn router(sb: Sandbox) -> Router {
         )
         .route("/sandbox/stripe/refunds", get(list_refunds))
         .route("/sandbox/stripe/refunds/mode", post(refund_mode))
+        .route("/sandbox/stripe/disputes", post(dispute))
         .route("/sandbox/stripe/refunds/{id}/settle", post(settle_refund))
         .route("/sandbox/stripe/checkout/sessions/{id}/amend", post(amend))
         .route("/c/pay/{id}", get(checkout_page))

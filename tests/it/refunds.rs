@@ -28,6 +28,7 @@ on_both_stores!(
     paypal_pending_refund_is_booked_only_when_it_succeeds,
     racing_refund_notices_never_add_up_to_more_than_was_paid,
     an_early_refund_in_another_currency_is_never_booked,
+    a_dispute_at_any_provider_is_kept_and_moves_nothing,
 );
 
 /// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
@@ -881,5 +882,64 @@ async fn an_early_refund_in_another_currency_is_never_booked(backend: Backend) {
         0,
         "nothing booked"
     );
+    app.finish().await;
+}
+
+/// A dispute opened at the provider (Stripe `charge.dispute.created`, Razorpay
+/// `payment.dispute.created`, PayPal `CUSTOMER.DISPUTE.CREATED`) is received, kept and
+/// acknowledged, and moves nothing: the money is argued over at the provider.
+async fn a_dispute_at_any_provider_is_kept_and_moves_nothing(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    for (provider, kind) in [
+        ("stripe", "charge.dispute.created"),
+        ("razorpay", "payment.dispute.created"),
+        ("paypal", "CUSTOMER.DISPUTE.CREATED"),
+    ] {
+        let id = fulfilled_order(
+            &app,
+            provider,
+            &format!("dispute-{provider}@example.com"),
+            1,
+        )
+        .await;
+        let ppid = app.provider_payment_id(&id).await.expect("captured");
+        let opened = match provider {
+            "stripe" => {
+                app.sandbox_post("/sandbox/stripe/disputes", json!({"payment_intent": ppid}))
+                    .await
+            }
+            "razorpay" => {
+                app.sandbox_post(
+                    &format!("/sandbox/razorpay/payments/{ppid}/dispute"),
+                    json!({}),
+                )
+                .await
+            }
+            _ => {
+                app.sandbox_post(
+                    &format!("/sandbox/paypal/captures/{ppid}/dispute"),
+                    json!({}),
+                )
+                .await
+            }
+        };
+        assert_eq!(
+            opened["deliveries"][0]["status"], 200,
+            "{provider}: {opened}"
+        );
+        app.applied().await;
+        let outcome: String = sqlx::query_scalar(
+            "SELECT outcome FROM webhook_events WHERE provider = $1 AND event_type = $2",
+        )
+        .bind(provider)
+        .bind(kind)
+        .fetch_one(&app.store.pool)
+        .await
+        .expect("the dispute is kept");
+        assert!(outcome.starts_with("ignored"), "{provider}: {outcome}");
+        let o = app.order(&id).await;
+        assert_eq!(o["status"], "fulfilled", "{provider}: {o:#}");
+    }
     app.finish().await;
 }

@@ -90,6 +90,9 @@ pub struct EventPayload {
     pub order: Option<Wrapped<Order>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<Wrapped<Refund>>,
+    /// Disputes are received and kept, not read (the sandbox writes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<Wrapped<Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
