@@ -101,6 +101,9 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .allow_headers([
             header::CONTENT_TYPE,
             header::HeaderName::from_static("idempotency-key"),
+            // The buyer's proof: reading an order and opening its checkout from the shop's
+            // own origin.
+            header::HeaderName::from_static(proof::BUYER_TOKEN_HEADER),
         ])
         .expose_headers([
             header::RETRY_AFTER,

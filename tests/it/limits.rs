@@ -55,6 +55,37 @@ async fn cors_answers_only_configured_origins(backend: Backend) {
             allowed.then_some(origin),
             "preflight from {origin}"
         );
+        // The buyer's token goes with opening a checkout from the shop's own origin.
+        let r = app
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/payments/create-order", app.url),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-buyer-token",
+            )
+            .send()
+            .await
+            .expect("preflight");
+        let allowed_headers = r
+            .headers()
+            .get("access-control-allow-headers")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            allowed_headers.contains("x-buyer-token"),
+            "{origin}: {allowed_headers:?}"
+        );
+        assert_eq!(
+            allow_origin(&r).as_deref(),
+            allowed.then_some(origin),
+            "preflight from {origin}"
+        );
         let r = app
             .http
             .post(format!("{}/api/orders", app.url))
