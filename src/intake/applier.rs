@@ -86,8 +86,9 @@ async fn apply_batch(e: &Engine) -> Result<Batch> {
             e.queue.wake(&wake);
             return Ok(Batch { taken: n, left: 0 });
         }
-        // The store is away: nothing to learn about the events; the next look tries again.
-        Err(err) if err.is_unavailable() => return Err(err),
+        // The store is away or busy (a deadlock between appliers): nothing to learn about
+        // the events; the next look tries again.
+        Err(err) if err.is_transient() => return Err(err),
         Err(err) => {
             tracing::warn!(error = %err, events = n, "webhook events failed to apply; applying them one by one");
             tx.rollback().await?;
@@ -114,7 +115,8 @@ async fn apply_batch(e: &Engine) -> Result<Batch> {
                     .await?;
                 tx.commit().await?;
             }
-            Err(err) if err.is_unavailable() => return Err(err),
+            // Not the event's fault: it is not counted against it.
+            Err(err) if err.is_transient() => return Err(err),
             Err(err) => {
                 tx.rollback().await?;
                 let mut tx = e.store.begin().await?;

@@ -75,6 +75,15 @@ impl From<StoreError> for ApiError {
                 "the store cannot be reached; retry later",
             );
         }
+        if e.is_contention() {
+            // Two requests wanted the same rows at once; the store undid this one whole.
+            tracing::warn!(error = %e, "store busy");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_busy",
+                "the store was busy with the same order; retry (nothing was changed)",
+            );
+        }
         ApiError::internal(e)
     }
 }

@@ -135,6 +135,22 @@ impl StoreError {
         }
     }
 
+    /// Transactions got in each other's way: Postgres aborted one to end a deadlock
+    /// (SQLSTATE 40P01) or a serialization failure (40001), a lock could not be had (55P03),
+    /// or SQLite's file stayed busy or locked past its timeout (5, 6, 517). Nothing is wrong
+    /// with what was asked: the same again will do.
+    pub fn is_contention(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(d)) if d
+            .code()
+            .is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001" | "55P03" | "5" | "6" | "517")))
+    }
+
+    /// Worth asking again as it is: the store is away ([`StoreError::is_unavailable`]) or
+    /// busy ([`StoreError::is_contention`]).
+    pub fn is_transient(&self) -> bool {
+        self.is_unavailable() || self.is_contention()
+    }
+
     /// The store refused what was asked as data it will never take (a CHECK, NOT NULL or
     /// foreign key violated): asking again gives the same answer.
     pub fn is_refused_data(&self) -> bool {
@@ -455,4 +471,58 @@ async fn transition_setting(
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database's refusal with this SQLSTATE.
+    #[derive(Debug)]
+    struct Refusal(&'static str);
+
+    impl std::fmt::Display for Refusal {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Refusal {}
+
+    impl sqlx::error::DatabaseError for Refusal {
+        fn message(&self) -> &str {
+            "refused"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn refused(code: &'static str) -> StoreError {
+        StoreError::Db(sqlx::Error::Database(Box::new(Refusal(code))))
+    }
+
+    #[test]
+    fn a_deadlock_or_a_busy_file_is_worth_asking_again() {
+        for code in ["40P01", "40001", "55P03", "5", "517"] {
+            assert!(refused(code).is_transient(), "{code}");
+            assert!(!refused(code).is_unavailable(), "{code}");
+        }
+        assert!(refused("08006").is_transient(), "connection lost");
+        for code in ["23505", "23514", "42P01"] {
+            assert!(!refused(code).is_transient(), "{code}");
+        }
+    }
 }
