@@ -79,7 +79,8 @@ pub async fn make(e: &Engine, row: &RefundRow, payment: &PaymentRow) -> Result<M
 }
 
 /// Every `interval`, asks the provider again about admin refunds left `requested` for
-/// longer than `refunds.resume_after_ms`.
+/// longer than `refunds.resume_after_ms`, and reads back refunds it left `pending` that long
+/// with no event since.
 pub async fn resume(e: Arc<Engine>, interval: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -94,6 +95,7 @@ pub async fn resume(e: Arc<Engine>, interval: Duration, shutdown: CancellationTo
                 continue;
             }
         };
+        settle_pending(&e, before).await;
         for (row, payment) in stalled {
             match make(&e, &row, &payment).await {
                 Ok(Made::Settled(r)) => {
@@ -106,6 +108,48 @@ pub async fn resume(e: Arc<Engine>, interval: Duration, shutdown: CancellationTo
                 Err(err) => {
                     tracing::warn!(refund_id = %row.id, error = %err, "could not resume a refund")
                 }
+            }
+        }
+    }
+}
+
+/// Asks the provider about refunds it left `pending` since `before` (their event may have
+/// been lost), and applies what it says.
+async fn settle_pending(e: &Engine, before: i64) {
+    let pending = match e.store.pending_refunds(before, 100).await {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not look for pending refunds");
+            return;
+        }
+    };
+    for (row, payment) in pending {
+        let Ok(provider) = e.providers.get("provider", &payment.provider) else {
+            continue;
+        };
+        let Some(prid) = row.provider_refund_id.as_deref() else {
+            continue;
+        };
+        let state = match provider.refund_state(&payment.provider_ref(), prid).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(refund_id = %row.id, error = %err, "could not read a pending refund");
+                continue;
+            }
+        };
+        match e
+            .store
+            .pending_refund_read(&row, &payment, state, e.config.refunds.restock)
+            .await
+        {
+            Ok((outcome, wake)) => {
+                e.queue.wake(&wake);
+                if state != crate::providers::RefundState::Pending {
+                    tracing::info!(refund_id = %row.id, %outcome, "a pending refund was read back");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(refund_id = %row.id, error = %err, "could not apply a pending refund")
             }
         }
     }

@@ -97,6 +97,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// Where a refund the provider accepted stands now (for a `pending` one whose event may
+    /// have been lost).
+    async fn refund_state(
+        &self,
+        p: &PaymentRef<'_>,
+        provider_refund_id: &str,
+    ) -> Result<RefundState, ProviderError>;
+
     /// Refunds `r.amount_minor` of the payment, at most once per `r.idempotency_key`.
     async fn refund(
         &self,

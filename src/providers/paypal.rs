@@ -991,6 +991,17 @@ impl Provider for PayPal {
         }
     }
 
+    /// `GET /v2/payments/refunds/{id}` (<https://developer.paypal.com/docs/api/payments/v2/#refunds_get>).
+    async fn refund_state(
+        &self,
+        _p: &PaymentRef<'_>,
+        provider_refund_id: &str,
+    ) -> Result<RefundState, ProviderError> {
+        let url = format!("{}/v2/payments/refunds/{provider_refund_id}", self.base);
+        let r: wire::Refund = self.call(|_| self.http.get(&url)).await?;
+        Ok(RefundState::of(&r.status))
+    }
+
     async fn refund(
         &self,
         p: &PaymentRef<'_>,

@@ -429,6 +429,22 @@ impl Provider for Razorpay {
         }
     }
 
+    /// `GET /v1/payments/{payment}/refunds/{id}`
+    /// (<https://razorpay.com/docs/api/refunds/fetch-specific-refund-payment/>).
+    async fn refund_state(
+        &self,
+        p: &PaymentRef<'_>,
+        provider_refund_id: &str,
+    ) -> Result<RefundState, ProviderError> {
+        let payment = p.payment_id_for(NAME, "payment")?;
+        let url = format!(
+            "{}/v1/payments/{payment}/refunds/{provider_refund_id}",
+            self.base
+        );
+        let r: wire::Refund = self.call(self.http.get(url)).await?;
+        Ok(RefundState::of(&r.status))
+    }
+
     async fn refund(
         &self,
         p: &PaymentRef<'_>,

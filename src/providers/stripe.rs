@@ -309,6 +309,20 @@ impl Provider for Stripe {
         Ok(super::read_events(NAME, listed, normalize))
     }
 
+    /// `GET /v1/refunds/{id}` (<https://docs.stripe.com/api/refunds/retrieve>).
+    async fn refund_state(
+        &self,
+        _p: &PaymentRef<'_>,
+        provider_refund_id: &str,
+    ) -> Result<RefundState, ProviderError> {
+        let req = self.client.http.get(format!(
+            "{}/v1/refunds/{provider_refund_id}",
+            self.client.base
+        ));
+        let r: wire::Refund = self.client.call(req).await?;
+        Ok(RefundState::of(r.status.as_deref().unwrap_or("pending")))
+    }
+
     async fn refund(
         &self,
         p: &PaymentRef<'_>,

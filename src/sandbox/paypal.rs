@@ -683,6 +683,21 @@ fn with_capture<T>(
     Some(f(c))
 }
 
+/// `GET /v2/payments/refunds/{id}`.
+async fn get_refund(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    match sb.state().refunds.iter().find(|(_, r)| r.id == id) {
+        Some((_, r)) => Json(r.clone()).into_response(),
+        None => not_found(),
+    }
+}
+
 async fn get_capture(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
@@ -1365,6 +1380,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/reporting/transactions", get(search_transactions))
         .route("/v1/notifications/webhooks-events", get(list_events))
         .route("/v2/payments/captures/{id}/refund", post(refund))
+        .route("/v2/payments/refunds/{id}", get(get_refund))
         .route(
             "/v1/notifications/verify-webhook-signature",
             post(verify_webhook_signature),

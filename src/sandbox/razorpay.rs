@@ -344,6 +344,26 @@ async fn list_payments(
     .into_response()
 }
 
+/// `GET /v1/payments/{payment}/refunds/{id}`.
+async fn get_refund(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path((payment, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    let st = sb.state();
+    match st
+        .refunds
+        .iter()
+        .find(|r| r.id == id && r.payment_id == payment)
+    {
+        Some(r) => Json(r.clone()).into_response(),
+        None => no_such_id(),
+    }
+}
+
 async fn get_payment(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
@@ -910,6 +930,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/payments/{id}", get(get_payment))
         .route("/v1/payments/{id}/capture", post(capture))
         .route("/v1/payments/{id}/refund", post(refund))
+        .route("/v1/payments/{payment}/refunds/{id}", get(get_refund))
         .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
         .route("/sandbox/razorpay/checkout.js", get(checkout_js))
         .route("/sandbox/razorpay/refunds/mode", post(refund_mode))

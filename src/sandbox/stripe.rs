@@ -17,8 +17,8 @@
 //!   payment: `charge.dispute.created`.
 //! - `POST /sandbox/stripe/refunds/mode` `{"status": "pending"|"succeeded"}` — how refunds
 //!   made from now on start; `POST /sandbox/stripe/refunds/{id}/settle`
-//!   `{"outcome": "succeeded"|"failed"|"canceled"}` ends a pending one with `refund.updated`
-//!   (and `refund.failed` for a failure).
+//!   `{"outcome": "succeeded"|"failed"|"canceled", "webhook"?: "none"}` ends a pending one
+//!   with `refund.updated` (and `refund.failed` for a failure), or silently.
 //! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", "hang", …]}` — the next
 //!   API calls (`/v1/…`, after authentication) fail with these statuses, one each, in order;
 //!   `timeout` and `hang` serve the call but hold its answer back 3 s and 30 s.
@@ -374,6 +374,26 @@ fn no_such_session(id: &str) -> Response {
     )
 }
 
+/// `GET /v1/refunds/{id}`.
+async fn get_refund(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = gate(&sb, &headers) {
+        return r;
+    }
+    match sb.state().refunds.iter().find(|r| r.id == id) {
+        Some(r) => Json(r.clone()).into_response(),
+        None => stripe_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            &format!("No such refund: '{id}'"),
+            Some("id"),
+        ),
+    }
+}
+
 async fn get_session(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
@@ -663,6 +683,9 @@ struct RefundControl {
     status: Option<String>,
     #[serde(default)]
     outcome: Option<String>,
+    /// `"none"`: the change is not announced (a lost event).
+    #[serde(default)]
+    webhook: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -772,6 +795,9 @@ async fn settle_refund(State(sb): State<Sandbox>, Path(id): Path<String>, body: 
         r.clone()
     };
     let value = serde_json::to_value(&refund).unwrap_or(Value::Null);
+    if d.webhook.as_deref() == Some("none") {
+        return Json(json!({ "refund": value, "deliveries": [] })).into_response();
+    }
     let mut deliveries = deliver(
         &sb,
         &event_about("refund.updated", value.clone()),
@@ -1020,6 +1046,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/v1/checkout/sessions/{id}", get(get_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route("/v1/refunds", post(create_refund))
+        .route("/v1/refunds/{id}", get(get_refund))
         .route("/v1/events", get(list_events))
         .route("/sandbox/stripe/checkout/sessions/{id}/pay", post(pay))
         .route(

@@ -294,6 +294,62 @@ impl Store {
         Ok(row)
     }
 
+    /// Refunds the provider accepted as pending and has said nothing more of since
+    /// `before_ms` (its event may be lost), with their payments, oldest first.
+    pub async fn pending_refunds(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(RefundRow, payments::PaymentRow)>> {
+        let rows = sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM refunds WHERE status = 'pending' AND provider_refund_id IS NOT NULL
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+        )))
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Some(p) = payments::by_id(&self.pool, &r.payment_id).await? {
+                out.push((r, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the provider's API says of a pending refund, applied as its event would be
+    /// (booked when it succeeded, failed otherwise); one still pending is looked at again
+    /// after the next interval. Returns the outcome and the steps to wake.
+    pub async fn pending_refund_read(
+        &self,
+        r: &RefundRow,
+        p: &payments::PaymentRow,
+        state: RefundState,
+        restock_default: bool,
+    ) -> Result<(String, Vec<Wake>)> {
+        let mut tx = self.begin().await?;
+        let out = if state == RefundState::Pending {
+            sqlx::query("UPDATE refunds SET updated_at = $1 WHERE id = $2 AND status = 'pending'")
+                .bind(now_ms())
+                .bind(&r.id)
+                .execute(&mut *tx)
+                .await?;
+            (format!("refund {} still pending", r.id), Vec::new())
+        } else {
+            let notice = RefundNotice {
+                provider_refund_id: r.provider_refund_id.clone().unwrap_or_default(),
+                amount_minor: r.amount_minor,
+                currency: Some(r.currency.clone()),
+                refund_ref: Some(r.id.clone()),
+                state,
+            };
+            record_notice(&mut tx, p, &notice, restock_default).await?
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Admin refunds still `requested` whose last attempt is older than `before_ms` (the
     /// provider did not answer), with their payments, oldest first.
     pub async fn stalled_refunds(

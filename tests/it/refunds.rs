@@ -29,6 +29,7 @@ on_both_stores!(
     racing_refund_notices_never_add_up_to_more_than_was_paid,
     an_early_refund_in_another_currency_is_never_booked,
     a_dispute_at_any_provider_is_kept_and_moves_nothing,
+    a_pending_refund_whose_event_is_lost_is_read_back,
 );
 
 /// `POST /api/payments/refund` as an admin, with an optional Idempotency-Key.
@@ -941,5 +942,63 @@ async fn a_dispute_at_any_provider_is_kept_and_moves_nothing(backend: Backend) {
         let o = app.order(&id).await;
         assert_eq!(o["status"], "fulfilled", "{provider}: {o:#}");
     }
+    app.finish().await;
+}
+
+/// A refund the provider answered pending ends, but no event says so (lost at Stripe; never
+/// sent by PayPal for a failure): the engine asks the provider about refunds pending longer
+/// than `refunds.resume_after_ms` and books or fails them.
+async fn a_pending_refund_whose_event_is_lost_is_read_back(backend: Backend) {
+    let app = spawn(backend, &[("FULFILLD__REFUNDS__RESUME_AFTER_MS", "300")]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "lost-refund-event@example.com", 1).await;
+    app.sandbox_post("/sandbox/stripe/refunds/mode", json!({"status": "pending"}))
+        .await;
+    let (status, r) = refund(&app, json!({"order_id": id, "amount_minor": 20_000}), None).await;
+    assert_eq!(status, 202, "{r}");
+    let re = s(&r["provider_refund_id"]).to_owned();
+    let settled = app
+        .sandbox_post(
+            &format!("/sandbox/stripe/refunds/{re}/settle"),
+            json!({"outcome": "succeeded", "webhook": "none"}),
+        )
+        .await;
+    assert_eq!(settled["deliveries"], json!([]), "no event: {settled}");
+    let o = app
+        .wait_until(&id, "the refund read back and booked", |o| {
+            o["status"] == "partially_refunded"
+        })
+        .await;
+    assert_eq!(o["refunds"][0]["status"], "succeeded", "{o:#}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM credit_notes WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+
+    // PayPal sends no event for a refund that fails after PENDING: only reading it back
+    // tells. Nothing is booked.
+    let pp = fulfilled_order(&app, "paypal", "lost-refund-pp@example.com", 1).await;
+    app.sandbox_post("/sandbox/paypal/refunds/mode", json!({"status": "pending"}))
+        .await;
+    let (status, r) = refund(&app, json!({"order_id": pp, "amount_minor": 20_000}), None).await;
+    assert_eq!(status, 202, "{r}");
+    let rid = s(&r["provider_refund_id"]).to_owned();
+    app.sandbox_post(
+        &format!("/sandbox/paypal/refunds/{rid}/settle"),
+        json!({"outcome": "failed"}),
+    )
+    .await;
+    let o = app
+        .wait_until(&pp, "the failed refund read back", |o| {
+            o["refunds"][0]["status"] == "failed"
+        })
+        .await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM credit_notes WHERE order_id = $1", &pp)
+            .await,
+        0
+    );
     app.finish().await;
 }
