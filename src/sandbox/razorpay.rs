@@ -23,8 +23,8 @@
 //!   `payment.dispute.created`.
 //! - `POST /sandbox/razorpay/refunds/mode` `{"status": "pending"|"processed"}` — how refunds
 //!   start (a pending one is announced as `refund.created`);
-//!   `POST /sandbox/razorpay/refunds/{id}/settle` `{"outcome": "processed"|"failed"}` ends one
-//!   with `refund.processed` or `refund.failed`.
+//!   `POST /sandbox/razorpay/refunds/{id}/settle` `{"outcome": "processed"|"failed",
+//!   "webhook"?: "none"}` ends one with `refund.processed` or `refund.failed`, or silently.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -565,6 +565,9 @@ struct RefundControl {
     status: Option<String>,
     #[serde(default)]
     outcome: Option<String>,
+    /// `"none"`: the change is not announced (a lost event).
+    #[serde(default)]
+    webhook: Option<String>,
 }
 
 /// `POST /sandbox/razorpay/payments/{id}/dispute`: the buyer's bank opens a dispute on a
@@ -651,7 +654,11 @@ async fn settle_refund(State(sb): State<Sandbox>, Path(id): Path<String>, body: 
         }
         (refund, p.clone())
     };
-    let deliveries = announce_refund(&sb, &format!("refund.{outcome}"), &refund, &payment).await;
+    let deliveries = if d.webhook.as_deref() == Some("none") {
+        Vec::new()
+    } else {
+        announce_refund(&sb, &format!("refund.{outcome}"), &refund, &payment).await
+    };
     Json(json!({ "refund": refund, "deliveries": deliveries })).into_response()
 }
 

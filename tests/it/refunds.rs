@@ -976,6 +976,28 @@ async fn a_pending_refund_whose_event_is_lost_is_read_back(backend: Backend) {
         1
     );
 
+    // Razorpay's refund.processed lost too.
+    let rz = fulfilled_order(&app, "razorpay", "lost-refund-rz@example.com", 1).await;
+    app.sandbox_post(
+        "/sandbox/razorpay/refunds/mode",
+        json!({"status": "pending"}),
+    )
+    .await;
+    let (status, r) = refund(&app, json!({"order_id": rz, "amount_minor": 20_000}), None).await;
+    assert_eq!(status, 202, "{r}");
+    let rid = s(&r["provider_refund_id"]).to_owned();
+    app.sandbox_post(
+        &format!("/sandbox/razorpay/refunds/{rid}/settle"),
+        json!({"outcome": "processed", "webhook": "none"}),
+    )
+    .await;
+    let o = app
+        .wait_until(&rz, "the Razorpay refund read back and booked", |o| {
+            o["status"] == "partially_refunded"
+        })
+        .await;
+    assert_eq!(o["refunds"][0]["status"], "succeeded", "{o:#}");
+
     // PayPal sends no event for a refund that fails after PENDING: only reading it back
     // tells. Nothing is booked.
     let pp = fulfilled_order(&app, "paypal", "lost-refund-pp@example.com", 1).await;
