@@ -407,6 +407,15 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
         status, e = call("POST", f"{app_url}/api/entitlements/activate",
                          {"order_id": order_id, "buyer_token": "bt_guess"})
         assert status == 403 and e["error"]["code"] == "invalid_proof", e
+        # The page links the order's invoice, opened from a copy fetched with its proof.
+        invoice = page.locator("#documents a").first
+        expect(invoice).to_contain_text("INV-")
+        with page.context.expect_page() as opened:
+            invoice.click()
+        doc = opened.value
+        doc.wait_for_load_state()
+        assert invoice.inner_text() in doc.content(), doc.content()[:400]
+        doc.close()
         page.screenshot(path=os.path.join(shots, "success-paid.png"), full_page=True)
 
         # Stripe sent the buyer back with the session's id, which proves the order in a
@@ -417,6 +426,7 @@ def checkout_pages(browser, app_url, sb_url, token, inbox):
         back.on("pageerror", lambda e: errors.append(str(e)))
         back.goto(page.url)
         expect(back.locator("#access")).to_contain_text("conference-pass")
+        expect(back.locator("#documents a").first).to_contain_text("INV-")
         bare.close()
 
         # Another device: no cookie; the buyer asks for a link and opens it.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use std::collections::BTreeMap;
 
-use super::ApiError;
+use super::{ApiError, Param};
 use crate::Engine;
 use crate::config::{AdminRole, NamedToken};
 use crate::domain::{Currency, Invalid, Sku};
@@ -187,7 +187,7 @@ struct PutSku {
 async fn put_sku(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(sku): Path<String>,
+    Param(sku): Param<String>,
     body: Result<Json<PutSku>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SkuRow>, ApiError> {
     let who = actor(&e, &headers)?;

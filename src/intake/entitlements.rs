@@ -43,7 +43,7 @@ use crate::email::Outgoing;
 pub const COOKIE: &str = "fulfilld_access";
 
 /// The order statuses whose buyer may activate access.
-const PAID: [&str; 3] = ["paid", "fulfilled", "partially_refunded"];
+pub(super) const PAID: [&str; 3] = ["paid", "fulfilled", "partially_refunded"];
 
 /// Orders one cookie covers at most; activating more keeps the newest.
 const MAX_ORDERS: usize = 20;

@@ -126,3 +126,30 @@ impl IntoResponse for ApiError {
         (self.status, Json(json!({ "error": err }))).into_response()
     }
 }
+
+/// Path parameters, like axum's `Path`, whose rejection (text that is not UTF-8, a number
+/// that is not one) is a 422 in the API's error shape rather than axum's plain-text 400.
+#[derive(Debug)]
+pub struct Param<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Param<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Param(v)),
+            Err(r) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                r.body_text(),
+            )),
+        }
+    }
+}

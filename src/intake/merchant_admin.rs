@@ -14,12 +14,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiError;
 use super::admin::actor;
 use super::admin::authorize;
 use super::queue_admin::{
     Action, admin_action, id_param, limit_param, next_before, query, reason, status_param,
 };
+use super::{ApiError, Param};
 use crate::Engine;
 use crate::domain::{Invalid, parse_duration_ms};
 use crate::pipeline::notify_merchant::guard;
@@ -105,7 +105,7 @@ async fn list(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<V
 async fn show(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
     let ep = e
@@ -131,7 +131,7 @@ struct Change {
 async fn change(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (who, c): (String, Change) = admin_action(&e, &headers, &body)?;
@@ -154,7 +154,7 @@ async fn change(
 async fn secret(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
     let who = actor(&e, &headers)?;
     let s = e
@@ -186,7 +186,7 @@ struct Rotate {
 async fn rotate(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (who, r): (String, Rotate) = admin_action(&e, &headers, &body)?;

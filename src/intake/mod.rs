@@ -44,7 +44,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-pub use error::ApiError;
+pub use error::{ApiError, Param};
 pub use payments::VerifyReads;
 
 use crate::Engine;

@@ -47,6 +47,45 @@ const fn op(method: &'static str, path: &'static str, tag: &'static str) -> Oper
 const ADMIN: &str = "admin";
 const LIMIT: Field = ("limit", "integer", false, "at most this many (default 100)");
 const REASON: Field = ("reason", "string", false, "why (kept in the audit log)");
+/// A redirect proof in a read's query: `provider`, and the payload's fields beside it.
+const PROOF_QUERY: &[Field] = &[
+    (
+        "provider",
+        "string",
+        false,
+        "stripe, razorpay or paypal: the other parameters are that provider's redirect proof",
+    ),
+    (
+        "session_id",
+        "string",
+        false,
+        "Stripe: the Checkout Session id",
+    ),
+    (
+        "orderID",
+        "string",
+        false,
+        "PayPal: the approved order's id",
+    ),
+    (
+        "razorpay_order_id",
+        "string",
+        false,
+        "Razorpay: the order id Checkout answered",
+    ),
+    (
+        "razorpay_payment_id",
+        "string",
+        false,
+        "Razorpay: the payment id Checkout answered",
+    ),
+    (
+        "razorpay_signature",
+        "string",
+        false,
+        "Razorpay: the signature Checkout answered",
+    ),
+];
 const KIND: Field = ("kind", "string", false, "a step kind");
 
 /// Every operation, in the order the document lists them.
@@ -98,8 +137,15 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("post", "/api/orders", "shop")
     },
     Operation {
-        summary: "An order's status and what it waits on; with X-Buyer-Token: <the order's buyer_token>, also its lines, totals, payment, steps and refunds; with the admin token, everything",
+        summary: "An order's status and what it waits on; with a proof (X-Buyer-Token: <the order's buyer_token>, or the provider's redirect proof in the query), also its lines, totals, payment, steps, refunds and links (activate, invoice, credit notes); with the admin token, everything",
+        query: PROOF_QUERY,
         ..op("get", "/api/orders/{id}", "shop")
+    },
+    Operation {
+        summary: "An invoice or credit note of the order, as HTML, to the order's buyer (the proofs GET /api/orders/{id} takes) or an admin",
+        query: PROOF_QUERY,
+        ok: (200, "HTML"),
+        ..op("get", "/api/orders/{id}/documents/{doc}", "shop")
     },
     Operation {
         summary: "Reserve the order's stock and create the provider's checkout (as the order's buyer: X-Buyer-Token)",

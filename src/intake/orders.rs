@@ -5,23 +5,27 @@
 //! `GET /api/orders/{id}` answers by proof, as Stripe answers a PaymentIntent to a
 //! publishable key only with its `client_secret`:
 //! - no proof: `id`, `status` and `waiting_on`, enough for a success page to poll;
-//! - the buyer token (`X-Buyer-Token`): also the lines, totals, the payment's provider and
-//!   status, each step's kind and status, and the refunds;
+//! - a proof (the buyer token as `X-Buyer-Token`, or the provider's redirect proof in the
+//!   query, see `proof`): also the lines, totals, the payment's provider and status, each
+//!   step's kind and status, the refunds, and `links`: where to activate access once paid, and
+//!   the order's invoice and credit notes (`GET /api/orders/{id}/documents/{doc}`, HTML,
+//!   answered to the same proofs, as Stripe links a paid invoice's `hosted_invoice_url`);
 //! - the admin token (`Authorization: Bearer`): everything, with the buyer's email, the
 //!   provider's ids and the steps' errors.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiError;
-use super::proof::{self, Proof};
+use super::proof::{self, Carried};
+use super::{ApiError, Param};
 use crate::Engine;
 use crate::domain::{
     Currency, EmailAddress, Invalid, OrderId, Sku, new_secret, parse_qty, token_hash,
@@ -85,23 +89,30 @@ enum Reader {
     Admin,
 }
 
-async fn reader(e: &Engine, headers: &HeaderMap, id: &OrderId) -> Result<Reader, ApiError> {
+async fn reader(
+    e: &Engine,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    id: &OrderId,
+) -> Result<Reader, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
         // A wrong admin token is an error, not a quiet downgrade.
         super::admin::authorize(e, headers)?;
         return Ok(Reader::Admin);
     }
-    let Some(token) = proof::header_token(headers) else {
+    let carried = Carried::from_request(headers, query)?;
+    let Some(proof) = carried.proof() else {
         return Ok(Reader::Anyone);
     };
-    proof::check(e, id, Proof::BuyerToken(token)).await?;
+    proof::check(e, id, proof).await?;
     Ok(Reader::Buyer)
 }
 
 async fn show(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = OrderId::parse("id", &id)?;
     let order = e
@@ -109,7 +120,7 @@ async fn show(
         .get_order(id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
-    let who = reader(&e, &headers, &id).await?;
+    let who = reader(&e, &headers, query.as_deref(), &id).await?;
     let steps = e.store.order_steps(id.as_str()).await?;
     let unfinished = steps
         .iter()
@@ -194,11 +205,73 @@ async fn show(
         }).collect::<Vec<_>>(),
         "refunds": refunds,
         "waiting_on": waiting_on,
+        "links": links(&e, &order.id, &order.status).await?,
     });
     if admin {
         body["customer_email"] = json!(order.customer_email);
     }
     Ok(Json(body))
+}
+
+/// Where a proven reader goes next: `activate` once the order is paid, and each invoice and
+/// credit note. The document links carry no proof: the reader sends the one it read the order
+/// with.
+async fn links(e: &Engine, order_id: &str, status: &str) -> Result<Value, ApiError> {
+    let (invoices, credit_notes) = e.store.order_documents(order_id).await?;
+    let href = |doc: &str| format!("/api/orders/{order_id}/documents/{doc}");
+    let paid = super::entitlements::PAID.contains(&status);
+    Ok(json!({
+        "activate": paid.then_some("/api/entitlements/activate"),
+        "invoice": invoices.first().map(|d| json!({ "number": d.number, "href": href(&d.id) })),
+        "credit_notes": credit_notes
+            .iter()
+            .map(|d| json!({ "number": d.number, "href": href(&d.id) }))
+            .collect::<Vec<_>>(),
+    }))
+}
+
+/// `GET /api/orders/{id}/documents/{doc}`: an invoice's or credit note's HTML, to the order's
+/// buyer (either proof) or an admin. Served so that it can only be looked at: no script, no
+/// fetch, no framing, not cached, and the address (which may carry a proof) is not passed on.
+async fn document(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    Param((id, doc)): Param<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = OrderId::parse("id", &id)?;
+    if e.store.get_order(id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("order"));
+    }
+    if reader(&e, &headers, query.as_deref(), &id).await? == Reader::Anyone {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "proof_required",
+            "send X-Buyer-Token, or the provider's proof in the query (see GET /api/orders/{id})",
+        ));
+    }
+    // Ids are ours (`inv_…`, `cn_…`): anything else names no document.
+    let html = if doc.len() <= 64 && doc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        e.store.document_html(id.as_str(), &doc).await?
+    } else {
+        None
+    };
+    let html = html.ok_or_else(|| ApiError::not_found("document"))?;
+    let mut r = html.into_response();
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox",
+        ),
+        (header::CACHE_CONTROL, "private, no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    Ok(r)
 }
 
 async fn products(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {
@@ -225,4 +298,5 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/api/products", get(products))
         .route("/api/orders", post(create))
         .route("/api/orders/{id}", get(show))
+        .route("/api/orders/{id}/documents/{doc}", get(document))
 }

@@ -8,17 +8,17 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::ApiError;
 use super::admin::authorize;
 use super::queue_admin::{
     Action, admin_action, limit_param, next_before, query, reason, status_param,
 };
+use super::{ApiError, Param};
 use crate::Engine;
 use crate::domain::{EmailAddress, OrderId};
 use crate::store::manual::{Rechecked, Resolved};
@@ -67,7 +67,7 @@ async fn search(
 async fn show(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&e, &headers)?;
     let id = OrderId::parse("id", &id)?;
@@ -88,7 +88,7 @@ async fn show(
 async fn resolve(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
@@ -114,7 +114,7 @@ async fn resolve(
 async fn recheck_payment(
     State(e): State<Arc<Engine>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;

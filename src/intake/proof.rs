@@ -15,6 +15,12 @@
 //!   - PayPal: the approved order's id (`orderID` from `onApprove`, or `token` in the
 //!     return URL, <https://developer.paypal.com/docs/api/orders/v2/#orders_create>).
 //!
+//! A read (`GET /api/orders/{id}` and its documents) carries the buyer token as
+//! `X-Buyer-Token`, or the redirect proof in its query: `provider` names the provider and every
+//! other parameter is the payload, as the provider put it in the success URL
+//! (`?provider=stripe&session_id=cs_…`, `?provider=paypal&orderID=…`,
+//! `?provider=razorpay&razorpay_order_id=…&razorpay_payment_id=…&razorpay_signature=…`).
+//!
 //! A proof that does not match answers the same whether the order exists or not.
 
 use axum::http::{HeaderMap, StatusCode};
@@ -44,6 +50,54 @@ pub fn header_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(BUYER_TOKEN_HEADER)
         .map(|v| v.to_str().unwrap_or("").trim())
+}
+
+/// The proof a read carries, owned (see the module's note).
+#[derive(Debug)]
+pub enum Carried {
+    None,
+    BuyerToken(String),
+    Redirect { provider: String, payload: Value },
+}
+
+impl Carried {
+    /// What `headers` and the raw `query` carry. A query names a proof only with `provider`,
+    /// so other parameters (a cache buster) are no proof and no error; sending the token and a
+    /// redirect proof at once is an error, not a guess at which one counts.
+    pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Result<Carried, ApiError> {
+        let mut provider = None;
+        let mut payload = serde_json::Map::new();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if k == "provider" {
+                if provider.replace(v.into_owned()).is_some() {
+                    return Err(Invalid::new("provider", "named twice").into());
+                }
+            } else if payload.len() < 8 {
+                payload.insert(k.into_owned(), Value::String(v.into_owned()));
+            }
+        }
+        match (header_token(headers), provider) {
+            (Some(_), Some(_)) => Err(Invalid::new(
+                "provider",
+                "send either X-Buyer-Token or a provider's proof in the query, not both",
+            )
+            .into()),
+            (Some(token), None) => Ok(Carried::BuyerToken(token.to_owned())),
+            (None, Some(provider)) => Ok(Carried::Redirect {
+                provider,
+                payload: Value::Object(payload),
+            }),
+            (None, None) => Ok(Carried::None),
+        }
+    }
+
+    pub fn proof(&self) -> Option<Proof<'_>> {
+        match self {
+            Carried::None => None,
+            Carried::BuyerToken(t) => Some(Proof::BuyerToken(t)),
+            Carried::Redirect { provider, payload } => Some(Proof::Redirect { provider, payload }),
+        }
+    }
 }
 
 /// Whether `proof` proves `order`; a proof that does not is [`wrong_proof`].

@@ -11,20 +11,20 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{ApiError, limits};
+use super::{ApiError, Param, limits};
 use crate::Engine;
 use crate::providers::{VerifyCost, WebhookError};
 
 async fn webhook(
     State(e): State<Arc<Engine>>,
-    Path(provider): Path<String>,
+    Param(provider): Param<String>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

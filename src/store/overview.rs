@@ -177,6 +177,41 @@ pub struct OrderRecord {
 const ITS_PAYMENTS: &str = "SELECT id FROM payments WHERE order_id = $1";
 
 impl Store {
+    /// An order's invoices and credit notes, oldest first, without their HTML.
+    pub async fn order_documents(
+        &self,
+        order_id: &str,
+    ) -> Result<(Vec<DocumentView>, Vec<DocumentView>)> {
+        let invoices = sqlx::query_as::<_, DocumentView>(
+            "SELECT id, invoice_number AS number, currency, total_minor, tax_minor, issued_at
+             FROM invoices WHERE order_id = $1 ORDER BY issued_at, id",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let credit_notes = sqlx::query_as::<_, DocumentView>(
+            "SELECT id, credit_note_number AS number, currency, total_minor, tax_minor, issued_at
+             FROM credit_notes WHERE order_id = $1 ORDER BY issued_at, id",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((invoices, credit_notes))
+    }
+
+    /// The HTML of the invoice or credit note `doc_id`, if it is one of `order_id`'s.
+    pub async fn document_html(&self, order_id: &str, doc_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT html FROM invoices WHERE order_id = $1 AND id = $2
+             UNION ALL
+             SELECT html FROM credit_notes WHERE order_id = $1 AND id = $2",
+        )
+        .bind(order_id)
+        .bind(doc_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Every step kind's queue, in pipeline order (kinds with no steps show zeros).
     pub async fn queue_overview(&self) -> Result<Vec<KindQueue>> {
         let now = now_ms();
@@ -359,20 +394,7 @@ impl Store {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let invoices = sqlx::query_as::<_, DocumentView>(
-            "SELECT id, invoice_number AS number, currency, total_minor, tax_minor, issued_at
-             FROM invoices WHERE order_id = $1 ORDER BY issued_at, id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let credit_notes = sqlx::query_as::<_, DocumentView>(
-            "SELECT id, credit_note_number AS number, currency, total_minor, tax_minor, issued_at
-             FROM credit_notes WHERE order_id = $1 ORDER BY issued_at, id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let (invoices, credit_notes) = self.order_documents(id).await?;
         let entitlements = sqlx::query_as::<_, EntitlementView>(
             "SELECT sku, customer_email, feature, granted_at, expires_at, revoked_at
              FROM entitlements WHERE order_id = $1 ORDER BY granted_at, id",

@@ -391,8 +391,9 @@ async fn another_buyers_access_takes_more_than_their_order_id_or_address(backend
     app.finish().await;
 }
 
-/// Without a proof an order answers its status only; with its buyer token, what a buyer may
-/// see; never the address, the provider's ids or internal errors but to an admin.
+/// Without a proof an order answers its status only; with its buyer token or its redirect
+/// proof, what a buyer may see and the links to its documents, which answer the same proofs;
+/// never the address, the provider's ids or internal errors but to an admin.
 async fn an_order_reads_by_proof(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 1000, 5).await;
@@ -439,6 +440,86 @@ async fn an_order_reads_by_proof(backend: Backend) {
             "{secret} shown to the buyer: {buyer}"
         );
     }
+    assert_eq!(buyer["links"]["activate"], "/api/entitlements/activate");
+    assert_eq!(buyer["links"]["credit_notes"], json!([]));
+    let invoice = &buyer["links"]["invoice"];
+    assert!(s(&invoice["number"]).starts_with("INV-"), "{buyer}");
+    let doc = |path: String, token: Option<String>| {
+        let mut r = app.http.get(format!("{}{path}", app.url));
+        if let Some(t) = token {
+            r = r.header("x-buyer-token", t);
+        }
+        async move { r.send().await.expect("document") }
+    };
+    let href = s(&invoice["href"]).to_owned();
+    let r = doc(href.clone(), Some(app.buyer_token(&order))).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(
+        csp.contains("sandbox") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    let html = r.text().await.expect("html");
+    assert!(html.contains(s(&invoice["number"])), "{html}");
+    // The redirect proof in the query proves the order as the token does.
+    let session = s(&co["provider_order_id"]);
+    let by_redirect = format!("?provider=stripe&session_id={session}");
+    let r = doc(format!("{href}{by_redirect}"), None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    for (path, token, want) in [
+        (href.clone(), None, (401, "proof_required")),
+        (
+            href.clone(),
+            Some("bt_wrong".to_owned()),
+            (403, "invalid_proof"),
+        ),
+        (
+            format!("{href}?provider=stripe&session_id=cs_not_this_one"),
+            None,
+            (403, "invalid_proof"),
+        ),
+        (
+            format!("{href}{by_redirect}"),
+            Some(app.buyer_token(&order)),
+            (422, "invalid_field"),
+        ),
+        (
+            format!("/api/orders/{order}/documents/inv_unknown"),
+            Some(app.buyer_token(&order)),
+            (404, "not_found"),
+        ),
+        (
+            format!("/api/orders/{order}/documents/..%2Fetc"),
+            Some(app.buyer_token(&order)),
+            (404, "not_found"),
+        ),
+    ] {
+        let r = doc(path.clone(), token).await;
+        let status = r.status().as_u16();
+        let e: Value = r.json().await.expect("json");
+        assert_eq!((status, s(&e["error"]["code"])), want, "{path}: {e}");
+    }
+    // Another order's token does not open this order's invoice.
+    let (other, _) = app.seat_checkout("other@example.com", 1, "stripe").await;
+    let r = doc(href.clone(), Some(app.buyer_token(&other))).await;
+    assert_eq!(r.status().as_u16(), 403);
+    let r = app
+        .http
+        .get(format!("{}/api/orders/{order}{by_redirect}", app.url))
+        .send()
+        .await
+        .expect("get order");
+    assert_eq!(r.status().as_u16(), 200);
+    let redirect_reader: Value = r.json().await.expect("json");
+    assert_eq!(
+        redirect_reader["items"], buyer["items"],
+        "{redirect_reader}"
+    );
+    assert!(!redirect_reader.to_string().contains("reader@example.com"));
+
     let (status, e) = get(vec![("x-buyer-token", "bt_wrong".into())]).await;
     assert_eq!((status, s(&e["error"]["code"])), (403, "invalid_proof"));
     let (status, e) = get(vec![("authorization", "Bearer wrong".into())]).await;

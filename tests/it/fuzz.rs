@@ -2,6 +2,8 @@
 //! random types and random data, and bytes that are not JSON at all, each signed the way its
 //! provider signs. Every one is answered 200 and ends applied, ignored or parked — none is
 //! refused, none stays unapplied, and a genuine payment behind them all is fulfilled.
+//! The buyer's endpoints, likewise, answer any body, query and proof header with a 2xx or a
+//! 4xx carrying an error code, never a 5xx.
 //! (Cases are drawn with proptest's strategies; a failure prints the body that failed.)
 
 use proptest::prelude::*;
@@ -12,7 +14,10 @@ use serde_json::{Map, Value, json};
 use crate::harness::{Backend, WEBHOOK_SECRET, s, signature, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(any_signed_body_is_acknowledged_and_applied_or_parked);
+on_both_stores!(
+    any_signed_body_is_acknowledged_and_applied_or_parked,
+    no_buyer_request_earns_a_5xx
+);
 
 /// Bodies per provider.
 const CASES: usize = 150;
@@ -202,5 +207,128 @@ async fn any_signed_body_is_acknowledged_and_applied_or_parked(backend: Backend)
     app.pay(s(&co["provider_order_id"]), json!({})).await;
     let o = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
     assert_eq!(o["status"], "fulfilled", "{o:#}");
+    app.finish().await;
+}
+
+/// Requests per buyer endpoint.
+const BUYER_CASES: usize = 60;
+
+/// A JSON body shaped like the endpoint's, with fields of any type, or any JSON, or bytes.
+fn buyer_body(fields: &'static [&'static str]) -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        3 => resource(fields).prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+        1 => json_value().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+        1 => prop::collection::vec(any::<u8>(), 0..100),
+    ]
+    .boxed()
+}
+
+/// A query string: parameters a proof uses, and others, with any text (encoded or not).
+fn query() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("provider".to_owned()),
+        Just("session_id".to_owned()),
+        Just("orderID".to_owned()),
+        Just("razorpay_signature".to_owned()),
+        "[a-z%&=+]{0,8}",
+    ];
+    let value = prop_oneof![
+        Just("stripe".to_owned()),
+        Just("paypal".to_owned()),
+        Just("razorpay".to_owned()),
+        "cs_[a-zA-Z0-9]{0,20}",
+        "[ -~]{0,40}",
+        "(%[0-9a-fA-F]{2}){0,8}",
+    ];
+    prop::collection::vec((key, value), 0..4).prop_map(|kv| {
+        kv.iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(['#', ' '], "+")))
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+async fn no_buyer_request_earns_a_5xx(backend: Backend) {
+    let app = spawn(backend, &[("FULFILLD__HTTP__RATE_LIMIT_PER_MINUTE", "0")]).await;
+    app.put_sku("SEAT", 1000, 500).await;
+    let (order, _) = app.seat_checkout("fuzzed@example.com", 1, "stripe").await;
+    let token = app.buyer_token(&order);
+    let mut runner = TestRunner::new(Config::default());
+    let posts: [(&str, &'static [&'static str]); 6] = [
+        ("/api/orders", &["customer_email", "items", "sku", "qty"]),
+        ("/api/payments/create-order", &["order_id", "provider"]),
+        (
+            "/api/payments/verify",
+            &["order_id", "provider", "payload", "session_id"],
+        ),
+        (
+            "/api/entitlements/activate",
+            &["order_id", "buyer_token", "provider", "payload", "orderID"],
+        ),
+        ("/api/entitlements/sign-in", &["email"]),
+        ("/api/entitlements/sign-in/confirm", &["token"]),
+    ];
+    let header = prop_oneof![
+        Just(token.clone()),
+        Just(format!("{token}x")),
+        "[ -~]{0,60}",
+    ];
+    let id = prop_oneof![
+        Just(order.clone()),
+        Just("ord_00000000000000000000000000".to_owned()),
+        "[a-zA-Z0-9_.%-]{1,40}",
+    ];
+    let judge = |what: String, status: u16, text: String| {
+        assert!(status < 500, "{what} answered {status}: {text}");
+        if status >= 400 && status != 404 && status != 405 {
+            let e: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            assert!(
+                e["error"]["code"].is_string(),
+                "{what} answered {status}: {text}"
+            );
+        }
+    };
+    for case in 0..BUYER_CASES {
+        for (path, fields) in posts {
+            let body = buyer_body(fields)
+                .new_tree(&mut runner)
+                .expect("a case")
+                .current();
+            let mut req = app
+                .http
+                .post(format!("{}{path}", app.url))
+                .header("content-type", "application/json")
+                .body(body.clone());
+            if case % 2 == 0 {
+                let h = header.new_tree(&mut runner).expect("a header").current();
+                req = req.header("x-buyer-token", h);
+            }
+            let r = req.send().await.expect("post");
+            let status = r.status().as_u16();
+            let what = format!("POST {path} {:?}", String::from_utf8_lossy(&body));
+            judge(what, status, r.text().await.unwrap_or_default());
+        }
+        let id = id.new_tree(&mut runner).expect("an id").current();
+        let q = query().new_tree(&mut runner).expect("a query").current();
+        for path in [
+            format!("/api/orders/{id}?{q}"),
+            format!("/api/orders/{id}/documents/inv_{case}?{q}"),
+        ] {
+            let mut req = app.http.get(format!("{}{path}", app.url));
+            if case % 3 == 0 {
+                let h = header.new_tree(&mut runner).expect("a header").current();
+                req = req.header("x-buyer-token", h);
+            }
+            let r = req.send().await.expect("get");
+            let status = r.status().as_u16();
+            judge(
+                format!("GET {path}"),
+                status,
+                r.text().await.unwrap_or_default(),
+            );
+        }
+    }
+    // The order was not disturbed by any of it.
+    assert_eq!(app.order(&order).await["status"], "pending_payment");
     app.finish().await;
 }

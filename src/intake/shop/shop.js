@@ -203,9 +203,15 @@ async function successPage() {
       ? { provider: "paypal", provider_order_id: params.get("token") }
       : {};
   const mine = Object.assign(back, kept(orderId) || {});
-  // Without the token (another browser) the order still answers its status.
+  // The order's token, or else what the provider sent back (in the query), proves it; without
+  // either (another browser) the order still answers its status.
+  const redirectProof = PROOF[mine.provider] && PROOF[mine.provider](mine);
   const proof = mine.buyer_token ? { "X-Buyer-Token": mine.buyer_token } : {};
-  const read = () => api("GET", "/api/orders/" + encodeURIComponent(orderId), undefined, proof);
+  const proofQuery = mine.buyer_token || !redirectProof
+    ? ""
+    : "?" + new URLSearchParams(Object.assign({ provider: mine.provider }, redirectProof));
+  const get = (path) => api("GET", path + proofQuery, undefined, proof);
+  const read = () => get("/api/orders/" + encodeURIComponent(orderId));
   let started = Date.now();
   let lastVerify = 0;
   let timer = null;
@@ -277,12 +283,41 @@ async function successPage() {
         order = await read();
         $("#paid-status").textContent = order.status;
       }
+      documents(order);
       const me = await api("GET", "/api/entitlements/me");
       $("#access").textContent = accessText(me, order.status === "paid"
         ? "Your access is still being set up: it appears here, and in your email, shortly."
         : "Nothing to unlock with this order.");
     } catch (e) {
       $("#access").textContent = "Your access could not be activated yet: " + e.message;
+    }
+  }
+
+  // The invoice and credit notes the order links (once issued), each opened from a copy
+  // fetched with this page's proof: a plain link could not send the token.
+  async function documents(order) {
+    if (!order.links) return;
+    const docs = (order.links.invoice ? [order.links.invoice] : []).concat(order.links.credit_notes);
+    const list = $("#documents");
+    list.replaceChildren();
+    for (const doc of docs) {
+      const a = document.createElement("a");
+      a.textContent = doc.number;
+      a.href = "#";
+      a.addEventListener("click", async (ev) => {
+        ev.preventDefault();
+        try {
+          const r = await fetch(doc.href + proofQuery, { headers: proof });
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          const url = URL.createObjectURL(new Blob([await r.text()], { type: "text/html" }));
+          window.open(url, "_blank", "noopener");
+        } catch (e) {
+          say("The document could not be opened: " + e.message, true);
+        }
+      });
+      const li = document.createElement("li");
+      li.append(a);
+      list.append(li);
     }
   }
 
