@@ -119,7 +119,8 @@ const SANDBOX_HOSTS: [&str; 2] = ["api.sandbox.paypal.com", "api-m.sandbox.paypa
 /// Whether a `next` link PayPal answered may be followed with our token: on our API base's
 /// origin, or on another of PayPal's API hosts of the same environment (PayPal's list pages
 /// link to `api.paypal.com` when called on `api-m.paypal.com`), over https, without
-/// credentials in it.
+/// credentials in it. A base on this machine (the sandbox) may likewise link to another
+/// loopback name on its own port and scheme.
 fn next_link_allowed(base: &str, link: &str) -> bool {
     let (Ok(base), Ok(next)) = (url::Url::parse(base), url::Url::parse(link)) else {
         return false;
@@ -132,6 +133,12 @@ fn next_link_allowed(base: &str, link: &str) -> bool {
     }
     let host = |u: &url::Url| u.host_str().unwrap_or_default().to_ascii_lowercase();
     let (ours, theirs) = (host(&base), host(&next));
+    let loopback = |h: &str| matches!(h, "127.0.0.1" | "localhost" | "[::1]");
+    if loopback(&ours) {
+        return loopback(&theirs)
+            && next.scheme() == base.scheme()
+            && next.port_or_known_default() == base.port_or_known_default();
+    }
     let same_env =
         |hosts: &[&str]| hosts.contains(&ours.as_str()) && hosts.contains(&theirs.as_str());
     next.scheme() == "https"
@@ -1076,6 +1083,19 @@ mod tests {
             local,
             &format!("http://127.0.0.1:9999{page}")
         ));
+        // … or another loopback name for it, as the sandbox's links are.
+        assert!(next_link_allowed(
+            local,
+            &format!("http://localhost:8099{page}")
+        ));
+        for refused in [
+            format!("https://localhost:8099{page}"),
+            format!("http://localhost:9999{page}"),
+            format!("http://10.0.0.1:8099{page}"),
+            format!("http://api.paypal.com:8099{page}"),
+        ] {
+            assert!(!next_link_allowed(local, &refused), "{refused}");
+        }
     }
 
     #[test]

@@ -28,6 +28,12 @@
 //! - `POST /sandbox/paypal/refunds/mode` `{"status": "pending"|"completed"}` — how refunds
 //!   start; `POST /sandbox/paypal/refunds/{id}/settle` `{"outcome": "completed"|"failed"}`
 //!   ends a pending one (a completed one is announced as `PAYMENT.CAPTURE.REFUNDED`).
+//! - `POST /sandbox/paypal/events/paging` `{"page_size": N}` — the event list answers at most
+//!   N a page, whatever the caller asked, so a test needs few events to need many pages.
+//!
+//! The event list's `next` links name another host than the one called, as PayPal's name
+//! `api.paypal.com` when called on `api-m.paypal.com`: a sandbox on `127.0.0.1` links to
+//! `localhost` on its port, and the other way round.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -180,6 +186,8 @@ struct St {
     /// Refunds made from now on start `PENDING` (`POST /sandbox/paypal/refunds/mode`), as
     /// PayPal's do when the money cannot move at once (an eCheck not cleared yet).
     refunds_pending: bool,
+    /// At most this many events a list page (`POST /sandbox/paypal/events/paging`).
+    event_page_cap: Option<usize>,
 }
 
 /// Transmission id → the raw body delivered, for verify-webhook-signature.
@@ -953,6 +961,7 @@ async fn list_events(
     let start = q.time("start_time").unwrap_or_default();
     let end = q.time("end_time").unwrap_or_else(|| "9999".into());
     let (size, page) = q.paging(10, 300);
+    let size = sb.state().event_page_cap.map_or(size, |cap| size.min(cap));
     let mut all: Vec<wire::Event> = sb
         .inner
         .courier
@@ -975,12 +984,44 @@ async fn list_events(
         }
         next.append_pair("page", &(page + 1).to_string());
         links.push(json!({
-            "href": format!("{}/v1/notifications/webhooks-events?{}", sb.inner.base, next.finish()),
+            "href": format!("{}/v1/notifications/webhooks-events?{}", other_host(&sb.inner.base), next.finish()),
             "rel": "next",
             "method": "GET",
         }));
     }
     Json(json!({ "events": events, "count": events.len(), "links": links })).into_response()
+}
+
+/// `base` with its loopback host's other name (`127.0.0.1` ↔ `localhost`), as PayPal's list
+/// pages link to another of its API hosts than the one called.
+fn other_host(base: &str) -> String {
+    let Ok(mut url) = url::Url::parse(base) else {
+        return base.to_owned();
+    };
+    let other = match url.host_str() {
+        Some("127.0.0.1") => "localhost",
+        Some("localhost") => "127.0.0.1",
+        _ => return base.to_owned(),
+    };
+    if url.set_host(Some(other)).is_err() {
+        return base.to_owned();
+    }
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+#[derive(Default, Deserialize)]
+struct PagingControl {
+    #[serde(default)]
+    page_size: usize,
+}
+
+async fn event_paging(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    let d = match control_body::<PagingControl>(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    sb.state().event_page_cap = Some(d.page_size.max(1));
+    Json(json!({ "page_size": d.page_size.max(1) })).into_response()
 }
 
 /// A list call's query parameters.
@@ -1392,6 +1433,7 @@ pub fn router(sb: Sandbox) -> Router {
         .route("/sandbox/paypal/captures/{id}/settle", post(settle))
         .route("/sandbox/paypal/refunds", get(list_refunds))
         .route("/sandbox/paypal/refunds/mode", post(refund_mode))
+        .route("/sandbox/paypal/events/paging", post(event_paging))
         .route("/sandbox/paypal/captures/{id}/dispute", post(dispute))
         .route("/sandbox/paypal/refunds/{id}/settle", post(settle_refund))
         .with_state(sb);

@@ -136,3 +136,72 @@ async fn every_provider_lists_its_recent_payments() {
     assert!(paypal[0].created_s >= since, "{paypal:?}");
     app.finish().await;
 }
+
+/// PayPal's event list is paged, and its `next` links name another of its hosts than the one
+/// called (the sandbox: the other loopback name): the backfill follows every page there, and
+/// finds with one event a page exactly what one page of 300 holds.
+#[tokio::test]
+async fn paypal_backfill_follows_next_links_to_another_host() {
+    let app = spawn(Backend::Sqlite, &[]).await;
+    app.put_sku("SEAT", 50_000, 50).await;
+    let since = fulfilld::domain::now_ms() / 1000 - 60;
+    let providers = Providers::from_config(&app.config);
+    for i in 0..3 {
+        let (order, _, pp) = open_checkout(&app, "paypal", &format!("p{i}@example.com")).await;
+        app.sandbox_post(&format!("/sandbox/paypal/orders/{pp}/approve"), json!({}))
+            .await;
+        app.wait_for(&order, &["fulfilled"]).await;
+    }
+    let paypal = providers.get("provider", "paypal").expect("paypal");
+    let ids = |events: Vec<(fulfilld::providers::ProviderEvent, Vec<u8>)>| {
+        let mut ids: Vec<String> = events.into_iter().map(|(e, _)| e.event_id).collect();
+        ids.sort();
+        ids
+    };
+    let one_page = ids(paypal.missed_events(since).await.expect("list"));
+    assert!(
+        one_page.len() >= 6,
+        "approved and completed, thrice: {one_page:?}"
+    );
+    // Check the premise: the sandbox links page 2 on the other host.
+    app.sandbox_post("/sandbox/paypal/events/paging", json!({"page_size": 1}))
+        .await;
+    let first: serde_json::Value = app
+        .http
+        .get(format!("{}/v1/notifications/webhooks-events", app.sandbox))
+        .bearer_auth(paypal_token(&app).await)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let next = s(&first["links"][0]["href"]);
+    assert!(
+        next.starts_with("http://localhost:") && app.sandbox.starts_with("http://127.0.0.1:"),
+        "{next} against {}",
+        app.sandbox
+    );
+    let paged = ids(paypal.missed_events(since).await.expect("list"));
+    assert_eq!(paged, one_page);
+    app.finish().await;
+}
+
+/// An OAuth token from the PayPal sandbox, for calling its API directly.
+async fn paypal_token(app: &TestApp) -> String {
+    let t: serde_json::Value = app
+        .http
+        .post(format!("{}/v1/oauth2/token", app.sandbox))
+        .basic_auth(
+            &app.config.providers.paypal.client_id,
+            Some(&app.config.providers.paypal.client_secret),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    s(&t["access_token"]).to_owned()
+}
