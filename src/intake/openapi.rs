@@ -440,7 +440,7 @@ pub const OPERATIONS: &[Operation] = &[
                 "event_types",
                 "array",
                 true,
-                "order.paid, order.fulfilled, order.payment_failed, order.refunded, order.needs_review, step.dead, or [\"*\"]",
+                "order.paid, order.fulfilled, order.payment_failed, order.refunded, order.refund_failed, order.needs_review, step.dead, or [\"*\"]",
             ),
             ("description", "string", false, "for people"),
         ],

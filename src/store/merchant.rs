@@ -14,11 +14,12 @@ use super::orders::{ItemRow, OrderRow};
 use super::{Backend, Result, Store, Tx, placeholders};
 use crate::domain::{new_id, now_ms, rfc3339};
 
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "order.paid",
     "order.fulfilled",
     "order.payment_failed",
     "order.refunded",
+    "order.refund_failed",
     "order.needs_review",
     "step.dead",
 ];

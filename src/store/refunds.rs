@@ -485,14 +485,27 @@ async fn upsert_notice(
     let now = now_ms();
     match row {
         Some(r) if n.state == RefundState::Failed => {
-            sqlx::query(
-                "UPDATE refunds SET status = 'failed', provider_refund_id = $1, updated_at = $2 WHERE id = $3",
+            let moved = sqlx::query(
+                "UPDATE refunds SET status = 'failed', provider_refund_id = $1, updated_at = $2
+                 WHERE id = $3 AND status <> 'failed'",
             )
             .bind(&n.provider_refund_id)
             .bind(now)
             .bind(&r.id)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                // Told twice (Stripe sends `refund.updated` and `refund.failed` for one).
+                return Ok(Err(format!("refund {} had already failed", r.id)));
+            }
+            // The merchant's systems hear of it whoever asked for the refund (Stripe's
+            // `refund.failed`, Razorpay's `refund.failed`): the buyer was not paid back.
+            let told = serde_json::json!({ "refund": {
+                "id": r.id, "amount_minor": r.amount_minor, "currency": r.currency,
+                "reason": r.reason, "applied": r.applied_at.is_some(),
+            }});
+            super::merchant::emit(tx, "order.refund_failed", &[(&p.order_id, told)]).await?;
             if r.applied_at.is_some() || r.source == "engine" {
                 // The money did not go back after all, but the credit note is issued; or a
                 // refund the engine owed the buyer (a sold-out order) did not happen: a

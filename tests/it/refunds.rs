@@ -702,8 +702,24 @@ async fn pending_refund_is_booked_only_when_it_succeeds(backend: Backend, provid
         // PayPal announces a completed refund only (PAYMENT.CAPTURE.REFUNDED).
         _ => ("pending", "completed", None),
     };
-    let app = spawn(backend, &[]).await;
+    let app = spawn(
+        backend,
+        &[("FULFILLD__MERCHANT_WEBHOOKS__ALLOW_PRIVATE", "true")],
+    )
+    .await;
     app.put_sku("SEAT", 50_000, 5).await;
+    // The merchant's systems listen for failed refunds (on a port nothing answers: the
+    // delivery is what is looked at, not its arrival).
+    let (status, ep) = app
+        .admin(
+            "POST",
+            "/api/admin/webhook-endpoints",
+            Some(
+                json!({"url": "http://127.0.0.1:9/hooks", "event_types": ["order.refund_failed"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{ep}");
     let id = fulfilled_order(&app, provider, "pending-refund@example.com", 2).await;
     app.sandbox_post(
         &format!("/sandbox/{provider}/refunds/mode"),
@@ -748,6 +764,9 @@ async fn pending_refund_is_booked_only_when_it_succeeds(backend: Backend, provid
         .await;
     assert_eq!(o["refunds"][0]["status"], "succeeded", "{o:#}");
     assert_eq!(app.count(credit_notes, &id).await, 1);
+    let deliveries = format!("/api/admin/webhook-deliveries?order_id={id}");
+    let told = app.admin("GET", &deliveries, None).await.1;
+    assert_eq!(told["deliveries"], json!([]), "nothing failed yet");
 
     let Some(failed) = failed else {
         app.finish().await;
@@ -773,6 +792,9 @@ async fn pending_refund_is_booked_only_when_it_succeeds(backend: Backend, provid
     assert_eq!(second["status"], "failed", "{o:#}");
     assert_eq!(app.count(credit_notes, &id).await, 1);
     assert_eq!(revoked(&app, &id).await, vec![None], "access kept");
+    let told = app.admin("GET", &deliveries, None).await.1["deliveries"].clone();
+    assert_eq!(told.as_array().map(Vec::len), Some(1), "{told:#}");
+    assert_eq!(told[0]["event_type"], "order.refund_failed", "{told:#}");
     app.finish().await;
 }
 
