@@ -114,6 +114,14 @@ impl OneOrMany {
 }
 
 impl MerchantWebhooks {
+    /// Where merchant webhooks may go (see [`crate::outbound`]).
+    pub fn reach(&self) -> crate::outbound::Reach<'_> {
+        crate::outbound::Reach {
+            allowed_hosts: &self.allowed_hosts,
+            allow_private: self.allow_private,
+        }
+    }
+
     pub fn timeout_ms(&self) -> u64 {
         crate::domain::parse_duration_ms("merchant_webhooks.timeout", &self.timeout)
             .unwrap_or(10_000)
@@ -844,7 +852,7 @@ impl Config {
                     "a name of 1-40 of a-z, 0-9, _ and -".into(),
                 );
             }
-            if let Err(why) = crate::pipeline::notify_merchant::guard(mw, &ep.url) {
+            if let Err(why) = crate::outbound::guard(&mw.reach(), &ep.url) {
                 return bad(&key("url"), why);
             }
             if let Err(why) = crate::store::merchant::stored_types(&ep.event_types.items()) {

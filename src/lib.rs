@@ -17,6 +17,7 @@
 //!   idempotency keys), reconciliation, unanswered refunds.
 //! - [`email`]: outgoing mail (file outbox or SMTP).
 //! - [`metrics`]: what `/metrics` reports.
+//! - [`outbound`]: where the engine may send what a merchant chose the target of.
 //! - [`admin_client`]: `fulfilld admin …`, a client of the admin API.
 //! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
 //! - [`demo`]: `fulfilld demo`, the engine and the sandbox with a scripted shop day.
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod email;
 pub mod intake;
 pub mod metrics;
+pub mod outbound;
 pub mod pipeline;
 pub mod providers;
 pub mod queue;
@@ -57,6 +59,8 @@ use store::Store;
 pub struct Engine {
     pub config: Config,
     pub store: Store,
+    /// What `/metrics` reports for this engine.
+    pub metrics: Arc<metrics::Metrics>,
     pub providers: Providers,
     pub mailer: Mailer,
     pub queue: Queue,
@@ -200,6 +204,7 @@ pub async fn run_role(
         _ => kept_secret(COOKIE_SECRET_FILE, "entitlements.cookie_secret")?,
     };
     let engine = Arc::new(Engine {
+        metrics: Arc::new(metrics::Metrics::new(store.fulfilled_after.clone())),
         limits,
         cookie_secret,
         events,

@@ -1,6 +1,6 @@
 //! What `/metrics` reports, in the Prometheus (OpenMetrics) text format. One set per engine
-//! (each process has its own, and so does each engine a test starts), kept with its store
-//! so a transaction can count what its commit made true.
+//! (each process has its own, and so does each engine a test starts). The one a commit
+//! makes true (`capture_to_fulfilled`) is the store's histogram, registered here.
 //!
 //! | metric | what it counts |
 //! |---|---|
@@ -96,8 +96,10 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
+impl Metrics {
+    /// The engine's metrics, with `capture_to_fulfilled` the store's own histogram
+    /// ([`crate::store::Store::fulfilled_after`]).
+    pub fn new(capture_to_fulfilled: Histogram) -> Metrics {
         let mut registry = Registry::with_prefix("fulfilld");
         let m = Metrics {
             registry: Registry::default(),
@@ -107,8 +109,7 @@ impl Default for Metrics {
             webhooks_rejected: Family::default(),
             requests: Family::new_with_constructor(request_buckets),
             steps: Family::new_with_constructor(step_buckets),
-            // 10 ms … 2.9 h
-            capture_to_fulfilled: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
+            capture_to_fulfilled,
             merchant_attempts: Family::new_with_constructor(step_buckets),
             step_states: Family::default(),
             dead_letters: Gauge::default(),

@@ -2,6 +2,8 @@
 //! value exists nothing downstream re-checks it. Money is integer minor units plus an ISO
 //! currency code — never floats.
 
+pub mod event;
+
 use std::fmt;
 
 /// Why a value was refused; `field` is what the API reports back to the caller.

@@ -22,7 +22,7 @@ use super::queue_admin::{
 use super::{ApiError, Param};
 use crate::Engine;
 use crate::domain::{Invalid, parse_duration_ms};
-use crate::pipeline::notify_merchant::guard;
+use crate::outbound::guard;
 use crate::store::merchant::{
     DELIVERY_STATUSES, DeliveryFilter, Endpoint, EndpointChange, stored_types,
 };
@@ -35,13 +35,13 @@ fn endpoint_json(ep: &Endpoint) -> Value {
     v
 }
 
-/// A URL the engine may send to (see `notify_merchant::guard`), as a 422 otherwise.
+/// A URL the engine may send to (see `outbound::guard`), as a 422 otherwise.
 fn checked_url(e: &Engine, url: &str) -> Result<String, ApiError> {
     let url = url.trim();
     if url.len() > 2_000 {
         return Err(Invalid::new("url", "must be at most 2000 characters").into());
     }
-    guard(&e.config.merchant_webhooks, url).map_err(|why| Invalid::new("url", why))?;
+    guard(&e.config.merchant_webhooks.reach(), url).map_err(|why| Invalid::new("url", why))?;
     Ok(url.to_owned())
 }
 

@@ -146,8 +146,7 @@ async fn observed(
     let mut response = crate::store::CAUSE
         .scope(Some(id.clone()), next.run(request).instrument(span))
         .await;
-    e.store
-        .metrics
+    e.metrics
         .requests
         .get_or_create(&crate::metrics::RequestLabels {
             route: route.as_str().to_owned(),
@@ -213,7 +212,7 @@ async fn metrics(State(e): State<Arc<Engine>>, headers: axum::http::HeaderMap) -
         Ok(Ok(n)) => Some(n),
         _ => None,
     };
-    let text = e.store.metrics.render(&queues, parked);
+    let text = e.metrics.render(&queues, parked);
     ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 

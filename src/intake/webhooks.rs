@@ -36,7 +36,7 @@ async fn webhook(
                 .into_response();
         }
     };
-    let m = &e.store.metrics;
+    let m = &e.metrics;
     let name = provider.name();
     let label = crate::metrics::ProviderLabel {
         provider: name.to_owned(),

@@ -21,18 +21,18 @@
 //! costs the database far less than 30 round trips.
 //!
 //! The rows every batch contends for — a SKU's stock, the invoice counter — are written last,
-//! once per batch, right before the commit ([`Tail`]): the steps leave their stock
+//! once per batch, right before the commit (`pipeline::tail`): the steps leave their stock
 //! decrements and unnumbered invoices there, and the flush deducts each SKU's total (in SKU
 //! order, so batches never deadlock) and takes every number the batch needs in one counter
 //! update. Those locks are held for a few statements and one commit per batch, not per step.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
 
 use jobs::{StepError, StepKind, Wake};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::send_receipt::{self, SentEmail};
+use super::tail::Tail;
 use super::{StepResult, deduct_stock, grant_entitlement, issue_invoice};
 use crate::Engine;
 use crate::store::steps::{self, Lease};
@@ -42,26 +42,6 @@ use crate::store::{StoreError, Tx};
 const MAX_BATCH: usize = 64;
 /// Batch loops per process: one can run statements while another waits for its commit.
 const LOOPS: usize = 2;
-
-/// The writes to contended rows that a transaction's store-only steps left for its end (see
-/// the module doc), made by [`Tail::flush`] right before the commit.
-#[derive(Default)]
-pub struct Tail {
-    /// Per SKU: the quantity to deduct, and how much of it was held.
-    pub stock: BTreeMap<String, (i64, i64)>,
-    pub invoices: Vec<issue_invoice::Unnumbered>,
-}
-
-impl Tail {
-    /// False when some SKU's stock is gone: roll back.
-    async fn flush(&self, e: &Engine, tx: &mut Tx) -> Result<bool, StoreError> {
-        if !deduct_stock::deduct_all(tx, &self.stock).await? {
-            return Ok(false);
-        }
-        issue_invoice::number_all(e, tx, &self.invoices).await?;
-        Ok(true)
-    }
-}
 
 /// A step's write.
 enum Work {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jobs::deduct_stock::Outcome;
 use jobs::{StepError, StepKind};
 
-use super::batch::Tail;
+use super::tail::{Deferred, Tail};
 use super::{StepResult, complete};
 use crate::Engine;
 use crate::store::steps::{self, Lease};
@@ -29,12 +29,32 @@ pub async fn apply(
                 .find(|(o, sku, _)| o == order && *sku == it.sku)
                 .map_or(0, |h| h.2)
                 .min(it.qty);
-            let d = tail.stock.entry(it.sku.clone()).or_default();
+            let d = tail
+                .part::<Deductions>()
+                .0
+                .entry(it.sku.clone())
+                .or_default();
             d.0 += it.qty;
             d.1 += held_qty;
         }
     }
     Ok(vec![Outcome::Deducted.as_str().to_owned(); leases.len()])
+}
+
+/// The stock a transaction's steps deduct: SKU → (quantity, of which held).
+#[derive(Default)]
+pub struct Deductions(BTreeMap<String, (i64, i64)>);
+
+#[async_trait::async_trait]
+impl Deferred for Deductions {
+    /// First: no stock left rolls the transaction back.
+    fn rank(&self) -> u8 {
+        0
+    }
+
+    async fn flush(&self, _e: &Engine, tx: &mut Tx) -> Result<bool, StoreError> {
+        deduct_all(tx, &self.0).await
+    }
 }
 
 /// Deducts the stock of `stock` (SKU → quantity, of which held), right before the commit:

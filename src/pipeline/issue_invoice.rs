@@ -4,7 +4,7 @@
 use jobs::StepError;
 use jobs::issue_invoice::{LedgerLine, inclusive_tax, number, sale_lines};
 
-use super::batch::Tail;
+use super::tail::{Deferred, Tail};
 use crate::Engine;
 use crate::domain::{new_id, now_ms};
 use crate::store::steps::Lease;
@@ -63,8 +63,24 @@ pub async fn apply(
             .bind(&inv.order.currency);
     }
     q.execute(&mut **tx).await.map_err(StoreError::from)?;
-    tail.invoices.extend(invoices);
+    tail.part::<Invoices>().0.extend(invoices);
     Ok(vec!["issued".to_owned(); leases.len()])
+}
+
+/// The invoices a transaction's steps issue, numbered at its end.
+#[derive(Default)]
+pub struct Invoices(Vec<Unnumbered>);
+
+#[async_trait::async_trait]
+impl Deferred for Invoices {
+    fn rank(&self) -> u8 {
+        1
+    }
+
+    async fn flush(&self, e: &Engine, tx: &mut Tx) -> Result<bool, StoreError> {
+        number_all(e, tx, &self.0).await?;
+        Ok(true)
+    }
 }
 
 /// An invoice written but for its number.

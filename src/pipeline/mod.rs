@@ -29,6 +29,7 @@ pub mod reconciliation;
 pub mod refund_calls;
 mod refund_payment;
 mod send_receipt;
+mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,7 +187,9 @@ async fn run_claimed(engine: &Engine, lease: &Lease) -> Result<bool, StoreError>
         Ok(Some(Failed::LostLease)) => "lost_lease",
         Err(_) => "store_error",
     };
-    (engine.store.metrics).step_ran(&lease.step.kind, word, started.elapsed());
+    engine
+        .metrics
+        .step_ran(&lease.step.kind, word, started.elapsed());
     outcome.map(|failed| failed.is_none())
 }
 

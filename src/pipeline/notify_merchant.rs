@@ -23,7 +23,6 @@
 //! Runs in every process that runs workers. It is told after each commit that queued
 //! deliveries and looks every second for what other processes queued and for retries due.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Engine;
 use crate::config::MerchantWebhooks;
 use crate::domain::now_ms;
+use crate::outbound::{Guarded, guard};
 use crate::store::merchant::{After, Claimed, Policy, Sent};
 
 /// The most of an answer kept in the delivery log.
@@ -139,7 +139,7 @@ async fn attempt(e: &Engine, client: &reqwest::Client, policy: &Policy, c: &Clai
         _ => return,
     };
     let started = now_ms();
-    let sent = match guard(&e.config.merchant_webhooks, &endpoint.url) {
+    let sent = match guard(&e.config.merchant_webhooks.reach(), &endpoint.url) {
         Err(why) => Sent {
             started_at: started,
             latency_ms: 0,
@@ -178,8 +178,7 @@ async fn attempt(e: &Engine, client: &reqwest::Client, policy: &Policy, c: &Clai
             outcome,
         };
         let took = sent.latency_ms.max(0) as f64 / 1000.0;
-        e.store
-            .metrics
+        e.metrics
             .merchant_attempts
             .get_or_create(&labels)
             .observe(took);
@@ -272,82 +271,6 @@ pub fn sign(secrets: &[&str], message_id: &str, timestamp: i64, body: &str) -> S
         .join(" ")
 }
 
-/// Whether `url` may be sent to, as far as the URL alone tells (scheme, allowed hosts, a
-/// literal address); names are checked again as they resolve ([`Guarded`]).
-pub fn guard(c: &MerchantWebhooks, url: &str) -> Result<(), String> {
-    let u = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("refused: only http and https, not {}", u.scheme()));
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err("refused: credentials in the URL".into());
-    }
-    let host = match u.host() {
-        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => a.to_string(),
-        None => return Err("refused: no host".into()),
-    };
-    if !c.allowed_hosts.is_empty()
-        && !c
-            .allowed_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(&host))
-    {
-        return Err(format!(
-            "refused: {host} is not in merchant_webhooks.allowed_hosts"
-        ));
-    }
-    let literal = match u.host() {
-        Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-        Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-        _ => None,
-    };
-    if let Some(ip) = literal
-        && !c.allow_private
-        && !is_public(ip)
-    {
-        return Err(format!(
-            "refused: {ip} is a non-public address (merchant_webhooks.allow_private is off)"
-        ));
-    }
-    Ok(())
-}
-
-/// Whether an address is on the public internet: not loopback, private, link-local,
-/// shared (CGNAT), unspecified, broadcast, multicast, documentation or unique-local — and
-/// for an IPv4-mapped IPv6 address, the same of the IPv4 inside.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            let [o1, o2, ..] = a.octets();
-            !(a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || a.is_documentation()
-                || o1 == 0
-                || (o1 == 100 && (64..128).contains(&o2))
-                || (o1 == 198 && (18..20).contains(&o2))
-                || o1 >= 240)
-        }
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = a.segments()[0];
-            !(a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && a.segments()[1] == 0x0db8)
-        }
-    }
-}
-
 /// The client: no redirects, no proxy, the attempt's time limit, and a resolver that drops
 /// non-public addresses unless they are allowed.
 fn client(c: &MerchantWebhooks) -> reqwest::Result<reqwest::Client> {
@@ -363,36 +286,6 @@ fn client(c: &MerchantWebhooks) -> reqwest::Result<reqwest::Client> {
             allow_private: c.allow_private,
         }))
         .build()
-}
-
-/// Resolves names with the system's resolver, keeping only addresses that may be sent to.
-struct Guarded {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for Guarded {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let kept: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
-            if kept.is_empty() {
-                let e: Box<dyn std::error::Error + Send + Sync> = format!(
-                    "{host} resolves only to non-public addresses (merchant_webhooks.allow_private is off)"
-                )
-                .into();
-                return Err(e);
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(kept.into_iter());
-            Ok(addrs)
-        })
-    }
 }
 
 #[cfg(test)]
@@ -413,38 +306,5 @@ mod tests {
             body,
         );
         assert_eq!(two, format!("{got} {got}"));
-    }
-
-    #[test]
-    fn only_public_addresses_are_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "fc00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "192.0.2.1",
-            "2001:db8::1",
-        ] {
-            assert!(!is_public(private.parse().expect(private)), "{private}");
-        }
-        for public in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(is_public(public.parse().expect(public)), "{public}");
-        }
     }
 }

@@ -21,6 +21,9 @@ use jobs::StepError;
 
 use crate::config::Config;
 use crate::domain::Invalid;
+pub use crate::domain::event::{
+    PaymentChange, PaymentRef, ProviderEvent, RefundNotice, RefundState,
+};
 
 /// What a provider does for fulfilld.
 #[async_trait]
@@ -166,27 +169,18 @@ pub struct ClientClaim {
     pub field: &'static str,
 }
 
-/// Our payment, as a provider knows it.
-#[derive(Debug, Clone, Copy)]
-pub struct PaymentRef<'a> {
-    pub provider_order_id: &'a str,
-    pub provider_payment_id: Option<&'a str>,
-}
-
-impl<'a> PaymentRef<'a> {
-    /// The provider's payment id, which refunds need; an error naming `what` is missing
-    /// when the payment has none yet.
-    pub fn payment_id_for(
-        &self,
-        provider: &'static str,
-        what: &str,
-    ) -> Result<&'a str, ProviderError> {
-        self.provider_payment_id
-            .ok_or_else(|| ProviderError::Unusable {
-                provider,
-                message: format!("no {what} to refund"),
-            })
-    }
+/// The provider's payment id of `p`, which refunds need; an error naming `what` is missing
+/// when the payment has none yet.
+pub(crate) fn payment_id_for<'a>(
+    p: &PaymentRef<'a>,
+    provider: &'static str,
+    what: &str,
+) -> Result<&'a str, ProviderError> {
+    p.provider_payment_id
+        .ok_or_else(|| ProviderError::Unusable {
+            provider,
+            message: format!("no {what} to refund"),
+        })
 }
 
 /// A refund to ask the provider for.
@@ -265,47 +259,6 @@ impl Providers {
     }
 }
 
-/// A verified provider event, reduced to what fulfilment needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderEvent {
-    pub provider: &'static str,
-    /// The provider's event id: the deduplication key.
-    pub event_id: String,
-    pub event_type: String,
-    /// The provider's id of the checkout/order the event is about, when it is about one.
-    pub provider_order_id: Option<String>,
-    /// The provider's id of the payment (Stripe payment intent, Razorpay payment, PayPal
-    /// capture), for events that do not name the checkout (refunds).
-    pub provider_payment_id: Option<String>,
-    /// Our own payment id, when the provider echoes it back (Stripe: `metadata.payment_id`).
-    /// It finds the payment even when the event overtakes the commit of the provider's id.
-    pub payment_ref: Option<String>,
-    pub change: PaymentChange,
-}
-
-/// What an event means for our payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentChange {
-    /// Money captured: fulfil.
-    Paid { provider_payment_id: Option<String> },
-    /// Checkout finished, money not settled yet (bank debits, vouchers): wait.
-    AwaitingSettlement { provider_payment_id: Option<String> },
-    /// Payment failed: release the stock.
-    Failed,
-    /// One attempt failed, and the checkout stays payable: Razorpay lets the buyer try again
-    /// on the same order ("a Razorpay Order ID can be mapped to any number of payment
-    /// attempts", <https://razorpay.com/docs/api/orders/create/>). Nothing moves; the stock
-    /// stays held until a payment succeeds or the reservation ends.
-    AttemptFailed,
-    /// The checkout expired unpaid: release the stock.
-    Expired,
-    /// Money went back to the buyer (a refund we asked for, or one made on the provider's
-    /// dashboard), or a refund failed after all.
-    Refunded(RefundNotice),
-    /// Stored and acknowledged, nothing to do.
-    Ignored,
-}
-
 /// What checking one webhook's signature costs, which decides whether the sender's
 /// forged-webhook budget gates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,44 +272,6 @@ pub enum VerifyCost {
     /// Asks the provider's API (PayPal's verify-webhook-signature): only while the sender's
     /// budget is not spent by failures, so forged messages cannot use up the API quota.
     Remote,
-}
-
-/// A refund, as a provider's event reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefundNotice {
-    pub provider_refund_id: String,
-    pub amount_minor: i64,
-    /// The currency the provider names (ISO 4217, any case); None where it is not known
-    /// (a refund kept before its payment was).
-    pub currency: Option<String>,
-    /// Our refund id, when the refund was made by fulfilld (see [`RefundRequest`]).
-    pub refund_ref: Option<String>,
-    pub state: RefundState,
-}
-
-/// Where a refund stands at the provider. Only a succeeded one is booked (credit note,
-/// revoked access, restock): a pending one has not moved the money yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefundState {
-    Succeeded,
-    Pending,
-    Failed,
-}
-
-impl RefundState {
-    /// A provider's word for a refund's status: Stripe's `succeeded`, `pending`,
-    /// `requires_action`, `failed`, `canceled` (<https://docs.stripe.com/api/refunds/object>);
-    /// Razorpay's `processed`, `pending`, `failed`
-    /// (<https://razorpay.com/docs/api/refunds/entity/>); PayPal's `COMPLETED`, `PENDING`,
-    /// `FAILED`, `CANCELLED` (<https://developer.paypal.com/docs/api/payments/v2/#refunds_get>).
-    /// A word none of them documents counts as pending: nothing is booked on a guess.
-    pub fn of(status: &str) -> RefundState {
-        match status.to_ascii_lowercase().as_str() {
-            "succeeded" | "processed" | "completed" => RefundState::Succeeded,
-            "failed" | "canceled" | "cancelled" => RefundState::Failed,
-            _ => RefundState::Pending,
-        }
-    }
 }
 
 /// The provider's record of a payment, as `confirm_capture` checks it and the browser's

@@ -1014,7 +1014,7 @@ impl Provider for PayPal {
         p: &PaymentRef<'_>,
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
-        let capture = p.payment_id_for(NAME, "capture")?;
+        let capture = super::payment_id_for(p, NAME, "capture")?;
         let url = format!("{}/v2/payments/captures/{capture}/refund", self.base);
         let body = json!({
             "amount": paypal_money(req.currency, req.amount_minor)?,

@@ -436,7 +436,7 @@ impl Provider for Razorpay {
         p: &PaymentRef<'_>,
         provider_refund_id: &str,
     ) -> Result<RefundState, ProviderError> {
-        let payment = p.payment_id_for(NAME, "payment")?;
+        let payment = super::payment_id_for(p, NAME, "payment")?;
         let url = format!(
             "{}/v1/payments/{payment}/refunds/{provider_refund_id}",
             self.base
@@ -450,7 +450,7 @@ impl Provider for Razorpay {
         p: &PaymentRef<'_>,
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
-        let id = p.payment_id_for(NAME, "payment")?;
+        let id = super::payment_id_for(p, NAME, "payment")?;
         let req = self
             .http
             .post(format!("{}/v1/payments/{id}/refund", self.base))

@@ -328,7 +328,7 @@ impl Provider for Stripe {
         p: &PaymentRef<'_>,
         req: &RefundRequest<'_>,
     ) -> Result<Refund, ProviderError> {
-        let pi = p.payment_id_for(NAME, "payment intent")?;
+        let pi = super::payment_id_for(p, NAME, "payment intent")?;
         let r = self.client.refund(pi, req).await?;
         Ok(Refund {
             amount_minor: minor(&r.currency, r.amount).map_err(|message| {

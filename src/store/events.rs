@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::payments::PaymentRow;
 use super::{Backend, Result, Store, StoreError, Tx, payments, refunds, value_rows};
+use crate::domain::event::{PaymentChange, ProviderEvent};
 use crate::domain::now_ms;
-use crate::providers::{PaymentChange, ProviderEvent};
 
 /// The header that marks a stored event as read back from the provider's API
 /// (reconciliation's backfill, authentic by the API's own authentication) rather than

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::events::{Incoming, append};
 use super::{Backend, Result, Store, StoreError};
-use crate::providers::ProviderEvent;
+use crate::domain::event::ProviderEvent;
 
 /// Events committed together at most.
 const MAX_BATCH: usize = 256;

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::orders::{ItemRow, OrderRow};
+use super::rows::{ItemRow, OrderRow};
 use super::{Backend, Result, Store, Tx, placeholders};
 use crate::domain::{new_id, now_ms, rfc3339};
 

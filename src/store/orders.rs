@@ -8,28 +8,10 @@
 //! back from payment_failed to paid is the provider's API confirming a capture we had given
 //! up on (`reconcile_payment`), never an event's payload alone.
 
-use serde::Serialize;
-
 use super::{Result, Store, Tx, catalogue};
 use crate::domain::{Currency, EmailAddress, Invalid, OrderId, Sku, now_ms, parse_qty};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct OrderRow {
-    pub id: String,
-    pub customer_email: String,
-    pub status: String,
-    pub total_minor: i64,
-    pub currency: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ItemRow {
-    pub sku: String,
-    pub name: String,
-    pub qty: i64,
-    pub unit_price_minor: i64,
-}
+pub use super::rows::{ItemRow, OrderRow};
 
 const SELECT_ORDER: &str = "SELECT id, customer_email, status, total_minor, currency, created_at \
      FROM orders WHERE id = $1";

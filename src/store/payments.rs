@@ -13,7 +13,7 @@ use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
 use crate::domain::{new_id, now_ms};
 use jobs::{StepKind, Wake};
 
-use crate::providers::{PaymentChange, PaymentRef};
+use crate::domain::event::{PaymentChange, PaymentRef};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PaymentRow {

@@ -19,8 +19,8 @@ use jobs::{StepKind, Wake};
 use serde::Serialize;
 
 use super::{Result, Store, Tx, catalogue, orders, payments, steps};
+use crate::domain::event::{RefundNotice, RefundState};
 use crate::domain::{html_escape, new_id, now_ms};
-use crate::providers::{RefundNotice, RefundState};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RefundRow {
