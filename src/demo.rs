@@ -209,7 +209,7 @@ pub async fn run(
     println!();
     print!(
         "{}",
-        crate::admin_client::table(
+        crate::admin::cli::table(
             &rows,
             &[
                 ("SCENARIO", "scenario"),

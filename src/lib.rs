@@ -18,7 +18,7 @@
 //! - [`email`]: outgoing mail (file outbox or SMTP).
 //! - [`metrics`]: what `/metrics` reports.
 //! - [`outbound`]: where the engine may send what a merchant chose the target of.
-//! - [`admin_client`]: `fulfilld admin …`, a client of the admin API.
+//! - [`admin`]: the admin API behind one gate, the dashboard, and `fulfilld admin …`.
 //! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
 //! - [`demo`]: `fulfilld demo`, the engine and the sandbox with a scripted shop day.
 //! - `jobs` (a crate of its own): the job contract — step kinds, payloads, retry policies.
@@ -26,7 +26,7 @@
 //! [`run`] is the one entry point for `fulfilld serve` and for every test: it takes a bound
 //! listener and a shutdown future, so tests run the real engine on a random port.
 
-pub mod admin_client;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -66,7 +66,7 @@ pub struct Engine {
     pub queue: Queue,
     /// The admin bearer tokens in force, by name and role (`admin.tokens`, and
     /// `admin.token` — configured, or generated at start — as `admin`).
-    pub admins: intake::admin::Admins,
+    pub admins: admin::Admins,
     /// When each open payment was last read from its provider by the verify call.
     pub verify_reads: intake::VerifyReads,
     /// Webhook events' way into the store (group commit); `intake::applier` applies them.
@@ -183,8 +183,8 @@ pub async fn run_role(
         Role::Serve => admin_token(&config)?,
     };
     let admins = match role {
-        Role::Work => intake::admin::Admins::default(),
-        _ => intake::admin::Admins::new(&admin_token, &config.admin.tokens),
+        Role::Work => admin::Admins::default(),
+        _ => admin::Admins::new(&admin_token, &config.admin.tokens),
     };
     if role != Role::Work && admins.is_empty() {
         tracing::warn!("admin API off: no admin.token configured (FULFILLD__ADMIN__TOKEN)");

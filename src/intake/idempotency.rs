@@ -45,7 +45,7 @@ pub async fn layer(State(e): State<Arc<Engine>>, req: Request, next: Next) -> Re
     };
     let admin = match req.headers().get(header::AUTHORIZATION) {
         None => None,
-        Some(_) => match super::admin::authorize(&e, req.headers()) {
+        Some(_) => match crate::admin::authorize(&e, req.headers()) {
             Ok(caller) => Some(caller.name),
             // Not a credential we know: no key is taken, nothing is stored.
             Err(_) => return next.run(req).await,

@@ -3,29 +3,19 @@
 //! answered; `applier` applies it after the 200. No provider calls except creating a
 //! checkout, no email, no stock work in a webhook's request path.
 //!
-//! Each resource file ends in `pub fn router()`; they are merged here. Admin routes live in
-//! `admin` (catalogue), `queue_admin` (queues, steps, dead letters, attempts), `events_admin`
-//! (webhook log and replay), `orders_admin` (an order's record and timeline) and
-//! `reconcile_admin`, `merchant_admin` (webhook endpoints and deliveries); `dashboard` is the page at `/admin` over them; `idempotency` wraps
-//! every `POST /api/…`; `openapi` documents them all.
+//! Each resource file ends in `pub fn router()`; they are merged here, with the admin's
+//! routes (`crate::admin`). `idempotency` wraps every `POST /api/…`; `openapi` documents
+//! them all.
 
-pub mod admin;
 pub(crate) mod applier;
-mod dashboard;
 mod entitlements;
 mod error;
-mod events_admin;
 mod idempotency;
 pub mod limits;
-mod merchant_admin;
 pub mod openapi;
 mod orders;
-mod orders_admin;
 mod payments;
 mod proof;
-mod queue_admin;
-mod reconcile_admin;
-mod refunds;
 mod shop;
 pub(crate) mod webhooks;
 
@@ -52,28 +42,17 @@ use crate::Engine;
 pub fn router(engine: Arc<Engine>) -> Router {
     let limit = engine.config.http.max_body_bytes;
     Router::new()
-        .merge(admin::router())
-        .merge(events_admin::router())
-        .merge(queue_admin::router())
-        .merge(reconcile_admin::router())
-        .merge(merchant_admin::router())
+        .merge(crate::admin::router(engine.clone()))
         .merge(orders::router())
-        .merge(orders_admin::router())
         .merge(openapi::router())
-        .merge(dashboard::router())
         .merge(entitlements::router())
         .merge(shop::router())
         .merge(payments::router())
-        .merge(refunds::router())
         .merge(webhooks::router())
         .merge(health())
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             idempotency::layer,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            engine.clone(),
-            admin::roles,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -195,7 +174,7 @@ fn health() -> Router<Arc<Engine>> {
 /// were at the last scrape.
 async fn metrics(State(e): State<Arc<Engine>>, headers: axum::http::HeaderMap) -> Response {
     let token = &e.config.metrics.token;
-    if !token.is_empty() && !admin::bearer_is(&headers, token) {
+    if !token.is_empty() && !crate::admin::bearer_is(&headers, token) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

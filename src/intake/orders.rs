@@ -97,7 +97,7 @@ async fn reader(
 ) -> Result<Reader, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
         // A wrong admin token is an error, not a quiet downgrade.
-        super::admin::authorize(e, headers)?;
+        crate::admin::authorize(e, headers)?;
         return Ok(Reader::Admin);
     }
     let carried = Carried::from_request(headers, query)?;
@@ -163,7 +163,7 @@ async fn show(
         .iter()
         .map(|(r, cn)| {
             if admin {
-                super::refunds::refund_json(r, cn.as_deref())
+                crate::admin::refund_json(r, cn.as_deref())
             } else {
                 json!({
                     "amount_minor": r.amount_minor,

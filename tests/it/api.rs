@@ -249,15 +249,22 @@ pub fn concrete(path: &str) -> String {
         .replace("{id}", "1")
 }
 
-/// Every `.route("PATH", METHOD(…))` in the intake's source: (method, path).
+/// Every `.route("PATH", METHOD(…))` in the intake's and the admin's source: (method,
+/// path). The admin's routes that are not absolute (`/api/…`, the dashboard's `/admin…`) are
+/// nested under `/api/admin`, as `admin::router` nests them.
 fn routed() -> std::collections::BTreeSet<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/intake");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).expect("src/intake") {
-        let path = entry.expect("entry").path();
+    let files = ["src/intake", "src/admin"].into_iter().flat_map(|dir| {
+        std::fs::read_dir(root.join(dir))
+            .expect(dir)
+            .map(move |entry| (dir, entry.expect("entry").path()))
+    });
+    for (dir, path) in files {
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
+        let nested = dir == "src/admin";
         let text = std::fs::read_to_string(&path).expect("source");
         for (i, _) in text.match_indices(".route(") {
             let rest = text[i + 7..].trim_start();
@@ -279,7 +286,12 @@ fn routed() -> std::collections::BTreeSet<(String, String)> {
                 "{}: route {route} without a method",
                 path.display()
             );
-            found.insert((method, route.to_owned()));
+            let route = if nested && !route.starts_with("/api/") && !route.starts_with("/admin") {
+                format!("/api/admin{route}")
+            } else {
+                route.to_owned()
+            };
+            found.insert((method, route));
         }
     }
     found

@@ -26,9 +26,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiError;
+use super::Actor;
 use crate::Engine;
 use crate::domain::{Invalid, OrderId};
+use crate::intake::ApiError;
 use crate::pipeline::refund_calls::{self, Made};
 use crate::store::refunds::{NewRefund, RefundRow, Requested};
 
@@ -78,10 +79,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Invalid> {
 
 async fn refund(
     State(e): State<Arc<Engine>>,
+    Actor(who): Actor,
     headers: HeaderMap,
     body: Result<Json<RefundBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = super::admin::actor(&e, &headers)?;
     let Json(b) = body?;
     let order_id = OrderId::parse("order_id", &b.order_id)?;
     if b.amount_minor.is_some_and(|a| a <= 0) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jobs::{StepKind, Wake};
@@ -18,10 +18,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::ApiError;
-use super::admin::{actor, authorize};
+use super::Actor;
 use crate::Engine;
 use crate::domain::Invalid;
+use crate::intake::ApiError;
 use crate::store::dead_letters::Filter;
 use crate::store::overview::{STEP_STATUSES, StepFilter};
 use crate::store::steps;
@@ -72,8 +72,7 @@ fn kind_param(kind: Option<&str>) -> Result<Option<StepKind>, ApiError> {
 
 /// `GET /api/admin/queues`: per step kind, how many steps wait, are due, retry, run, are
 /// dead and were done in the last hour, and how long the longest-due one has waited.
-async fn queues(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
+async fn queues(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "queues": e.store.queue_overview().await? })))
 }
 
@@ -87,10 +86,8 @@ struct ActivityParams {
 /// step runs failed, webhooks received.
 async fn activity(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<ActivityParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let minutes = query(params)?.minutes.unwrap_or(60);
     if !(1..=1440).contains(&minutes) {
         return Err(Invalid::new("minutes", "must be 1-1440").into());
@@ -113,10 +110,8 @@ struct StepParams {
 /// `next_before_id` when there may be more.
 async fn list_steps(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<StepParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let p = query(params)?;
     status_param(p.status.as_deref(), "step", &STEP_STATUSES)?;
     let limit = limit_param(p.limit)?;
@@ -133,16 +128,6 @@ async fn list_steps(
     let steps = e.store.list_steps(&filter).await?;
     let next = next_before(&steps, limit, |s| s.id);
     Ok(Json(json!({ "steps": steps, "next_before_id": next })))
-}
-
-/// The start of every admin action: the token checked, who acts, and its JSON body (which
-/// may be left out).
-pub(super) fn admin_action<T: DeserializeOwned + Default>(
-    e: &Engine,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(String, T), ApiError> {
-    Ok((actor(e, headers)?, optional_body(body)?))
 }
 
 /// A numeric id in the path, or a 422 that says it is not one.
@@ -198,7 +183,7 @@ pub(super) fn next_before<T, K>(rows: &[T], limit: i64, id: impl Fn(&T) -> K) ->
 }
 
 /// A JSON body that may be left out entirely.
-fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -224,10 +209,8 @@ pub(super) fn reason(r: &Option<String>, required: bool) -> Result<Option<String
 
 async fn list(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let p = query(params)?;
     let dead = e.store.dead_steps(&p.filter()?).await?;
     Ok(Json(json!({ "dead": dead })))
@@ -235,10 +218,10 @@ async fn list(
 
 async fn retry_matching(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, p): (String, FilterParams) = admin_action(&e, &headers, &body)?;
+    let p: FilterParams = optional_body(&body)?;
     let why = reason(&p.reason, false)?;
     let dead = e.store.dead_steps(&p.filter()?).await?;
     let mut retried = Vec::with_capacity(dead.len());
@@ -264,11 +247,11 @@ pub(super) struct Action {
 
 async fn retry_one(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let a: Action = optional_body(&body)?;
     let id = id_param(id)?;
     let why = reason(&a.reason, false)?;
     let r = e
@@ -283,11 +266,11 @@ async fn retry_one(
 
 async fn discard_one(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let a: Action = optional_body(&body)?;
     let id = id_param(id)?;
     let why = reason(&a.reason, true)?.unwrap_or_default();
     if !e.store.discard_dead(id, &who, &why).await? {
@@ -299,10 +282,8 @@ async fn discard_one(
 
 async fn attempts(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let id = id_param(id)?;
     let attempts = e.store.step_attempts(id).await?;
     Ok(Json(json!({ "step_id": id, "attempts": attempts })))
@@ -313,10 +294,10 @@ async fn attempts(
 /// holds wake-ups it should not (or, in a test, to prove that losing them is harmless).
 async fn purge(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let a: Action = optional_body(&body)?;
     let why = reason(&a.reason, false)?;
     let dropped = e.queue.purge().await?;
     let due = e.store.forget_enqueued().await?;
@@ -351,10 +332,8 @@ struct AuditParams {
 /// action and target; a page ends with `next_before_id` when there may be more.
 async fn audit_log(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let p = query(params)?;
     let limit = limit_param(p.limit)?;
     if p.before_id.is_some_and(|b| b < 1) {
@@ -376,14 +355,14 @@ async fn audit_log(
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
-        .route("/api/admin/audit", get(audit_log))
-        .route("/api/admin/queues", get(queues))
-        .route("/api/admin/activity", get(activity))
-        .route("/api/admin/steps", get(list_steps))
-        .route("/api/admin/dead-letters", get(list))
-        .route("/api/admin/dead-letters/retry", post(retry_matching))
-        .route("/api/admin/steps/{id}/retry", post(retry_one))
-        .route("/api/admin/steps/{id}/discard", post(discard_one))
-        .route("/api/admin/steps/{id}/attempts", get(attempts))
-        .route("/api/admin/queue/purge", post(purge))
+        .route("/audit", get(audit_log))
+        .route("/queues", get(queues))
+        .route("/activity", get(activity))
+        .route("/steps", get(list_steps))
+        .route("/dead-letters", get(list))
+        .route("/dead-letters/retry", post(retry_matching))
+        .route("/steps/{id}/retry", post(retry_one))
+        .route("/steps/{id}/discard", post(discard_one))
+        .route("/steps/{id}/attempts", get(attempts))
+        .route("/queue/purge", post(purge))
 }

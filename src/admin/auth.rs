@@ -1,21 +1,20 @@
-//! Admin API (bearer token): the catalogue for now.
+//! Who is an admin: the tokens in force (`admin.token`, `admin.tokens`), each with a name
+//! and a role. [`layer`] is the admin API's one gate — every route under it has a proven
+//! [`Caller`] whose role allows the request — and handlers take the [`Actor`] it proved.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::put;
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use std::collections::BTreeMap;
 
-use super::{ApiError, Param};
 use crate::Engine;
 use crate::config::{AdminRole, NamedToken};
-use crate::domain::{Currency, Invalid, Sku};
-use crate::store::catalogue::SkuRow;
+use crate::domain::Invalid;
+use crate::intake::ApiError;
 
 /// The admin tokens in force, each kept as its SHA-256 with its name and role.
 #[derive(Default)]
@@ -93,7 +92,7 @@ fn bearer(headers: &HeaderMap) -> &str {
 
 /// Checks `Authorization: Bearer <an admin token>`: the admin it proves. With no token
 /// configured the admin API is off (403), never open. What the token may do (its role) is
-/// enforced for every route by [`roles`].
+/// enforced for every admin route by [`layer`].
 pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<Caller, ApiError> {
     if engine.admins.is_empty() {
         return Err(ApiError::new(
@@ -110,14 +109,6 @@ pub fn authorize(engine: &Engine, headers: &HeaderMap) -> Result<Caller, ApiErro
             "admin endpoints need Authorization: Bearer <admin token>",
         )
     })
-}
-
-/// Who is acting: the admin token's name (checked). `X-Fulfilld-Actor`, when sent, must be
-/// sensible; the person it names is recorded beside the name (see [`roles`]).
-pub(super) fn actor(e: &Engine, headers: &HeaderMap) -> Result<String, ApiError> {
-    let caller = authorize(e, headers)?;
-    said_by(headers)?;
-    Ok(caller.name)
 }
 
 /// The person `X-Fulfilld-Actor` names, if it is sent; 422 if it is not 1-100 visible
@@ -138,18 +129,18 @@ fn reads(method: &axum::http::Method, path: &str) -> bool {
         && !path.ends_with("/secret")
 }
 
-/// Every request with an admin token: a `read` token gets 403 for anything that changes
-/// state or reads a secret; the person named in `X-Fulfilld-Actor` (an unusable one is
-/// refused by the handlers, through [`actor`]) is kept for the audit rows the request
-/// writes.
-pub async fn roles(
+/// The admin API's gate, on every admin route: the caller must prove an admin token (401,
+/// or 403 when none is configured), a `read` token gets 403 for anything that changes state
+/// or reads a secret, and an unusable `X-Fulfilld-Actor` is 422. The person it names is kept
+/// for the audit rows the request writes, and the [`Caller`] for the handler ([`Actor`]).
+pub async fn layer(
     State(e): State<Arc<Engine>>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let Some(caller) = e.admins.find(bearer(req.headers())) else {
-        return next.run(req).await;
+) -> Response {
+    let caller = match authorize(&e, req.headers()) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
     };
     if caller.role == AdminRole::Read && !reads(req.method(), req.uri().path()) {
         return ApiError::new(
@@ -162,81 +153,47 @@ pub async fn roles(
         )
         .into_response();
     }
-    let said_by = said_by(req.headers()).ok().flatten();
+    let said_by = match said_by(req.headers()) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    req.extensions_mut().insert(caller);
     crate::store::audit::SAID_BY
         .scope(said_by, next.run(req))
         .await
 }
 
+/// Who acts, as a handler behind [`layer`] takes it: the admin token's name, which the
+/// audit log records.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // Only a route mounted outside the gate has no caller: refuse rather than act
+        // for nobody.
+        parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| Actor(c.name.clone()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "admin endpoints need Authorization: Bearer <admin token>",
+                )
+            })
+    }
+}
+
 /// Whether `Authorization: Bearer …` carries `expected` (never an empty one). Both sides are
 /// hashed first, so the comparison takes the same time whatever is sent.
-pub(super) fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
+pub fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
     let given = bearer(headers);
     !given.is_empty() && !expected.is_empty() && same(&digest(given), &digest(expected))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutSku {
-    name: String,
-    price_minor: i64,
-    currency: String,
-    stock: i64,
-}
-
-async fn put_sku(
-    State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
-    Param(sku): Param<String>,
-    body: Result<Json<PutSku>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<SkuRow>, ApiError> {
-    let who = actor(&e, &headers)?;
-    let Json(b) = body?;
-    let sku = Sku::parse("sku", &sku)?;
-    let name = b.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(Invalid::new("name", "must be 1-200 characters").into());
-    }
-    if b.price_minor < 0 {
-        return Err(Invalid::new("price_minor", "must not be negative").into());
-    }
-    if !(0..=1_000_000_000).contains(&b.stock) {
-        return Err(Invalid::new("stock", "must be between 0 and 1000000000").into());
-    }
-    let currency = Currency::parse("currency", &b.currency)?;
-    chargeable(&e, &currency, b.price_minor)?;
-    Ok(Json(
-        e.store
-            .put_sku(&sku, name, b.price_minor, &currency, b.stock, &who)
-            .await?,
-    ))
-}
-
-/// A price every enabled provider that takes `currency` can charge (Stripe takes ISK only
-/// in whole krónur and MGA in whole ariary, PayPal HUF in whole forints, three-decimal
-/// amounts end in 0 at Stripe and Razorpay: see each provider's `wire_money`), in a currency
-/// at least one of them takes. A provider that does not take the currency refuses a checkout
-/// in it (422 `not_chargeable`), not the price.
-fn chargeable(e: &Engine, currency: &Currency, price_minor: i64) -> Result<(), ApiError> {
-    let mut takers = 0;
-    for p in e.providers.enabled() {
-        let Some(wire) = p.wire_money(currency) else {
-            continue;
-        };
-        takers += 1;
-        wire.to_wire(p.name(), currency, price_minor)
-            .map_err(|m| Invalid::new("price_minor", m))?;
-    }
-    if takers == 0 {
-        return Err(Invalid::new(
-            "currency",
-            format!("no enabled payment provider takes {currency}"),
-        )
-        .into());
-    }
-    Ok(())
-}
-
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new().route("/api/admin/skus/{sku}", put(put_sku))
 }

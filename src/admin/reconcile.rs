@@ -7,17 +7,15 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiError;
-use super::admin::actor;
-use super::admin::authorize;
+use super::Actor;
 use crate::Engine;
 use crate::domain::{now_ms, parse_since};
+use crate::intake::ApiError;
 use crate::pipeline::reconciliation;
 
 #[derive(Debug, Deserialize)]
@@ -29,10 +27,9 @@ struct ReconcileBody {
 
 async fn reconcile(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     body: Result<Json<ReconcileBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = actor(&e, &headers)?;
     let Json(b) = body?;
     let since = parse_since("since", &b.since, now_ms() / 1000)?;
     let report = reconciliation::run(&e, since, &format!("admin:{who}"), None)
@@ -41,8 +38,7 @@ async fn reconcile(
     Ok(Json(json!({ "report": report })))
 }
 
-async fn list(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
+async fn list(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {
     let runs: Vec<Value> = e
         .store
         .reconciliations(50)
@@ -68,6 +64,6 @@ async fn list(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<V
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
-        .route("/api/admin/reconcile", post(reconcile))
-        .route("/api/admin/reconciliations", get(list))
+        .route("/reconcile", post(reconcile))
+        .route("/reconciliations", get(list))
 }

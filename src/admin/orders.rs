@@ -9,18 +9,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::admin::authorize;
-use super::queue_admin::{
-    Action, admin_action, limit_param, next_before, query, reason, status_param,
-};
-use super::{ApiError, Param};
+use super::Actor;
+use super::queues::{Action, limit_param, next_before, optional_body, query, reason, status_param};
 use crate::Engine;
 use crate::domain::{EmailAddress, OrderId};
+use crate::intake::{ApiError, Param};
 use crate::store::manual::{Rechecked, Resolved};
 use crate::store::orders::{ORDER_STATUSES, OrderFilter};
 
@@ -38,10 +35,8 @@ struct Search {
 /// ends with `next_before_id` when there may be more.
 async fn search(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let p = query(params)?;
     let email = match p.email.as_deref().map(str::trim) {
         Some("") | None => None,
@@ -66,10 +61,8 @@ async fn search(
 
 async fn show(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let id = OrderId::parse("id", &id)?;
     let record = e
         .store
@@ -87,11 +80,11 @@ async fn show(
 /// review; its dead steps are discarded and its held stock released.
 async fn resolve(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let a: Action = optional_body(&body)?;
     let id = OrderId::parse("id", &id)?;
     let why = reason(&a.reason, true)?.unwrap_or_default();
     match e.store.resolve_order(id.as_str(), &who, &why).await? {
@@ -113,11 +106,11 @@ async fn resolve(
 /// payment from its provider again and let that answer decide.
 async fn recheck_payment(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let a: Action = optional_body(&body)?;
     let id = OrderId::parse("id", &id)?;
     let why = reason(&a.reason, false)?;
     match e
@@ -140,11 +133,8 @@ async fn recheck_payment(
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
-        .route("/api/admin/orders", get(search))
-        .route("/api/admin/orders/{id}", get(show))
-        .route("/api/admin/orders/{id}/resolve", post(resolve))
-        .route(
-            "/api/admin/orders/{id}/recheck-payment",
-            post(recheck_payment),
-        )
+        .route("/orders", get(search))
+        .route("/orders/{id}", get(show))
+        .route("/orders/{id}/resolve", post(resolve))
+        .route("/orders/{id}/recheck-payment", post(recheck_payment))
 }

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiError;
-use super::admin::authorize;
-use super::queue_admin::{admin_action, id_param, limit_param, query};
-use super::webhooks::{headers_from_json, refused};
+use super::Actor;
+use super::queues::{id_param, limit_param, optional_body, query};
 use crate::Engine;
+use crate::intake::ApiError;
+use crate::intake::webhooks::{headers_from_json, refused};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,10 +35,8 @@ struct ListParams {
 
 async fn list(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let p = query(params)?;
     let limit = limit_param(p.limit)?;
     let events = e
@@ -57,11 +55,11 @@ struct ReplayBody {
 
 async fn replay(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, b): (String, ReplayBody) = admin_action(&e, &headers, &body)?;
+    let b: ReplayBody = optional_body(&body)?;
     let id = id_param(id)?;
     let stored = e
         .store
@@ -117,6 +115,6 @@ async fn replay(
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
-        .route("/api/admin/events", get(list))
-        .route("/api/admin/events/{id}/replay", post(replay))
+        .route("/events", get(list))
+        .route("/events/{id}/replay", post(replay))
 }

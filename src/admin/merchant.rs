@@ -8,20 +8,19 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::actor;
-use super::admin::authorize;
-use super::queue_admin::{
-    Action, admin_action, id_param, limit_param, next_before, query, reason, status_param,
+use super::Actor;
+use super::queues::{
+    Action, id_param, limit_param, next_before, optional_body, query, reason, status_param,
 };
-use super::{ApiError, Param};
 use crate::Engine;
 use crate::domain::{Invalid, parse_duration_ms};
+use crate::intake::{ApiError, Param};
 use crate::outbound::guard;
 use crate::store::merchant::{
     DELIVERY_STATUSES, DeliveryFilter, Endpoint, EndpointChange, stored_types,
@@ -72,10 +71,9 @@ struct NewEndpoint {
 /// `POST /api/admin/webhook-endpoints`: 201 the endpoint, with its `secret` (this once).
 async fn create(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     body: Result<Json<NewEndpoint>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = actor(&e, &headers)?;
     let Json(b) = body?;
     let url = checked_url(&e, &b.url)?;
     let types = checked_types(&b.event_types)?;
@@ -90,8 +88,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn list(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
+async fn list(State(e): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {
     let endpoints: Vec<Value> = e
         .store
         .endpoints()
@@ -104,10 +101,8 @@ async fn list(State(e): State<Arc<Engine>>, headers: HeaderMap) -> Result<Json<V
 
 async fn show(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let ep = e
         .store
         .endpoint(&id)
@@ -130,11 +125,11 @@ struct Change {
 /// forgotten.
 async fn change(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, c): (String, Change) = admin_action(&e, &headers, &body)?;
+    let c: Change = optional_body(&body)?;
     let change = EndpointChange {
         url: c.url.as_deref().map(|u| checked_url(&e, u)).transpose()?,
         event_types: c.event_types.as_deref().map(checked_types).transpose()?,
@@ -153,10 +148,9 @@ async fn change(
 /// `GET /api/admin/webhook-endpoints/{id}/secret`: the secrets that sign now.
 async fn secret(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = actor(&e, &headers)?;
     let s = e
         .store
         .endpoint_secrets(&id)
@@ -185,11 +179,11 @@ struct Rotate {
 /// one signs too until the grace ends, so receivers can switch without losing a message.
 async fn rotate(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     Param(id): Param<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, r): (String, Rotate) = admin_action(&e, &headers, &body)?;
+    let r: Rotate = optional_body(&body)?;
     let grace = parse_duration_ms("grace", r.grace.as_deref().unwrap_or("24h"))?;
     if grace > 30 * 86_400_000 {
         return Err(Invalid::new("grace", "must be at most 30d").into());
@@ -220,10 +214,8 @@ struct DeliveryParams {
 /// more.
 async fn deliveries(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     params: Result<Query<DeliveryParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let p = query(params)?;
     status_param(p.status.as_deref(), "delivery", &DELIVERY_STATUSES)?;
     let limit = limit_param(p.limit)?;
@@ -242,10 +234,8 @@ async fn deliveries(
 /// `GET /api/admin/webhook-deliveries/{id}`: the delivery, its payload and its attempts.
 async fn delivery(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&e, &headers)?;
     let id = id_param(id)?;
     let (d, attempts) = e
         .store
@@ -262,11 +252,11 @@ async fn delivery(
 /// now, with the whole schedule ahead of it.
 async fn retry(
     State(e): State<Arc<Engine>>,
-    headers: HeaderMap,
+    Actor(who): Actor,
     id: Result<Path<i64>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (who, a): (String, Action) = admin_action(&e, &headers, &body)?;
+    let a: Action = optional_body(&body)?;
     let id = id_param(id)?;
     let why = reason(&a.reason, false)?;
     if !e.store.retry_delivery(id, &who, why.as_deref()).await? {
@@ -289,16 +279,13 @@ pub fn router() -> Router<Arc<Engine>> {
     use axum::routing::patch;
     // One method per call: the OpenAPI test reads the routes from these lines.
     Router::new()
-        .route("/api/admin/webhook-endpoints", post(create))
-        .route("/api/admin/webhook-endpoints", get(list))
-        .route("/api/admin/webhook-endpoints/{id}", get(show))
-        .route("/api/admin/webhook-endpoints/{id}", patch(change))
-        .route("/api/admin/webhook-endpoints/{id}/secret", get(secret))
-        .route(
-            "/api/admin/webhook-endpoints/{id}/rotate-secret",
-            post(rotate),
-        )
-        .route("/api/admin/webhook-deliveries", get(deliveries))
-        .route("/api/admin/webhook-deliveries/{id}", get(delivery))
-        .route("/api/admin/webhook-deliveries/{id}/retry", post(retry))
+        .route("/webhook-endpoints", post(create))
+        .route("/webhook-endpoints", get(list))
+        .route("/webhook-endpoints/{id}", get(show))
+        .route("/webhook-endpoints/{id}", patch(change))
+        .route("/webhook-endpoints/{id}/secret", get(secret))
+        .route("/webhook-endpoints/{id}/rotate-secret", post(rotate))
+        .route("/webhook-deliveries", get(deliveries))
+        .route("/webhook-deliveries/{id}", get(delivery))
+        .route("/webhook-deliveries/{id}/retry", post(retry))
 }
