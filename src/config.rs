@@ -47,7 +47,7 @@ pub struct Api {
     pub forged_webhooks_per_minute: u32,
 }
 
-/// Webhooks to the merchant's systems (`pipeline::notify_merchant`); durations are written
+/// Webhooks to the merchant's systems (`background::notify_merchant`); durations are written
 /// like `5s`, `30m`, `5d`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MerchantWebhooks {

@@ -12,9 +12,11 @@
 //! - [`providers`]: signature checks, event normalization and API clients per provider.
 //! - [`store`]: the SQL source of truth (SQLite or Postgres), one module per aggregate.
 //! - [`queue`]: wake-ups for the workers, and the sweeper that makes losing them harmless.
-//! - [`pipeline`]: apalis workers running the fulfilment steps, one file per step; and the
-//!   periodic work beside them: housekeeping (stale payments, expired reservations, old
-//!   idempotency keys), reconciliation, unanswered refunds.
+//! - [`pipeline`]: apalis workers that run one step per wake-up, and the group commit of
+//!   their writes; it knows no step by name.
+//! - [`steps`]: the fulfilment steps, one file per step kind, behind one `Step` trait.
+//! - [`background`]: the loops beside the steps: housekeeping (stale payments, expired
+//!   reservations, old keys), reconciliation, refund calls, the merchant webhook sender.
 //! - [`email`]: outgoing mail (file outbox or SMTP).
 //! - [`metrics`]: what `/metrics` reports.
 //! - [`outbound`]: where the engine may send what a merchant chose the target of.
@@ -27,6 +29,7 @@
 //! listener and a shutdown future, so tests run the real engine on a random port.
 
 pub mod admin;
+pub mod background;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -38,6 +41,7 @@ pub mod pipeline;
 pub mod providers;
 pub mod queue;
 pub mod sandbox;
+pub mod steps;
 pub mod store;
 
 use std::future::Future;
@@ -245,19 +249,19 @@ pub async fn run_role(
             kinds,
             stop.clone(),
         )));
-        background.push(tokio::spawn(pipeline::housekeeping::run(
+        background.push(tokio::spawn(background::housekeeping::run(
             engine.clone(),
             stop.clone(),
         )));
-        background.push(tokio::spawn(pipeline::reconciliation::schedule(
+        background.push(tokio::spawn(background::reconciliation::schedule(
             engine.clone(),
             stop.clone(),
         )));
-        background.push(tokio::spawn(pipeline::notify_merchant::run(
+        background.push(tokio::spawn(background::notify_merchant::run(
             engine.clone(),
             stop.clone(),
         )));
-        background.push(tokio::spawn(pipeline::refund_calls::resume(
+        background.push(tokio::spawn(background::refund_calls::resume(
             engine.clone(),
             Duration::from_millis(q.sweep_interval_ms),
             stop.clone(),

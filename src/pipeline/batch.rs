@@ -21,7 +21,7 @@
 //! costs the database far less than 30 round trips.
 //!
 //! The rows every batch contends for — a SKU's stock, the invoice counter — are written last,
-//! once per batch, right before the commit (`pipeline::tail`): the steps leave their stock
+//! once per batch, right before the commit (`steps::tail`): the steps leave their stock
 //! decrements and unnumbered invoices there, and the flush deducts each SKU's total (in SKU
 //! order, so batches never deadlock) and takes every number the batch needs in one counter
 //! update. Those locks are held for a few statements and one commit per batch, not per step.
@@ -31,10 +31,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use jobs::{StepError, StepKind, Wake};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::send_receipt::{self, SentEmail};
-use super::tail::Tail;
-use super::{StepResult, deduct_stock, grant_entitlement, issue_invoice};
 use crate::Engine;
+use crate::steps::send_receipt::{self, SentEmail};
+use crate::steps::tail::Tail;
+use crate::steps::{self as step_code, StepResult};
 use crate::store::steps::{self, Lease};
 use crate::store::{StoreError, Tx};
 
@@ -289,7 +289,7 @@ async fn together(e: &Engine, jobs: &[Job]) -> Option<Vec<Outcome>> {
             );
         }
     }
-    let mut wakes = super::advance(&mut tx, &moved).await.ok()?.into_iter();
+    let mut wakes = step_code::advance(&mut tx, &moved).await.ok()?.into_iter();
     if !tail.flush(e, &mut tx).await.ok()? {
         return None;
     }
@@ -335,7 +335,7 @@ async fn finish_in(
     outcome: &str,
     email: &Option<SentEmail>,
 ) -> StepResult {
-    let Some(wake) = super::finish(tx, lease, outcome).await? else {
+    let Some(wake) = step_code::finish(tx, lease, outcome).await? else {
         return Ok(Vec::new());
     };
     if let Some(m) = email {
@@ -352,15 +352,7 @@ async fn apply(
     leases: &[&Lease],
     tail: &mut Tail,
 ) -> Result<Vec<String>, StepError> {
-    match kind {
-        StepKind::DeductStock => deduct_stock::apply(tx, leases, tail).await,
-        StepKind::IssueInvoice => issue_invoice::apply(e, tx, leases, tail).await,
-        StepKind::GrantEntitlement => grant_entitlement::apply(e, tx, leases).await,
-        _ => Err(StepError::Permanent(format!(
-            "{} is not a store-only step",
-            kind.as_str()
-        ))),
-    }
+    step_code::of(kind).run_batch(e, tx, leases, tail).await
 }
 
 /// One step's write in a transaction of its own.
@@ -380,14 +372,15 @@ async fn alone(e: &Engine, work: &Work) -> StepResult {
             let outcome = apply(e, &mut tx, kind, &[lease], &mut tail)
                 .await?
                 .swap_remove(0);
-            let Some(wake) = super::finish(&mut tx, lease, &outcome).await? else {
+            let Some(wake) = step_code::finish(&mut tx, lease, &outcome).await? else {
                 tx.rollback().await.map_err(StoreError::from)?;
                 return Ok(Vec::new());
             };
             if !tail.flush(e, &mut tx).await? {
-                // No stock left: the refund path, in a transaction of its own.
+                // The step's own way out (no stock left: the refund path), in a transaction
+                // of its own.
                 tx.rollback().await.map_err(StoreError::from)?;
-                return deduct_stock::out_of_stock(e, lease).await;
+                return step_code::of(kind).refused(e, lease).await;
             }
             wake
         }

@@ -8,28 +8,11 @@
 //! (`store::steps::Chain`). Handlers never return errors to apalis for step failures: the
 //! retry schedule lives in the store, where it survives restarts.
 //!
-//! One file per step: `confirm_capture`, `deduct_stock`, `refund_payment` (also for
-//! `refund_extra_payment`), `issue_invoice`, `send_receipt`, `grant_entitlement`,
-//! `reconcile_payment`, `notify_payment_failed`, `notify_refund`. Each one's retry policy and pure logic sit in the
-//! file of the same name in the `jobs` crate. `notify_merchant` is the exception: one
-//! delivery per event and endpoint rather than a step per order, with its own table, lease
-//! and schedule (see its file).
+//! This is the executor and knows no step by name: each kind's code is its file in
+//! `crate::steps`, found through `steps::of`. A store-only kind runs through `batch` (many
+//! steps' writes in one transaction); any other kind runs alone.
 
 pub mod batch;
-mod confirm_capture;
-mod deduct_stock;
-mod grant_entitlement;
-pub mod housekeeping;
-mod issue_invoice;
-pub mod notify_merchant;
-mod notify_payment_failed;
-mod notify_refund;
-mod reconcile_payment;
-pub mod reconciliation;
-pub mod refund_calls;
-mod refund_payment;
-mod send_receipt;
-mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,96 +23,8 @@ use jobs::{StepError, StepKind, Wake};
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
-use crate::providers::{PaymentRef, Provider};
-use crate::store::payments::PaymentRow;
+use crate::store::StoreError;
 use crate::store::steps::{self, Failed, Lease};
-use crate::store::{StoreError, Tx};
-
-/// A step run's result: the step ids to wake after its commit.
-pub type StepResult = Result<Vec<Wake>, StepError>;
-
-impl From<StoreError> for StepError {
-    fn from(e: StoreError) -> StepError {
-        StepError::Transient(e.to_string())
-    }
-}
-
-/// The step's payment, as the store holds it.
-async fn payment_of(e: &Engine, lease: &Lease) -> Result<PaymentRow, StepError> {
-    e.store
-        .get_payment(&lease.step.payment_id)
-        .await?
-        .ok_or_else(|| StepError::Permanent("payment row missing".into()))
-}
-
-/// The provider a payment was made with, and how it knows the payment.
-fn provider_of<'a>(
-    e: &'a Engine,
-    payment: &'a PaymentRow,
-) -> Result<(&'a dyn Provider, PaymentRef<'a>), StepError> {
-    let provider = e
-        .providers
-        .get("provider", &payment.provider)
-        .map_err(|err| StepError::Permanent(err.to_string()))?;
-    Ok((provider, payment.provider_ref()))
-}
-
-/// Marks the leased step done and moves the pipeline on, then commits everything the step
-/// wrote in `tx`. If the lease was lost meanwhile the whole transaction is rolled back, so
-/// the step's effect happens only with the run that owns the step.
-pub async fn complete(mut tx: Tx, lease: &Lease, outcome: &str) -> StepResult {
-    match finish(&mut tx, lease, outcome).await? {
-        Some(wake) => {
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok(wake)
-        }
-        None => {
-            tx.rollback().await.map_err(StoreError::from)?;
-            Ok(Vec::new())
-        }
-    }
-}
-
-/// The first half of [`complete`], for steps that must touch a contended row (a SKU, the
-/// invoice counter) last, right before their commit, so its lock is held as briefly as
-/// possible. `None`: the lease was lost; roll back.
-pub async fn finish(
-    tx: &mut Tx,
-    lease: &Lease,
-    outcome: &str,
-) -> Result<Option<Vec<Wake>>, StepError> {
-    if !steps::finish(tx, lease, outcome).await? {
-        tracing::warn!(
-            step_id = lease.step.id,
-            "lease lost before commit; effect rolled back"
-        );
-        return Ok(None);
-    }
-    Ok(Some(advance(tx, &[lease]).await?.concat()))
-}
-
-/// Moves on the orders of `finished` (see [`steps::advance_many`]); per lease, the steps to
-/// wake. A next step that a lease's chain goes into is claimed and left for `run_step` in
-/// the chain, which is set for every lease that has one: a step that rolls back and finishes
-/// again in a new transaction leaves only the last claim.
-pub async fn advance(tx: &mut Tx, finished: &[&Lease]) -> Result<Vec<Vec<Wake>>, StepError> {
-    let orders: Vec<(&str, Option<&steps::Chain>)> = finished
-        .iter()
-        .map(|l| (l.step.order_id.as_str(), l.chain.as_deref()))
-        .collect();
-    let moved = steps::advance_many(tx, &orders).await?;
-    Ok(finished
-        .iter()
-        .zip(moved)
-        .map(|(lease, (wake, claimed))| {
-            if let Some(chain) = &lease.chain {
-                // Taken by `run_step` once the commit succeeded.
-                *chain.next.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
-            }
-            wake
-        })
-        .collect())
-}
 
 /// The apalis handler: one wake-up, at most one step run.
 async fn handle(wake: Wake, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
@@ -199,17 +94,8 @@ async fn record(engine: &Engine, lease: &Lease) -> Result<Option<Failed>, StoreE
     let step_id = lease.step.id;
     let kind = StepKind::parse(&lease.step.kind);
     let result = match kind {
-        Some(StepKind::ConfirmCapture) => confirm_capture::run(engine, lease).await,
-        Some(StepKind::DeductStock | StepKind::IssueInvoice | StepKind::GrantEntitlement) => {
-            engine.batcher.run(engine, lease).await
-        }
-        Some(StepKind::RefundPayment | StepKind::RefundExtraPayment) => {
-            refund_payment::run(engine, lease).await
-        }
-        Some(StepKind::SendReceipt) => send_receipt::run(engine, lease).await,
-        Some(StepKind::ReconcilePayment) => reconcile_payment::run(engine, lease).await,
-        Some(StepKind::NotifyPaymentFailed) => notify_payment_failed::run(engine, lease).await,
-        Some(StepKind::NotifyRefund) => notify_refund::run(engine, lease).await,
+        Some(kind) if kind.store_only() => engine.batcher.run(engine, lease).await,
+        Some(kind) => crate::steps::of(kind).run(engine, lease).await,
         None => Err(StepError::Permanent(format!(
             "unknown step kind {:?}",
             lease.step.kind

@@ -1,7 +1,7 @@
 //! Webhooks to the merchant's systems: the endpoints admins configure, and one delivery per
 //! (event, endpoint) — queued in the same transaction as the change it tells of, so an
 //! event is never announced that did not happen, nor lost when one did. The sender
-//! (`pipeline::notify_merchant`) claims due deliveries with a lease, like steps.
+//! (`background::notify_merchant`) claims due deliveries with a lease, like steps.
 //!
 //! Events: `order.paid`, `order.fulfilled`, `order.payment_failed`, `order.refunded`,
 //! `order.needs_review`, `step.dead`. With no endpoint subscribed, queuing one costs a single

@@ -1,5 +1,5 @@
 //! Reconciliation runs and their reports (what a run found is decided in
-//! `pipeline::reconciliation`; this keeps the record).
+//! `background::reconciliation`; this keeps the record).
 
 use serde::Serialize;
 

@@ -66,3 +66,16 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     wake.extend(complete(tx, lease, "captured").await?);
     Ok(wake)
 }
+
+pub struct ConfirmCapture;
+
+#[async_trait::async_trait]
+impl super::Step for ConfirmCapture {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::ConfirmCapture
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
+    }
+}

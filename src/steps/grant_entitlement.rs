@@ -70,3 +70,22 @@ pub async fn apply(e: &Engine, tx: &mut Tx, leases: &[&Lease]) -> Result<Vec<Str
     }
     Ok(outcomes)
 }
+
+pub struct GrantEntitlement;
+
+#[async_trait::async_trait]
+impl super::Step for GrantEntitlement {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::GrantEntitlement
+    }
+
+    async fn run_batch(
+        &self,
+        e: &Engine,
+        tx: &mut Tx,
+        leases: &[&Lease],
+        _tail: &mut super::tail::Tail,
+    ) -> Result<Vec<String>, StepError> {
+        apply(e, tx, leases).await
+    }
+}

@@ -72,3 +72,16 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     wake.extend(complete(tx, lease, &outcome).await?);
     Ok(wake)
 }
+
+pub struct ReconcilePayment;
+
+#[async_trait::async_trait]
+impl super::Step for ReconcilePayment {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::ReconcilePayment
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
+    }
+}

@@ -18,3 +18,16 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     }
     send_once(e, lease, &order, Kind::PaymentFailed).await
 }
+
+pub struct NotifyPaymentFailed;
+
+#[async_trait::async_trait]
+impl super::Step for NotifyPaymentFailed {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::NotifyPaymentFailed
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
+    }
+}

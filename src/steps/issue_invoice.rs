@@ -207,3 +207,22 @@ fn render_html(
         total = currency.format(order.total_minor),
     )
 }
+
+pub struct IssueInvoice;
+
+#[async_trait::async_trait]
+impl super::Step for IssueInvoice {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::IssueInvoice
+    }
+
+    async fn run_batch(
+        &self,
+        e: &Engine,
+        tx: &mut Tx,
+        leases: &[&Lease],
+        tail: &mut Tail,
+    ) -> Result<Vec<String>, StepError> {
+        apply(e, tx, leases, tail).await
+    }
+}

@@ -98,3 +98,27 @@ pub async fn out_of_stock(e: &Engine, lease: &Lease) -> StepResult {
     orders::transition(&mut tx, order_id, &["paid"], "refund_pending").await?;
     complete(tx, lease, Outcome::OutOfStock.as_str()).await
 }
+
+pub struct DeductStock;
+
+#[async_trait::async_trait]
+impl super::Step for DeductStock {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::DeductStock
+    }
+
+    async fn run_batch(
+        &self,
+        _e: &Engine,
+        tx: &mut Tx,
+        leases: &[&Lease],
+        tail: &mut Tail,
+    ) -> Result<Vec<String>, StepError> {
+        apply(tx, leases, tail).await
+    }
+
+    /// No stock left: the order is refunded instead.
+    async fn refused(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        out_of_stock(e, lease).await
+    }
+}

@@ -201,3 +201,16 @@ pub async fn record(tx: &mut Tx, m: &SentEmail) -> Result<(), StoreError> {
     .await?;
     Ok(())
 }
+
+pub struct SendReceipt;
+
+#[async_trait::async_trait]
+impl super::Step for SendReceipt {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::SendReceipt
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
+    }
+}

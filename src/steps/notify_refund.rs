@@ -37,3 +37,16 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let tx = e.store.begin().await?;
     complete(tx, lease, &format!("{sent} refund email(s) sent")).await
 }
+
+pub struct NotifyRefund;
+
+#[async_trait::async_trait]
+impl super::Step for NotifyRefund {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::NotifyRefund
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
+    }
+}

@@ -6,9 +6,9 @@
 
 use jobs::{StepError, StepKind};
 
-use super::refund_calls::{self, Made};
 use super::{StepResult, complete, payment_of};
 use crate::Engine;
+use crate::background::refund_calls::{self, Made};
 use crate::store::steps::Lease;
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
@@ -49,5 +49,31 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         }
         Made::Refused(_, why) => Err(StepError::Permanent(why)),
         Made::Unanswered(_, why) => Err(StepError::Transient(why)),
+    }
+}
+
+pub struct RefundPayment;
+
+#[async_trait::async_trait]
+impl super::Step for RefundPayment {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::RefundPayment
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
+    }
+}
+
+pub struct RefundExtraPayment;
+
+#[async_trait::async_trait]
+impl super::Step for RefundExtraPayment {
+    fn kind(&self) -> jobs::StepKind {
+        jobs::StepKind::RefundExtraPayment
+    }
+
+    async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
+        run(e, lease).await
     }
 }
