@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`config`]: layered configuration (compiled-in defaults < files < `FULFILLD__*`).
 //! - [`domain`]: newtypes that can only hold valid values (money, SKUs, ids, emails).
+//! - [`api`]: the HTTP edge's error type (stable codes) and path extractor, for intake and
+//!   admin alike.
 //! - [`intake`]: the axum routes — webhooks, the shop API, health.
 //! - [`providers`]: signature checks, event normalization and API clients per provider.
 //! - [`store`]: the SQL source of truth (SQLite or Postgres), one module per aggregate.
@@ -29,6 +31,7 @@
 //! listener and a shutdown future, so tests run the real engine on a random port.
 
 pub mod admin;
+pub mod api;
 pub mod background;
 pub mod config;
 pub mod demo;

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use crate::Engine;
+use crate::api::ApiError;
 use crate::config::{AdminRole, NamedToken};
 use crate::domain::Invalid;
-use crate::intake::ApiError;
 
 /// The admin tokens in force, each kept as its SHA-256 with its name and role.
 #[derive(Default)]

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::Actor;
 use crate::Engine;
+use crate::api::{ApiError, Param};
 use crate::domain::{Currency, Invalid, Sku};
-use crate::intake::{ApiError, Param};
 use crate::store::catalogue::SkuRow;
 
 #[derive(Debug, Deserialize)]

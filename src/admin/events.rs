@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::Actor;
 use super::queues::{id_param, limit_param, optional_body, query};
 use crate::Engine;
-use crate::intake::ApiError;
-use crate::intake::webhooks::{headers_from_json, refused};
+use crate::api::ApiError;
+use crate::providers::headers_from_kept;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +75,7 @@ async fn replay(
                 format!("the event's provider is not enabled: {err}"),
             )
         })?;
-    let original = headers_from_json(stored.headers.as_deref().unwrap_or("{}"));
+    let original = headers_from_kept(stored.headers.as_deref().unwrap_or("{}"));
     let backfilled = original
         .get(crate::store::events::SOURCE_HEADER)
         .is_some_and(|v| v == "backfill");
@@ -95,7 +95,7 @@ async fn replay(
             .webhook(&original, &stored.raw_body, stored.received_at / 1000)
             .await
             .map_err(|err| {
-                let mut api = refused(err);
+                let mut api = ApiError::from(err);
                 if api.status == StatusCode::BAD_REQUEST {
                     api.status = StatusCode::UNPROCESSABLE_ENTITY;
                     api.message = format!("the stored event does not verify: {}", api.message);

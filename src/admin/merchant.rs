@@ -19,8 +19,8 @@ use super::queues::{
     Action, id_param, limit_param, next_before, optional_body, query, reason, status_param,
 };
 use crate::Engine;
+use crate::api::{ApiError, Param};
 use crate::domain::{Invalid, parse_duration_ms};
-use crate::intake::{ApiError, Param};
 use crate::outbound::guard;
 use crate::store::merchant::{
     DELIVERY_STATUSES, DeliveryFilter, Endpoint, EndpointChange, stored_types,

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::Actor;
 use super::queues::{Action, limit_param, next_before, optional_body, query, reason, status_param};
 use crate::Engine;
+use crate::api::{ApiError, Param};
 use crate::domain::{EmailAddress, OrderId};
-use crate::intake::{ApiError, Param};
 use crate::store::manual::{Rechecked, Resolved};
 use crate::store::orders::{ORDER_STATUSES, OrderFilter};
 

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use super::Actor;
 use crate::Engine;
+use crate::api::ApiError;
 use crate::domain::Invalid;
-use crate::intake::ApiError;
 use crate::store::dead_letters::Filter;
 use crate::store::overview::{STEP_STATUSES, StepFilter};
 use crate::store::steps;

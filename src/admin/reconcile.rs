@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 
 use super::Actor;
 use crate::Engine;
+use crate::api::ApiError;
 use crate::background::reconciliation;
 use crate::domain::{now_ms, parse_since};
-use crate::intake::ApiError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,9 +28,9 @@ use serde_json::{Value, json};
 
 use super::Actor;
 use crate::Engine;
+use crate::api::ApiError;
 use crate::background::refund_calls::{self, Made};
 use crate::domain::{Invalid, OrderId};
-use crate::intake::ApiError;
 use crate::store::refunds::{NewRefund, RefundRow, Requested};
 
 #[derive(Debug, Deserialize)]

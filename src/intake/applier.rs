@@ -18,9 +18,9 @@ use std::time::Duration;
 use jobs::Wake;
 use tokio_util::sync::CancellationToken;
 
-use super::webhooks::headers_from_json;
 use crate::Engine;
 use crate::providers::ProviderEvent;
+use crate::providers::headers_from_kept;
 use crate::store::events::{self, Incoming, Unapplied};
 use crate::store::{Result, Tx};
 
@@ -138,7 +138,7 @@ async fn apply_batch(e: &Engine) -> Result<Batch> {
 async fn apply(e: &Engine, tx: &mut Tx, taken: &[Unapplied]) -> Result<Vec<Wake>> {
     let mut read: Vec<(&Unapplied, ProviderEvent)> = Vec::with_capacity(taken.len());
     for t in taken {
-        let headers = headers_from_json(t.headers.as_deref().unwrap_or("{}"));
+        let headers = headers_from_kept(t.headers.as_deref().unwrap_or("{}"));
         let ev = match e.providers.get("provider", &t.provider) {
             Ok(p) => p.read_stored(&headers, &t.raw_body),
             Err(err) => Err(err.to_string()),

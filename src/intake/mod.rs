@@ -9,7 +9,6 @@
 
 pub(crate) mod applier;
 mod entitlements;
-mod error;
 mod idempotency;
 pub mod limits;
 pub mod openapi;
@@ -34,7 +33,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-pub use error::{ApiError, Param};
+pub use crate::api::{ApiError, Param};
 pub use payments::VerifyReads;
 
 use crate::Engine;

@@ -113,7 +113,7 @@ async fn receive(
         }
         Err(err) => {
             tracing::warn!(provider = provider.name(), error = %err, "webhook refused");
-            return Err(refused(err));
+            return Err(ApiError::from(err));
         }
     };
     if let Some(id) = provider.transmission_id(&headers) {
@@ -131,7 +131,7 @@ async fn receive(
                 transmission_id = id,
                 "a signed transmission came again with another body"
             );
-            return Err(refused(WebhookError::Signature(
+            return Err(ApiError::from(WebhookError::Signature(
                 "this transmission id was already used with another body".into(),
             )));
         }
@@ -139,7 +139,11 @@ async fn receive(
     let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
     let duplicate = e
         .events
-        .append(event, body.to_vec(), headers_json(&headers))
+        .append(
+            event,
+            body.to_vec(),
+            crate::providers::kept_headers(&headers),
+        )
         .await
         .map_err(|err| {
             tracing::error!(error = %err, %event_id, "could not store webhook");
@@ -172,57 +176,6 @@ fn store_unavailable() -> ApiError {
         "store_unavailable",
         "the event could not be stored; retry later",
     )
-}
-
-/// Why a webhook is refused, as the provider (or an admin replaying it) hears it.
-pub fn refused(err: WebhookError) -> ApiError {
-    match err {
-        WebhookError::Signature(m) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
-        }
-        WebhookError::Malformed(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m),
-        WebhookError::Unavailable(m) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "verification_unavailable",
-            m,
-        ),
-    }
-}
-
-/// The headers kept with an event, for verifying it again on replay: all but credentials.
-fn headers_json(headers: &HeaderMap) -> String {
-    let kept: serde_json::Map<String, Value> = headers
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "authorization" | "proxy-authorization" | "cookie"
-            ) && k.as_str() != crate::store::events::SOURCE_HEADER
-        })
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
-        })
-        .collect();
-    Value::Object(kept).to_string()
-}
-
-/// The headers kept by [`headers_json`], back as a map.
-pub fn headers_from_json(s: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(s) {
-        for (k, v) in m {
-            if let (Ok(name), Some(Ok(value))) = (
-                axum::http::HeaderName::from_bytes(k.as_bytes()),
-                v.as_str().map(axum::http::HeaderValue::from_str),
-            ) {
-                h.append(name, value);
-            }
-        }
-    }
-    h
 }
 
 pub fn router() -> Router<Arc<Engine>> {

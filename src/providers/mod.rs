@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use jobs::StepError;
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::domain::Invalid;
@@ -446,6 +447,42 @@ impl From<ProviderError> for StepError {
             StepError::Permanent(e.to_string())
         }
     }
+}
+
+/// The headers kept with an event, for verifying it again on replay: all but credentials.
+pub fn kept_headers(headers: &HeaderMap) -> String {
+    let kept: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "authorization" | "proxy-authorization" | "cookie"
+            ) && k.as_str() != crate::store::events::SOURCE_HEADER
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    Value::Object(kept).to_string()
+}
+
+/// The headers kept by [`kept_headers`], back as a map.
+pub fn headers_from_kept(s: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(s) {
+        for (k, v) in m {
+            if let (Ok(name), Some(Ok(value))) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                v.as_str().map(axum::http::HeaderValue::from_str),
+            ) {
+                h.append(name, value);
+            }
+        }
+    }
+    h
 }
 
 #[cfg(test)]

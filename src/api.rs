@@ -1,4 +1,4 @@
-//! The one error type at the HTTP edge. Every error is JSON
+//! The HTTP API's shared edge, for the intake and the admin alike: the one error type. Every error is JSON
 //! `{"error": {"code", "message"}}` (plus `field` when one input is at fault) with a stable
 //! `code`; anything internal is logged with its cause and answered as an opaque 500 (or 503
 //! where the caller should retry).
@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::domain::Invalid;
+use crate::providers::WebhookError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -96,6 +97,25 @@ impl From<crate::queue::QueueError> for ApiError {
             "queue_unavailable",
             "the queue cannot be reached; retry later",
         )
+    }
+}
+
+/// Why a webhook is refused, as the provider (or an admin replaying it) hears it.
+impl From<WebhookError> for ApiError {
+    fn from(err: WebhookError) -> Self {
+        match err {
+            WebhookError::Signature(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", m)
+            }
+            WebhookError::Malformed(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m)
+            }
+            WebhookError::Unavailable(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "verification_unavailable",
+                m,
+            ),
+        }
     }
 }
 
