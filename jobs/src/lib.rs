@@ -182,7 +182,7 @@ impl StepError {
 mod tests {
     use super::*;
 
-    /// `1 s`, `0.5 s`, `5 min`, `1 h`: how the README writes a duration.
+    /// `1 s`, `0.5 s`, `5 min`, `1 h`: how the operations guide writes a duration.
     fn human(ms: u64) -> String {
         match ms {
             ms if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
@@ -193,8 +193,8 @@ mod tests {
     }
 
     #[test]
-    fn readme_states_every_retry_policy() {
-        let readme = include_str!("../../README.md");
+    fn the_operations_guide_states_every_retry_policy() {
+        let guide = include_str!("../../docs/operations.md");
         for k in StepKind::ALL {
             let p = k.policy();
             let row = format!(
@@ -203,7 +203,7 @@ mod tests {
                 human(p.base_ms),
                 human(p.cap_ms)
             );
-            assert!(readme.contains(&row), "README lacks the row {row}");
+            assert!(guide.contains(&row), "docs/operations.md lacks the row {row}");
         }
     }
 
