@@ -203,7 +203,10 @@ mod tests {
                 human(p.base_ms),
                 human(p.cap_ms)
             );
-            assert!(guide.contains(&row), "docs/operations.md lacks the row {row}");
+            assert!(
+                guide.contains(&row),
+                "docs/operations.md lacks the row {row}"
+            );
         }
     }
 

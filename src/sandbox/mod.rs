@@ -386,6 +386,26 @@ fn provider_router(name: &str, api: Router, courier: Courier, faults: Arc<Faults
     with_timeouts(api, faults).merge(controls)
 }
 
+/// `router`'s routes behind `gate`, which every call of a provider's API meets first:
+/// authentication, then an injected fault, each answered in the provider's own envelope.
+fn gated<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    sb: S,
+    gate: fn(&S, &axum::http::HeaderMap) -> Result<(), axum::response::Response>,
+) -> Router<S> {
+    router.route_layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let sb = sb.clone();
+            async move {
+                match gate(&sb, req.headers()) {
+                    Ok(()) => next.run(req).await,
+                    Err(refused) => refused,
+                }
+            }
+        },
+    ))
+}
+
 /// Applies `timeout` faults to a provider's API routes (the `/sandbox/…` controls are
 /// exempt): the request is served, and its answer held back.
 fn with_timeouts(router: Router, faults: Arc<Faults>) -> Router {

@@ -460,9 +460,6 @@ fn money_refused(m: &wire::Money) -> Option<Response> {
 }
 
 async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let key = request_key(&headers, "orders");
     if let Some(r) = replay(&sb, &key) {
         return r;
@@ -539,14 +536,7 @@ async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes
     remember(&sb, key, StatusCode::CREATED, body)
 }
 
-async fn get_order(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_order(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     match sb.state().orders.get(&id) {
         Some(o) => Json(o.clone()).into_response(),
         None => not_found(),
@@ -587,9 +577,6 @@ async fn capture(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let key = request_key(&headers, "capture");
     if let Some(r) = replay(&sb, &key) {
         return r;
@@ -692,28 +679,14 @@ fn with_capture<T>(
 }
 
 /// `GET /v2/payments/refunds/{id}`.
-async fn get_refund(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_refund(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     match sb.state().refunds.iter().find(|(_, r)| r.id == id) {
         Some((_, r)) => Json(r.clone()).into_response(),
         None => not_found(),
     }
 }
 
-async fn get_capture(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_capture(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     match with_capture(&mut sb.state(), &id, |c| c.clone()) {
         Some(c) => Json(c).into_response(),
         None => not_found(),
@@ -726,9 +699,6 @@ async fn refund(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let key = request_key(&headers, "refund");
     if let Some(r) = replay(&sb, &key) {
         return r;
@@ -951,12 +921,8 @@ async fn settle_refund(State(sb): State<Sandbox>, Path(id): Path<String>, body: 
 /// `next` link while more remain.
 async fn list_events(
     State(sb): State<Sandbox>,
-    headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let q = Params::of(query);
     let start = q.time("start_time").unwrap_or_default();
     let end = q.time("end_time").unwrap_or_else(|| "9999".into());
@@ -1064,12 +1030,8 @@ impl Params {
 /// (≤ 500) per `page`.
 async fn search_transactions(
     State(sb): State<Sandbox>,
-    headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let q = Params::of(query);
     let (Some(start), Some(end)) = (q.time("start_date"), q.time("end_date")) else {
         return invalid_request(
@@ -1152,14 +1114,7 @@ async fn list_refunds(State(sb): State<Sandbox>) -> Json<Value> {
 /// `POST /v1/notifications/verify-webhook-signature`: checks the signature against the
 /// body this sandbox delivered under that transmission id (PayPal, too, needs the event
 /// exactly as delivered).
-async fn verify_webhook_signature(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn verify_webhook_signature(State(sb): State<Sandbox>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<wire::VerifyRequest>(&body) else {
         return invalid_request(
             "MISSING_REQUIRED_PARAMETER",
@@ -1412,30 +1367,34 @@ async fn checkout_page(
 
 pub fn router(sb: Sandbox) -> Router {
     let (courier, faults) = (sb.inner.courier.clone(), sb.inner.faults.clone());
-    let api = Router::new()
-        .route("/v1/oauth2/token", post(token))
-        .route("/v2/checkout/orders", post(create_order))
-        .route("/v2/checkout/orders/{id}", get(get_order))
-        .route("/v2/checkout/orders/{id}/capture", post(capture))
-        .route("/v2/payments/captures/{id}", get(get_capture))
-        .route("/v1/reporting/transactions", get(search_transactions))
-        .route("/v1/notifications/webhooks-events", get(list_events))
-        .route("/v2/payments/captures/{id}/refund", post(refund))
-        .route("/v2/payments/refunds/{id}", get(get_refund))
-        .route(
-            "/v1/notifications/verify-webhook-signature",
-            post(verify_webhook_signature),
-        )
-        .route("/v1/notifications/certs/{id}", get(cert))
-        .route("/sandbox/paypal/checkoutnow", get(checkout_page))
-        .route("/sandbox/paypal/orders/{id}/approve", post(approve))
-        .route("/sandbox/paypal/orders/{id}/void", post(void))
-        .route("/sandbox/paypal/captures/{id}/settle", post(settle))
-        .route("/sandbox/paypal/refunds", get(list_refunds))
-        .route("/sandbox/paypal/refunds/mode", post(refund_mode))
-        .route("/sandbox/paypal/events/paging", post(event_paging))
-        .route("/sandbox/paypal/captures/{id}/dispute", post(dispute))
-        .route("/sandbox/paypal/refunds/{id}/settle", post(settle_refund))
-        .with_state(sb);
+    let api = super::gated(
+        Router::new()
+            .route("/v2/checkout/orders", post(create_order))
+            .route("/v2/checkout/orders/{id}", get(get_order))
+            .route("/v2/checkout/orders/{id}/capture", post(capture))
+            .route("/v2/payments/captures/{id}", get(get_capture))
+            .route("/v1/reporting/transactions", get(search_transactions))
+            .route("/v1/notifications/webhooks-events", get(list_events))
+            .route("/v2/payments/captures/{id}/refund", post(refund))
+            .route("/v2/payments/refunds/{id}", get(get_refund))
+            .route(
+                "/v1/notifications/verify-webhook-signature",
+                post(verify_webhook_signature),
+            ),
+        sb.clone(),
+        gate,
+    )
+    .route("/v1/oauth2/token", post(token))
+    .route("/v1/notifications/certs/{id}", get(cert))
+    .route("/sandbox/paypal/checkoutnow", get(checkout_page))
+    .route("/sandbox/paypal/orders/{id}/approve", post(approve))
+    .route("/sandbox/paypal/orders/{id}/void", post(void))
+    .route("/sandbox/paypal/captures/{id}/settle", post(settle))
+    .route("/sandbox/paypal/refunds", get(list_refunds))
+    .route("/sandbox/paypal/refunds/mode", post(refund_mode))
+    .route("/sandbox/paypal/events/paging", post(event_paging))
+    .route("/sandbox/paypal/captures/{id}/dispute", post(dispute))
+    .route("/sandbox/paypal/refunds/{id}/settle", post(settle_refund))
+    .with_state(sb);
     super::provider_router("paypal", api, courier, faults)
 }

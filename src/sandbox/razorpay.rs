@@ -179,10 +179,7 @@ fn amount_refused(currency: &str, amount: i64) -> Option<Response> {
     })
 }
 
-async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn create_order(State(sb): State<Sandbox>, body: Bytes) -> Response {
     let b: CreateOrder = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -238,28 +235,14 @@ async fn create_order(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes
     Json(order).into_response()
 }
 
-async fn get_order(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_order(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     match sb.state().orders.get(&id) {
         Some(o) => Json(o.clone()).into_response(),
         None => no_such_id(),
     }
 }
 
-async fn order_payments(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn order_payments(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     let mut st = sb.state();
     if !st.orders.contains_key(&id) {
         return no_such_id();
@@ -286,12 +269,8 @@ async fn order_payments(
 /// 10) and `skip`.
 async fn list_payments(
     State(sb): State<Sandbox>,
-    headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let q: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
@@ -347,12 +326,8 @@ async fn list_payments(
 /// `GET /v1/payments/{payment}/refunds/{id}`.
 async fn get_refund(
     State(sb): State<Sandbox>,
-    headers: HeaderMap,
     Path((payment, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let st = sb.state();
     match st
         .refunds
@@ -364,14 +339,7 @@ async fn get_refund(
     }
 }
 
-async fn get_payment(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_payment(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     let mut st = sb.state();
     let Some(p) = st.payments.get(&id).cloned() else {
         return no_such_id();
@@ -399,15 +367,7 @@ fn captured_after_read(st: &mut St, payment_id: &str) {
     }
 }
 
-async fn capture(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn capture(State(sb): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
     let amount = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["amount"].as_i64());
@@ -457,9 +417,6 @@ async fn refund(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let key = headers
         .get("x-refund-idempotency")
         .and_then(|v| v.to_str().ok())
@@ -929,22 +886,26 @@ async fn checkout_frame(
 
 pub fn router(sb: Sandbox) -> Router {
     let (courier, faults) = (sb.inner.courier.clone(), sb.inner.faults.clone());
-    let api = Router::new()
-        .route("/v1/orders", post(create_order))
-        .route("/v1/orders/{id}", get(get_order))
-        .route("/v1/orders/{id}/payments", get(order_payments))
-        .route("/v1/payments", get(list_payments))
-        .route("/v1/payments/{id}", get(get_payment))
-        .route("/v1/payments/{id}/capture", post(capture))
-        .route("/v1/payments/{id}/refund", post(refund))
-        .route("/v1/payments/{payment}/refunds/{id}", get(get_refund))
-        .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
-        .route("/sandbox/razorpay/checkout.js", get(checkout_js))
-        .route("/sandbox/razorpay/refunds/mode", post(refund_mode))
-        .route("/sandbox/razorpay/payments/{id}/dispute", post(dispute))
-        .route("/sandbox/razorpay/refunds/{id}/settle", post(settle_refund))
-        .route("/sandbox/razorpay/checkout", get(checkout_frame))
-        .route("/sandbox/razorpay/refunds", get(list_refunds))
-        .with_state(sb);
+    let api = super::gated(
+        Router::new()
+            .route("/v1/orders", post(create_order))
+            .route("/v1/orders/{id}", get(get_order))
+            .route("/v1/orders/{id}/payments", get(order_payments))
+            .route("/v1/payments", get(list_payments))
+            .route("/v1/payments/{id}", get(get_payment))
+            .route("/v1/payments/{id}/capture", post(capture))
+            .route("/v1/payments/{id}/refund", post(refund))
+            .route("/v1/payments/{payment}/refunds/{id}", get(get_refund)),
+        sb.clone(),
+        gate,
+    )
+    .route("/sandbox/razorpay/orders/{id}/pay", post(pay))
+    .route("/sandbox/razorpay/checkout.js", get(checkout_js))
+    .route("/sandbox/razorpay/refunds/mode", post(refund_mode))
+    .route("/sandbox/razorpay/payments/{id}/dispute", post(dispute))
+    .route("/sandbox/razorpay/refunds/{id}/settle", post(settle_refund))
+    .route("/sandbox/razorpay/checkout", get(checkout_frame))
+    .route("/sandbox/razorpay/refunds", get(list_refunds))
+    .with_state(sb);
     super::provider_router("razorpay", api, courier, faults)
 }

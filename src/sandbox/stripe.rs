@@ -225,9 +225,6 @@ fn amount_refused(currency: &str, amount: i64, param: &str) -> Option<Response> 
 }
 
 async fn create_session(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let fingerprint = format!(
         "POST /v1/checkout/sessions {}",
         String::from_utf8_lossy(&body)
@@ -375,14 +372,7 @@ fn no_such_session(id: &str) -> Response {
 }
 
 /// `GET /v1/refunds/{id}`.
-async fn get_refund(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_refund(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     match sb.state().refunds.iter().find(|r| r.id == id) {
         Some(r) => Json(r.clone()).into_response(),
         None => stripe_error(
@@ -394,28 +384,14 @@ async fn get_refund(
     }
 }
 
-async fn get_session(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn get_session(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     match sb.state().sessions.get(&id) {
         Some(s) => Json(s.clone()).into_response(),
         None => no_such_session(&id),
     }
 }
 
-async fn expire_session(
-    State(sb): State<Sandbox>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
+async fn expire_session(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     let session = match update_session(
         &sb,
         &id,
@@ -440,9 +416,6 @@ async fn expire_session(
 }
 
 async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let fingerprint = format!("POST /v1/refunds {}", String::from_utf8_lossy(&body));
     if let Some(r) = idempotent_replay(&sb, &headers, &fingerprint) {
         return r;
@@ -564,12 +537,8 @@ async fn create_refund(State(sb): State<Sandbox>, headers: HeaderMap, body: Byte
 /// and `starting_after` as Stripe reads them.
 async fn list_sessions(
     State(sb): State<Sandbox>,
-    headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let all: Vec<wire::CheckoutSession> = sb.state().sessions.values().cloned().collect();
     page(
         all,
@@ -584,12 +553,8 @@ async fn list_sessions(
 /// delivery succeeded for (what a receiver that was down missed).
 async fn list_events(
     State(sb): State<Sandbox>,
-    headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    if let Err(r) = gate(&sb, &headers) {
-        return r;
-    }
     let q = form(query.clone().unwrap_or_default().as_bytes());
     let delivery = q
         .iter()
@@ -1038,28 +1003,32 @@ async fn unknown(uri: axum::http::Uri) -> Response {
 
 pub fn router(sb: Sandbox) -> Router {
     let (courier, faults) = (sb.inner.courier.clone(), sb.faults.clone());
-    let api = Router::new()
-        .route(
-            "/v1/checkout/sessions",
-            post(create_session).get(list_sessions),
-        )
-        .route("/v1/checkout/sessions/{id}", get(get_session))
-        .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
-        .route("/v1/refunds", post(create_refund))
-        .route("/v1/refunds/{id}", get(get_refund))
-        .route("/v1/events", get(list_events))
-        .route("/sandbox/stripe/checkout/sessions/{id}/pay", post(pay))
-        .route(
-            "/sandbox/stripe/checkout/sessions/{id}/settle",
-            post(settle),
-        )
-        .route("/sandbox/stripe/refunds", get(list_refunds))
-        .route("/sandbox/stripe/refunds/mode", post(refund_mode))
-        .route("/sandbox/stripe/disputes", post(dispute))
-        .route("/sandbox/stripe/refunds/{id}/settle", post(settle_refund))
-        .route("/sandbox/stripe/checkout/sessions/{id}/amend", post(amend))
-        .route("/c/pay/{id}", get(checkout_page))
-        .fallback(unknown)
-        .with_state(sb);
+    let api = super::gated(
+        Router::new()
+            .route(
+                "/v1/checkout/sessions",
+                post(create_session).get(list_sessions),
+            )
+            .route("/v1/checkout/sessions/{id}", get(get_session))
+            .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
+            .route("/v1/refunds", post(create_refund))
+            .route("/v1/refunds/{id}", get(get_refund))
+            .route("/v1/events", get(list_events)),
+        sb.clone(),
+        gate,
+    )
+    .route("/sandbox/stripe/checkout/sessions/{id}/pay", post(pay))
+    .route(
+        "/sandbox/stripe/checkout/sessions/{id}/settle",
+        post(settle),
+    )
+    .route("/sandbox/stripe/refunds", get(list_refunds))
+    .route("/sandbox/stripe/refunds/mode", post(refund_mode))
+    .route("/sandbox/stripe/disputes", post(dispute))
+    .route("/sandbox/stripe/refunds/{id}/settle", post(settle_refund))
+    .route("/sandbox/stripe/checkout/sessions/{id}/amend", post(amend))
+    .route("/c/pay/{id}", get(checkout_page))
+    .fallback(unknown)
+    .with_state(sb);
     super::provider_router("stripe", api, courier, faults)
 }
