@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Grant};
+use crate::config::{Config, Grant, Transport};
 use crate::{Role, run_role};
 
 struct Shop {
@@ -139,7 +139,7 @@ pub async fn run(
     let sandbox = format!("http://{}", sb_l.local_addr()?);
     // Everything the demo writes stays in its directory; the two halves find each other.
     config.store.url = format!("sqlite://{}/demo.db", dir.display());
-    config.email.transport = "file".into();
+    config.email.transport = Transport::File;
     config.email.outbox_dir = dir.join("outbox");
     let cert = dir.join("paypal-cert.pem").display().to_string();
     config.sandbox.paypal_cert_file = cert.clone();
@@ -153,11 +153,11 @@ pub async fn run(
     config.api.rate_limit_per_minute = 0;
     if config.admin.token.is_empty() {
         use rand::Rng;
-        config.admin.token = hex::encode(rand::rng().random::<[u8; 16]>());
+        config.admin.token = hex::encode(rand::rng().random::<[u8; 16]>()).into();
     }
     if config.entitlements.cookie_secret.is_empty() {
         use rand::Rng;
-        config.entitlements.cookie_secret = hex::encode(rand::rng().random::<[u8; 24]>());
+        config.entitlements.cookie_secret = hex::encode(rand::rng().random::<[u8; 24]>()).into();
     }
     config.entitlements.grants.insert(
         "SEAT".into(),
@@ -166,7 +166,7 @@ pub async fn run(
             duration_days: Some(30),
         },
     );
-    let token = config.admin.token.clone();
+    let token = config.admin.token.expose().to_owned();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

@@ -45,19 +45,16 @@ pub struct Outgoing<'a> {
 
 impl Mailer {
     pub fn from_config(c: &config::Email) -> anyhow::Result<Mailer> {
-        let from: Mailbox = c
-            .from
-            .parse()
-            .map_err(|e| anyhow::anyhow!("email.from: {e}"))?;
-        Ok(match c.transport.as_str() {
-            "smtp" => {
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&c.smtp_url)
+        let from = c.from.clone();
+        Ok(match c.transport {
+            config::Transport::Smtp => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(c.smtp_url.expose())
                     // The URL may hold a password: name the key, never echo the value.
                     .map_err(|e| anyhow::anyhow!("email.smtp_url: not a valid SMTP URL ({e})"))?
                     .build();
                 Mailer::Smtp { transport, from }
             }
-            _ => Mailer::File {
+            config::Transport::File => Mailer::File {
                 dir: c.outbox_dir.clone(),
                 from,
             },

@@ -174,19 +174,19 @@ pub async fn run_role(
         // Before anything is opened or bound to: a forged event must never be trusted live.
         config.refuse_sandbox_secrets_live()?;
     }
-    let kinds = config.step_kinds().map_err(anyhow::Error::msg)?;
+    let kinds = config.queue.steps.kinds().to_vec();
     let store = open_store(&config).await?;
     for (name, ep) in &config.merchant_webhooks.endpoints {
         // Checked when the configuration was read.
         let types =
             store::merchant::stored_types(&ep.event_types.items()).map_err(anyhow::Error::msg)?;
         store
-            .keep_configured_endpoint(name, &ep.url, &types, &ep.secret)
+            .keep_configured_endpoint(name, &ep.url, &types, ep.secret.expose())
             .await?;
     }
     let admin_token = match role {
         Role::Work => String::new(),
-        Role::Intake => config.admin.token.clone(),
+        Role::Intake => config.admin.token.expose().to_owned(),
         Role::Serve => admin_token(&config)?,
     };
     let admins = match role {
@@ -206,7 +206,7 @@ pub async fn run_role(
     let cookie_secret = match role {
         Role::Work => String::new(),
         _ if !config.entitlements.cookie_secret.is_empty() => {
-            config.entitlements.cookie_secret.clone()
+            config.entitlements.cookie_secret.expose().to_owned()
         }
         _ => kept_secret(COOKIE_SECRET_FILE, "entitlements.cookie_secret")?,
     };
@@ -311,7 +311,7 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
         || !config.admin.generate_token
         || !config.admin.tokens.is_empty()
     {
-        return Ok(config.admin.token.clone());
+        return Ok(config.admin.token.expose().to_owned());
     }
     kept_secret(ADMIN_TOKEN_FILE, "admin.token")
 }

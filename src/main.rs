@@ -88,9 +88,7 @@ async fn real_main() -> anyhow::Result<()> {
         Command::Intake => run_role(Role::Intake, config).await,
         Command::Work { steps, concurrency } => {
             if let Some(steps) = steps {
-                fulfilld::config::parse_step_kinds(&steps)
-                    .map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
-                config.queue.steps = steps;
+                config.queue.steps = steps.parse().map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
             }
             if let Some(n) = concurrency {
                 anyhow::ensure!(n > 0, "--concurrency: must be at least 1");

@@ -44,7 +44,7 @@ impl Admins {
             v.push(("admin".to_owned(), AdminRole::Operate, digest(single)));
         }
         for (name, t) in named {
-            v.push((name.clone(), t.role, digest(t.token.trim())));
+            v.push((name.clone(), t.role, digest(t.token.trimmed())));
         }
         Admins(v)
     }

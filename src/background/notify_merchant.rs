@@ -53,10 +53,10 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
         }
     };
     let policy = Policy {
-        schedule_ms: c.schedule_ms(),
-        disable_after_ms: c.disable_after_ms(),
+        schedule_ms: c.retry_schedule.ms().to_vec(),
+        disable_after_ms: c.disable_after.ms(),
     };
-    let lease_ms = (c.timeout_ms() + 30_000) as i64;
+    let lease_ms = (c.timeout.ms() + 30_000) as i64;
     let slots = Arc::new(Semaphore::new(c.concurrency));
     let wake = engine.store.merchant_wake.clone();
     loop {
@@ -274,7 +274,7 @@ pub fn sign(secrets: &[&str], message_id: &str, timestamp: i64, body: &str) -> S
 /// The client: no redirects, no proxy, the attempt's time limit, and a resolver that drops
 /// non-public addresses unless they are allowed.
 fn client(c: &MerchantWebhooks) -> reqwest::Result<reqwest::Client> {
-    let timeout = Duration::from_millis(c.timeout_ms());
+    let timeout = Duration::from_millis(c.timeout.ms());
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         // A proxy would resolve the target itself, past the guard.

@@ -173,7 +173,7 @@ fn health() -> Router<Arc<Engine>> {
 /// were at the last scrape.
 async fn metrics(State(e): State<Arc<Engine>>, headers: axum::http::HeaderMap) -> Response {
     let token = &e.config.metrics.token;
-    if !token.is_empty() && !crate::admin::bearer_is(&headers, token) {
+    if !token.is_empty() && !crate::admin::bearer_is(&headers, token.expose()) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

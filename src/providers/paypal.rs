@@ -368,7 +368,7 @@ pub struct PayPal {
     tolerance_s: i64,
     base: String,
     client_id: String,
-    client_secret: String,
+    client_secret: config::Secret,
     webhook_id: String,
     verification: PayPalVerification,
     cert_file: Option<PathBuf>,
@@ -480,7 +480,7 @@ impl PayPal {
         let req = self
             .http
             .post(format!("{}/v1/oauth2/token", self.base))
-            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
             .form(&[("grant_type", "client_credentials")]);
         let t: wire::Token = super::send_json(NAME, req, error_message).await?;
         let ttl = Duration::from_secs(t.expires_in.saturating_sub(60).max(0) as u64);

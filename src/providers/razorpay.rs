@@ -188,8 +188,8 @@ pub struct Razorpay {
     http: reqwest::Client,
     base: String,
     key_id: String,
-    key_secret: String,
-    webhook_secret: String,
+    key_secret: config::Secret,
+    webhook_secret: config::Secret,
 }
 
 impl std::fmt::Debug for Razorpay {
@@ -216,7 +216,7 @@ impl Razorpay {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ProviderError> {
-        let req = req.basic_auth(&self.key_id, Some(&self.key_secret));
+        let req = req.basic_auth(&self.key_id, Some(self.key_secret.expose()));
         super::send_json(NAME, req, |body| {
             serde_json::from_slice::<wire::ErrorEnvelope>(body)
                 .ok()
@@ -264,7 +264,7 @@ impl Provider for Razorpay {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let sig = header("x-razorpay-signature")
             .ok_or_else(|| WebhookError::Signature("missing X-Razorpay-Signature header".into()))?;
-        if !verify_webhook(&self.webhook_secret, body, sig) {
+        if !verify_webhook(self.webhook_secret.expose(), body, sig) {
             return Err(WebhookError::Signature(
                 "no signature matches the payload".into(),
             ));
@@ -311,7 +311,7 @@ impl Provider for Razorpay {
         let signature = field("razorpay_signature")?;
         // The order id is looked up among this order's own checkouts before anything is
         // applied, so a signature over someone else's order id changes nothing either.
-        if !verify_payment(&self.key_secret, order_id, payment_id, signature) {
+        if !verify_payment(self.key_secret.expose(), order_id, payment_id, signature) {
             return Err(ClaimError::Signature(
                 "razorpay_signature does not match".into(),
             ));

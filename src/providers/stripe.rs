@@ -87,10 +87,10 @@ pub enum SignatureError {
 }
 
 /// Verifies `header` for `body` against `secrets`, at time `now` (Unix seconds).
-pub fn verify(
+pub fn verify<S: AsRef<str>>(
     header: Option<&str>,
     body: &[u8],
-    secrets: &[String],
+    secrets: &[S],
     tolerance_secs: u64,
     now: i64,
 ) -> Result<(), SignatureError> {
@@ -118,7 +118,7 @@ pub fn verify(
         return Err(SignatureError::Stale);
     }
     for secret in secrets {
-        let mac = mac(secret, t, body);
+        let mac = mac(secret.as_ref(), t, body);
         if sigs.iter().any(|sig| mac.clone().verify_slice(sig).is_ok()) {
             return Ok(());
         }
@@ -222,14 +222,14 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
 #[derive(Debug, Clone)]
 pub struct Stripe {
     client: Client,
-    webhook_secrets: Vec<String>,
+    webhook_secrets: Vec<config::Secret>,
     tolerance_secs: u64,
 }
 
 impl Stripe {
     pub fn new(c: &config::Stripe, http: reqwest::Client) -> Stripe {
         Stripe {
-            client: Client::new(&c.api_base, &c.secret_key, http),
+            client: Client::new(&c.api_base, c.secret_key.expose(), http),
             webhook_secrets: c.webhook_secrets.clone(),
             tolerance_secs: c.webhook_tolerance_secs,
         }
@@ -251,14 +251,9 @@ impl Provider for Stripe {
         let header = headers
             .get("stripe-signature")
             .and_then(|v| v.to_str().ok());
-        verify(
-            header,
-            body,
-            &self.webhook_secrets,
-            self.tolerance_secs,
-            now_s,
-        )
-        .map_err(|e| WebhookError::Signature(e.to_string()))?;
+        let secrets: Vec<&str> = self.webhook_secrets.iter().map(|s| s.expose()).collect();
+        verify(header, body, &secrets, self.tolerance_secs, now_s)
+            .map_err(|e| WebhookError::Signature(e.to_string()))?;
         self.read_stored(headers, body)
             .map_err(WebhookError::Malformed)
     }

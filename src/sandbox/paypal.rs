@@ -222,7 +222,7 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 base: base.to_owned(),
                 client_id: config.providers.paypal.client_id.clone(),
-                client_secret: config.providers.paypal.client_secret.clone(),
+                client_secret: config.providers.paypal.client_secret.expose().to_owned(),
                 courier: Courier::new(config, "paypal", sign),
                 key,
                 cert_pem,

@@ -77,9 +77,9 @@ impl Sandbox {
         Sandbox {
             inner: Arc::new(Inner {
                 key_id: r.key_id.clone(),
-                key_secret: r.key_secret.clone(),
+                key_secret: r.key_secret.expose().to_owned(),
                 courier: Courier::new(config, "razorpay", {
-                    let secret = r.webhook_secret.clone();
+                    let secret = r.webhook_secret.expose().to_owned();
                     Arc::new(move |id: &str, body: &[u8]| {
                         vec![
                             ("x-razorpay-signature", sign_webhook(&secret, body)),

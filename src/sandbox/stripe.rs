@@ -72,9 +72,13 @@ impl Sandbox {
         Sandbox {
             faults: Arc::default(),
             inner: Arc::new(Inner {
-                secret_key: s.secret_key.clone(),
+                secret_key: s.secret_key.expose().to_owned(),
                 courier: Courier::new(config, "stripe", {
-                    let secret = s.webhook_secrets.first().cloned().unwrap_or_default();
+                    let secret = s
+                        .webhook_secrets
+                        .first()
+                        .map(|w| w.expose().to_owned())
+                        .unwrap_or_default();
                     Arc::new(move |_id: &str, body: &[u8]| {
                         vec![
                             ("stripe-signature", sign(&secret, now_s(), body)),

@@ -654,7 +654,7 @@ async fn a_configured_endpoint_follows_its_configuration(backend: Backend) {
     // A new secret in the configuration, and a restart.
     let second = "whsec_c2Vjb25kLXNlY3JldC1vZi0zMi1ieXRlcy1sb25n";
     if let Some(e) = app.config.merchant_webhooks.endpoints.get_mut("erp") {
-        e.secret = second.to_owned();
+        e.secret = second.into();
     }
     app.restart_engine().await;
     // (The sandbox's webhooks still go to the old address: the browser's verify call tells.)

@@ -194,7 +194,7 @@ async fn paypal_token(app: &TestApp) -> String {
         .post(format!("{}/v1/oauth2/token", app.sandbox))
         .basic_auth(
             &app.config.providers.paypal.client_id,
-            Some(&app.config.providers.paypal.client_secret),
+            Some(app.config.providers.paypal.client_secret.expose()),
         )
         .form(&[("grant_type", "client_credentials")])
         .send()

@@ -30,10 +30,17 @@ impl Client {
     pub fn new(config: &Config, url: Option<&str>) -> anyhow::Result<Client> {
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!(
-                "http://{}",
-                config.http.addr.replace("0.0.0.0", "127.0.0.1")
-            ),
+            None => {
+                // A server listening on every address is reached on its loopback one.
+                let mut addr = config.http.addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr {
+                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("http://{addr}")
+            }
         };
         let token = if config.admin.token.is_empty() {
             std::fs::read_to_string(crate::ADMIN_TOKEN_FILE)
@@ -45,7 +52,7 @@ impl Client {
                     )
                 })?
         } else {
-            config.admin.token.clone()
+            config.admin.token.expose().to_owned()
         };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(600))
