@@ -333,7 +333,7 @@ async fn run(
     );
     let dups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
-    let start_ms = fulfilld::domain::now_ms();
+    let start_ms = fulfilld::clock::now_ms();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..conc {

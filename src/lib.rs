@@ -6,7 +6,8 @@
 //! arrive.
 //!
 //! # Layout
-//! - [`config`]: layered configuration (compiled-in defaults < files < `FULFILLD__*`).
+//! - [`config`]: layered configuration (compiled-in defaults < files < `FULFILLD__*`), one
+//!   file per section, parsed once into typed values.
 //! - [`domain`]: newtypes that can only hold valid values (money, SKUs, ids, emails).
 //! - [`api`]: the HTTP edge's error type (stable codes) and path extractor, for intake and
 //!   admin alike.
@@ -22,6 +23,7 @@
 //! - [`email`]: outgoing mail (file outbox or SMTP).
 //! - [`metrics`]: what `/metrics` reports.
 //! - [`outbound`]: where the engine may send what a merchant chose the target of.
+//! - [`clock`], [`text`]: the time (ms, s, RFC 3339) and HTML escaping.
 //! - [`admin`]: the admin API behind one gate, the dashboard, and `fulfilld admin …`.
 //! - [`sandbox`]: `fulfilld sandbox`, the provider emulator used by tests and first runs.
 //! - [`demo`]: `fulfilld demo`, the engine and the sandbox with a scripted shop day.
@@ -33,6 +35,7 @@
 pub mod admin;
 pub mod api;
 pub mod background;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -46,6 +49,7 @@ pub mod queue;
 pub mod sandbox;
 pub mod steps;
 pub mod store;
+pub mod text;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -160,7 +160,7 @@ async fn secret(
     e.store
         .audit_action(&who, "endpoint.read_secret", &id, None)
         .await?;
-    let previous = s.previous(crate::domain::now_ms());
+    let previous = s.previous(crate::clock::now_ms());
     Ok(Json(json!({
         "secret": s.secret,
         "previous_secret": previous.map(|(p, _)| p),
@@ -196,7 +196,7 @@ async fn rotate(
     tracing::info!(actor = %who, endpoint_id = %id, "admin rotated a merchant endpoint's secret");
     Ok(Json(json!({
         "secret": secret,
-        "previous_secret_until": crate::domain::now_ms() + grace as i64,
+        "previous_secret_until": crate::clock::now_ms() + grace as i64,
     })))
 }
 

@@ -16,7 +16,8 @@ use super::Actor;
 use crate::Engine;
 use crate::api::ApiError;
 use crate::background::reconciliation;
-use crate::domain::{now_ms, parse_since};
+use crate::clock::now_ms;
+use crate::domain::parse_since;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -34,8 +34,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
+use crate::clock::now_ms;
 use crate::config::MerchantWebhooks;
-use crate::domain::now_ms;
 use crate::outbound::{Guarded, guard};
 use crate::store::merchant::{After, Claimed, Policy, Sent};
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 use crate::providers::RecentPayment;
 use crate::store::StoreError;
 use crate::store::payments::PaymentRow;

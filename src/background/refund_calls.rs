@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 use crate::providers::RefundRequest;
 use crate::store::StoreError;
 use crate::store::payments::PaymentRow;

@@ -116,14 +116,6 @@ impl fmt::Display for Currency {
     }
 }
 
-/// Text made safe to place in HTML (element content and quoted attributes).
-pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A catalogue key: 1–64 characters of letters, digits, `-`, `_`, `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sku(String);
@@ -311,32 +303,6 @@ pub fn parse_duration_ms(field: &str, s: &str) -> Result<u64, Invalid> {
     n.checked_mul(unit_ms).ok_or_else(bad)
 }
 
-/// `2026-12-02T01:25:49.948Z` for a time in ms since the epoch (no fraction on a whole
-/// second); empty if out of range.
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-/// Whole seconds since the Unix epoch, as providers count time.
-pub fn now_s() -> i64 {
-    now_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch: the store's only time representation (portable
-/// across SQLite and Postgres, and unambiguous).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     /// Every address taken at order time is one the mailer sends to, as this very address:
@@ -387,15 +353,6 @@ mod tests {
             let e = parse_since("since", bad, now).expect_err(bad);
             assert_eq!(e.field, "since");
         }
-    }
-
-    #[test]
-    fn times_print_as_rfc3339() {
-        assert_eq!(super::rfc3339(1_796_174_749_000), "2026-12-02T01:25:49Z");
-        assert_eq!(
-            super::rfc3339(1_796_174_749_948),
-            "2026-12-02T01:25:49.948Z"
-        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ use sha2::Sha256;
 use super::ApiError;
 use super::proof;
 use crate::Engine;
-use crate::domain::{EmailAddress, OrderId, now_ms, token_hash};
+use crate::clock::now_ms;
+use crate::domain::{EmailAddress, OrderId, token_hash};
 use crate::email::Outgoing;
 
 pub const COOKIE: &str = "fulfilld_access";

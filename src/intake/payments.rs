@@ -102,7 +102,7 @@ async fn create_order(
         success_url: fill(&e.config.checkout.success_url),
         cancel_url: fill(&e.config.checkout.cancel_url),
         // Computed once: a retried request must carry the same parameters.
-        reserved_until_s: (crate::domain::now_ms() + ttl_ms) / 1000,
+        reserved_until_s: (crate::clock::now_ms() + ttl_ms) / 1000,
     };
     let checkout = match provider.create_checkout(&req).await {
         Ok(c) => c,

@@ -100,7 +100,7 @@ async fn receive(
             ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", r.body_text())
         }
     })?;
-    let now = crate::domain::now_ms() / 1000;
+    let now = crate::clock::now_ms() / 1000;
     let event = match provider.webhook(&headers, &body, now).await {
         Ok(ev) => ev,
         // Signed, but not an event we can read: kept and answered 200 all the same (a

@@ -392,7 +392,7 @@ impl Client {
             ("metadata[payment_id]".into(), r.payment_id.clone()),
             (
                 "expires_at".into(),
-                session_expiry(r.reserved_until_s, crate::domain::now_s()).to_string(),
+                session_expiry(r.reserved_until_s, crate::clock::now_s()).to_string(),
             ),
         ];
         let currency = r.currency.to_ascii_lowercase();

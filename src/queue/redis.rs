@@ -145,7 +145,7 @@ impl Redis {
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(format!("{}:epoch", self.prefix))
-            .arg(crate::domain::now_ms())
+            .arg(crate::clock::now_ms())
             .arg("NX");
         for k in StepKind::ALL {
             pipe.llen(self.key(k));

@@ -13,8 +13,8 @@ use jobs::StepKind;
 use tokio_util::sync::CancellationToken;
 
 use super::Queue;
+use crate::clock::now_ms;
 use crate::config;
-use crate::domain::now_ms;
 use crate::store::Store;
 
 /// After a pass that filled a queue to its window (more may be due), the next comes this

@@ -21,8 +21,8 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::clock::now_s;
 use crate::config::Config;
-use crate::domain::now_s;
 use common::*;
 
 /// Serves the sandbox on `listener` until `shutdown` completes.

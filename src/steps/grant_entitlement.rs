@@ -5,7 +5,7 @@ use jobs::StepError;
 use jobs::grant_entitlement::expires_at_ms;
 
 use crate::Engine;
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 use crate::store::orders::{self, OrderRow};
 use crate::store::steps::Lease;
 use crate::store::{StoreError, Tx, value_rows};

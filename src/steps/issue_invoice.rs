@@ -6,7 +6,8 @@ use jobs::issue_invoice::{LedgerLine, inclusive_tax, number, sale_lines};
 
 use super::tail::{Deferred, Tail};
 use crate::Engine;
-use crate::domain::{new_id, now_ms};
+use crate::clock::now_ms;
+use crate::domain::new_id;
 use crate::store::steps::Lease;
 use crate::store::{StoreError, Tx, orders, value_rows};
 
@@ -180,7 +181,7 @@ fn render_html(
     tax_rate_bps: u32,
     currency: &crate::domain::Currency,
 ) -> String {
-    let esc = crate::domain::html_escape;
+    let esc = crate::text::html_escape;
     let mut rows = String::new();
     for it in items {
         rows.push_str(&format!(

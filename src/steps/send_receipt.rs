@@ -7,7 +7,7 @@ use jobs::send_receipt::{Content, Kind, Line, render};
 
 use super::StepResult;
 use crate::Engine;
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 use crate::email::Outgoing;
 use crate::store::orders::OrderRow;
 use crate::store::steps::Lease;

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{Filters, Result, Store, Tx};
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 
 tokio::task_local! {
     /// The person an admin request says acts (its `X-Fulfilld-Actor`), set by the intake's

@@ -3,7 +3,8 @@
 //! conditional updates, so neither can go negative whatever races.
 
 use super::{Result, Store, Tx};
-use crate::domain::{Currency, Sku, now_ms};
+use crate::clock::now_ms;
+use crate::domain::{Currency, Sku};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -130,7 +131,7 @@ pub async fn unreserve(tx: &mut Tx, sku: &str, qty: i64) -> Result<()> {
 pub async fn restock(tx: &mut Tx, sku: &str, qty: i64) -> Result<()> {
     sqlx::query("UPDATE skus SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3")
         .bind(qty)
-        .bind(crate::domain::now_ms())
+        .bind(crate::clock::now_ms())
         .bind(sku)
         .execute(&mut **tx)
         .await?;

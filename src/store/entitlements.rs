@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{Result, Store};
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Access {

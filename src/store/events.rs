@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::payments::PaymentRow;
 use super::{Backend, Result, Store, StoreError, Tx, payments, refunds, value_rows};
+use crate::clock::now_ms;
 use crate::domain::event::{PaymentChange, ProviderEvent};
-use crate::domain::now_ms;
 
 /// The header that marks a stored event as read back from the provider's API
 /// (reconciliation's backfill, authentic by the API's own authentication) rather than

@@ -6,7 +6,7 @@
 //! `api.idempotency_ttl_secs`.
 
 use super::{Result, Store};
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 
 /// What to do with a request that carries a key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use jobs::{StepKind, Wake};
 
 use super::audit::record as audit;
 use super::{Result, Store, orders, payments};
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 
 /// What [`Store::resolve_order`] did.
 #[derive(Debug)]

@@ -38,7 +38,6 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::domain;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 /// A write transaction. It dereferences to the connection, so `&mut *tx` is an executor.
@@ -72,7 +71,7 @@ impl Tx {
         if self.emitted {
             self.merchant_wake.notify_one();
         }
-        let now = domain::now_ms();
+        let now = crate::clock::now_ms();
         for began in self.fulfils {
             let secs = (now - began).max(0) as f64 / 1000.0;
             self.fulfilled_after.observe(secs);
@@ -470,7 +469,7 @@ async fn transition_setting(
         "UPDATE {table} SET {also}status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
     )))
     .bind(to)
-    .bind(domain::now_ms())
+    .bind(crate::clock::now_ms())
     .bind(id)
     .execute(&mut **tx)
     .await?;

@@ -9,7 +9,8 @@
 //! up on (`reconcile_payment`), never an event's payload alone.
 
 use super::{Result, Store, Tx, catalogue};
-use crate::domain::{Currency, EmailAddress, Invalid, OrderId, Sku, now_ms, parse_qty};
+use crate::clock::now_ms;
+use crate::domain::{Currency, EmailAddress, Invalid, OrderId, Sku, parse_qty};
 
 pub use super::rows::{ItemRow, OrderRow};
 

@@ -10,7 +10,7 @@ use super::events::StoredEvent;
 use super::orders::{ItemRow, OrderRow};
 use super::refunds::RefundRow;
 use super::{Result, Store};
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 
 /// One step kind's queue. A pending step is `pending` until its first run and `retrying`
 /// after a run that failed or was cut off (an admin retry starts the count again).

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{Result, Store, orders};
-use crate::domain::now_ms;
+use crate::clock::now_ms;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRow {

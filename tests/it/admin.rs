@@ -2,7 +2,7 @@
 //! route, each step kind's queue as the store holds it, steps by filter, an order's whole
 //! record and timeline, and the CLI's tables and `--json` for each.
 
-use fulfilld::domain::now_ms;
+use fulfilld::clock::now_ms;
 use fulfilld::store::overview::KindQueue;
 use serde_json::{Value, json};
 

@@ -268,7 +268,7 @@ async fn paypal_forged_webhooks_are_refused(backend: Backend) {
     assert_eq!(app.order(&id).await["status"], "pending_payment");
     // Signed correctly but not fresh: a message captured ten minutes ago, or one dated an
     // hour ahead, is refused before any certificate is read.
-    let now_ms = fulfilld::domain::now_ms();
+    let now_ms = fulfilld::clock::now_ms();
     for (what, at) in [
         ("ten minutes old", now_ms - 600_000),
         ("an hour ahead", now_ms + 3_600_000),
@@ -279,7 +279,7 @@ async fn paypal_forged_webhooks_are_refused(backend: Backend) {
             &cert_url,
             &body,
             "replayed-0001",
-            &fulfilld::domain::rfc3339(at - at.rem_euclid(1000)),
+            &fulfilld::clock::rfc3339(at - at.rem_euclid(1000)),
         );
         let (status, e) = post_paypal(&app, &headers, &body).await;
         assert_eq!(status, 400, "{what}: {e}");

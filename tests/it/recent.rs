@@ -27,7 +27,7 @@ fn find(list: &[RecentPayment], pred: impl Fn(&RecentPayment) -> bool) -> &Recen
 async fn every_provider_lists_its_recent_payments() {
     let app = spawn(Backend::Sqlite, &[]).await;
     app.put_sku("SEAT", 50_000, 50).await;
-    let since = fulfilld::domain::now_ms() / 1000 - 60;
+    let since = fulfilld::clock::now_ms() / 1000 - 60;
     let providers = Providers::from_config(&app.config);
 
     // Stripe: one paid, one expired, and enough other sessions to need three pages.
@@ -144,7 +144,7 @@ async fn every_provider_lists_its_recent_payments() {
 async fn paypal_backfill_follows_next_links_to_another_host() {
     let app = spawn(Backend::Sqlite, &[]).await;
     app.put_sku("SEAT", 50_000, 50).await;
-    let since = fulfilld::domain::now_ms() / 1000 - 60;
+    let since = fulfilld::clock::now_ms() / 1000 - 60;
     let providers = Providers::from_config(&app.config);
     for i in 0..3 {
         let (order, _, pp) = open_checkout(&app, "paypal", &format!("p{i}@example.com")).await;

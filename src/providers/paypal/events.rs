@@ -100,7 +100,7 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
 
 /// `2026-11-22T10:00:00Z` for a Unix time.
 pub(super) fn iso_utc(s: i64) -> String {
-    crate::domain::rfc3339(s.saturating_mul(1000))
+    crate::clock::rfc3339(s.saturating_mul(1000))
 }
 
 /// Unix seconds of PayPal's `2026-11-22T10:00:00+0000` (or `…Z`), read as UTC.

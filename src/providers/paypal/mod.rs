@@ -371,7 +371,7 @@ impl Provider for PayPal {
     /// after it happened.
     async fn recent_payments(&self, since_s: i64) -> Result<Vec<RecentPayment>, ProviderError> {
         const WINDOW_S: i64 = 31 * 86_400;
-        let now_s = crate::domain::now_ms() / 1000;
+        let now_s = crate::clock::now_ms() / 1000;
         let mut out = Vec::new();
         let mut start = since_s;
         while start <= now_s && out.len() < super::RECENT_LIMIT {
@@ -409,7 +409,7 @@ impl Provider for PayPal {
         &self,
         since_s: i64,
     ) -> Result<Vec<(ProviderEvent, Vec<u8>)>, ProviderError> {
-        let now_s = crate::domain::now_ms() / 1000;
+        let now_s = crate::clock::now_ms() / 1000;
         let mut url = format!(
             "{}/v1/notifications/webhooks-events?start_time={}&end_time={}&page_size=300",
             self.base,

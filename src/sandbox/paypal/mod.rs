@@ -69,8 +69,8 @@ use signing::*;
 pub use signing::{signature_headers, signature_headers_at, signing_key};
 
 fn rfc3339_now() -> String {
-    let ms = crate::domain::now_ms();
-    crate::domain::rfc3339(ms - ms.rem_euclid(1000))
+    let ms = crate::clock::now_ms();
+    crate::clock::rfc3339(ms - ms.rem_euclid(1000))
 }
 
 #[derive(Clone)]

@@ -485,7 +485,7 @@ pub(super) async fn checkout_page(
         )
             .into_response();
     };
-    let esc = crate::domain::html_escape;
+    let esc = crate::text::html_escape;
     let amount = o
         .purchase_units
         .first()

@@ -228,7 +228,7 @@ pub(super) async fn checkout_frame(
     let q: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
-    let esc = crate::domain::html_escape;
+    let esc = crate::text::html_escape;
     let (key, id) = (
         q.get("key_id").cloned().unwrap_or_default(),
         q.get("order_id").cloned().unwrap_or_default(),

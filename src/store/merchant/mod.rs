@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::rows::{ItemRow, OrderRow};
 use super::{Backend, Result, Store, Tx, placeholders};
-use crate::domain::{new_id, now_ms, rfc3339};
+use crate::clock::{now_ms, rfc3339};
+use crate::domain::new_id;
 
 mod deliveries;
 

@@ -10,7 +10,8 @@
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
-use crate::domain::{new_id, now_ms};
+use crate::clock::now_ms;
+use crate::domain::new_id;
 use jobs::{StepKind, Wake};
 
 use crate::domain::event::{PaymentChange, PaymentRef};

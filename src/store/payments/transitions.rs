@@ -54,7 +54,7 @@ pub async fn apply(
                         provider_payment_id = COALESCE($2, provider_payment_id)
                  WHERE id = $3 AND status IN ('creating', 'created', 'pending')",
             )
-            .bind(crate::domain::now_ms())
+            .bind(crate::clock::now_ms())
             .bind(provider_payment_id.as_deref())
             .bind(&p.id)
             .execute(&mut **tx)
@@ -216,7 +216,7 @@ pub async fn captured_many(
         crate::store::placeholders(2, ps.len())
     )))
     .persistent(false)
-    .bind(crate::domain::now_ms());
+    .bind(crate::clock::now_ms());
     for p in ps {
         q = q.bind(&p.order_id);
     }

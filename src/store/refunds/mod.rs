@@ -19,8 +19,10 @@ use jobs::{StepKind, Wake};
 use serde::Serialize;
 
 use super::{Result, Store, Tx, catalogue, orders, payments, steps};
+use crate::clock::now_ms;
 use crate::domain::event::{RefundNotice, RefundState};
-use crate::domain::{html_escape, new_id, now_ms};
+use crate::domain::new_id;
+use crate::text::html_escape;
 
 mod apply;
 mod notices;

@@ -15,7 +15,8 @@ use serde::Serialize;
 use sqlx::{FromRow, Row};
 
 use super::{Backend, Result, Store, Tx, orders};
-use crate::domain::{new_id, now_ms};
+use crate::clock::now_ms;
+use crate::domain::new_id;
 
 mod advance;
 mod leases;
