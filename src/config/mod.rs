@@ -71,6 +71,14 @@ fn bad<T>(key: &str, why: impl std::fmt::Display) -> Result<T, ConfigError> {
     Err(ConfigError(format!("{key}: {why}")))
 }
 
+/// The setting `key` holds a URL.
+fn a_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    if url::Url::parse(value).is_err() {
+        return bad(key, format!("{value:?} is not a URL"));
+    }
+    Ok(())
+}
+
 /// The setting `key` must not keep its value while a provider is live; `env` sets it.
 fn not_live<T>(key: &str, env: &str, why: &str) -> Result<T, ConfigError> {
     Err(ConfigError(format!(

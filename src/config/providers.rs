@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret, bad, not_live};
+use super::{ConfigError, Secret, a_url, bad, not_live};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Providers {
@@ -84,13 +84,7 @@ fn required(provider: &str, key: &str, empty: bool) -> Result<(), ConfigError> {
 }
 
 fn url(provider: &str, api_base: &str) -> Result<(), ConfigError> {
-    if url::Url::parse(api_base).is_err() {
-        return bad(
-            &format!("providers.{provider}.api_base"),
-            format!("{api_base:?} is not a URL"),
-        );
-    }
-    Ok(())
+    a_url(&format!("providers.{provider}.api_base"), api_base)
 }
 
 impl Providers {
@@ -253,13 +247,7 @@ impl Providers {
 
 impl Sandbox {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        if url::Url::parse(&self.webhook_target).is_err() {
-            return bad(
-                "sandbox.webhook_target",
-                format!("{:?} is not a URL", self.webhook_target),
-            );
-        }
-        Ok(())
+        a_url("sandbox.webhook_target", &self.webhook_target)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
-use super::{ConfigError, LIVE_MIN, Secret, bad, not_live, values::parsed};
+use super::{ConfigError, LIVE_MIN, Secret, a_url, bad, not_live, values::parsed};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Checkout {
@@ -91,13 +91,6 @@ pub struct Payments {
 pub struct Reconciliation {
     pub interval_secs: u64,
     pub lookback_secs: u64,
-}
-
-fn a_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    if url::Url::parse(value).is_err() {
-        return bad(key, format!("{value:?} is not a URL"));
-    }
-    Ok(())
 }
 
 impl Checkout {

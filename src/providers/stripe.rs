@@ -90,7 +90,7 @@ pub enum SignatureError {
 pub fn verify<S: AsRef<str>>(
     header: Option<&str>,
     body: &[u8],
-    secrets: &[S],
+    secrets: impl IntoIterator<Item = S>,
     tolerance_secs: u64,
     now: i64,
 ) -> Result<(), SignatureError> {
@@ -251,8 +251,8 @@ impl Provider for Stripe {
         let header = headers
             .get("stripe-signature")
             .and_then(|v| v.to_str().ok());
-        let secrets: Vec<&str> = self.webhook_secrets.iter().map(|s| s.expose()).collect();
-        verify(header, body, &secrets, self.tolerance_secs, now_s)
+        let secrets = self.webhook_secrets.iter().map(config::Secret::expose);
+        verify(header, body, secrets, self.tolerance_secs, now_s)
             .map_err(|e| WebhookError::Signature(e.to_string()))?;
         self.read_stored(headers, body)
             .map_err(WebhookError::Malformed)
