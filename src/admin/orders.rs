@@ -14,12 +14,12 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::Actor;
-use super::queues::{Action, limit_param, next_before, optional_body, query, reason, status_param};
+use super::queues::{Action, limit_param, next_before, optional_body, query, reason};
 use crate::Engine;
 use crate::api::{ApiError, Param};
 use crate::domain::{EmailAddress, OrderId};
 use crate::store::manual::{Rechecked, Resolved};
-use crate::store::orders::{ORDER_STATUSES, OrderFilter};
+use crate::store::orders::OrderFilter;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +42,7 @@ async fn search(
         Some("") | None => None,
         Some(m) => Some(EmailAddress::parse("email", m)?.as_str().to_owned()),
     };
-    status_param(p.status.as_deref(), "order", &ORDER_STATUSES)?;
+    let status = p.status.as_deref().map(str::parse).transpose()?;
     let before_id = match &p.before_id {
         Some(b) => Some(OrderId::parse("before_id", b)?.as_str().to_owned()),
         None => None,
@@ -50,7 +50,7 @@ async fn search(
     let limit = limit_param(p.limit)?;
     let filter = OrderFilter {
         email,
-        status: p.status,
+        status,
         before_id,
         limit,
     };

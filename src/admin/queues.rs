@@ -23,7 +23,7 @@ use crate::Engine;
 use crate::api::ApiError;
 use crate::domain::Invalid;
 use crate::store::dead_letters::Filter;
-use crate::store::overview::{STEP_STATUSES, StepFilter};
+use crate::store::overview::StepFilter;
 use crate::store::steps;
 
 /// Dead steps acted on at once, and rows an admin list answers, at most.
@@ -113,14 +113,14 @@ async fn list_steps(
     params: Result<Query<StepParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = query(params)?;
-    status_param(p.status.as_deref(), "step", &STEP_STATUSES)?;
+    let status = p.status.as_deref().map(str::parse).transpose()?;
     let limit = limit_param(p.limit)?;
     if p.before_id.is_some_and(|b| b < 1) {
         return Err(Invalid::new("before_id", "must be a step id (1 or more)").into());
     }
     let filter = StepFilter {
         kind: kind_param(p.kind.as_deref())?,
-        status: p.status,
+        status,
         order_id: p.order_id,
         before_id: p.before_id,
         limit,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
 use crate::clock::now_ms;
+use crate::domain::RefundStatus;
 use crate::providers::RefundRequest;
 use crate::store::StoreError;
 use crate::store::payments::PaymentRow;
@@ -46,11 +47,11 @@ pub async fn make(e: &Engine, row: &RefundRow, payment: &PaymentRow) -> Result<M
         Ok(r) => {
             let (row, wake) = e.store.refund_answered(&row.id, &r.id, r.state()).await?;
             e.queue.wake(&wake);
-            if row.status == "failed" {
+            if row.status == RefundStatus::Failed {
                 let why = format!("{} refused the refund ({})", payment.provider, r.status);
                 return Ok(Made::Refused(row, why));
             }
-            if row.status == "pending" {
+            if row.status == RefundStatus::Pending {
                 tracing::info!(order_id = %row.order_id, refund_id = %row.id, "refund pending at the provider");
                 return Ok(Made::Pending(row));
             }
@@ -63,7 +64,7 @@ pub async fn make(e: &Engine, row: &RefundRow, payment: &PaymentRow) -> Result<M
                 .store
                 .refund_call_failed(&row.id, &err.to_string(), !transient)
                 .await?;
-            if row.status == "succeeded" {
+            if row.status == RefundStatus::Succeeded {
                 // The answer was lost, but the provider's refund event arrived and was
                 // applied: the refund is made.
                 return Ok(Made::Settled(row));

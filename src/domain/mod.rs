@@ -3,6 +3,9 @@
 //! currency code — never floats.
 
 pub mod event;
+pub mod status;
+
+pub use status::{OrderStatus, PaymentStatus, RefundStatus, Status, StepStatus};
 
 use std::fmt;
 

@@ -43,9 +43,6 @@ use crate::email::Outgoing;
 
 pub const COOKIE: &str = "fulfilld_access";
 
-/// The order statuses whose buyer may activate access.
-pub(super) const PAID: [&str; 3] = ["paid", "fulfilled", "partially_refunded"];
-
 /// Orders one cookie covers at most; activating more keeps the newest.
 const MAX_ORDERS: usize = 20;
 
@@ -144,7 +141,7 @@ async fn activate(
         .get_order(id.as_str())
         .await?
         .ok_or_else(proof::wrong_proof)?;
-    if !PAID.contains(&order.status.as_str()) {
+    if !order.status.is_paid() {
         return Err(ApiError::conflict(
             "not_paid",
             format!(

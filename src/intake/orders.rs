@@ -30,6 +30,7 @@ use crate::Engine;
 use crate::domain::{
     Currency, EmailAddress, Invalid, OrderId, Sku, new_secret, parse_qty, token_hash,
 };
+use crate::domain::{OrderStatus, StepStatus};
 
 #[derive(Debug, Deserialize)]
 struct CreateOrder {
@@ -122,19 +123,17 @@ async fn show(
         .ok_or_else(|| ApiError::not_found("order"))?;
     let who = reader(&e, &headers, query.as_deref(), &id).await?;
     let steps = e.store.order_steps(id.as_str()).await?;
-    let unfinished = steps
-        .iter()
-        .find(|s| s.status != "done" && s.status != "skipped");
+    let unfinished = steps.iter().find(|s| !s.status.finished());
     // A refunded order still sends its refund notice: waiting_on is null only when nothing
     // is left to do.
-    let waiting_on = match (unfinished, order.status.as_str()) {
+    let waiting_on = match (unfinished, order.status) {
         // A human closed it: nothing more will run.
-        (_, "resolved") => None,
+        (_, OrderStatus::Resolved) => None,
         // The capture check waits on the provider's settlement (a PayPal capture held
         // PENDING): say so, so the success page can tell the buyer to wait days, not seconds.
         (Some(step), _)
             if step.kind == "confirm_capture"
-                && step.status == "pending"
+                && step.status == StepStatus::Pending
                 && step
                     .last_error
                     .as_deref()
@@ -143,7 +142,7 @@ async fn show(
             Some("settlement".to_owned())
         }
         (Some(step), _) => Some(step.kind.clone()),
-        (None, "created" | "pending_payment") => Some("payment".to_owned()),
+        (None, OrderStatus::Created | OrderStatus::PendingPayment) => Some("payment".to_owned()),
         (None, _) => None,
     };
     if who == Reader::Anyone {
@@ -205,7 +204,7 @@ async fn show(
         }).collect::<Vec<_>>(),
         "refunds": refunds,
         "waiting_on": waiting_on,
-        "links": links(&e, &order.id, &order.status).await?,
+        "links": links(&e, &order.id, order.status).await?,
     });
     if admin {
         body["customer_email"] = json!(order.customer_email);
@@ -216,10 +215,10 @@ async fn show(
 /// Where a proven reader goes next: `activate` once the order is paid, and each invoice and
 /// credit note. The document links carry no proof: the reader sends the one it read the order
 /// with.
-async fn links(e: &Engine, order_id: &str, status: &str) -> Result<Value, ApiError> {
+async fn links(e: &Engine, order_id: &str, status: OrderStatus) -> Result<Value, ApiError> {
     let (invoices, credit_notes) = e.store.order_documents(order_id).await?;
     let href = |doc: &str| format!("/api/orders/{order_id}/documents/{doc}");
-    let paid = super::entitlements::PAID.contains(&status);
+    let paid = status.is_paid();
     Ok(json!({
         "activate": paid.then_some("/api/entitlements/activate"),
         "invoice": invoices.first().map(|d| json!({ "number": d.number, "href": href(&d.id) })),

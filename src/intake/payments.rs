@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use crate::Engine;
+use crate::domain::PaymentStatus;
 use crate::domain::{Invalid, OrderId};
 use crate::providers::{CheckoutLine, CheckoutRequest, ClaimError, Provider, ProviderError};
 use crate::store::payments::{BeginCheckout, PaymentRow};
@@ -195,7 +196,7 @@ async fn verify(
         .ok_or_else(|| Invalid::new(claim.field, "no checkout of this order has that id"))?;
     // A settled payment needs no provider call; an open one is asked about at most once per
     // `checkout.verify_min_interval_ms`, however fast the success page polls.
-    let settled = matches!(payment.status.as_str(), "paid" | "refunded");
+    let settled = payment.status.captured();
     let min_interval = Duration::from_millis(e.config.checkout.verify_min_interval_ms);
     let outcome = if settled {
         format!("no change: payment is {}", payment.status)
@@ -229,10 +230,13 @@ async fn verify(
         .get_order(order_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
-    let status = match now.status.as_str() {
-        "paid" | "refunded" => "paid",
-        "failed" | "expired" | "error" => "failed",
-        _ => "pending",
+    // The buyer's page needs three words, not the payment's life.
+    let status = if now.status.captured() {
+        "paid"
+    } else if now.status.gone() || now.status == PaymentStatus::Error {
+        "failed"
+    } else {
+        "pending"
     };
     tracing::info!(order_id = %order_id, %outcome, "payment verified by the browser");
     Ok(Json(json!({

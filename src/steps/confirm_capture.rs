@@ -8,6 +8,7 @@ use jobs::confirm_capture::{Expected, Observed, check};
 
 use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
+use crate::domain::PaymentStatus;
 use crate::providers::PaymentChange;
 use crate::store::steps::{self, Lease};
 use crate::store::{payments, refunds};
@@ -26,7 +27,13 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     }
     if matches!(state.change, PaymentChange::Failed | PaymentChange::Expired) {
         let mut tx = e.store.begin().await?;
-        payments::transition(&mut tx, &payment.id, &["paid"], "failed").await?;
+        payments::transition(
+            &mut tx,
+            &payment.id,
+            &[PaymentStatus::Paid],
+            PaymentStatus::Failed,
+        )
+        .await?;
         let rest = &StepKind::FULFILMENT[1..];
         steps::skip(
             &mut tx,

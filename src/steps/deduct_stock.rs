@@ -9,6 +9,8 @@ use jobs::{StepError, StepKind};
 use super::tail::{Deferred, Tail};
 use super::{StepResult, complete};
 use crate::Engine;
+use crate::domain::OrderStatus;
+use crate::domain::StepStatus;
 use crate::store::steps::{self, Lease};
 use crate::store::{StoreError, Tx, catalogue, orders, payments};
 
@@ -92,10 +94,16 @@ pub async fn out_of_stock(e: &Engine, lease: &Lease) -> StepResult {
         order_id,
         &lease.step.payment_id,
         StepKind::RefundPayment,
-        "waiting",
+        StepStatus::Waiting,
     )
     .await?;
-    orders::transition(&mut tx, order_id, &["paid"], "refund_pending").await?;
+    orders::transition(
+        &mut tx,
+        order_id,
+        &[OrderStatus::Paid],
+        OrderStatus::RefundPending,
+    )
+    .await?;
     complete(tx, lease, Outcome::OutOfStock.as_str()).await
 }
 

@@ -6,6 +6,7 @@ use jobs::grant_entitlement::expires_at_ms;
 
 use crate::Engine;
 use crate::clock::now_ms;
+use crate::domain::OrderStatus;
 use crate::store::orders::{self, OrderRow};
 use crate::store::steps::Lease;
 use crate::store::{StoreError, Tx, value_rows};
@@ -26,7 +27,7 @@ pub async fn apply(e: &Engine, tx: &mut Tx, leases: &[&Lease]) -> Result<Vec<Str
         let order = order
             .as_ref()
             .ok_or_else(|| StepError::Permanent("order row missing".into()))?;
-        if order.status == "refunded" {
+        if order.status == OrderStatus::Refunded {
             outcomes.push("nothing to grant: order refunded".to_owned());
             continue;
         }

@@ -7,11 +7,12 @@ use jobs::send_receipt::Kind;
 use super::send_receipt::{order_of, send_once};
 use super::{StepResult, complete};
 use crate::Engine;
+use crate::domain::OrderStatus;
 use crate::store::steps::Lease;
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let order = order_of(e, lease).await?;
-    if order.status != "payment_failed" {
+    if order.status != OrderStatus::PaymentFailed {
         let tx = e.store.begin().await?;
         let outcome = format!("not sent: the order is {} now", order.status);
         return complete(tx, lease, &outcome).await;

@@ -2,10 +2,10 @@
 //! answer decide (see `jobs::reconcile_payment`).
 
 use jobs::StepError;
-use jobs::reconcile_payment::{Verdict, verdict};
 
 use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
+use crate::domain::{OrderStatus, PaymentStatus};
 use crate::providers::PaymentChange;
 use crate::store::steps::Lease;
 use crate::store::{orders, payments};
@@ -21,7 +21,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
         return Err(StepError::Permanent("payment row missing".into()));
     };
     let mut wake = Vec::new();
-    let outcome = match verdict(&p.status, state.paid, provider_failed) {
+    let outcome = match verdict(p.status, state.paid, provider_failed) {
         Verdict::Agrees => format!("the provider agrees: {}", state.state),
         Verdict::Revive => {
             // Captured after all: the amount must still be right before anything ships.
@@ -31,8 +31,12 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
                 orders::transition(
                     &mut tx,
                     &p.order_id,
-                    &["payment_failed", "pending_payment", "created"],
-                    "needs_review",
+                    &[
+                        OrderStatus::PaymentFailed,
+                        OrderStatus::PendingPayment,
+                        OrderStatus::Created,
+                    ],
+                    OrderStatus::NeedsReview,
                 )
                 .await?;
                 format!(
@@ -40,7 +44,13 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
                     state.amount_minor, state.currency, p.amount_minor, p.currency
                 )
             } else {
-                payments::transition(&mut tx, &p.id, &["failed", "expired"], "paid").await?;
+                payments::transition(
+                    &mut tx,
+                    &p.id,
+                    &[PaymentStatus::Failed, PaymentStatus::Expired],
+                    PaymentStatus::Paid,
+                )
+                .await?;
                 if let Some(ppid) = &state.provider_payment_id {
                     payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
                 }
@@ -53,8 +63,12 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             orders::transition(
                 &mut tx,
                 &p.order_id,
-                &["paid", "fulfilled", "partially_refunded"],
-                "needs_review",
+                &[
+                    OrderStatus::Paid,
+                    OrderStatus::Fulfilled,
+                    OrderStatus::PartiallyRefunded,
+                ],
+                OrderStatus::NeedsReview,
             )
             .await?;
             format!(
@@ -62,7 +76,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
                 p.status, state.state
             )
         }
-        Verdict::Undecided if matches!(p.status.as_str(), "creating" | "created" | "pending") => {
+        Verdict::Undecided if p.status.open() => {
             let (what, w) = payments::apply(&mut tx, &p, &state.change).await?;
             wake = w;
             what
@@ -83,5 +97,56 @@ impl super::Step for ReconcilePayment {
 
     async fn run(&self, e: &Engine, lease: &Lease) -> super::StepResult {
         run(e, lease).await
+    }
+}
+
+/// What the provider's answer means for a payment we hold as `held`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The provider agrees with us: the event was stale.
+    Agrees,
+    /// We gave the payment up (failed, expired) but the provider captured it: take it back
+    /// up — fulfil the order with it, or refund it if the order was paid otherwise.
+    Revive,
+    /// We hold the payment as captured, the provider says it failed: a person must look.
+    Review,
+    /// The provider has not decided either way yet (still open, pending).
+    Undecided,
+}
+
+/// `held`: our payment status; `provider_paid` / `provider_failed`: what the API says.
+pub fn verdict(held: PaymentStatus, provider_paid: bool, provider_failed: bool) -> Verdict {
+    let ours_paid = held.captured();
+    let ours_gone = held.gone();
+    match (ours_paid, ours_gone, provider_paid, provider_failed) {
+        (true, _, true, _) | (_, true, _, true) => Verdict::Agrees,
+        (_, true, true, _) => Verdict::Revive,
+        (true, _, _, true) => Verdict::Review,
+        _ => Verdict::Undecided,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_provider_decides() {
+        assert_eq!(verdict(PaymentStatus::Paid, true, false), Verdict::Agrees);
+        assert_eq!(verdict(PaymentStatus::Failed, false, true), Verdict::Agrees);
+        assert_eq!(
+            verdict(PaymentStatus::Expired, true, false),
+            Verdict::Revive
+        );
+        assert_eq!(verdict(PaymentStatus::Failed, true, false), Verdict::Revive);
+        assert_eq!(verdict(PaymentStatus::Paid, false, true), Verdict::Review);
+        assert_eq!(
+            verdict(PaymentStatus::Paid, false, false),
+            Verdict::Undecided
+        );
+        assert_eq!(
+            verdict(PaymentStatus::Created, false, false),
+            Verdict::Undecided
+        );
     }
 }

@@ -8,6 +8,7 @@ use jobs::send_receipt::{Content, Kind, Line, render};
 use super::StepResult;
 use crate::Engine;
 use crate::clock::now_ms;
+use crate::domain::OrderStatus;
 use crate::email::Outgoing;
 use crate::store::orders::OrderRow;
 use crate::store::steps::Lease;
@@ -15,8 +16,8 @@ use crate::store::{StoreError, Tx, orders};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let order = order_of(e, lease).await?;
-    let kind = match order.status.as_str() {
-        "refunded" | "refund_pending" => Kind::RefundNotice,
+    let kind = match order.status {
+        OrderStatus::Refunded | OrderStatus::RefundPending => Kind::RefundNotice,
         _ => Kind::Receipt,
     };
     send_once(e, lease, &order, kind).await

@@ -7,6 +7,7 @@ use jobs::{StepKind, Wake};
 use super::audit::record as audit;
 use super::{Result, Store, orders, payments};
 use crate::clock::now_ms;
+use crate::domain::OrderStatus;
 
 /// What [`Store::resolve_order`] did.
 #[derive(Debug)]
@@ -18,7 +19,7 @@ pub enum Resolved {
     NotFound,
     /// Only an order that needs review can be resolved.
     NotInReview {
-        status: String,
+        status: OrderStatus,
     },
 }
 
@@ -44,7 +45,7 @@ impl Store {
         else {
             return Ok(Resolved::NotFound);
         };
-        if order.status != "needs_review" {
+        if order.status != OrderStatus::NeedsReview {
             return Ok(Resolved::NotInReview {
                 status: order.status,
             });
@@ -61,7 +62,13 @@ impl Store {
         .await?
         .rows_affected();
         payments::release_reservations(&mut tx, id).await?;
-        orders::transition(&mut tx, id, &["needs_review"], "resolved").await?;
+        orders::transition(
+            &mut tx,
+            id,
+            &[OrderStatus::NeedsReview],
+            OrderStatus::Resolved,
+        )
+        .await?;
         audit(&mut tx, actor, "order.resolve", id, Some(reason)).await?;
         tx.commit().await?;
         Ok(Resolved::Done { discarded })

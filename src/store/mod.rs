@@ -38,6 +38,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::domain::{OrderStatus, PaymentStatus, RefundStatus, Status, StepStatus};
+
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 /// A write transaction. It dereferences to the connection, so `&mut *tx` is an executor.
@@ -438,28 +440,35 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
 
 /// Moves the row `id` of `table` to status `to` if its status is one of `from`; returns
 /// whether it moved. The conditional update is what keeps every state machine monotonic: a
-/// late or duplicated event finds the row already moved on and changes nothing. `table`
-/// and the states are constants of ours, never input.
-async fn transition(
+/// late or duplicated event finds the row already moved on and changes nothing. A move that
+/// [`Status::may_become`] does not allow is refused as our bug, before anything is written.
+/// `table` is a constant of ours, never input.
+async fn transition<S: Status>(
     tx: &mut Tx,
     table: &'static str,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[S],
+    to: S,
 ) -> Result<bool> {
     transition_setting(tx, table, id, from, to, "").await
 }
 
 /// [`transition`] that also sets `also` (a constant assignment list of ours, such as
 /// `"review_from = status, "`: SET reads the row as it was before the update).
-async fn transition_setting(
+async fn transition_setting<S: Status>(
     tx: &mut Tx,
     table: &'static str,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[S],
+    to: S,
     also: &'static str,
 ) -> Result<bool> {
+    if let Some(f) = from.iter().find(|f| !f.may_become(to)) {
+        return Err(StoreError::Other(format!(
+            "bug: {} {id} may not move from {f} to {to}",
+            S::WHAT
+        )));
+    }
     let list = from
         .iter()
         .map(|s| format!("'{s}'"))
@@ -468,13 +477,44 @@ async fn transition_setting(
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {table} SET {also}status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
     )))
-    .bind(to)
+    .bind(to.as_str())
     .bind(crate::clock::now_ms())
     .bind(id)
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// The statuses are TEXT columns: they are written and read as their words, and a word
+/// that is none of them (a table edited by hand) is an error on reading, not a guess.
+macro_rules! text_columns {
+    ($($t:ty),+) => {$(
+        impl sqlx::Type<Any> for $t {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <str as sqlx::Type<Any>>::type_info()
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, Any> for $t {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <Any as sqlx::Database>::ArgumentBuffer,
+            ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, Any>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, Any> for $t {
+            fn decode(
+                value: <Any as sqlx::Database>::ValueRef<'r>,
+            ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<'r, Any>>::decode(value)?.parse()?)
+            }
+        }
+    )+};
+}
+
+text_columns!(OrderStatus, PaymentStatus, RefundStatus, StepStatus);
 
 #[cfg(test)]
 mod tests {

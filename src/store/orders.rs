@@ -10,7 +10,7 @@
 
 use super::{Result, Store, Tx, catalogue};
 use crate::clock::now_ms;
-use crate::domain::{Currency, EmailAddress, Invalid, OrderId, Sku, parse_qty};
+use crate::domain::{Currency, EmailAddress, Invalid, OrderId, OrderStatus, Sku, parse_qty};
 
 pub use super::rows::{ItemRow, OrderRow};
 
@@ -122,7 +122,7 @@ impl Store {
         Ok(Ok(OrderRow {
             id: id.to_string(),
             customer_email: email.as_str().to_owned(),
-            status: "created".into(),
+            status: OrderStatus::Created,
             total_minor: total,
             currency,
             created_at: now,
@@ -231,26 +231,12 @@ pub async fn items_many(tx: &mut Tx, ids: &[&str]) -> Result<Vec<Vec<ItemRow>>> 
     Ok(out)
 }
 
-/// Every order status (see the module's notes), for filters.
-pub const ORDER_STATUSES: [&str; 10] = [
-    "created",
-    "pending_payment",
-    "paid",
-    "fulfilled",
-    "partially_refunded",
-    "refunded",
-    "payment_failed",
-    "refund_pending",
-    "needs_review",
-    "resolved",
-];
-
 /// Which orders [`Store::find_orders`] lists.
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {
     /// The buyer's address, whatever its case.
     pub email: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<OrderStatus>,
     /// Only orders older than this one (the next page: ids sort by creation).
     pub before_id: Option<String>,
     pub limit: i64,
@@ -262,7 +248,7 @@ impl Store {
     pub async fn find_orders(&self, f: &OrderFilter) -> Result<Vec<OrderRow>> {
         let filters = super::Filters::default()
             .given("lower(customer_email) = lower(?)", f.email.as_deref())
-            .given("status = ?", f.status.as_deref())
+            .given("status = ?", f.status.map(OrderStatus::as_str))
             .given("id < ?", f.before_id.as_deref());
         let sql = format!(
             "SELECT id, customer_email, status, total_minor, currency, created_at FROM orders
@@ -279,9 +265,14 @@ impl Store {
 }
 
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.
-pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
+pub async fn transition(
+    tx: &mut Tx,
+    id: &str,
+    from: &[OrderStatus],
+    to: OrderStatus,
+) -> Result<bool> {
     // Remember where the order stood, for an admin retry to put it back.
-    let also = if to == "needs_review" {
+    let also = if to == OrderStatus::NeedsReview {
         "review_from = status, "
     } else {
         ""
@@ -289,7 +280,7 @@ pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Resul
     let moved = super::transition_setting(tx, "orders", id, from, to, also).await?;
     // The merchant hears of these from here; of paid, fulfilled and refunded where they
     // happen (with what they need to know).
-    if moved && matches!(to, "payment_failed" | "needs_review") {
+    if moved && matches!(to, OrderStatus::PaymentFailed | OrderStatus::NeedsReview) {
         let event = format!("order.{to}");
         super::merchant::emit(tx, &event, &[(id, serde_json::Value::Null)]).await?;
     }

@@ -11,6 +11,8 @@ use super::orders::{ItemRow, OrderRow};
 use super::refunds::RefundRow;
 use super::{Result, Store};
 use crate::clock::now_ms;
+use crate::domain::OrderStatus;
+use crate::domain::{PaymentStatus, StepStatus};
 
 /// One step kind's queue. A pending step is `pending` until its first run and `retrying`
 /// after a run that failed or was cut off (an admin retry starts the count again).
@@ -43,23 +45,12 @@ pub struct Minute {
 #[derive(Debug, Clone, Default)]
 pub struct StepFilter {
     pub kind: Option<StepKind>,
-    pub status: Option<String>,
+    pub status: Option<StepStatus>,
     pub order_id: Option<String>,
     /// Only steps with a smaller id (the next page).
     pub before_id: Option<i64>,
     pub limit: i64,
 }
-
-/// The states a step can be in, for filters.
-pub const STEP_STATUSES: [&str; 7] = [
-    "waiting",
-    "pending",
-    "running",
-    "done",
-    "skipped",
-    "dead",
-    "discarded",
-];
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StepView {
@@ -67,7 +58,7 @@ pub struct StepView {
     pub order_id: String,
     pub payment_id: String,
     pub kind: String,
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: i64,
     pub next_run_at: i64,
     pub worker: Option<String>,
@@ -88,7 +79,7 @@ pub struct PaymentView {
     pub provider: String,
     pub provider_order_id: String,
     pub provider_payment_id: Option<String>,
-    pub status: String,
+    pub status: PaymentStatus,
     pub amount_minor: i64,
     pub currency: String,
     pub created_at: i64,
@@ -153,7 +144,7 @@ pub struct ActionView {
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderRecord {
     pub order: OrderRow,
-    pub review_from: Option<String>,
+    pub review_from: Option<OrderStatus>,
     pub updated_at: i64,
     pub items: Vec<ItemRow>,
     pub payments: Vec<PaymentView>,
@@ -326,7 +317,7 @@ impl Store {
              ORDER BY id DESC LIMIT $5"
         )))
         .bind(f.kind.map_or("", |k| k.as_str()))
-        .bind(f.status.as_deref().unwrap_or(""))
+        .bind(f.status.map_or("", StepStatus::as_str))
         .bind(f.order_id.as_deref().unwrap_or(""))
         .bind(f.before_id.unwrap_or(0))
         .bind(f.limit)
@@ -340,7 +331,7 @@ impl Store {
         struct Head {
             #[sqlx(flatten)]
             order: OrderRow,
-            review_from: Option<String>,
+            review_from: Option<OrderStatus>,
             updated_at: i64,
         }
         let Some(Head {

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{Result, Store, orders};
 use crate::clock::now_ms;
+use crate::domain::OrderStatus;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRow {
@@ -70,14 +71,14 @@ impl Store {
             &mut tx,
             order_id,
             &[
-                "created",
-                "pending_payment",
-                "payment_failed",
-                "paid",
-                "fulfilled",
-                "partially_refunded",
+                OrderStatus::Created,
+                OrderStatus::PendingPayment,
+                OrderStatus::PaymentFailed,
+                OrderStatus::Paid,
+                OrderStatus::Fulfilled,
+                OrderStatus::PartiallyRefunded,
             ],
-            "needs_review",
+            OrderStatus::NeedsReview,
         )
         .await?;
         tx.commit().await?;

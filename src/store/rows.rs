@@ -4,11 +4,13 @@
 
 use serde::Serialize;
 
+use crate::domain::OrderStatus;
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OrderRow {
     pub id: String,
     pub customer_email: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub total_minor: i64,
     pub currency: String,
     pub created_at: i64,

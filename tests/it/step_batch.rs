@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::harness::{Backend, s, spawn, spawn_bare};
 use crate::on_both_stores;
+use fulfilld::domain::StepStatus;
 
 on_both_stores!(
     one_statement_for_many_steps_writes_each_as_alone,
@@ -87,7 +88,7 @@ async fn one_statement_for_many_steps_writes_each_as_alone(backend: Backend) {
     assert!(
         leases
             .iter()
-            .all(|l| l.step.status == "running" && l.step.attempts == 1)
+            .all(|l| l.step.status == StepStatus::Running && l.step.attempts == 1)
     );
     assert_eq!(status(store, a[1]).await, "waiting");
     let lease = |id: i64| -> Lease {

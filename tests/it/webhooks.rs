@@ -7,6 +7,7 @@ use tokio::sync::Barrier;
 
 use crate::harness::{Backend, TestApp, WEBHOOK_SECRET, event_id_of, s, signature, spawn};
 use crate::on_both_stores;
+use fulfilld::domain::PaymentStatus;
 
 on_both_stores!(
     same_event_five_times_concurrently_has_one_effect,
@@ -309,7 +310,8 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
         .await
         .expect("created");
     assert_eq!(
-        p.status, "paid",
+        p.status,
+        PaymentStatus::Paid,
         "recording the checkout later does not undo the payment"
     );
     assert_eq!(app.order(id).await["status"], "paid");

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
 use crate::clock::now_ms;
-use crate::domain::new_id;
+use crate::domain::{OrderStatus, PaymentStatus, StepStatus, new_id};
 use jobs::{StepKind, Wake};
 
 use crate::domain::event::{PaymentChange, PaymentRef};
@@ -27,7 +27,7 @@ pub struct PaymentRow {
     pub provider: String,
     pub provider_order_id: String,
     pub provider_payment_id: Option<String>,
-    pub status: String,
+    pub status: PaymentStatus,
     pub amount_minor: i64,
     pub currency: String,
     pub checkout_url: Option<String>,
@@ -129,7 +129,7 @@ pub enum BeginCheckout {
         sku: String,
     },
     NotPayable {
-        status: String,
+        status: OrderStatus,
     },
     NotFound,
 }
@@ -150,25 +150,23 @@ impl Store {
         let Some(order) = orders::get_in(&mut tx, order_id).await? else {
             return Ok(BeginCheckout::NotFound);
         };
-        match order.status.as_str() {
+        match order.status {
             // A failed or expired payment leaves the order payable again.
-            "created" | "payment_failed" => {}
-            "pending_payment" => {
+            OrderStatus::Created | OrderStatus::PaymentFailed => {}
+            OrderStatus::PendingPayment => {
                 let latest = latest_for_order(&mut *tx, order_id).await?;
                 return Ok(match latest {
-                    Some(p) if p.status == "creating" => BeginCheckout::InProgress,
+                    Some(p) if p.status == PaymentStatus::Creating => BeginCheckout::InProgress,
                     Some(p) => BeginCheckout::Existing(p),
                     None => BeginCheckout::InProgress,
                 });
             }
             other => {
-                return Ok(BeginCheckout::NotPayable {
-                    status: other.to_owned(),
-                });
+                return Ok(BeginCheckout::NotPayable { status: other });
             }
         }
-        let payable = ["created", "payment_failed"];
-        if !orders::transition(&mut tx, order_id, &payable, "pending_payment").await? {
+        let payable = [OrderStatus::Created, OrderStatus::PaymentFailed];
+        if !orders::transition(&mut tx, order_id, &payable, OrderStatus::PendingPayment).await? {
             return Ok(BeginCheckout::InProgress);
         }
         let items = orders::items_in(&mut tx, order_id).await?;
@@ -261,7 +259,13 @@ impl Store {
         // Only while still `creating`: an event may have moved the payment on meanwhile.
         if failed {
             release_reservations(&mut tx, order_id).await?;
-            orders::transition(&mut tx, order_id, &["pending_payment"], "created").await?;
+            orders::transition(
+                &mut tx,
+                order_id,
+                &[OrderStatus::PendingPayment],
+                OrderStatus::Created,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -408,18 +412,30 @@ impl Store {
             // With the order locked, a capture arriving now waits and finds it released.
             let unpaid = orders::lock_in(&mut tx, order_id).await?.is_some_and(|o| {
                 matches!(
-                    o.status.as_str(),
-                    "created" | "pending_payment" | "payment_failed"
+                    o.status,
+                    OrderStatus::Created | OrderStatus::PendingPayment | OrderStatus::PaymentFailed
                 )
             });
             if unpaid {
                 release_reservations(&mut tx, order_id).await?;
                 if let Some(p) = latest_for_order(&mut *tx, order_id).await?
-                    && p.status == "created"
+                    && p.status == PaymentStatus::Created
                     && ending.contains(&p.provider.as_str())
-                    && transition(&mut tx, &p.id, &["created"], "expired").await?
+                    && transition(
+                        &mut tx,
+                        &p.id,
+                        &[PaymentStatus::Created],
+                        PaymentStatus::Expired,
+                    )
+                    .await?
                 {
-                    orders::transition(&mut tx, order_id, &["pending_payment"], "created").await?;
+                    orders::transition(
+                        &mut tx,
+                        order_id,
+                        &[OrderStatus::PendingPayment],
+                        OrderStatus::Created,
+                    )
+                    .await?;
                 }
             }
             tx.commit().await?;

@@ -42,8 +42,8 @@ pub async fn apply(
     p: &PaymentRow,
     change: &PaymentChange,
 ) -> Result<(String, Vec<Wake>)> {
-    let open = ["creating", "created", "pending"];
-    let gone = ["failed", "expired"];
+    use PaymentStatus::{Created, Creating, Pending};
+    let open = [Creating, Created, Pending];
     match change {
         PaymentChange::Paid {
             provider_payment_id,
@@ -68,7 +68,14 @@ pub async fn apply(
         PaymentChange::AwaitingSettlement {
             provider_payment_id,
         } => {
-            if transition(tx, &p.id, &["creating", "created"], "pending").await? {
+            if transition(
+                tx,
+                &p.id,
+                &[PaymentStatus::Creating, PaymentStatus::Created],
+                PaymentStatus::Pending,
+            )
+            .await?
+            {
                 if let Some(ppid) = provider_payment_id {
                     set_provider_payment_id(tx, &p.id, ppid).await?;
                 }
@@ -78,9 +85,9 @@ pub async fn apply(
         }
         PaymentChange::Failed | PaymentChange::Expired => {
             let to = if *change == PaymentChange::Failed {
-                "failed"
+                PaymentStatus::Failed
             } else {
-                "expired"
+                PaymentStatus::Expired
             };
             if transition(tx, &p.id, &open, to).await? {
                 let wake = failed(tx, p).await?;
@@ -88,10 +95,11 @@ pub async fn apply(
             }
         }
         PaymentChange::AttemptFailed => {
-            let now: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
-                .bind(&p.id)
-                .fetch_one(&mut **tx)
-                .await?;
+            let now: PaymentStatus =
+                sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+                    .bind(&p.id)
+                    .fetch_one(&mut **tx)
+                    .await?;
             return Ok((
                 format!("a payment attempt failed; the checkout stays payable (payment is {now})"),
                 Vec::new(),
@@ -102,15 +110,15 @@ pub async fn apply(
     }
     // Nothing moved: another event or the verify call got here first, or the event says
     // the opposite of what we hold. Say which.
-    let now: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+    let now: PaymentStatus = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
         .bind(&p.id)
         .fetch_one(&mut **tx)
         .await?;
-    let held_paid = matches!(now.as_str(), "paid" | "refunded");
+    let held_paid = now.captured();
     // A capture the provider held as pending has settled, one way or the other: the
     // `confirm_capture` step waiting on it reads it now (PayPal's PAYMENT.CAPTURE.COMPLETED
     // or DENIED after a PENDING capture).
-    if now == "paid"
+    if now == PaymentStatus::Paid
         && matches!(change, PaymentChange::Paid { .. } | PaymentChange::Failed)
         && let Some(w) = steps::hurry(tx, &p.order_id, &p.id, StepKind::ConfirmCapture).await?
     {
@@ -120,12 +128,10 @@ pub async fn apply(
         ));
     }
     match change {
-        PaymentChange::Paid { .. } if gone.contains(&now.as_str()) => {
-            contradicted(tx, p, &now, "a capture").await
-        }
-        PaymentChange::Failed if held_paid => contradicted(tx, p, &now, "the payment failed").await,
+        PaymentChange::Paid { .. } if now.gone() => contradicted(tx, p, now, "a capture").await,
+        PaymentChange::Failed if held_paid => contradicted(tx, p, now, "the payment failed").await,
         PaymentChange::Expired if held_paid => {
-            contradicted(tx, p, &now, "the payment expired").await
+            contradicted(tx, p, now, "the payment expired").await
         }
         _ => Ok((format!("no change: payment is {now}"), Vec::new())),
     }
@@ -165,8 +171,8 @@ pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<Wake>> {
     orders::transition(
         tx,
         &p.order_id,
-        &["pending_payment", "paid"],
-        "payment_failed",
+        &[OrderStatus::PendingPayment, OrderStatus::Paid],
+        OrderStatus::PaymentFailed,
     )
     .await?;
     let wake = steps::arm(tx, &p.order_id, &p.id, StepKind::NotifyPaymentFailed).await?;
@@ -178,7 +184,7 @@ pub async fn failed(tx: &mut Tx, p: &PaymentRow) -> Result<Vec<Wake>> {
 pub(super) async fn contradicted(
     tx: &mut Tx,
     p: &PaymentRow,
-    now: &str,
+    now: PaymentStatus,
     what: &str,
 ) -> Result<(String, Vec<Wake>)> {
     let wake = steps::arm(tx, &p.order_id, &p.id, StepKind::ReconcilePayment).await?;
@@ -293,7 +299,7 @@ pub(super) async fn extra_payment(tx: &mut Tx, p: &PaymentRow) -> Result<(String
         &p.order_id,
         &p.id,
         StepKind::RefundExtraPayment,
-        "pending",
+        StepStatus::Pending,
     )
     .await?;
     tracing::warn!(payment_id = %p.id, order_id = %p.order_id, "a second payment was captured for an order already paid; refunding it");
@@ -306,7 +312,12 @@ pub(super) async fn extra_payment(tx: &mut Tx, p: &PaymentRow) -> Result<(String
 }
 
 /// Moves the payment to `to` if it is in one of `from`; returns whether it moved.
-pub async fn transition(tx: &mut Tx, id: &str, from: &[&str], to: &str) -> Result<bool> {
+pub async fn transition(
+    tx: &mut Tx,
+    id: &str,
+    from: &[PaymentStatus],
+    to: PaymentStatus,
+) -> Result<bool> {
     crate::store::transition(tx, "payments", id, from, to).await
 }
 

@@ -43,13 +43,13 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
     let Some(r) = by_id(tx, refund_id).await? else {
         return Ok(("no such refund".into(), Vec::new()));
     };
-    if r.status != "succeeded" || r.applied_at.is_some() {
+    if r.status != RefundStatus::Succeeded || r.applied_at.is_some() {
         return Ok((format!("refund {} is {}", r.id, r.status), Vec::new()));
     }
     let p = payments::by_id(&mut **tx, &r.payment_id)
         .await?
         .ok_or_else(|| crate::store::StoreError::Other("payment vanished".into()))?;
-    if !matches!(p.status.as_str(), "paid" | "refunded") {
+    if !p.status.captured() {
         return Ok((
             format!(
                 "refund {} recorded; applied once the payment is captured",
@@ -76,7 +76,8 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
             .execute(&mut **tx)
             .await?;
         if total(tx, &p.id, true).await? >= p.amount_minor {
-            payments::transition(tx, &p.id, &["paid"], "refunded").await?;
+            payments::transition(tx, &p.id, &[PaymentStatus::Paid], PaymentStatus::Refunded)
+                .await?;
         }
         let wake = steps::arm(tx, &r.order_id, &p.id, StepKind::NotifyRefund).await?;
         return Ok((
@@ -89,7 +90,7 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
         .ok_or_else(|| crate::store::StoreError::Other("order vanished".into()))?;
     let refunded_after = total(tx, &p.id, true).await? + r.amount_minor;
     let full = refunded_after >= p.amount_minor;
-    let in_flight = order.status == "paid";
+    let in_flight = order.status == OrderStatus::Paid;
     if in_flight && !full {
         return Ok((
             format!(
@@ -110,15 +111,15 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
     let credit_note = issue_credit_note(tx, &r).await?;
     let mut wake = Vec::new();
     if full {
-        payments::transition(tx, &p.id, &["paid"], "refunded").await?;
+        payments::transition(tx, &p.id, &[PaymentStatus::Paid], PaymentStatus::Refunded).await?;
         let from = [
-            "paid",
-            "fulfilled",
-            "partially_refunded",
-            "needs_review",
-            "refund_pending",
+            OrderStatus::Paid,
+            OrderStatus::Fulfilled,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::NeedsReview,
+            OrderStatus::RefundPending,
         ];
-        orders::transition(tx, &r.order_id, &from, "refunded").await?;
+        orders::transition(tx, &r.order_id, &from, OrderStatus::Refunded).await?;
         sqlx::query(
             "UPDATE entitlements SET revoked_at = $1 WHERE order_id = $2 AND revoked_at IS NULL",
         )
@@ -152,12 +153,12 @@ pub async fn apply_ready(tx: &mut Tx, refund_id: &str) -> Result<(String, Vec<Wa
         orders::transition(
             tx,
             &r.order_id,
-            &["fulfilled", "needs_review"],
-            "partially_refunded",
+            &[OrderStatus::Fulfilled, OrderStatus::NeedsReview],
+            OrderStatus::PartiallyRefunded,
         )
         .await?;
     }
-    if !in_flight && order.status != "refund_pending" {
+    if !in_flight && order.status != OrderStatus::RefundPending {
         // The buyer had a receipt: tell them of this refund (a refund of an order not yet
         // fulfilled is told by its refund notice instead).
         let armed = steps::arm(tx, &r.order_id, &p.id, StepKind::NotifyRefund).await?;

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::{Result, Store, Tx, catalogue, orders, payments, steps};
 use crate::clock::now_ms;
 use crate::domain::event::{RefundNotice, RefundState};
-use crate::domain::new_id;
+use crate::domain::{OrderStatus, PaymentStatus, RefundStatus, new_id};
 use crate::text::html_escape;
 
 mod apply;
@@ -41,7 +41,7 @@ pub struct RefundRow {
     pub currency: String,
     pub reason: String,
     pub source: String,
-    pub status: String,
+    pub status: RefundStatus,
     pub restock: i64,
     pub last_error: Option<String>,
     pub applied_at: Option<i64>,
@@ -53,7 +53,11 @@ const COLS: &str = "id, payment_id, order_id, provider, provider_refund_id, amou
 
 /// Orders an admin may refund: fulfilled (wholly or partly refunded already), or stopped for
 /// review with the money captured. Orders still being fulfilled are refused until done.
-const REFUNDABLE: [&str; 3] = ["fulfilled", "partially_refunded", "needs_review"];
+const REFUNDABLE: [OrderStatus; 3] = [
+    OrderStatus::Fulfilled,
+    OrderStatus::PartiallyRefunded,
+    OrderStatus::NeedsReview,
+];
 
 /// An admin's refund request.
 #[derive(Debug, Clone)]
@@ -80,7 +84,7 @@ pub enum Requested {
     KeyReused,
     OrderNotFound,
     NotRefundable {
-        status: String,
+        status: OrderStatus,
     },
     /// Nothing is left to refund.
     FullyRefunded,
@@ -99,11 +103,11 @@ async fn by_id(tx: &mut Tx, id: &str) -> Result<Option<RefundRow>> {
 }
 
 /// A refund's status in our store for where it stands at the provider.
-fn status_of(state: RefundState) -> &'static str {
+fn status_of(state: RefundState) -> RefundStatus {
     match state {
-        RefundState::Succeeded => "succeeded",
-        RefundState::Pending => "pending",
-        RefundState::Failed => "failed",
+        RefundState::Succeeded => RefundStatus::Succeeded,
+        RefundState::Pending => RefundStatus::Pending,
+        RefundState::Failed => RefundStatus::Failed,
     }
 }
 
@@ -146,7 +150,7 @@ impl Store {
                     return Ok(Requested::KeyReused);
                 }
                 let row = get(&mut tx, &id).await?;
-                if row.status != "requested" {
+                if row.status != RefundStatus::Requested {
                     return Ok(Requested::Done(row));
                 }
                 let p = payments::by_id(&mut *tx, &row.payment_id)
@@ -159,10 +163,10 @@ impl Store {
         let Some(status) = locked else {
             return Ok(Requested::OrderNotFound);
         };
-        if status == "refunded" {
+        if status == OrderStatus::Refunded {
             return Ok(Requested::FullyRefunded);
         }
-        if !REFUNDABLE.contains(&status.as_str()) {
+        if !REFUNDABLE.contains(&status) {
             return Ok(Requested::NotRefundable { status });
         }
         let p = payments::captured_for_order(&mut tx, r.order_id).await?;

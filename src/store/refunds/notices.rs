@@ -90,13 +90,13 @@ pub(super) async fn upsert_notice(
                     tx,
                     &p.order_id,
                     &[
-                        "paid",
-                        "fulfilled",
-                        "partially_refunded",
-                        "refunded",
-                        "refund_pending",
+                        OrderStatus::Paid,
+                        OrderStatus::Fulfilled,
+                        OrderStatus::PartiallyRefunded,
+                        OrderStatus::Refunded,
+                        OrderStatus::RefundPending,
                     ],
-                    "needs_review",
+                    OrderStatus::NeedsReview,
                 )
                 .await?;
                 return Ok(Err(format!(

@@ -5,7 +5,13 @@ use super::*;
 
 /// A step that went dead stops its order for a human: it cannot finish on its own.
 pub(super) async fn stop_for_review(tx: &mut Tx, order_id: &str) -> Result<bool> {
-    orders::transition(tx, order_id, &["paid", "refund_pending"], "needs_review").await
+    orders::transition(
+        tx,
+        order_id,
+        &[OrderStatus::Paid, OrderStatus::RefundPending],
+        OrderStatus::NeedsReview,
+    )
+    .await
 }
 
 /// One run of a step, as its attempt history records it.
@@ -104,7 +110,7 @@ pub async fn advance_many(
          ORDER BY order_id, position",
         crate::store::placeholders(2, distinct.len())
     );
-    let mut q = sqlx::query_as::<_, (String, i64, String, String)>(sqlx::AssertSqlSafe(sql))
+    let mut q = sqlx::query_as::<_, (String, i64, StepStatus, String)>(sqlx::AssertSqlSafe(sql))
         .persistent(distinct.len() == 1)
         .bind(StepKind::OUTSIDE_PIPELINE);
     for d in &distinct {
@@ -116,7 +122,7 @@ pub async fn advance_many(
     for (order, first, chainer) in &distinct {
         // The rows come in order of position within each order: the first is the next step.
         match rows.iter().find(|r| r.0 == *order) {
-            Some((_, id, status, kind)) if status == "waiting" => {
+            Some((_, id, StepStatus::Waiting, kind)) => {
                 let chain = chainer.and_then(|i| orders[i].1.map(|c| (i, c)));
                 match chain
                     .filter(|(_, c)| StepKind::parse(kind).is_some_and(|k| c.into.contains(&k)))
@@ -136,7 +142,7 @@ pub async fn advance_many(
         .filter(|_| !claim.is_empty())
     {
         let ids: Vec<i64> = claim.iter().map(|c| c.0).collect();
-        for lease in lease_many(tx, &ids, "waiting", now, c.lease_ms, &c.worker).await? {
+        for lease in lease_many(tx, &ids, StepStatus::Waiting, now, c.lease_ms, &c.worker).await? {
             if let Some((_, i)) = claim.iter().find(|(id, _)| *id == lease.step.id) {
                 out[*i].1 = Some(lease);
             }

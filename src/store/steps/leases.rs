@@ -115,7 +115,15 @@ pub async fn claim_many(
     lease_ms: u64,
     worker: &str,
 ) -> Result<Vec<Lease>> {
-    lease_many(tx, step_ids, "pending", now_ms(), lease_ms, worker).await
+    lease_many(
+        tx,
+        step_ids,
+        StepStatus::Pending,
+        now_ms(),
+        lease_ms,
+        worker,
+    )
+    .await
 }
 
 /// Leases each step that is in `from` (and due, for `pending`): a new lease token, one
@@ -123,7 +131,7 @@ pub async fn claim_many(
 pub(super) async fn lease_many(
     conn: &mut sqlx::AnyConnection,
     step_ids: &[i64],
-    from: &str,
+    from: StepStatus,
     now: i64,
     lease_ms: u64,
     worker: &str,

@@ -16,7 +16,7 @@ use sqlx::{FromRow, Row};
 
 use super::{Backend, Result, Store, Tx, orders};
 use crate::clock::now_ms;
-use crate::domain::new_id;
+use crate::domain::{OrderStatus, StepStatus, new_id};
 
 mod advance;
 mod leases;
@@ -31,7 +31,7 @@ pub struct StepRow {
     pub payment_id: String,
     pub kind: String,
     pub position: i64,
-    pub status: String,
+    pub status: StepStatus,
     /// Runs so far, ever.
     pub attempts: i64,
     /// Runs before the current retry budget began (an admin retry or a re-arm).
@@ -91,11 +91,11 @@ pub async fn insert(
     order_id: &str,
     payment_id: &str,
     kind: StepKind,
-    status: &str,
+    status: StepStatus,
 ) -> Result<Option<Wake>> {
     let now = now_ms();
     // A pending step is woken right after the commit; enqueued_at says so to the sweeper.
-    let enqueued_at = (status == "pending").then_some(now);
+    let enqueued_at = (status == StepStatus::Pending).then_some(now);
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO steps (order_id, payment_id, kind, position, status, next_run_at, enqueued_at, created_at, updated_at, request_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8)
@@ -137,9 +137,9 @@ pub async fn create_pipelines(
         let (o, p, c) = (2 + 3 * i, 3 + 3 * i, 4 + 3 * i);
         for (k, kind) in StepKind::FULFILMENT.into_iter().enumerate() {
             let (status, enqueued) = if k == 0 {
-                ("pending", "$1")
+                (StepStatus::Pending, "$1")
             } else {
-                ("waiting", "NULL")
+                (StepStatus::Waiting, "NULL")
             };
             if i + k > 0 {
                 sql.push(',');
@@ -155,7 +155,7 @@ pub async fn create_pipelines(
         " ON CONFLICT (order_id, kind, payment_id) DO NOTHING RETURNING id, order_id, payment_id, kind, status",
     );
     let mut q =
-        sqlx::query_as::<_, (i64, String, String, String, String)>(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as::<_, (i64, String, String, String, StepStatus)>(sqlx::AssertSqlSafe(sql))
             .persistent(false)
             .bind(now_ms());
     for (o, p, c) in pairs {
@@ -164,7 +164,7 @@ pub async fn create_pipelines(
     let rows = q.fetch_all(&mut **tx).await?;
     let mut out = vec![Vec::new(); pairs.len()];
     for (id, order, payment, kind, status) in rows {
-        if status != "pending" {
+        if status != StepStatus::Pending {
             continue;
         }
         let (Some(i), Some(kind)) = (
@@ -198,8 +198,15 @@ impl Store {
     pub async fn claim(&self, step_id: i64, lease_ms: u64, worker: &str) -> Result<Option<Lease>> {
         let _writer = self.write_guard().await;
         let mut conn = self.pool.acquire().await?;
-        let leases =
-            lease_many(&mut conn, &[step_id], "pending", now_ms(), lease_ms, worker).await?;
+        let leases = lease_many(
+            &mut conn,
+            &[step_id],
+            StepStatus::Pending,
+            now_ms(),
+            lease_ms,
+            worker,
+        )
+        .await?;
         Ok(leases.into_iter().next())
     }
 
@@ -221,12 +228,12 @@ impl Store {
         // is due `delay` after that.
         let now = now_ms();
         let (status, next) = if dead {
-            ("dead", now)
+            (StepStatus::Dead, now)
         } else if waiting {
-            ("pending", now + jobs::WAITING_RETRY_MS)
+            (StepStatus::Pending, now + jobs::WAITING_RETRY_MS)
         } else {
             let delay = policy.delay_ms(attempts, &mut rand::rng());
-            ("pending", now + delay as i64)
+            (StepStatus::Pending, now + delay as i64)
         };
         // A wait is not an attempt: the base moves with the count.
         let r = sqlx::query(
@@ -392,7 +399,11 @@ impl Store {
                                   lease_expiries = $4, updated_at = $2
                  WHERE id = $5 AND lease_token = $6 AND status = 'running'",
             )
-            .bind(if poison { "dead" } else { "pending" })
+            .bind(if poison {
+                StepStatus::Dead
+            } else {
+                StepStatus::Pending
+            })
             .bind(now)
             .bind(&message)
             .bind(expiries)
