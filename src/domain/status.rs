@@ -3,7 +3,9 @@
 //! (`store::transition`) refuses a move this rule does not allow, so a wrong move in the
 //! code is an error the first time it runs rather than an order in a state nobody planned.
 //! The same words are the columns' text and the API's JSON, so a status is spelt in exactly
-//! two places: here, and in SQL text.
+//! two places: here, and in SQL text. The moves made by SQL alone (a batch's orders to paid
+//! or fulfilled, refund rows, step leases) follow the same edges but are not checked when
+//! they run; they should go through `store::transition` once the state machines are core/.
 
 use std::fmt;
 
