@@ -147,6 +147,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a path parameter of `expected_type` must be, in the API's words.
+fn must_be(expected_type: &str) -> String {
+    if expected_type.starts_with(['i', 'u']) {
+        "must be a number".to_owned()
+    } else {
+        format!("must be a {expected_type}")
+    }
+}
+
 /// Path parameters, like axum's `Path`, whose rejection (text that is not UTF-8, a number
 /// that is not one) is a 422 in the API's error shape rather than axum's plain-text 400.
 #[derive(Debug)]
@@ -163,8 +172,31 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Param(v)),
+            // A value that is not what the route wants names its parameter: `id: must be a
+            // number`, with `field` set, like every other refused input.
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
+                ErrorKind::ParseErrorAtKey {
+                    key, expected_type, ..
+                } => Err(Invalid::new(key.as_str(), must_be(expected_type)).into()),
+                // A route with one parameter: axum does not say its name, the route does.
+                ErrorKind::ParseError { expected_type, .. } => {
+                    let raw = axum::extract::RawPathParams::from_request_parts(parts, state).await;
+                    let key = raw
+                        .ok()
+                        .and_then(|r| r.iter().next().map(|(k, _)| k.to_owned()))
+                        .unwrap_or_else(|| "path".to_owned());
+                    Err(Invalid::new(key, must_be(expected_type)).into())
+                }
+                _ => Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    e.body_text(),
+                )),
+            },
             Err(r) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_field",

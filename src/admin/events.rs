@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,9 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Actor;
-use super::queues::{id_param, limit_param, optional_body, query};
+use super::queues::{limit_param, optional_body, query};
 use crate::Engine;
-use crate::api::ApiError;
+use crate::api::{ApiError, Param};
 use crate::providers::headers_from_kept;
 
 #[derive(Debug, Deserialize)]
@@ -56,11 +55,10 @@ struct ReplayBody {
 async fn replay(
     State(e): State<Arc<Engine>>,
     Actor(who): Actor,
-    id: Result<Path<i64>, PathRejection>,
+    Param(id): Param<i64>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: ReplayBody = optional_body(&body)?;
-    let id = id_param(id)?;
     let stored = e
         .store
         .get_event(id)

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,9 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Actor;
-use super::queues::{
-    Action, id_param, limit_param, next_before, optional_body, query, reason, status_param,
-};
+use super::queues::{Action, limit_param, next_before, optional_body, query, reason, status_param};
 use crate::Engine;
 use crate::api::{ApiError, Param};
 use crate::domain::{Invalid, parse_duration_ms};
@@ -234,9 +232,8 @@ async fn deliveries(
 /// `GET /api/admin/webhook-deliveries/{id}`: the delivery, its payload and its attempts.
 async fn delivery(
     State(e): State<Arc<Engine>>,
-    id: Result<Path<i64>, PathRejection>,
+    Param(id): Param<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = id_param(id)?;
     let (d, attempts) = e
         .store
         .delivery(id)
@@ -253,11 +250,10 @@ async fn delivery(
 async fn retry(
     State(e): State<Arc<Engine>>,
     Actor(who): Actor,
-    id: Result<Path<i64>, PathRejection>,
+    Param(id): Param<i64>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let a: Action = optional_body(&body)?;
-    let id = id_param(id)?;
     let why = reason(&a.reason, false)?;
     if !e.store.retry_delivery(id, &who, why.as_deref()).await? {
         return Err(match e.store.delivery(id).await? {

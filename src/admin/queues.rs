@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::Actor;
 use crate::Engine;
-use crate::api::ApiError;
+use crate::api::{ApiError, Param};
 use crate::domain::Invalid;
 use crate::store::dead_letters::Filter;
 use crate::store::overview::StepFilter;
@@ -131,11 +130,6 @@ async fn list_steps(
 }
 
 /// A numeric id in the path, or a 422 that says it is not one.
-pub(super) fn id_param(p: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
-    p.map(|Path(id)| id)
-        .map_err(|_| Invalid::new("id", "must be a number").into())
-}
-
 /// Query parameters, or a 422 that says which one is wrong.
 pub(super) fn query<T>(
     params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
@@ -248,11 +242,10 @@ pub(super) struct Action {
 async fn retry_one(
     State(e): State<Arc<Engine>>,
     Actor(who): Actor,
-    id: Result<Path<i64>, PathRejection>,
+    Param(id): Param<i64>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let a: Action = optional_body(&body)?;
-    let id = id_param(id)?;
     let why = reason(&a.reason, false)?;
     let r = e
         .store
@@ -267,11 +260,10 @@ async fn retry_one(
 async fn discard_one(
     State(e): State<Arc<Engine>>,
     Actor(who): Actor,
-    id: Result<Path<i64>, PathRejection>,
+    Param(id): Param<i64>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let a: Action = optional_body(&body)?;
-    let id = id_param(id)?;
     let why = reason(&a.reason, true)?.unwrap_or_default();
     if !e.store.discard_dead(id, &who, &why).await? {
         return Err(not_dead(id));
@@ -282,9 +274,8 @@ async fn discard_one(
 
 async fn attempts(
     State(e): State<Arc<Engine>>,
-    id: Result<Path<i64>, PathRejection>,
+    Param(id): Param<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = id_param(id)?;
     let attempts = e.store.step_attempts(id).await?;
     Ok(Json(json!({ "step_id": id, "attempts": attempts })))
 }
