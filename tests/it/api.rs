@@ -37,6 +37,12 @@ async fn bad_input_names_the_field(backend: Backend) {
             422,
             "items[1].qty",
         ),
+        // The cap holds for the merged line: two lines of 10,000 are not one of 20,000.
+        (
+            json!({"customer_email": "a@b.com", "items": [{"sku": "SEAT", "qty": 10000}, {"sku": "SEAT", "qty": 10000}]}),
+            422,
+            "items[0].qty",
+        ),
         (
             json!({"customer_email": "not-an-email", "items": [{"sku": "SEAT", "qty": 1}]}),
             422,
