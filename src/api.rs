@@ -174,14 +174,17 @@ where
     ) -> Result<Self, Self::Rejection> {
         use axum::extract::path::ErrorKind;
         use axum::extract::rejection::PathRejection;
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(v)) => Ok(Param(v)),
-            // A value that is not what the route wants names its parameter: `id: must be a
-            // number`, with `field` set, like every other refused input.
-            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
+        let r = match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => return Ok(Param(v)),
+            Err(r) => r,
+        };
+        // A value that is not what the route wants names its parameter: `id: must be a
+        // number`, with `field` set, like every other refused input.
+        if let PathRejection::FailedToDeserializePathParams(e) = &r {
+            match e.kind() {
                 ErrorKind::ParseErrorAtKey {
                     key, expected_type, ..
-                } => Err(Invalid::new(key.as_str(), must_be(expected_type)).into()),
+                } => return Err(Invalid::new(key.as_str(), must_be(expected_type)).into()),
                 // A route with one parameter: axum does not say its name, the route does.
                 ErrorKind::ParseError { expected_type, .. } => {
                     let raw = axum::extract::RawPathParams::from_request_parts(parts, state).await;
@@ -189,19 +192,15 @@ where
                         .ok()
                         .and_then(|r| r.iter().next().map(|(k, _)| k.to_owned()))
                         .unwrap_or_else(|| "path".to_owned());
-                    Err(Invalid::new(key, must_be(expected_type)).into())
+                    return Err(Invalid::new(key, must_be(expected_type)).into());
                 }
-                _ => Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    e.body_text(),
-                )),
-            },
-            Err(r) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                r.body_text(),
-            )),
+                _ => {}
+            }
         }
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            r.body_text(),
+        ))
     }
 }

@@ -55,6 +55,16 @@ macro_rules! statuses {
             }
         }
 
+        impl Status for $name {
+            const WHAT: &'static str = $what;
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+            fn may_become(self, to: Self) -> bool {
+                self.rule(to)
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -136,12 +146,9 @@ statuses! {
     }
 }
 
-impl Status for OrderStatus {
-    const WHAT: &'static str = "order";
-    fn as_str(self) -> &'static str {
-        OrderStatus::as_str(self)
-    }
-    fn may_become(self, to: Self) -> bool {
+impl OrderStatus {
+    /// The edges of the state machine (see [`Status::may_become`]).
+    fn rule(self, to: Self) -> bool {
         use OrderStatus::*;
         let from = self;
         let edge = match to {
@@ -170,12 +177,9 @@ impl Status for OrderStatus {
     }
 }
 
-impl Status for PaymentStatus {
-    const WHAT: &'static str = "payment";
-    fn as_str(self) -> &'static str {
-        PaymentStatus::as_str(self)
-    }
-    fn may_become(self, to: Self) -> bool {
+impl PaymentStatus {
+    /// The edges of the state machine (see [`Status::may_become`]).
+    fn rule(self, to: Self) -> bool {
         use PaymentStatus::*;
         let from = self;
         match to {
@@ -193,12 +197,9 @@ impl Status for PaymentStatus {
     }
 }
 
-impl Status for RefundStatus {
-    const WHAT: &'static str = "refund";
-    fn as_str(self) -> &'static str {
-        RefundStatus::as_str(self)
-    }
-    fn may_become(self, to: Self) -> bool {
+impl RefundStatus {
+    /// The edges of the state machine (see [`Status::may_become`]).
+    fn rule(self, to: Self) -> bool {
         use RefundStatus::*;
         let from = self;
         match to {
@@ -210,12 +211,9 @@ impl Status for RefundStatus {
     }
 }
 
-impl Status for StepStatus {
-    const WHAT: &'static str = "step";
-    fn as_str(self) -> &'static str {
-        StepStatus::as_str(self)
-    }
-    fn may_become(self, to: Self) -> bool {
+impl StepStatus {
+    /// The edges of the state machine (see [`Status::may_become`]).
+    fn rule(self, to: Self) -> bool {
         use StepStatus::*;
         let from = self;
         match to {
