@@ -291,10 +291,7 @@ async fn purge(
     let a: Action = optional_body(&body)?;
     let why = reason(&a.reason, false)?;
     let dropped = e.queue.purge().await?;
-    let due = e.store.forget_enqueued().await?;
-    e.store
-        .audit_action(&who, "queue.purge", "queue", why.as_deref())
-        .await?;
+    let due = e.store.forget_enqueued(&who, why.as_deref()).await?;
     tracing::warn!(actor = %who, dropped, due, "admin emptied the queue; the sweeper re-sends due steps");
     Ok(Json(
         json!({ "dropped": dropped, "due_steps_to_resend": due }),

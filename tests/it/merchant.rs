@@ -32,6 +32,7 @@ on_both_stores!(
     the_cli_manages_endpoints_and_shows_deliveries,
     a_failed_payment_is_told,
     a_delivery_whose_sender_died_is_sent_again,
+    endpoint_changes_secret_reads_and_purges_are_audited,
 );
 
 /// What the receiver got: `webhook-id`, `webhook-timestamp`, `webhook-signature`, body.
@@ -781,6 +782,80 @@ async fn a_delivery_whose_sender_died_is_sent_again(backend: Backend) {
     assert_eq!(
         (&after[0]["status"], &after[0]["attempts"]),
         (&json!("delivered"), &json!(2))
+    );
+    app.finish().await;
+}
+
+/// Issue 20.6: every endpoint change, each read of its secret and a queue purge writes one
+/// audit row (in the effect's own transaction), under the token's name with the caller's
+/// named person beside it; a refused change writes none.
+async fn endpoint_changes_secret_reads_and_purges_are_audited(backend: Backend) {
+    let app = app_with(backend, &[]).await;
+    let (id, _) = endpoint(&app, "http://127.0.0.1:9/hook", json!(["order.paid"])).await;
+    let path = format!("/api/admin/webhook-endpoints/{id}");
+    for change in [json!({"description": "erp"}), json!({"enabled": false})] {
+        let (status, r) = app.admin("PATCH", &path, Some(change)).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let (status, r) = app
+        .admin(
+            "POST",
+            &format!("{path}/rotate-secret"),
+            Some(json!({"grace": "0s"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let (status, r) = app.admin("GET", &format!("{path}/secret"), None).await;
+    assert_eq!(status, 200, "{r}");
+    let (status, r) = app
+        .admin(
+            "POST",
+            "/api/admin/queue/purge",
+            Some(json!({"reason": "drill"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    // Refused: no such endpoint, a field it does not have. Nothing is recorded for them.
+    let (status, _) = app
+        .admin(
+            "PATCH",
+            "/api/admin/webhook-endpoints/ep_nope",
+            Some(json!({"description": "x"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .admin("PATCH", &path, Some(json!({"colour": "red"})))
+        .await;
+    assert_eq!(status, 422);
+
+    let (status, log) = app.admin("GET", "/api/admin/audit?actor=admin", None).await;
+    assert_eq!(status, 200, "{log}");
+    let rows: Vec<(&str, &str, &str)> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|a| s(&a["action"]).starts_with("endpoint.") || a["action"] == "queue.purge")
+        .map(|a| {
+            assert_eq!(a["said_by"], "test-operator", "{a}");
+            (
+                s(&a["action"]),
+                s(&a["target"]),
+                a["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("queue.purge", "queue", "drill"),
+            ("endpoint.read_secret", id.as_str(), ""),
+            ("endpoint.rotate_secret", id.as_str(), ""),
+            ("endpoint.disable", id.as_str(), ""),
+            ("endpoint.update", id.as_str(), ""),
+            ("endpoint.create", id.as_str(), "http://127.0.0.1:9/hook"),
+        ],
+        "{log:#}"
     );
     app.finish().await;
 }

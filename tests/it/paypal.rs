@@ -17,6 +17,7 @@ on_both_stores!(
     paypal_sold_out_order_is_refunded_through_paypal,
     paypal_short_capture_needs_review,
     paypal_pending_capture_waits_for_settlement,
+    paypal_capture_lost_to_another_is_read_back,
 );
 
 /// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
@@ -498,5 +499,46 @@ async fn paypal_pending_capture_waits_for_settlement(backend: Backend) {
     }
     // The completed one was sold, the denied one's seats went back.
     assert_eq!(app.stock("SEAT").await.0, 3);
+    app.finish().await;
+}
+
+/// Our capture loses the race to another one (the buyer's JS SDK captured, or a second
+/// deployment did): PayPal answers 422 `ORDER_ALREADY_CAPTURED`, which means "read the
+/// order", not "failed". The verify call reads the completed capture back and the order is
+/// fulfilled once, with the capture PayPal made.
+async fn paypal_capture_lost_to_another_is_read_back(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "raced@example.com", 1).await;
+    approve(
+        &app,
+        &pp_order,
+        json!({"webhook": "none", "capture": "elsewhere"}),
+    )
+    .await;
+    let (status, v) = app
+        .verify_with(&id, "paypal", json!({"orderID": pp_order}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid", "{v}");
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    let o = pp_order_state(&app, &pp_order).await;
+    assert_eq!(o["status"], "COMPLETED", "{o}");
+    let captures = o["purchase_units"][0]["payments"]["captures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(captures.len(), 1, "one capture only: {o}");
+    assert_eq!(
+        app.provider_payment_id(&id).await.as_deref(),
+        Some(s(&captures[0]["id"]))
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    assert_eq!(app.stock("SEAT").await.0, 4);
     app.finish().await;
 }

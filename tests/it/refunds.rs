@@ -619,7 +619,8 @@ async fn signed_but_senseless_refunds_are_parked(backend: Backend) {
 
 /// A signed event that fails to apply every time it is tried (here it would give our
 /// refund the provider id another refund row already holds: a unique violation) is tried a
-/// few times, then parked with the reason; the events after it are applied all along.
+/// few times, then parked with the reason; the events after it are applied all along. It is
+/// listed (API, CLI, `/metrics`) and, once the cause is fixed, replayed: applied, unparked.
 async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 50_000, 5).await;
@@ -674,6 +675,62 @@ async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
         metrics.contains("fulfilld_webhook_events_parked 1\n"),
         "{metrics}"
     );
+    let stored = parked["events"][0]["id"].as_i64().expect("stored id");
+    // The CLI lists it too, and only it.
+    let cli = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"));
+        c.args(["admin", "--url", &app.url])
+            .args(args)
+            .env("FULFILLD__ADMIN__TOKEN", ADMIN_TOKEN);
+        async move { c.output().await.expect("fulfilld admin") }
+    };
+    let out = cli(&["events", "list", "--parked"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1, "{listed}");
+    assert!(
+        lines[0].contains("evt_poison") && lines[0].contains("not applied"),
+        "{listed}"
+    );
+    // The fix: an operator finds the provider's refund was booked on the wrong row and
+    // frees its id. Replayed, the parked event now applies, and is parked no more.
+    sqlx::query("UPDATE refunds SET provider_refund_id = $1 WHERE provider_refund_id = $2")
+        .bind("re_moved_aside")
+        .bind("re_senseless_1")
+        .execute(&app.store.pool)
+        .await
+        .expect("fix");
+    let out = cli(&["events", "replay", &stored.to_string()]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("event {stored}: ")),
+        "{out:?}"
+    );
+    let outcome = app.event_outcome("evt_poison").await;
+    assert!(
+        !outcome.starts_with("not applied") && !outcome.starts_with("parked"),
+        "{outcome}"
+    );
+    let booked: String = sqlx::query_scalar("SELECT status FROM refunds WHERE id = $1")
+        .bind(s(&ours["id"]))
+        .fetch_one(&app.store.pool)
+        .await
+        .expect("our refund");
+    assert_eq!(booked, "succeeded");
+    let (_, parked) = app
+        .admin("GET", "/api/admin/events?parked=true", None)
+        .await;
+    assert_eq!(parked["events"], json!([]), "{parked:#}");
+    let metrics = crate::observability::scrape(&app).await;
+    assert!(
+        metrics.contains("fulfilld_webhook_events_parked 0\n"),
+        "{metrics}"
+    );
+    let (_, log) = app
+        .admin("GET", "/api/admin/audit?action=event.replay", None)
+        .await;
+    assert_eq!(log["entries"][0]["target"], stored.to_string(), "{log:#}");
     app.finish().await;
 }
 

@@ -158,26 +158,6 @@ impl PayPal {
         cert_url: &str,
         now_s: i64,
     ) -> Result<RsaPublicKey, WebhookError> {
-        let cached = |k: &str, stamp: Option<SystemTime>| {
-            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            keys.get(k)
-                .filter(|t| t.not_after_s >= now_s && t.stamp == stamp)
-                .map(|t| t.key.clone())
-        };
-        let remember = |k: String, t: TrustedKey| {
-            let key = t.key.clone();
-            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            // PayPal signs with a handful of certificates at a time: past this many, the
-            // ones out of date go, then (if still full) all but the one just read.
-            if keys.len() >= 64 {
-                keys.retain(|_, t| t.not_after_s >= now_s);
-                if keys.len() >= 64 {
-                    keys.clear();
-                }
-            }
-            keys.insert(k, t);
-            key
-        };
         if let Some(path) = &self.cert_file {
             let name = path.display().to_string();
             let unreadable = |e: std::io::Error| {
@@ -186,17 +166,28 @@ impl PayPal {
             let stamp = std::fs::metadata(path)
                 .and_then(|m| m.modified())
                 .map_err(unreadable)?;
-            if let Some(k) = cached(&name, Some(stamp)) {
+            if let Some(k) = self.cached(&name, Some(stamp), now_s) {
                 return Ok(k);
             }
             let pem = std::fs::read(path).map_err(unreadable)?;
             let mut t = key_from_pem(&pem, now_s)
                 .map_err(|e| WebhookError::Unavailable(format!("{name}: {e}")))?;
             t.stamp = Some(stamp);
-            return Ok(remember(name, t));
+            return Ok(self.remember(name, t, now_s));
         }
         let url = cert_url_allowed(cert_url).map_err(WebhookError::Signature)?;
-        if let Some(k) = cached(url.as_str(), None) {
+        self.key_at(&url, now_s).await
+    }
+
+    /// The key of the certificate at `url` (already allowed): cached while valid; a failed
+    /// fetch answered from memory for [`CERT_FAILURE_TTL`]; one fetch in flight at a time,
+    /// so a burst of webhooks naming a new certificate downloads it once.
+    pub(super) async fn key_at(
+        &self,
+        url: &url::Url,
+        now_s: i64,
+    ) -> Result<RsaPublicKey, WebhookError> {
+        if let Some(k) = self.cached(url.as_str(), None, now_s) {
             return Ok(k);
         }
         let recent_failure = || {
@@ -214,18 +205,18 @@ impl PayPal {
         }
         let _one_at_a_time = self.fetching.lock().await;
         // Another webhook's fetch may have finished while this one waited.
-        if let Some(k) = cached(url.as_str(), None) {
+        if let Some(k) = self.cached(url.as_str(), None, now_s) {
             return Ok(k);
         }
         if let Some(err) = recent_failure() {
             return Err(err);
         }
-        let fetched = match self.fetch_cert(&url).await {
+        let fetched = match self.fetch_cert(url).await {
             Ok(pem) => key_from_pem(&pem, now_s).map_err(|e| (e, false)),
             Err(e) => Err((e, true)),
         };
         match fetched {
-            Ok(t) => Ok(remember(url.to_string(), t)),
+            Ok(t) => Ok(self.remember(url.to_string(), t, now_s)),
             Err((why, unavailable)) => {
                 let why = format!("cannot use the certificate {url}: {why}");
                 let mut failed = self
@@ -246,6 +237,29 @@ impl PayPal {
                 })
             }
         }
+    }
+
+    /// A kept key still valid at `now_s` (and, for a file, read at its `stamp`).
+    fn cached(&self, k: &str, stamp: Option<SystemTime>, now_s: i64) -> Option<RsaPublicKey> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.get(k)
+            .filter(|t| t.not_after_s >= now_s && t.stamp == stamp)
+            .map(|t| t.key.clone())
+    }
+
+    /// Keeps a certificate's key. PayPal signs with a handful of certificates at a time:
+    /// past 64, the ones out of date go, then (if still full) all but the one just read.
+    fn remember(&self, k: String, t: TrustedKey, now_s: i64) -> RsaPublicKey {
+        let key = t.key.clone();
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= 64 {
+            keys.retain(|_, t| t.not_after_s >= now_s);
+            if keys.len() >= 64 {
+                keys.clear();
+            }
+        }
+        keys.insert(k, t);
+        key
     }
 
     /// The certificate chain at `url`: no redirect followed, at most [`CERT_MAX_BYTES`].

@@ -260,3 +260,167 @@ fn cert_urls_outside_paypal_are_refused() {
         assert!(cert_url_allowed(bad).is_err(), "{bad}");
     }
 }
+
+/// A local stand-in for PayPal's certificate host: `/cert` serves a certificate, `/moved`
+/// redirects to it, `/big` is larger than any chain, `/hang` never answers, `/broken` fails.
+/// Answers its base URL and how many requests each of `/cert` and `/broken` got.
+async fn cert_host() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (certs, broken) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, b) = (certs.clone(), broken.clone());
+    let app = axum::Router::new()
+        .route(
+            "/cert",
+            get(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                async { include_str!("../../../tests/fixtures/paypal/cert.pem") }
+            }),
+        )
+        .route(
+            "/moved",
+            get(|| async { axum::response::Redirect::temporary("/cert") }),
+        )
+        .route("/big", get(|| async { "A".repeat(CERT_MAX_BYTES + 1) }))
+        .route("/hang", get(std::future::pending::<&'static str>))
+        .route(
+            "/broken",
+            get(move || {
+                b.fetch_add(1, Ordering::SeqCst);
+                async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), certs, broken)
+}
+
+fn cert_client() -> PayPal {
+    let c = config::PayPal {
+        enabled: true,
+        client_id: "id".into(),
+        client_secret: "secret".into(),
+        webhook_id: "WH-1".into(),
+        api_base: "https://api-m.sandbox.paypal.com".into(),
+        webhook_verification: PayPalVerification::Certificate,
+        webhook_cert_file: String::new(),
+        webhook_tolerance_secs: 300,
+    };
+    PayPal::new(&c, reqwest::Client::new())
+}
+
+fn url(base: &str, path: &str) -> url::Url {
+    url::Url::parse(&format!("{base}{path}")).expect("url")
+}
+
+/// Issue 20.3: a certificate fetch follows no redirect, reads at most [`CERT_MAX_BYTES`] and
+/// gives up after its timeout.
+#[tokio::test]
+async fn a_certificate_fetch_is_bounded() {
+    use std::sync::atomic::Ordering;
+    let (base, certs, _) = cert_host().await;
+    let mut pp = cert_client();
+    let now = 1_800_000_000;
+    assert!(pp.key_at(&url(&base, "/cert"), now).await.is_ok());
+    assert_eq!(certs.load(Ordering::SeqCst), 1);
+
+    let moved = pp.fetch_cert(&url(&base, "/moved")).await;
+    assert!(
+        moved.as_ref().is_err_and(|e| e.contains("307")),
+        "{moved:?}"
+    );
+    assert_eq!(
+        certs.load(Ordering::SeqCst),
+        1,
+        "the redirect is not followed"
+    );
+
+    let big = pp.fetch_cert(&url(&base, "/big")).await;
+    assert!(
+        big.as_ref()
+            .is_err_and(|e| e.contains(&format!("larger than {CERT_MAX_BYTES} bytes"))),
+        "{big:?}"
+    );
+
+    // The engine's timeout is seconds; this client's is short so the test is too. The host
+    // never answers, so only the timeout can end the fetch.
+    pp.cert_http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let hung = tokio::time::timeout(Duration::from_secs(30), pp.fetch_cert(&url(&base, "/hang")))
+        .await
+        .expect("the fetch's own timeout ends it");
+    assert!(hung.is_err(), "{hung:?}");
+}
+
+/// Issue 20.3: a failed fetch is answered from memory for a while (a burst of forged
+/// webhooks naming a broken URL costs one request), then tried again.
+#[tokio::test]
+async fn a_failed_certificate_fetch_is_remembered_briefly() {
+    use std::sync::atomic::Ordering;
+    let (base, _, broken) = cert_host().await;
+    let pp = cert_client();
+    let at = url(&base, "/broken");
+    let first = pp.key_at(&at, 1_800_000_000).await;
+    let again = pp.key_at(&at, 1_800_000_000).await;
+    for r in [&first, &again] {
+        assert!(
+            matches!(r, Err(WebhookError::Unavailable(why)) if why.contains("HTTP 500")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        broken.load(Ordering::SeqCst),
+        1,
+        "the failure was remembered"
+    );
+    // Once the memory has lapsed, the next webhook fetches again.
+    pp.failed_fetches
+        .lock()
+        .expect("failures")
+        .values_mut()
+        .for_each(|(until, _)| *until = Instant::now());
+    assert!(pp.key_at(&at, 1_800_000_000).await.is_err());
+    assert_eq!(broken.load(Ordering::SeqCst), 2);
+}
+
+/// Issue 20.3: many webhooks naming one new certificate at once download it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_certificate_fetch_at_a_time() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let (base, certs, _) = cert_host().await;
+    let pp = Arc::new(cert_client());
+    let at = url(&base, "/cert");
+    let n = 16;
+    let gate = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (pp, gate, at) = (pp.clone(), gate.clone(), at.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                pp.key_at(&at, 1_800_000_000).await
+            })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for t in tasks {
+        keys.push(t.await.expect("task").expect("key"));
+    }
+    assert!(keys.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        certs.load(Ordering::SeqCst),
+        1,
+        "fetched once for {n} webhooks"
+    );
+}

@@ -197,7 +197,7 @@ pub(super) async fn capture(
     if let Some(r) = replay(&sb, &key) {
         return r;
     }
-    let (order, captured) = {
+    let (order, captured, elsewhere) = {
         let mut st = sb.state();
         let plan = st.plans.get(&id).cloned();
         let Some(o) = st.orders.get_mut(&id) else {
@@ -222,6 +222,11 @@ pub(super) async fn capture(
             capture: "completed".into(),
             amount: None,
         });
+        // Another capture of this order (the buyer's JS SDK, another deployment) wins the
+        // race: the order is captured, and this call answers as PayPal answers a second
+        // capture of an `intent=CAPTURE` order (Orders v2 capture errors,
+        // <https://developer.paypal.com/api/rest/reference/orders/v2/errors/>).
+        let elsewhere = plan.capture == "elsewhere";
         if plan.capture == "declined" {
             return unprocessable(
                 "INSTRUMENT_DECLINED",
@@ -262,7 +267,7 @@ pub(super) async fn capture(
         o.links = order_links(&base, o);
         let order = o.clone();
         st.captures.insert(capture.id.clone(), id.clone());
-        (order, capture)
+        (order, capture, elsewhere)
     };
     let kind = if captured.status == "PENDING" {
         "PAYMENT.CAPTURE.PENDING"
@@ -273,6 +278,12 @@ pub(super) async fn capture(
         .courier
         .deliver(vec![capture_event(kind, &captured)], Copies::ONCE, 0)
         .await;
+    if elsewhere {
+        return unprocessable(
+            "ORDER_ALREADY_CAPTURED",
+            "Order already captured.If 'intent=CAPTURE' only one capture per order is allowed.",
+        );
+    }
     let body = serde_json::to_value(&order).unwrap_or_default();
     remember(&sb, key, StatusCode::CREATED, body)
 }
@@ -328,11 +339,14 @@ pub(super) async fn approve(
         Err(r) => return r,
     };
     let capture = d.capture.unwrap_or_else(|| "completed".into());
-    if !matches!(capture.as_str(), "completed" | "pending" | "declined") {
+    if !matches!(
+        capture.as_str(),
+        "completed" | "pending" | "declined" | "elsewhere"
+    ) {
         return invalid_request(
             "INVALID_PARAMETER_VALUE",
             "capture",
-            "capture must be \"completed\", \"pending\" or \"declined\"",
+            "capture must be \"completed\", \"pending\", \"declined\" or \"elsewhere\"",
         );
     }
     let payer_id = pp_id()[..13].to_owned();

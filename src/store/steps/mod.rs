@@ -433,14 +433,17 @@ impl Store {
     }
 
     /// Forgets that any due step's wake-up is in flight, so the sweeper's next pass sends
-    /// every one again (after the queue lost or dropped its wake-ups).
-    pub async fn forget_enqueued(&self) -> Result<u64> {
-        let _writer = self.write_guard().await;
+    /// every one again (after the queue lost or dropped its wake-ups); `actor`'s purge is
+    /// audited in the same transaction.
+    pub async fn forget_enqueued(&self, actor: &str, reason: Option<&str>) -> Result<u64> {
+        let mut tx = self.begin().await?;
         let r = sqlx::query(
             "UPDATE steps SET enqueued_at = NULL WHERE status = 'pending' AND enqueued_at IS NOT NULL",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        crate::store::audit::record(&mut tx, actor, "queue.purge", "queue", reason).await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
     }
 
