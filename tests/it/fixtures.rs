@@ -262,6 +262,7 @@ async fn paypal_events_as_documented_are_applied(backend: Backend) {
     fill.push(("{{CAPTURE}}", capture));
     for name in [
         "PAYMENT.CAPTURE.COMPLETED",
+        "CHECKOUT.ORDER.COMPLETED",
         "PAYMENT.CAPTURE.PENDING",
         "CUSTOMER.DISPUTE.CREATED",
     ] {
@@ -282,6 +283,8 @@ async fn paypal_events_as_documented_are_applied(backend: Backend) {
     // Contradictions of a captured payment are read back from PayPal, which says completed.
     for name in [
         "PAYMENT.CAPTURE.DENIED",
+        "PAYMENT.CAPTURE.DECLINED",
+        "CHECKOUT.PAYMENT-APPROVAL.REVERSED",
         "CHECKOUT.ORDER.VOIDED",
         "PAYMENT.CAPTURE.REVERSED",
     ] {

@@ -1,6 +1,7 @@
-//! Money as each provider counts it: the sandbox's record of what each provider was asked to
+//! Money as each provider counts it, for JPY, KRW, ISK, HUF, TWD, MGA, KWD, INR and USD at
+//! each provider that takes them: the sandbox's record of what each provider was asked to
 //! charge (its own digits: Stripe's ISK with two, MGA with none; PayPal's HUF, JPY and TWD
-//! whole), a payment that goes on to be fulfilled (the capture check reads it back), and
+//! whole; Razorpay's ISO minor units), a payment that goes on to be fulfilled (the capture check reads it back), and
 //! prices or checkouts a provider cannot take refused up front with the rule named.
 
 use serde_json::{Value, json};
@@ -107,7 +108,13 @@ async fn each_provider_is_asked_for_the_price_in_its_own_digits(backend: Backend
         ("stripe", "INR", 50_000, units(50_000)),
         ("razorpay", "INR", 50_000, units(50_000)),
         ("razorpay", "USD", 1000, units(1000)),
+        // Razorpay counts in ISO minor units, whatever the currency.
         ("razorpay", "JPY", 500, units(500)),
+        ("razorpay", "KRW", 5000, units(5000)),
+        ("razorpay", "ISK", 1000, units(1000)),
+        ("razorpay", "HUF", 100_000, units(100_000)),
+        ("razorpay", "TWD", 10_000, units(10_000)),
+        ("razorpay", "MGA", 500_000, units(500_000)),
         ("razorpay", "KWD", 10_990, units(10_990)),
         ("paypal", "USD", 1000, dec("10.00")),
         ("paypal", "JPY", 500, dec("500")),
@@ -173,28 +180,35 @@ async fn a_price_or_checkout_a_provider_cannot_take_is_refused_up_front(backend:
         .expect("json");
     assert_eq!(products["products"], json!([]), "nothing was stored");
 
-    // A currency PayPal does not take: the checkout is refused before PayPal is called,
-    // and the stock it held is back.
-    let (status, body) = put_price(&app, "WON", "KRW", 5000).await;
-    assert_eq!(status, 200, "{body}");
-    let order = app
-        .create_order("won@example.com", json!([{"sku": "WON", "qty": 2}]))
-        .await;
-    let id = s(&order["id"]).to_owned();
-    let (status, e) = app.try_checkout_with(&id, "paypal").await;
-    assert_eq!(
-        (status, s(&e["error"]["code"])),
-        (422, "not_chargeable"),
-        "{e}"
-    );
-    assert!(
-        s(&e["error"]["message"]).contains("paypal does not take KRW"),
-        "{e}"
-    );
-    assert_eq!(app.stock("WON").await, (10, 0));
-    // Another provider takes it.
-    let (status, co) = app.try_checkout_with(&id, "stripe").await;
-    assert_eq!(status, 201, "{co}");
+    // Currencies PayPal does not take (KRW, ISK, MGA, KWD are not on its list): the
+    // checkout is refused before PayPal is called, and the stock it held is back; another
+    // provider takes it.
+    for (sku, currency, price) in [
+        ("WON", "KRW", 5000),
+        ("KRONA", "ISK", 1000),
+        ("ARIARY", "MGA", 500_000),
+        ("DINAR", "KWD", 10_990),
+    ] {
+        let (status, body) = put_price(&app, sku, currency, price).await;
+        assert_eq!(status, 200, "{body}");
+        let order = app
+            .create_order("won@example.com", json!([{"sku": sku, "qty": 2}]))
+            .await;
+        let id = s(&order["id"]).to_owned();
+        let (status, e) = app.try_checkout_with(&id, "paypal").await;
+        assert_eq!(
+            (status, s(&e["error"]["code"])),
+            (422, "not_chargeable"),
+            "{currency}: {e}"
+        );
+        assert!(
+            s(&e["error"]["message"]).contains(&format!("paypal does not take {currency}")),
+            "{e}"
+        );
+        assert_eq!(app.stock(sku).await, (10, 0), "{currency}");
+        let (status, co) = app.try_checkout_with(&id, "stripe").await;
+        assert_eq!(status, 201, "{currency}: {co}");
+    }
 
     // The sandbox holds each provider to its documented rule, whatever a client sends.
     let r = app

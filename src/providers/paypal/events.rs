@@ -44,13 +44,18 @@ pub fn normalize(body: &[u8]) -> Result<ProviderEvent, String> {
             let order = c.supplementary_data.and_then(|s| s.related_ids.order_id);
             (order, c.custom_id, change)
         }
-        // The buyer's approval was taken back before capture.
+        // The buyer's approval was taken back before capture. The resource names the order
+        // by `order_id` and carries its purchase units (PayPal's webhook event names,
+        // <https://developer.paypal.com/api/rest/webhooks/event-names/#orders>).
         "CHECKOUT.PAYMENT-APPROVAL.REVERSED" => {
             let order = ev.resource["order_id"]
                 .as_str()
                 .or_else(|| ev.resource["id"].as_str())
                 .map(str::to_owned);
-            (order, None, PaymentChange::Failed)
+            let custom = ev.resource["purchase_units"][0]["custom_id"]
+                .as_str()
+                .map(str::to_owned);
+            (order, custom, PaymentChange::Failed)
         }
         // Money back to the buyer: a refund (ours or from the dashboard) or a reversal
         // (a dispute decided against the shop). The resource is the refund; its `up` link
