@@ -13,6 +13,8 @@
 //!   admin alike.
 //! - [`intake`]: the axum routes — webhooks, the shop API, health.
 //! - [`providers`]: signature checks, event normalization and API clients per provider.
+//! - [`core`]: the state machines that decide what a payment change or a stored event
+//!   does; they move rows through `store`.
 //! - [`store`]: the SQL source of truth (SQLite or Postgres), one module per aggregate.
 //! - [`queue`]: wake-ups for the workers, and the sweeper that makes losing them harmless.
 //! - [`pipeline`]: apalis workers that run one step per wake-up, and the group commit of
@@ -37,6 +39,7 @@ pub mod api;
 pub mod background;
 pub mod clock;
 pub mod config;
+pub mod core;
 pub mod demo;
 pub mod domain;
 pub mod email;

@@ -101,10 +101,15 @@ async fn replay(
                 api
             })?
     };
-    let replayed = e
-        .store
-        .replay_event(&stored, &event, b.dry_run, e.config.refunds.restock, &who)
-        .await?;
+    let replayed = crate::core::events::replay(
+        &e.store,
+        &stored,
+        &event,
+        b.dry_run,
+        e.config.refunds.restock,
+        &who,
+    )
+    .await?;
     e.queue.wake(&replayed.wake);
     tracing::info!(actor = %who, event = id, dry_run = b.dry_run, changed = replayed.changed,
         outcome = %replayed.outcome, "admin replayed a webhook event");

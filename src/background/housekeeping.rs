@@ -81,7 +81,7 @@ async fn stale_payments(e: &Engine) {
                 continue;
             }
         };
-        match e.store.apply_change(&p.id, &state.change).await {
+        match crate::core::payments::apply_change(&e.store, &p.id, &state.change).await {
             Ok((outcome, wake)) => {
                 tracing::info!(payment_id = %p.id, order_id = %p.order_id, %outcome, "stale payment looked up at its provider");
                 e.queue.wake(&wake);

@@ -93,15 +93,14 @@ pub async fn run(
             Ok(events) => {
                 summary.missed_events = events.len();
                 for (ev, raw) in events {
-                    let r = e
-                        .store
-                        .record_event(
-                            &ev,
-                            &raw,
-                            crate::store::events::BACKFILL_HEADERS,
-                            e.config.refunds.restock,
-                        )
-                        .await?;
+                    let r = crate::core::events::record(
+                        &e.store,
+                        &ev,
+                        &raw,
+                        crate::store::events::BACKFILL_HEADERS,
+                        e.config.refunds.restock,
+                    )
+                    .await?;
                     e.queue.wake(&r.wake);
                     if !r.duplicate {
                         findings.push(Finding {
@@ -206,7 +205,7 @@ async fn compare(
         );
         return Ok(Some(finding("needs_review", Some(&p), detail)));
     }
-    let (outcome, wake) = e.store.apply_change(&p.id, &s.change).await?;
+    let (outcome, wake) = crate::core::payments::apply_change(&e.store, &p.id, &s.change).await?;
     e.queue.wake(&wake);
     let quiet = ["no change", "duplicate", "ignored"];
     if quiet.iter().any(|q| outcome.starts_with(q)) {

@@ -163,7 +163,7 @@ async fn apply(e: &Engine, tx: &mut Tx, taken: &[Unapplied]) -> Result<Vec<Wake>
         })
         .collect();
     let ids: Vec<Option<i64>> = read.iter().map(|(t, _)| Some(t.id)).collect();
-    let applied = events::apply_stored(tx, &incoming, &ids).await?;
+    let applied = crate::core::events::apply_stored(tx, &incoming, &ids).await?;
     for ((t, ev), a) in read.iter().zip(&applied) {
         tracing::debug!(event = t.id, request_id = t.request_id, provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type, outcome = %a.outcome, "webhook applied");
     }

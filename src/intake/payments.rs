@@ -216,7 +216,8 @@ async fn verify(
                 "the payment provider did not answer; try again, or keep polling the order",
             )
         })?;
-        let (outcome, wake) = e.store.apply_change(&payment.id, &state.change).await?;
+        let (outcome, wake) =
+            crate::core::payments::apply_change(&e.store, &payment.id, &state.change).await?;
         e.queue.wake(&wake);
         outcome
     };

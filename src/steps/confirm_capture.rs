@@ -42,7 +42,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             "payment failed at capture",
         )
         .await?;
-        let mut wake = payments::failed(&mut tx, &payment).await?;
+        let mut wake = crate::core::payments::failed(&mut tx, &payment).await?;
         wake.extend(complete(tx, lease, &format!("capture failed: {}", state.state)).await?);
         return Ok(wake);
     }

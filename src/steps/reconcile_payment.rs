@@ -54,7 +54,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
                 if let Some(ppid) = &state.provider_payment_id {
                     payments::set_provider_payment_id(&mut tx, &p.id, ppid).await?;
                 }
-                let (what, w) = payments::captured(&mut tx, &p).await?;
+                let (what, w) = crate::core::payments::captured(&mut tx, &p).await?;
                 wake = w;
                 format!("captured after we gave it up ({}): {what}", state.state)
             }
@@ -77,7 +77,7 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
             )
         }
         Verdict::Undecided if p.status.open() => {
-            let (what, w) = payments::apply(&mut tx, &p, &state.change).await?;
+            let (what, w) = crate::core::payments::apply(&mut tx, &p, &state.change).await?;
             wake = w;
             what
         }

@@ -1,15 +1,13 @@
-//! Webhook events: every verified event is stored with its raw body, once. Recording an
-//! event and applying what it means to the payment, the order, the stock and the
-//! fulfilment pipeline happen in one transaction — either all of it is durable before the
-//! provider hears 200, or none of it is and the provider retries.
+//! Webhook events' rows: every verified event is stored with its raw body, once, then its
+//! outcome; transmission ids; parked events. What an event does is `core::events`, in the
+//! same transaction as its row — either all of it is durable before the provider hears
+//! 200, or none of it is and the provider retries.
 
-use jobs::Wake;
 use serde::Serialize;
 
-use super::payments::PaymentRow;
-use super::{Backend, Result, Store, StoreError, Tx, payments, refunds, value_rows};
+use super::{Backend, Result, Store, Tx, value_rows};
 use crate::clock::now_ms;
-use crate::domain::event::{PaymentChange, ProviderEvent};
+use crate::domain::event::ProviderEvent;
 
 /// The header that marks a stored event as read back from the provider's API
 /// (reconciliation's backfill, authentic by the API's own authentication) rather than
@@ -82,47 +80,7 @@ impl Store {
     }
 }
 
-/// What recording an event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    /// The event id was seen before: nothing happened.
-    pub duplicate: bool,
-    /// A short description stored with the event (`paid`, `no change: payment is paid`, …).
-    pub outcome: String,
-    /// Steps to wake after commit.
-    pub wake: Vec<Wake>,
-}
-
 impl Store {
-    #[tracing::instrument(skip(self, ev, raw), fields(provider = ev.provider, event_id = %ev.event_id, kind = %ev.event_type))]
-    pub async fn record_event(
-        &self,
-        ev: &ProviderEvent,
-        raw: &[u8],
-        headers: &str,
-        restock_default: bool,
-    ) -> Result<Recorded> {
-        let mut tx = self.begin().await?;
-        let cause = tx.cause.clone();
-        let one = Incoming {
-            ev,
-            raw,
-            headers,
-            restock_default,
-            request_id: cause.as_deref(),
-        };
-        let r = record_batch(&mut tx, &[one])
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Other("recording an event returned nothing".into()))?;
-        if r.duplicate {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
-        Ok(r)
-    }
-
     /// How many events are stored for a provider (used by tests and the admin overview).
     pub async fn count_events(&self, provider: &str) -> Result<i64> {
         Ok(
@@ -143,114 +101,6 @@ pub struct Incoming<'a> {
     pub restock_default: bool,
     /// The request that brought it (stored with it; the steps it causes carry it).
     pub request_id: Option<&'a str>,
-}
-
-/// What recording one event did, before its outcome is written back.
-struct Applied {
-    outcome: String,
-    payment_id: Option<String>,
-    wake: Vec<Wake>,
-}
-
-/// Records events and applies them, in the caller's transaction (which the caller commits
-/// — or, when every event was a duplicate, may simply roll back: nothing was written).
-pub async fn record_batch(tx: &mut Tx, batch: &[Incoming<'_>]) -> Result<Vec<Recorded>> {
-    let ids = append(tx, batch).await?;
-    apply_stored(tx, batch, &ids).await
-}
-
-/// Applies stored events (`ids[i]` is `batch[i]`'s row; `None`: a duplicate, left alone)
-/// and writes their outcomes, in the caller's transaction. A batch costs a fixed handful of
-/// statements on the hot path (paid events of open payments): their payments and orders
-/// move and their pipelines are created by one statement each. Every other event takes the
-/// full path, one by one, after them — events that arrived together have no order among
-/// themselves, so any serial order is a true one.
-pub async fn apply_stored(
-    tx: &mut Tx,
-    batch: &[Incoming<'_>],
-    ids: &[Option<i64>],
-) -> Result<Vec<Recorded>> {
-    let mut applied: Vec<Option<Applied>> = batch.iter().map(|_| None).collect();
-    // Paid events that name their payment by the provider's order id: the first per payment.
-    let mut fast: Vec<usize> = Vec::new();
-    let mut named: Vec<(&str, &str, Option<&str>)> = Vec::new();
-    for (i, inc) in batch.iter().enumerate() {
-        let (
-            Some(_),
-            PaymentChange::Paid {
-                provider_payment_id,
-            },
-            Some(poid),
-        ) = (ids[i], &inc.ev.change, inc.ev.provider_order_id.as_deref())
-        else {
-            continue;
-        };
-        if !named
-            .iter()
-            .any(|(p, o, _)| *p == inc.ev.provider && *o == poid)
-        {
-            fast.push(i);
-            named.push((inc.ev.provider, poid, provider_payment_id.as_deref()));
-        }
-    }
-    // The payments that moved, each beside the event that moved it.
-    let mut unpaired = payments::mark_paid_many(tx, &named).await?;
-    let (mut moved, mut moved_at) = (Vec::new(), Vec::new());
-    for (&i, (provider, poid, _)) in fast.iter().zip(&named) {
-        if let Some(k) = unpaired
-            .iter()
-            .position(|p| p.provider == *provider && p.provider_order_id == *poid)
-        {
-            moved.push(unpaired.swap_remove(k));
-            moved_at.push(i);
-        }
-    }
-    let causes: Vec<Option<&str>> = moved_at.iter().map(|&i| batch[i].request_id).collect();
-    let captured = payments::captured_many(tx, &moved, &causes).await?;
-    for ((i, p), (outcome, wake)) in moved_at.into_iter().zip(moved).zip(captured) {
-        applied[i] = Some(Applied {
-            outcome,
-            payment_id: Some(p.id),
-            wake,
-        });
-    }
-    for (i, inc) in batch.iter().enumerate() {
-        if ids[i].is_none() || applied[i].is_some() {
-            continue;
-        }
-        let payment = payment_for(tx, inc.ev).await?;
-        // The steps this event arms carry its request's id, not the batch's.
-        let batch_cause = std::mem::replace(&mut tx.cause, inc.request_id.map(str::to_owned));
-        let applying = apply_event(tx, inc.ev, payment.as_ref(), inc.restock_default).await;
-        tx.cause = batch_cause;
-        let (outcome, wake) = applying?;
-        applied[i] = Some(Applied {
-            outcome,
-            payment_id: payment.map(|p| p.id),
-            wake,
-        });
-    }
-    let stored: Vec<(i64, &Applied)> = ids
-        .iter()
-        .zip(&applied)
-        .filter_map(|(id, a)| Some(((*id)?, a.as_ref()?)))
-        .collect();
-    set_outcomes(tx, &stored).await?;
-    Ok(applied
-        .into_iter()
-        .map(|a| match a {
-            Some(a) => Recorded {
-                duplicate: false,
-                outcome: a.outcome,
-                wake: a.wake,
-            },
-            None => Recorded {
-                duplicate: true,
-                outcome: "duplicate".into(),
-                wake: Vec::new(),
-            },
-        })
-        .collect())
 }
 
 /// Stores the events, each `(provider, event id)` once, with outcome `received` (not
@@ -372,8 +222,20 @@ pub async fn set_unapplicable(tx: &mut Tx, id: i64, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes each stored event's outcome and payment, in one statement.
-async fn set_outcomes(tx: &mut Tx, stored: &[(i64, &Applied)]) -> Result<()> {
+/// A parked event replayed (after a fix) is parked no more: it gets `outcome`.
+pub async fn unpark(tx: &mut Tx, id: i64, outcome: &str) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_events SET outcome = $1 WHERE id = $2 AND {PARKED}"
+    )))
+    .bind(outcome)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes each stored event's `(row id, outcome, payment)`, in one statement.
+pub async fn set_outcomes(tx: &mut Tx, stored: &[(i64, &str, Option<&str>)]) -> Result<()> {
     if stored.is_empty() {
         return Ok(());
     }
@@ -383,46 +245,11 @@ async fn set_outcomes(tx: &mut Tx, stored: &[(i64, &Applied)]) -> Result<()> {
          FROM (VALUES {values}) AS v WHERE webhook_events.id = v.column1"
     )))
     .persistent(false);
-    for (id, a) in stored {
-        q = q.bind(*id).bind(&a.outcome).bind(a.payment_id.as_deref());
+    for (id, outcome, payment) in stored {
+        q = q.bind(*id).bind(*outcome).bind(*payment);
     }
     q.execute(&mut **tx).await?;
     Ok(())
-}
-
-/// The payment of ours an event is about, if any.
-async fn payment_for(tx: &mut Tx, ev: &ProviderEvent) -> Result<Option<PaymentRow>> {
-    match (&ev.provider_order_id, &ev.provider_payment_id) {
-        (Some(id), _) => {
-            payments::find_for_event(tx, ev.provider, id, ev.payment_ref.as_deref()).await
-        }
-        (None, Some(ppid)) => payments::by_provider_payment(tx, ev.provider, ppid).await,
-        (None, None) => Ok(None),
-    }
-}
-
-/// Applies what an event means, in the caller's transaction: the outcome to store with it,
-/// and the steps to wake after commit. Idempotent: applying an event again finds every
-/// state moved on already and changes nothing.
-async fn apply_event(
-    tx: &mut Tx,
-    ev: &ProviderEvent,
-    payment: Option<&PaymentRow>,
-    restock_default: bool,
-) -> Result<(String, Vec<Wake>)> {
-    Ok(match (payment, &ev.change) {
-        (_, PaymentChange::Ignored) => ("ignored: event type not handled".to_owned(), Vec::new()),
-        (None, PaymentChange::Refunded(n)) if ev.provider_payment_id.is_some() => {
-            let ppid = ev.provider_payment_id.as_deref().unwrap_or_default();
-            let outcome = refunds::hold_unplaced(tx, ev.provider, ppid, n, restock_default).await?;
-            (outcome, Vec::new())
-        }
-        (None, _) => ("ignored: no payment of ours matches".to_owned(), Vec::new()),
-        (Some(p), PaymentChange::Refunded(n)) => {
-            refunds::record_notice(tx, p, n, restock_default).await?
-        }
-        (Some(p), change) => payments::apply(tx, p, change).await?,
-    })
 }
 
 /// A stored event, as replay needs it.
@@ -447,28 +274,9 @@ pub struct StoredEvent {
     pub request_id: Option<String>,
 }
 
-/// A state that replaying an event moved (or would move).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Transition {
-    pub what: String,
-    pub from: Option<String>,
-    pub to: String,
-}
-
-/// What replaying an event did, or (dry run) would do.
-#[derive(Debug, Clone, Serialize)]
-pub struct Replayed {
-    pub dry_run: bool,
-    pub outcome: String,
-    /// False: the event was applied already, and replaying it changed nothing.
-    pub changed: bool,
-    pub transitions: Vec<Transition>,
-    #[serde(skip)]
-    pub wake: Vec<Wake>,
-}
-
-/// The states an event can move: its payment, its order, and the order's steps.
-async fn snapshot(tx: &mut Tx, payment_id: &str) -> Result<Vec<(String, String)>> {
+/// The states an event can move: its payment, its order, the order's steps and refunds, as
+/// `(what, status)` sorted.
+pub async fn snapshot(tx: &mut Tx, payment_id: &str) -> Result<Vec<(String, String)>> {
     let mut v: Vec<(String, String)> = sqlx::query_as(
         "SELECT 'payment ' || id, status FROM payments WHERE id = $1
          UNION ALL SELECT 'order ' || o.id, o.status FROM orders o
@@ -482,23 +290,6 @@ async fn snapshot(tx: &mut Tx, payment_id: &str) -> Result<Vec<(String, String)>
     .await?;
     v.sort();
     Ok(v)
-}
-
-fn diff(before: &[(String, String)], after: &[(String, String)]) -> Vec<Transition> {
-    after
-        .iter()
-        .filter_map(|(what, to)| {
-            let from = before
-                .iter()
-                .find(|(w, _)| w == what)
-                .map(|(_, s)| s.clone());
-            (from.as_ref() != Some(to)).then(|| Transition {
-                what: what.clone(),
-                from,
-                to: to.clone(),
-            })
-        })
-        .collect()
 }
 
 impl Store {
@@ -543,59 +334,5 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
-    }
-
-    /// Applies a stored (and re-verified) event again, through the same path as when it
-    /// arrived, and reports every state it moved. A dry run rolls all of it back.
-    pub async fn replay_event(
-        &self,
-        stored: &StoredEvent,
-        ev: &ProviderEvent,
-        dry_run: bool,
-        restock_default: bool,
-        actor: &str,
-    ) -> Result<Replayed> {
-        let mut tx = self.begin().await?;
-        let payment = payment_for(&mut tx, ev).await?;
-        let before = match &payment {
-            Some(p) => snapshot(&mut tx, &p.id).await?,
-            None => Vec::new(),
-        };
-        let (outcome, wake) = apply_event(&mut tx, ev, payment.as_ref(), restock_default).await?;
-        // An event that named no payment may have placed one (a refund held for later).
-        let after = match payment_for(&mut tx, ev).await? {
-            Some(p) => snapshot(&mut tx, &p.id).await?,
-            None => Vec::new(),
-        };
-        let transitions = diff(&before, &after);
-        let changed = !transitions.is_empty() || !wake.is_empty();
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            super::audit::record(
-                &mut tx,
-                actor,
-                "event.replay",
-                &stored.id.to_string(),
-                Some(&outcome),
-            )
-            .await?;
-            // A parked event replayed (after a fix) is parked no more.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE webhook_events SET outcome = $1 WHERE id = $2 AND {PARKED}"
-            )))
-            .bind(&outcome)
-            .bind(stored.id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(Replayed {
-            dry_run,
-            outcome,
-            changed,
-            transitions,
-            wake: if dry_run { Vec::new() } else { wake },
-        })
     }
 }

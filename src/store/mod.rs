@@ -453,6 +453,22 @@ async fn transition<S: Status>(
     transition_setting(tx, table, id, from, to, "").await
 }
 
+/// The SQL list (`'a', 'b'`) of the statuses `from`, once the rule allows each of them to
+/// become `to`: a move it does not allow is a bug, refused before anything is written. Every
+/// status move in SQL, of one row or of a batch, takes its `IN (…)` list from here.
+pub(crate) fn moves_from<S: Status>(from: &[S], to: S, what: &str) -> Result<String> {
+    if let Some(f) = from.iter().find(|f| !f.may_become(to)) {
+        return Err(StoreError::Other(format!(
+            "bug: {what} may not move from {f} to {to}"
+        )));
+    }
+    Ok(from
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 /// [`transition`] that also sets `also` (a constant assignment list of ours, such as
 /// `"review_from = status, "`: SET reads the row as it was before the update).
 async fn transition_setting<S: Status>(
@@ -463,17 +479,7 @@ async fn transition_setting<S: Status>(
     to: S,
     also: &'static str,
 ) -> Result<bool> {
-    if let Some(f) = from.iter().find(|f| !f.may_become(to)) {
-        return Err(StoreError::Other(format!(
-            "bug: {} {id} may not move from {f} to {to}",
-            S::WHAT
-        )));
-    }
-    let list = from
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = moves_from(from, to, &format!("{} {id}", S::WHAT))?;
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {table} SET {also}status = $1, updated_at = $2 WHERE id = $3 AND status IN ({list})"
     )))

@@ -264,6 +264,35 @@ impl Store {
     }
 }
 
+/// Moves each of these orders that is still payable to paid, in one statement: the ids
+/// that moved (an order paid already by another payment does not).
+pub async fn mark_paid_many(tx: &mut Tx, ids: &[&str]) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let payable = super::moves_from(
+        &[
+            OrderStatus::PendingPayment,
+            OrderStatus::PaymentFailed,
+            OrderStatus::Created,
+        ],
+        OrderStatus::Paid,
+        "orders",
+    )?;
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+        "UPDATE orders SET status = 'paid', updated_at = $1
+         WHERE status IN ({payable}) AND id IN ({})
+         RETURNING id",
+        super::placeholders(2, ids.len())
+    )))
+    .persistent(false)
+    .bind(crate::clock::now_ms());
+    for id in ids {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(&mut **tx).await?)
+}
+
 /// Moves the order to `to` if it is in one of `from`. Returns whether it moved.
 pub async fn transition(
     tx: &mut Tx,

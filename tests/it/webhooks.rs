@@ -297,9 +297,7 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
             provider_payment_id: Some("pi_fast".into()),
         },
     };
-    let rec = app
-        .store
-        .record_event(&ev, b"{}", "{}", false)
+    let rec = fulfilld::core::events::record(&app.store, &ev, b"{}", "{}", false)
         .await
         .expect("record");
     assert_eq!(rec.outcome, "paid");
@@ -323,8 +321,7 @@ async fn event_that_overtakes_the_checkout_commit_is_not_lost(backend: Backend) 
         ..ev
     };
     assert!(
-        app.store
-            .record_event(&foreign, b"{}", "{}", false)
+        fulfilld::core::events::record(&app.store, &foreign, b"{}", "{}", false)
             .await
             .expect("record")
             .outcome
@@ -509,8 +506,9 @@ async fn stored_event_is_replayed_once_with_a_dry_run_first(backend: Backend) {
 /// with a delivery repeated inside it, two paid events for one payment, a payment that is
 /// not ours and an unhandled type. Each gets what it would have got alone.
 async fn one_batch_of_mixed_events_is_recorded_as_if_one_by_one(backend: Backend) {
+    use fulfilld::core::events::record_batch;
     use fulfilld::providers::{PaymentChange, ProviderEvent};
-    use fulfilld::store::events::{Incoming, record_batch};
+    use fulfilld::store::events::Incoming;
 
     let app = spawn(backend, &[]).await;
     app.put_sku("SEAT", 1000, 10).await;

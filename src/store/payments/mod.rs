@@ -9,12 +9,11 @@
 
 use serde::Serialize;
 
-use super::{Result, Store, StoreError, Tx, catalogue, orders, refunds, steps};
+use super::{Result, Store, Tx, catalogue, orders};
 use crate::clock::now_ms;
-use crate::domain::{OrderStatus, PaymentStatus, StepStatus, new_id};
-use jobs::{StepKind, Wake};
+use crate::domain::{OrderStatus, PaymentStatus, new_id};
 
-use crate::domain::event::{PaymentChange, PaymentRef};
+use crate::domain::event::PaymentRef;
 
 mod transitions;
 
@@ -269,22 +268,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Applies a change learned from the provider's API (the browser's verify call) to the
-    /// payment, in its own transaction — the same transition a webhook would make.
-    pub async fn apply_change(
-        &self,
-        payment_id: &str,
-        change: &PaymentChange,
-    ) -> Result<(String, Vec<Wake>)> {
-        let mut tx = self.begin().await?;
-        let p = by_id(&mut *tx, payment_id)
-            .await?
-            .ok_or_else(|| StoreError::Other(format!("payment {payment_id} vanished")))?;
-        let applied = apply(&mut tx, &p, change).await?;
-        tx.commit().await?;
-        Ok(applied)
     }
 
     /// The payment a provider knows as `provider_order_id`.

@@ -266,6 +266,24 @@ pub fn waiting_sql(p: &str, o: &str) -> String {
     )
 }
 
+/// Which of these payments have refunds waiting for them (see [`waiting_sql`]): nearly
+/// never any.
+pub async fn payments_with_waiting(tx: &mut Tx, payment_ids: &[&str]) -> Result<Vec<String>> {
+    if payment_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM payments WHERE id IN ({}) AND {} > 0",
+        crate::store::placeholders(1, payment_ids.len()),
+        waiting_sql("payments.id", "payments.order_id")
+    )))
+    .persistent(false);
+    for id in payment_ids {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(&mut **tx).await?)
+}
+
 /// After a payment's provider id was recorded or it was captured: places the refund events
 /// that came before (see [`hold_unplaced`]) and applies the refunds that waited for the
 /// capture. One cheap query when there are none, which is nearly always.
