@@ -120,6 +120,25 @@ pub fn fresh_prefix() -> String {
     )
 }
 
+/// The queue backend the tests' engines use, from `FULFILLD_TEST_QUEUE`: `memory` (the
+/// default: in-process), `redis` (the shared Redis, under a fresh key prefix) or `notify`
+/// (Postgres notifications on the test's own database; a SQLite test, which has no
+/// Postgres, keeps the in-process queue). A test that sets its own queue still wins.
+fn queue_env(backend: Backend, store_url: &str) -> Vec<(String, String)> {
+    let chosen = std::env::var("FULFILLD_TEST_QUEUE").unwrap_or_default();
+    let url = match chosen.as_str() {
+        "" | "memory" => return Vec::new(),
+        "redis" => redis_url(),
+        "notify" if backend == Backend::Postgres => store_url.to_owned(),
+        "notify" => return Vec::new(),
+        other => panic!("FULFILLD_TEST_QUEUE={other:?}: say memory, redis or notify"),
+    };
+    vec![
+        ("FULFILLD__QUEUE__URL".to_owned(), url),
+        ("FULFILLD__QUEUE__PREFIX".to_owned(), fresh_prefix()),
+    ]
+}
+
 /// A free port on loopback (bound, read, released).
 pub async fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -237,6 +256,7 @@ async fn start(backend: Backend, extra: &[(&str, &str)], engine: Engine) -> Test
         "FULFILLD__HTTP__ADDR".into(),
         url.trim_start_matches("http://").to_owned(),
     ));
+    env.extend(queue_env(backend, &store_url));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = Config::load_from(None, &env, false).expect("test config");
 
