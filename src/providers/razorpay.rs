@@ -539,6 +539,22 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_without_created_at_is_still_read() {
+        let body = serde_json::json!({
+            "entity": "event", "account_id": "acc_1", "event": "payment.captured",
+            "contains": ["payment"],
+            "payload": {"payment": {"entity": {
+                "id": "pay_1", "entity": "payment", "amount": 50000, "currency": "INR",
+                "status": "captured", "order_id": "order_1", "method": "upi",
+                "captured": true, "notes": []
+            }}}
+        });
+        let ev = normalize("evt_1", body.to_string().as_bytes()).expect("read without created_at");
+        assert!(matches!(ev.change, PaymentChange::Paid { .. }), "{ev:?}");
+        assert_eq!(ev.provider_order_id.as_deref(), Some("order_1"));
+    }
+
+    #[test]
     fn signatures_round_trip_and_refuse_tampering() {
         let body = br#"{"entity":"event"}"#;
         let sig = sign_webhook("whsec", body);

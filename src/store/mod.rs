@@ -384,6 +384,36 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// An existing database file, and its `-wal` and `-shm`, made readable by the engine's user
+/// only, as a new one is: a store made before files were created 0600 (or copied in with
+/// another mode) does not stay readable by others. Said in the log when it happens.
+fn make_private(path: &str) {
+    #[cfg(unix)]
+    for file in [
+        path.to_owned(),
+        format!("{path}-wal"),
+        format!("{path}-shm"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(mode) = std::fs::metadata(&file).map(|m| m.permissions().mode()) else {
+            continue;
+        };
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {
+                tracing::warn!(file = %file, was = format!("{:o}", mode & 0o777), "the store's file was readable by others; it is the engine's alone now (0600)")
+            }
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "the store's file is readable by others and its mode cannot be changed")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// `sqlite://data/x.db` → an absolute-or-relative file URL with `mode=rwc`, its directory
 /// created.
 fn prepare_sqlite_url(url: &str) -> Result<String> {
@@ -421,7 +451,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     };
     match opened {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => make_private(path),
         Err(e) => {
             return Err(StoreError::Other(format!(
                 "store.url: cannot create {path}: {e}"
@@ -525,6 +555,27 @@ text_columns!(OrderStatus, PaymentStatus, RefundStatus, StepStatus);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20.8: a store file that already exists readable by others (made before files
+    /// were created 0600, or copied in) is the engine's alone once opened, with its -wal.
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_store_file_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("old.db");
+        let wal = dir.path().join("old.db-wal");
+        for f in [&db, &wal] {
+            std::fs::write(f, b"").expect("file");
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        let url = format!("sqlite://{}", db.display());
+        prepare_sqlite_url(&url).expect("prepared");
+        for f in [&db, &wal] {
+            let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
+    }
 
     /// A database's refusal with this SQLSTATE.
     #[derive(Debug)]

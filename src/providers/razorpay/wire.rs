@@ -20,6 +20,8 @@ pub struct Order {
     pub attempts: i64,
     #[serde(default)]
     pub notes: Value,
+    /// Read as 0 when absent: a payment without it is still a payment (issue 21.6).
+    #[serde(default)]
     pub created_at: i64,
 }
 
@@ -47,6 +49,8 @@ pub struct Payment {
     pub error_code: Option<String>,
     #[serde(default)]
     pub error_description: Option<String>,
+    /// Read as 0 when absent: a payment without it is still a payment (issue 21.6).
+    #[serde(default)]
     pub created_at: i64,
 }
 
@@ -61,6 +65,8 @@ pub struct Refund {
     pub status: String,
     #[serde(default)]
     pub notes: Value,
+    /// Read as 0 when absent: a payment without it is still a payment (issue 21.6).
+    #[serde(default)]
     pub created_at: i64,
 }
 
@@ -79,6 +85,8 @@ pub struct Event {
     pub event: String,
     pub contains: Vec<String>,
     pub payload: EventPayload,
+    /// Read as 0 when absent: a payment without it is still a payment (issue 21.6).
+    #[serde(default)]
     pub created_at: i64,
 }
 

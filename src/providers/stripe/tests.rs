@@ -129,6 +129,19 @@ fn normalizes_checkout_events() {
     no_metadata["data"]["object"]["metadata"] = serde_json::Value::Null;
     let read = normalize(no_metadata.to_string().as_bytes()).expect("metadata: null reads");
     assert_eq!(read.payment_ref, None);
+    // A signed session without `created` or `expires_at` is still the payment it says.
+    let mut bare = no_metadata.clone();
+    for k in ["created", "expires_at"] {
+        bare["data"]["object"]
+            .as_object_mut()
+            .expect("session")
+            .remove(k);
+    }
+    let read = normalize(bare.to_string().as_bytes()).expect("a session without timestamps");
+    assert!(
+        matches!(read.change, PaymentChange::Paid { .. }),
+        "{read:?}"
+    );
     let refund = serde_json::json!({
         "id": "evt_r", "object": "event", "created": 1, "type": "refund.updated",
         "data": {"object": {"id": "re_1", "object": "refund", "amount": 100, "created": 1,

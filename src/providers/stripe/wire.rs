@@ -57,11 +57,15 @@ pub struct CheckoutSession {
     pub cancel_url: Option<String>,
     #[serde(default)]
     pub client_reference_id: Option<String>,
+    /// `created` and `expires_at` are only read for listing; an event without them is
+    /// still applied (read as 0), not parked.
+    #[serde(default)]
     pub created: i64,
     #[serde(default)]
     pub currency: Option<String>,
     #[serde(default)]
     pub customer_email: Option<String>,
+    #[serde(default)]
     pub expires_at: i64,
     pub livemode: bool,
     /// Nullable in Stripe's API reference: `null` reads as empty.
