@@ -188,6 +188,20 @@ async fn compare(
         }));
     };
     let s = &rp.state;
+    if rp.returned && p.status == crate::domain::PaymentStatus::Paid {
+        let moved = e.store.flag_for_review(&p.order_id).await?;
+        let detail = format!(
+            "the money went back to the buyer at {provider} ({}), but ours is paid and its \
+             access stands: a person decides{}",
+            s.state,
+            if moved {
+                ""
+            } else {
+                " (order already stopped)"
+            }
+        );
+        return Ok(Some(finding("needs_review", Some(&p), detail)));
+    }
     if s.paid && (s.amount_minor != p.amount_minor || !s.currency.eq_ignore_ascii_case(&p.currency))
     {
         let moved = e.store.flag_for_review(&p.order_id).await?;

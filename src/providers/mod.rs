@@ -300,6 +300,9 @@ pub struct RecentPayment {
     /// What it means for our payment, as `payment_state` would say (read only: nothing is
     /// captured by listing).
     pub state: PaymentState,
+    /// The provider gave the money back to the buyer (PayPal's reversed `V`): a payment we
+    /// still hold as paid goes to a person, whose refund or dispute decides.
+    pub returned: bool,
 }
 
 /// At most this many payments are read per listing, so a huge backlog cannot exhaust

@@ -418,6 +418,7 @@ impl Provider for Razorpay {
                 .await?;
             let n = page.items.len();
             out.extend(page.items.into_iter().map(|p| RecentPayment {
+                returned: false,
                 provider_order_id: p.order_id.clone(),
                 payment_ref: None,
                 created_s: p.created_at,

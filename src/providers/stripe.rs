@@ -453,6 +453,7 @@ impl Client {
             .into_iter()
             .map(|s| {
                 Ok(RecentPayment {
+                    returned: false,
                     provider_order_id: Some(s.id.clone()),
                     payment_ref: s.metadata.get("payment_id").cloned(),
                     created_s: s.created,

@@ -123,8 +123,9 @@ pub(super) fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
     // Transaction Search's `transaction_status`
     // (<https://developer.paypal.com/docs/api/transaction-search/v1/>): D denied, P pending,
     // S completed, V "a successful transaction was reversed and funds were refunded to the
-    // original sender" — no money is held for a V, so it is not a payment to fulfil (its
-    // refund or reversal arrives as PAYMENT.CAPTURE.REVERSED / REFUNDED).
+    // original sender" — no money is held for a V: it is not a payment to fulfil, and one we
+    // hold as paid is told to a person (its refund or reversal should have arrived as
+    // PAYMENT.CAPTURE.REVERSED / REFUNDED; if that was lost, the access is still granted).
     let (change, paid) = match t.transaction_status.as_str() {
         "S" => (
             PaymentChange::Paid {
@@ -142,6 +143,7 @@ pub(super) fn recent_of(t: wire::TransactionInfo) -> Option<RecentPayment> {
         _ => (PaymentChange::Ignored, false),
     };
     Some(RecentPayment {
+        returned: t.transaction_status == "V",
         provider_order_id: None,
         payment_ref: t.custom_field,
         created_s: unix_of(&t.transaction_initiation_date).unwrap_or(0),

@@ -78,9 +78,11 @@ fn a_reversed_transaction_is_not_a_payment() {
     };
     let reversed = recent_of(listed("V")).expect("readable");
     assert!(!reversed.state.paid);
+    assert!(reversed.returned, "a reversal is told, not ignored");
     assert_eq!(reversed.state.change, PaymentChange::Ignored);
     let completed = recent_of(listed("S")).expect("readable");
     assert!(completed.state.paid);
+    assert!(!completed.returned);
     assert_eq!(completed.state.amount_minor, 1000);
 }
 
