@@ -12,6 +12,7 @@ use crate::on_both_stores;
 on_both_stores!(
     same_key_same_request_replays_the_first_answer,
     same_key_other_request_is_refused,
+    each_caller_has_keys_of_its_own,
     concurrent_duplicates_create_one_order,
     duplicate_while_the_first_is_in_flight_gets_409,
     keys_expire,
@@ -146,6 +147,77 @@ async fn same_key_other_request_is_refused(backend: Backend) {
     let (status, _, e) =
         create_with_key(&app, &"x".repeat(256), &order_body("c@example.com")).await;
     assert_eq!((status, s(&e["error"]["field"])), (422, "Idempotency-Key"));
+    app.finish().await;
+}
+
+/// Issue 20.5: keys belong to the proven caller. Two named admins sending the very same
+/// request under one key each get their own answer (the second is no replay of the
+/// first's); a buyer who sends another buyer's very request with the same key gets that
+/// request judged for their own token (403), never the other buyer's stored answer.
+async fn each_caller_has_keys_of_its_own(backend: Backend) {
+    let app = spawn(
+        backend,
+        &[
+            (
+                "FULFILLD__ADMIN__TOKENS__ALICE__TOKEN",
+                "alice-token-0123456789abcdef",
+            ),
+            ("FULFILLD__ADMIN__TOKENS__ALICE__ROLE", "operate"),
+            (
+                "FULFILLD__ADMIN__TOKENS__BOB__TOKEN",
+                "bob-token-0123456789abcdefgh",
+            ),
+            ("FULFILLD__ADMIN__TOKENS__BOB__ROLE", "operate"),
+        ],
+    )
+    .await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let as_admin = |token: &'static str| {
+        app.http
+            .post(format!("{}/api/admin/dead-letters/retry", app.url))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "shared")
+            .json(&json!({}))
+            .send()
+    };
+    let replayed = |r: &reqwest::Response| r.headers().get("idempotent-replayed").is_some();
+    let alice = as_admin("alice-token-0123456789abcdef")
+        .await
+        .expect("alice");
+    assert_eq!(alice.status(), 200);
+    assert!(!replayed(&alice));
+    let bob = as_admin("bob-token-0123456789abcdefgh").await.expect("bob");
+    assert_eq!(bob.status(), 200);
+    assert!(!replayed(&bob), "bob's answer is his own, not alice's");
+    let again = as_admin("alice-token-0123456789abcdef")
+        .await
+        .expect("alice again");
+    assert!(replayed(&again), "alice's own key does replay");
+
+    // Two buyers, and the first one's checkout request.
+    let first = app
+        .create_order("first@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let second = app
+        .create_order("second@example.com", json!([{"sku": "SEAT", "qty": 1}]))
+        .await;
+    let checkout = |order: &Value, token: String| {
+        app.http
+            .post(format!("{}/api/payments/create-order", app.url))
+            .header("Idempotency-Key", "checkout-1")
+            .header("x-buyer-token", token)
+            .json(&json!({"order_id": order["id"], "provider": "stripe"}))
+            .send()
+    };
+    let r = checkout(&first, app.buyer_token(s(&first["id"])))
+        .await
+        .expect("first buyer");
+    assert_eq!(r.status(), 201);
+    let r = checkout(&first, app.buyer_token(s(&second["id"])))
+        .await
+        .expect("second buyer");
+    assert_eq!(r.status(), 403, "judged for the second buyer's token");
+    assert!(!replayed(&r), "never the first buyer's stored answer");
     app.finish().await;
 }
 
