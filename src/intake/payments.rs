@@ -120,20 +120,8 @@ async fn create_order(
         Err(err) => {
             tracing::warn!(order_id = %order.id, error = %err, "checkout creation failed");
             e.store.checkout_failed(&payment_id, &order.id).await?;
-            // What the provider said (with its URLs and ids) goes to the log only; the
-            // buyer gets the request id that finds it there.
-            let request = crate::store::CAUSE
-                .try_with(Clone::clone)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "provider_error",
-                format!(
-                    "the payment provider refused or did not answer; try again \
-                     (request {request}: the details are in the engine's log)"
-                ),
+            return Err(provider_error(
+                "the payment provider refused or did not answer; try again",
             ));
         }
     };
@@ -210,9 +198,7 @@ async fn verify(
             .or(claim.provider_payment_id.as_deref());
         let state = provider.payment_state(&at).await.map_err(|err| {
             tracing::warn!(order_id = %order_id, error = %err, "verify: provider lookup failed");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "provider_error",
+            provider_error(
                 "the payment provider did not answer; try again, or keep polling the order",
             )
         })?;
@@ -278,4 +264,19 @@ pub fn router() -> Router<Arc<Engine>> {
     Router::new()
         .route("/api/payments/create-order", post(create_order))
         .route("/api/payments/verify", post(verify))
+}
+
+/// A 502 for a provider's failure, in generic words: what the provider said (its URLs and
+/// ids) goes to the log only, and the buyer gets the request id that finds it there.
+fn provider_error(what: &str) -> ApiError {
+    let request = crate::store::CAUSE
+        .try_with(Clone::clone)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "provider_error",
+        format!("{what} (request {request}: the details are in the engine's log)"),
+    )
 }

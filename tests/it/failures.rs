@@ -457,6 +457,19 @@ async fn checkout_creation_failure_releases_stock(backend: Backend) {
     );
     let co = app.checkout(id).await;
     assert_eq!(co["amount_minor"], 1000);
+    // The verify call's provider failure is told the same way.
+    app.inject_api_errors(&[500]).await;
+    let (status, e) = app.verify(id, s(&co["provider_order_id"])).await;
+    assert_eq!(
+        (status, s(&e["error"]["code"])),
+        (502, "provider_error"),
+        "{e}"
+    );
+    let message = s(&e["error"]["message"]);
+    assert!(
+        message.contains("request req_") && !message.contains("http") && !message.contains("500"),
+        "{e}"
+    );
     assert_eq!(
         app.count("SELECT reserved FROM skus WHERE sku = $1", "SEAT")
             .await,
