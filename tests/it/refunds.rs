@@ -23,6 +23,7 @@ on_both_stores!(
     razorpay_refund_event_before_capture,
     signed_but_senseless_refunds_are_parked,
     an_event_that_keeps_failing_to_apply_is_parked,
+    a_load_of_failing_events_never_stops_a_shutdown,
     stripe_pending_refund_is_booked_only_when_it_succeeds,
     razorpay_pending_refund_is_booked_only_when_it_succeeds,
     paypal_pending_refund_is_booked_only_when_it_succeeds,
@@ -731,6 +732,71 @@ async fn an_event_that_keeps_failing_to_apply_is_parked(backend: Backend) {
         .admin("GET", "/api/admin/audit?action=event.replay", None)
         .await;
     assert_eq!(log["entries"][0]["target"], stored.to_string(), "{log:#}");
+    app.finish().await;
+}
+
+/// Issue 21.1: an intake whose applier is busy failing events (70 that can never apply, more
+/// than a batch) still stops on SIGTERM, cleanly; every one of them ends parked, and a
+/// genuine payment sent behind them to that intake is applied.
+async fn a_load_of_failing_events_never_stops_a_shutdown(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let id = fulfilled_order(&app, "stripe", "shutdown@example.com", 1).await;
+    let pi = app.provider_payment_id(&id).await.expect("payment intent");
+    post_refund_event(&app, 1, &pi, 100, "usd").await;
+    let (status, ours) = refund(&app, json!({"order_id": id, "amount_minor": 200}), None).await;
+    assert_eq!(status, 201, "{ours}");
+    app.applied().await;
+    let mut intake = app.start_role("intake", &[], None, &[]).await;
+    let signed = |body: &Value| {
+        let body = serde_json::to_vec(body).expect("json");
+        let sig = signature(WEBHOOK_SECRET, &body, 0);
+        (body, sig)
+    };
+    for n in 0..70 {
+        // Each would give our refund the provider id another refund row holds.
+        let (body, sig) = signed(&json!({
+            "id": format!("evt_stuck_{n}"), "object": "event", "created": 1_800_000_000,
+            "type": "refund.updated",
+            "data": {"object": {
+                "id": "re_senseless_1", "object": "refund", "amount": 200,
+                "created": 1_800_000_000, "currency": "usd",
+                "metadata": {"refund_id": ours["id"]}, "payment_intent": pi,
+                "status": "succeeded"
+            }}
+        }));
+        let r = app.post_webhook_to(&intake.url, body, Some(sig)).await;
+        assert_eq!(r.status(), 200);
+    }
+    let (other, co) = app
+        .seat_checkout("behind-stuck@example.com", 1, "stripe")
+        .await;
+    let paid = app
+        .pay(s(&co["provider_order_id"]), json!({"webhook": "none"}))
+        .await;
+    let (body, sig) = signed(&paid["event"]);
+    let r = app.post_webhook_to(&intake.url, body, Some(sig)).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        intake.sigterm().await,
+        "the intake stops cleanly:\n{}",
+        intake.log_text()
+    );
+    // What it left is applied by the engine that stays.
+    let o = app.wait_for(&other, &["fulfilled", "needs_review"]).await;
+    assert_eq!(o["status"], "fulfilled", "{o:#}");
+    for n in [0, 69] {
+        let outcome = app.event_outcome(&format!("evt_stuck_{n}")).await;
+        assert!(outcome.starts_with("not applied"), "{n}: {outcome}");
+    }
+    let (_, parked) = app
+        .admin("GET", "/api/admin/events?parked=true&limit=100", None)
+        .await;
+    assert_eq!(
+        parked["events"].as_array().map(Vec::len),
+        Some(70),
+        "{parked:#}"
+    );
     app.finish().await;
 }
 
