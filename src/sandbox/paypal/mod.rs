@@ -20,8 +20,9 @@
 //!   the call answers `ORDER_ALREADY_CAPTURED`); `amount` makes the capture report another
 //!   amount.
 //! - `POST /sandbox/paypal/orders/{id}/void` — the order is voided (`CHECKOUT.ORDER.VOIDED`).
-//! - `POST /sandbox/paypal/captures/{id}/settle` `{"outcome": "completed"|"denied"}` — a
-//!   pending capture settles (`PAYMENT.CAPTURE.COMPLETED` or `PAYMENT.CAPTURE.DENIED`).
+//! - `POST /sandbox/paypal/captures/{id}/settle` `{"outcome": "completed"|"denied",
+//!   "webhook": "once"|"none"}` — a pending capture settles (`PAYMENT.CAPTURE.COMPLETED` or
+//!   `PAYMENT.CAPTURE.DENIED`; `none`: the event is lost).
 //! - `POST /sandbox/paypal/faults` `{"api_errors": [503, "timeout", …]}` — the next API calls fail
 //!   with those statuses, or do their work and time out.
 //! - `GET /sandbox/paypal/refunds` — every refund made.

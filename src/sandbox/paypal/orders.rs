@@ -435,6 +435,9 @@ pub(super) async fn void(State(sb): State<Sandbox>, Path(id): Path<String>) -> R
 pub(super) struct Settle {
     #[serde(default)]
     outcome: Option<String>,
+    /// `"none"`: the settlement's event is lost, so only a re-read can learn it.
+    #[serde(default)]
+    webhook: Option<String>,
 }
 
 pub(super) async fn settle(
@@ -444,6 +447,10 @@ pub(super) async fn settle(
 ) -> Response {
     let d: Settle = match control_body(&body) {
         Ok(d) => d,
+        Err(r) => return r,
+    };
+    let copies = match copies(d.webhook.as_deref()) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let (status, kind) = match d.outcome.as_deref().unwrap_or("completed") {
@@ -475,7 +482,7 @@ pub(super) async fn settle(
     let deliveries = sb
         .inner
         .courier
-        .deliver(vec![capture_event(kind, &captured)], Copies::ONCE, 0)
+        .deliver(vec![capture_event(kind, &captured)], copies, 0)
         .await;
     Json(json!({ "capture": captured, "deliveries": deliveries })).into_response()
 }
