@@ -188,36 +188,34 @@ async fn compare(
         }));
     };
     let s = &rp.state;
-    if rp.returned && p.status == crate::domain::PaymentStatus::Paid {
-        let moved = e.store.flag_for_review(&p.order_id).await?;
-        let detail = format!(
+    let why = if rp.returned && p.status == crate::domain::PaymentStatus::Paid {
+        Some(format!(
             "the money went back to the buyer at {provider} ({}), but ours is paid and its \
-             access stands: a person decides{}",
-            s.state,
-            if moved {
-                ""
-            } else {
-                " (order already stopped)"
-            }
-        );
-        return Ok(Some(finding("needs_review", Some(&p), detail)));
-    }
-    if s.paid && (s.amount_minor != p.amount_minor || !s.currency.eq_ignore_ascii_case(&p.currency))
+             access stands: a person decides",
+            s.state
+        ))
+    } else if s.paid
+        && (s.amount_minor != p.amount_minor || !s.currency.eq_ignore_ascii_case(&p.currency))
     {
+        Some(format!(
+            "amount mismatch: ours {} {}, {provider} captured {} {}",
+            p.amount_minor, p.currency, s.amount_minor, s.currency
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = why {
         let moved = e.store.flag_for_review(&p.order_id).await?;
-        let detail = format!(
-            "amount mismatch: ours {} {}, {provider} captured {} {}{}",
-            p.amount_minor,
-            p.currency,
-            s.amount_minor,
-            s.currency,
-            if moved {
-                ""
-            } else {
-                " (order already stopped)"
-            }
-        );
-        return Ok(Some(finding("needs_review", Some(&p), detail)));
+        let stopped = if moved {
+            ""
+        } else {
+            " (order already stopped)"
+        };
+        return Ok(Some(finding(
+            "needs_review",
+            Some(&p),
+            format!("{why}{stopped}"),
+        )));
     }
     let (outcome, wake) = crate::core::payments::apply_change(&e.store, &p.id, &s.change).await?;
     e.queue.wake(&wake);

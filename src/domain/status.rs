@@ -3,9 +3,11 @@
 //! (`store::transition`) refuses a move this rule does not allow, so a wrong move in the
 //! code is an error the first time it runs rather than an order in a state nobody planned.
 //! The same words are the columns' text and the API's JSON, so a status is spelt in exactly
-//! two places: here, and in SQL text. The moves made by SQL alone (a batch's orders to paid
-//! or fulfilled, refund rows, step leases) follow the same edges but are not checked when
-//! they run; they should go through `store::transition` once the state machines are core/.
+//! two places: here, and in SQL text. Batch moves take their `IN (…)` list from
+//! `store::moves_from`, which checks this rule too (orders and payments to paid). The moves
+//! still written as SQL alone (advance's orders to fulfilled, refund rows, step leases)
+//! follow the same edges but are not checked when they run; they should go through it as
+//! the refunds' and the pipeline's machines move to core/.
 
 use std::fmt;
 

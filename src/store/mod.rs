@@ -484,8 +484,9 @@ async fn transition<S: Status>(
 }
 
 /// The SQL list (`'a', 'b'`) of the statuses `from`, once the rule allows each of them to
-/// become `to`: a move it does not allow is a bug, refused before anything is written. Every
-/// status move in SQL, of one row or of a batch, takes its `IN (…)` list from here.
+/// become `to`: a move it does not allow is a bug, refused before anything is written. Single
+/// moves ([`transition`]) and batch moves take their `IN (…)` list from here (not yet: the
+/// moves written as SQL alone, listed in `domain::status`).
 pub(crate) fn moves_from<S: Status>(from: &[S], to: S, what: &str) -> Result<String> {
     if let Some(f) = from.iter().find(|f| !f.may_become(to)) {
         return Err(StoreError::Other(format!(

@@ -117,16 +117,7 @@ fn a_declined_capture_is_known_by_its_issue() {
 #[test]
 fn only_an_uncached_paypal_certificate_counts_as_a_fetch() {
     use crate::providers::VerifyCost;
-    let c = config::PayPal {
-        enabled: true,
-        client_id: "id".into(),
-        client_secret: "secret".into(),
-        webhook_id: "WH-1".into(),
-        api_base: "https://api-m.sandbox.paypal.com".into(),
-        webhook_verification: PayPalVerification::Certificate,
-        webhook_cert_file: String::new(),
-        webhook_tolerance_secs: 300,
-    };
+    let c = cert_config();
     let pp = PayPal::new(&c, reqwest::Client::new());
     let with = |url: &str| {
         let mut h = HeaderMap::new();
@@ -305,8 +296,9 @@ async fn cert_host() -> (
     (format!("http://{addr}"), certs, broken)
 }
 
-fn cert_client() -> PayPal {
-    let c = config::PayPal {
+/// A client that checks signatures with certificates fetched from their URL.
+fn cert_config() -> config::PayPal {
+    config::PayPal {
         enabled: true,
         client_id: "id".into(),
         client_secret: "secret".into(),
@@ -315,8 +307,11 @@ fn cert_client() -> PayPal {
         webhook_verification: PayPalVerification::Certificate,
         webhook_cert_file: String::new(),
         webhook_tolerance_secs: 300,
-    };
-    PayPal::new(&c, reqwest::Client::new())
+    }
+}
+
+fn cert_client() -> PayPal {
+    PayPal::new(&cert_config(), reqwest::Client::new())
 }
 
 fn url(base: &str, path: &str) -> url::Url {
