@@ -1,14 +1,14 @@
 //! `reconcile_payment`: re-read a payment an event contradicted and let the provider's
 //! answer decide (see `jobs::reconcile_payment`).
 
-use jobs::StepError;
+use jobs::{StepError, StepKind};
 
 use super::{StepResult, complete, payment_of, provider_of};
 use crate::Engine;
 use crate::domain::{OrderStatus, PaymentStatus};
 use crate::providers::PaymentChange;
 use crate::store::steps::Lease;
-use crate::store::{orders, payments};
+use crate::store::{orders, payments, steps};
 
 pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let payment = payment_of(e, lease).await?;
@@ -20,6 +20,21 @@ pub async fn run(e: &Engine, lease: &Lease) -> StepResult {
     let Some(p) = payments::by_id(&mut *tx, &payment.id).await? else {
         return Err(StepError::Permanent("payment row missing".into()));
     };
+    // A capture the provider held as pending has settled, one way or the other, and its
+    // event was lost: the `confirm_capture` step waiting on it decides, now rather than at
+    // its next slow poll (the same rule `core::payments::apply` follows for the event).
+    if p.status == PaymentStatus::Paid
+        && (state.paid || provider_failed)
+        && let Some(w) = steps::hurry(&mut tx, &p.order_id, &p.id, StepKind::ConfirmCapture).await?
+    {
+        let outcome = format!(
+            "the provider has settled it ({}): the capture check waiting on it runs now",
+            state.state
+        );
+        let mut wake = vec![w];
+        wake.extend(complete(tx, lease, &outcome).await?);
+        return Ok(wake);
+    }
     let mut wake = Vec::new();
     let outcome = match verdict(p.status, state.paid, provider_failed) {
         Verdict::Agrees => format!("the provider agrees: {}", state.state),

@@ -18,6 +18,7 @@ on_both_stores!(
     paypal_short_capture_needs_review,
     paypal_pending_capture_waits_for_settlement,
     paypal_capture_lost_to_another_is_read_back,
+    paypal_pending_capture_settled_without_its_event_is_read_back,
 );
 
 /// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
@@ -540,5 +541,63 @@ async fn paypal_capture_lost_to_another_is_read_back(backend: Backend) {
         1
     );
     assert_eq!(app.stock("SEAT").await.0, 4);
+    app.finish().await;
+}
+
+/// A pending capture settles but PayPal's event never reaches us: an admin's recheck reads
+/// the capture and the check waiting on it decides at once (it would otherwise wait for
+/// its next slow poll). Completed fulfils; denied releases the seats.
+async fn paypal_pending_capture_settled_without_its_event_is_read_back(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    for (outcome, status) in [("completed", "fulfilled"), ("denied", "payment_failed")] {
+        let (id, pp_order) = pp_checkout(&app, &format!("lost-{outcome}@example.com"), 1).await;
+        approve(&app, &pp_order, json!({"capture": "pending"})).await;
+        let waiting = app
+            .wait_until(&id, "the capture check waiting on settlement", |o| {
+                o["waiting_on"] == "settlement"
+            })
+            .await;
+        assert_eq!(waiting["status"], "paid", "{waiting:#}");
+        let o = pp_order_state(&app, &pp_order).await;
+        let capture = s(&o["purchase_units"][0]["payments"]["captures"][0]["id"]).to_owned();
+        let settled = app
+            .sandbox_post(
+                &format!("/sandbox/paypal/captures/{capture}/settle"),
+                json!({"outcome": outcome, "webhook": "none"}),
+            )
+            .await;
+        assert_eq!(settled["deliveries"], json!([]), "no event sent: {settled}");
+        let (code, r) = app
+            .admin(
+                "POST",
+                &format!("/api/admin/orders/{id}/recheck-payment"),
+                Some(json!({"reason": "buyer says the eCheck cleared"})),
+            )
+            .await;
+        assert_eq!(code, 200, "{r}");
+        let done = app.wait_for(&id, &[status, "needs_review"]).await;
+        assert_eq!(done["status"], status, "{outcome}: {done:#}");
+        let step = |kind: &str| {
+            done["steps"]
+                .as_array()
+                .and_then(|steps| steps.iter().find(|st| st["kind"] == kind))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            step("confirm_capture")["status"],
+            "done",
+            "{outcome}: {done:#}"
+        );
+        assert!(
+            step("reconcile_payment")["outcome"]
+                .as_str()
+                .is_some_and(|o| o.contains("the capture check waiting on it runs now")),
+            "{outcome}: {done:#}"
+        );
+    }
+    // The completed one was sold, the denied one's seat went back.
+    assert_eq!(app.stock("SEAT").await, (4, 0));
     app.finish().await;
 }
