@@ -231,8 +231,9 @@ pub(super) fn basic_credentials(encoded: &str) -> Option<String> {
 /// What the next API call of one provider suffers (fault injection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fault {
-    /// Answer with this error status, doing nothing.
-    Status(u16),
+    /// Answer with this error status, doing nothing; Stripe's answer carries
+    /// `Stripe-Should-Retry` when the second field says so.
+    Status(u16, Option<bool>),
     /// Do the work, then hold the answer back for this long: the caller times out not
     /// knowing that its request took effect — the case idempotency keys exist for.
     /// `"timeout"` holds it 3 s; `"hang"` 30 s, long enough to kill the caller mid-call.
@@ -252,12 +253,13 @@ impl Faults {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The error status the next call fails with, if the next fault is one.
-    pub(super) fn next(&self) -> Option<u16> {
+    /// The error status the next call fails with, if the next fault is one, and the
+    /// `Stripe-Should-Retry` its answer carries.
+    pub(super) fn next(&self) -> Option<(u16, Option<bool>)> {
         let mut q = self.queue();
         match q.front() {
-            Some(Fault::Status(s)) => {
-                let s = *s;
+            Some(Fault::Status(s, retry)) => {
+                let s = (*s, *retry);
                 q.pop_front();
                 Some(s)
             }
@@ -278,7 +280,8 @@ impl Faults {
         }
     }
 
-    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, "timeout", "hang", …]}`.
+    /// Answers `POST /sandbox/{provider}/faults` `{"api_errors": [503, "timeout", "hang",
+    /// {"status": 400, "should_retry": true}, …]}` (`should_retry` is sent by Stripe only).
     pub(super) fn handle(&self, body: &[u8]) -> axum::response::Response {
         use axum::response::IntoResponse;
         match Self::parse(body) {
@@ -305,15 +308,33 @@ impl Faults {
                 .into_response()
         };
         let b: Body = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Answered {
+            status: u64,
+            should_retry: Option<bool>,
+        }
+        let status = |s: u64, retry| {
+            (400..600)
+                .contains(&s)
+                .then_some(Fault::Status(s as u16, retry))
+        };
         b.api_errors
             .iter()
-            .map(|v| match (v.as_u64(), v.as_str()) {
-                (Some(s), _) if (400..600).contains(&s) => Ok(Fault::Status(s as u16)),
-                (_, Some("timeout")) => Ok(Fault::Hold(Duration::from_secs(3))),
-                (_, Some("hang")) => Ok(Fault::Hold(Duration::from_secs(30))),
-                _ => Err(bad(format!(
-                    "{v} is neither a status 400-599 nor \"timeout\" or \"hang\""
-                ))),
+            .map(|v| {
+                let fault = match (v.as_u64(), v.as_str()) {
+                    (Some(s), _) => status(s, None),
+                    (_, Some("timeout")) => Some(Fault::Hold(Duration::from_secs(3))),
+                    (_, Some("hang")) => Some(Fault::Hold(Duration::from_secs(30))),
+                    _ => serde_json::from_value::<Answered>(v.clone())
+                        .ok()
+                        .and_then(|a| status(a.status, a.should_retry)),
+                };
+                fault.ok_or_else(|| {
+                    bad(format!(
+                        "{v} is neither a status 400-599, {{\"status\", \"should_retry\"}}, \"timeout\" nor \"hang\""
+                    ))
+                })
             })
             .collect()
     }

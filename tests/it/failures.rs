@@ -15,6 +15,7 @@ on_both_stores!(
     retry_survives_an_engine_restart,
     amount_mismatch_needs_review,
     checkout_creation_failure_releases_stock,
+    stripe_should_retry_decides_over_the_status,
 );
 
 fn step<'a>(order: &'a Value, kind: &str) -> &'a Value {
@@ -480,5 +481,53 @@ async fn checkout_creation_failure_releases_stock(backend: Backend) {
             .await,
         1
     );
+    app.finish().await;
+}
+
+/// `Stripe-Should-Retry` overrides what the status suggests: a 400 Stripe says to repeat is
+/// repeated, a 503 it says not to repeat stops the step for a human at once (its attempts
+/// unspent), and the admin's retry then finishes it.
+async fn stripe_should_retry_decides_over_the_status(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 1000, 5).await;
+    let (id, co) = app.seat_checkout("repeat@example.com", 1, "stripe").await;
+    app.inject_api_errors_json(json!([{"status": 400, "should_retry": true}]))
+        .await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    assert_eq!(step(&done, "confirm_capture")["attempts"], 2, "{done:#}");
+
+    let (id, co) = app.seat_checkout("stop@example.com", 1, "stripe").await;
+    app.inject_api_errors_json(json!([{"status": 503, "should_retry": false}]))
+        .await;
+    app.pay(s(&co["provider_order_id"]), json!({})).await;
+    let stopped = app
+        .wait_until(&id, "the capture check stopped", |o| {
+            o["steps"].as_array().is_some_and(|steps| {
+                steps
+                    .iter()
+                    .any(|st| st["kind"] == "confirm_capture" && st["status"] == "dead")
+            })
+        })
+        .await;
+    let cap = step(&stopped, "confirm_capture");
+    assert_eq!(cap["attempts"], 1, "not repeated: {cap}");
+    assert!(s(&cap["last_error"]).contains("503"), "{cap}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        0
+    );
+    let (status, r) = app
+        .admin(
+            "POST",
+            &format!("/api/admin/steps/{}/retry", cap["id"]),
+            Some(json!({"reason": "Stripe is back"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let done = app.wait_for(&id, &["fulfilled"]).await;
+    assert_eq!(step(&done, "confirm_capture")["attempts"], 2, "{done:#}");
     app.finish().await;
 }

@@ -258,7 +258,7 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
         ));
     }
     match sb.inner.faults.next() {
-        Some(s) => Err(pp_error(
+        Some((s, _)) => Err(pp_error(
             StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "INTERNAL_SERVICE_ERROR",
             "An internal service error has occurred.",

@@ -150,7 +150,7 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
         ));
     }
     match sb.inner.faults.next() {
-        Some(s) => Err(rz_error(
+        Some((s, _)) => Err(rz_error(
             StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "Injected by the sandbox: the API failed this request.",
             None,

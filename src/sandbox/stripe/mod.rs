@@ -21,7 +21,8 @@
 //!   with `refund.updated` (and `refund.failed` for a failure), or silently.
 //! - `POST /sandbox/stripe/faults` `{"api_errors": [503, 429, "timeout", "hang", …]}` — the next
 //!   API calls (`/v1/…`, after authentication) fail with these statuses, one each, in order;
-//!   `timeout` and `hang` serve the call but hold its answer back 3 s and 30 s.
+//!   `timeout` and `hang` serve the call but hold its answer back 3 s and 30 s;
+//!   `{"status": 400, "should_retry": true}` answers with `Stripe-Should-Retry` as well.
 //! - `GET /c/pay/{id}` — a bare checkout page with a Pay button, for trying it in a browser.
 
 use std::collections::HashMap;
@@ -160,7 +161,7 @@ fn authorized(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
 /// Authentication, then any injected fault: what every `/v1` call goes through first.
 fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     authorized(sb, headers)?;
-    let Some(status) = sb.faults.next() else {
+    let Some((status, should_retry)) = sb.faults.next() else {
         return Ok(());
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -169,12 +170,22 @@ fn gate(sb: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
     } else {
         "api_error"
     };
-    Err(stripe_error(
+    let mut refused = stripe_error(
         status,
         kind,
         "Injected by the sandbox: the API failed this request.",
         None,
-    ))
+    );
+    // Stripe tells the client whether repeating the request can help, overriding what the
+    // status would suggest (<https://docs.stripe.com/error-low-level#idempotency>; read by
+    // stripe-node's RequestSender before the status).
+    if let Some(retry) = should_retry {
+        refused.headers_mut().insert(
+            "stripe-should-retry",
+            axum::http::HeaderValue::from_static(if retry { "true" } else { "false" }),
+        );
+    }
+    Err(refused)
 }
 
 /// Replays the stored answer for a reused Idempotency-Key, or refuses a reuse with other
