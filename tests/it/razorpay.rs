@@ -545,9 +545,10 @@ async fn razorpay_capture_beaten_by_automatic_capture_is_read_again(backend: Bac
     app.finish().await;
 }
 
-/// A manual-capture payment the success page verifies many times at once while the
-/// pipeline captures it too: Razorpay captures it once (one `payment.captured`), and every
-/// verify call answers paid rather than a provider error.
+/// A manual-capture payment the success page verifies many times at once while its
+/// `payment.authorized` webhook arrives and the pipeline captures it too: Razorpay captures
+/// it once (one `payment.captured`), and every verify call answers paid rather than a
+/// provider error.
 async fn razorpay_racing_captures_capture_once_and_all_answer_paid(backend: Backend) {
     let app = spawn(
         backend,
@@ -559,7 +560,7 @@ async fn razorpay_racing_captures_capture_once_and_all_answer_paid(backend: Back
     let paid = rz_pay(
         &app,
         &rz_order,
-        json!({"capture": "manual", "webhook": "none"}),
+        json!({"capture": "manual", "webhook": "held"}),
     )
     .await;
     let payload = json!({
@@ -568,7 +569,21 @@ async fn razorpay_racing_captures_capture_once_and_all_answer_paid(backend: Back
         "razorpay_signature": paid["razorpay_signature"],
     });
     let racers = 8;
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers));
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers + 1));
+    // The webhook leg: Razorpay's held `payment.authorized` is let go with the verify calls.
+    let webhook = {
+        let (http, sandbox, barrier) = (app.http.clone(), app.sandbox.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let r = http
+                .post(format!("{sandbox}/sandbox/razorpay/webhooks/release"))
+                .json(&json!({"order": "as_sent"}))
+                .send()
+                .await
+                .expect("release");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..racers {
         let (http, url, body, barrier) = (
@@ -592,6 +607,14 @@ async fn razorpay_racing_captures_capture_once_and_all_answer_paid(backend: Back
         let (status, v) = t.await.expect("racer");
         assert_eq!((status, s(&v["status"])), (200, "paid"), "{v}");
     }
+    let (status, released) = webhook.await.expect("webhook leg");
+    assert_eq!(status, 200, "{released}");
+    assert_eq!(
+        released["released"].as_array().map(Vec::len),
+        Some(1),
+        "{released}"
+    );
+    assert_eq!(released["deliveries"][0]["status"], 200, "{released}");
     let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
     assert_eq!(done["status"], "fulfilled", "{done:#}");
     assert_eq!(
