@@ -19,6 +19,7 @@ on_both_stores!(
     razorpay_short_payment_needs_review,
     razorpay_capture_beaten_by_automatic_capture_is_read_again,
     razorpay_racing_captures_capture_once_and_all_answer_paid,
+    razorpay_order_paid_alone_fulfils,
     the_checkout_page_opens_razorpays_checkout,
 );
 
@@ -687,5 +688,31 @@ async fn the_checkout_page_opens_razorpays_checkout(backend: Backend) {
             .expect("frame");
         assert_eq!(r.status(), status, "{key} {order}");
     }
+    app.finish().await;
+}
+
+/// A shop whose Razorpay webhook is subscribed to `order.paid` only (no payment events) and
+/// whose buyer closed the tab before the verify call: that one event fulfils the order, once.
+async fn razorpay_order_paid_alone_fulfils(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, rz_order) = rz_checkout(&app, "orderpaid@example.com", 2).await;
+    let paid = rz_pay(&app, &rz_order, json!({"events": ["order.paid"]})).await;
+    let sent: Vec<Value> = paid["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(sent.len(), 1, "{paid:#}");
+    assert!(s(&sent[0]["body"]).contains("\"order.paid\""), "{paid:#}");
+    assert_eq!(paid["deliveries"][0]["status"], 200, "{paid:#}");
+    let done = app.wait_for(&id, &["fulfilled", "needs_review"]).await;
+    assert_eq!(done["status"], "fulfilled", "{done:#}");
+    assert_eq!(
+        app.provider_payment_id(&id).await.as_deref(),
+        Some(s(&paid["razorpay_payment_id"]))
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        1
+    );
+    assert_eq!(app.stock("SEAT").await, (3, 0));
     app.finish().await;
 }

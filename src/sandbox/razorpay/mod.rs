@@ -5,7 +5,8 @@
 //! Buyer and provider controls (not Razorpay API):
 //! - `POST /sandbox/razorpay/orders/{id}/pay` `{"webhook": "once"|"twice"|"none",
 //!   "delay_ms": N, "capture": "automatic"|"manual"|"race", "outcome": "paid"|"failed",
-//!   "amount": N}` — the buyer pays in Checkout.js. Answers exactly what Checkout.js hands
+//!   "amount": N, "events": ["order.paid", …]}` — the buyer pays in Checkout.js (`events`:
+//!   the only events the account's webhook is subscribed to). Answers exactly what Checkout.js hands
 //!   the browser (`razorpay_payment_id`, `razorpay_order_id`, `razorpay_signature`), plus
 //!   the events and each delivery's status. Automatic capture sends `payment.authorized`,
 //!   `payment.captured` and `order.paid`; manual capture only `payment.authorized`; a
