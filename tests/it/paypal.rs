@@ -19,6 +19,7 @@ on_both_stores!(
     paypal_pending_capture_waits_for_settlement,
     paypal_capture_lost_to_another_is_read_back,
     paypal_pending_capture_settled_without_its_event_is_read_back,
+    paypal_unclassified_capture_refusal_waits_for_a_person,
 );
 
 /// An order of `qty` seats with an open PayPal checkout: (order id, PayPal order id).
@@ -599,5 +600,38 @@ async fn paypal_pending_capture_settled_without_its_event_is_read_back(backend: 
     }
     // The completed one was sold, the denied one's seat went back.
     assert_eq!(app.stock("SEAT").await, (4, 0));
+    app.finish().await;
+}
+
+/// A capture refused with a 422 that is not a decline (`DUPLICATE_INVOICE_ID`: the
+/// merchant's account setting) is not asked again and not taken for the buyer's failure: the
+/// check stops after one attempt with PayPal's issue in its error, the order waits for a
+/// person, and the seats stay held for the approved buyer.
+async fn paypal_unclassified_capture_refusal_waits_for_a_person(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, pp_order) = pp_checkout(&app, "invoice@example.com", 2).await;
+    approve(&app, &pp_order, json!({"capture": "duplicate_invoice"})).await;
+    let stopped = app
+        .wait_for(&id, &["needs_review", "fulfilled", "payment_failed"])
+        .await;
+    assert_eq!(stopped["status"], "needs_review", "{stopped:#}");
+    let check = stopped["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|st| st["kind"] == "confirm_capture"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(check["status"], "dead", "{check}");
+    assert_eq!(check["attempts"], 1, "not asked again: {check}");
+    assert!(
+        s(&check["last_error"]).contains("DUPLICATE_INVOICE_ID"),
+        "{check}"
+    );
+    assert_eq!(app.stock("SEAT").await, (5, 2), "the seats stay held");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invoices WHERE order_id = $1", &id)
+            .await,
+        0
+    );
     app.finish().await;
 }

@@ -35,8 +35,11 @@ pub(super) fn has_issue(e: &ProviderError, issue: &str) -> bool {
 /// <https://developer.paypal.com/api/rest/reference/orders/v2/errors/>): the stock goes
 /// back and the buyer may pay again (with another funding source, for
 /// `INSTRUMENT_DECLINED` and `REDIRECT_PAYER_FOR_ALTERNATE_FUNDING`).
-/// `ORDER_ALREADY_CAPTURED` is read again by [`PayPal::capture`]; any other answer is an
-/// error the step retries.
+/// `ORDER_ALREADY_CAPTURED` is read again by [`PayPal::capture`]. Any other 422 (e.g.
+/// `DUPLICATE_INVOICE_ID`, a setting of the merchant's account) will not change by asking
+/// again and is not the buyer's decline: the step stops at once and the order waits for a
+/// person with the issue in its error, the buyer's approval and seats kept. 5xx, 429 and
+/// transport errors are retried.
 pub(super) fn declined_issue(e: &ProviderError) -> Option<&'static str> {
     const DECLINED: [&str; 11] = [
         "INSTRUMENT_DECLINED",

@@ -12,12 +12,14 @@
 //!   / `payer-action` link points at: Approve, or Approve with an eCheck (its capture stays
 //!   pending), then back to the `return_url`.
 //! - `POST /sandbox/paypal/orders/{id}/approve` `{"webhook": "once"|"twice"|"none",
-//!   "delay_ms": N, "capture": "completed"|"pending"|"declined"|"elsewhere", "amount":
+//!   "delay_ms": N, "capture": "completed"|"pending"|"declined"|"elsewhere"|
+//!   "duplicate_invoice", "amount":
 //!   "12.00"}` — the buyer approves the order. Answers what PayPal's JS SDK hands `onApprove`
 //!   (`orderID`, `payerID`, …) plus the `CHECKOUT.ORDER.APPROVED` event and its deliveries.
 //!   `capture` decides what a later capture call does: complete, stay pending, fail with
 //!   `INSTRUMENT_DECLINED`, or lose the race to another capture (the order is captured and
-//!   the call answers `ORDER_ALREADY_CAPTURED`); `amount` makes the capture report another
+//!   the call answers `ORDER_ALREADY_CAPTURED`), or be refused for the merchant's account
+//!   (`DUPLICATE_INVOICE_ID`); `amount` makes the capture report another
 //!   amount.
 //! - `POST /sandbox/paypal/orders/{id}/void` — the order is voided (`CHECKOUT.ORDER.VOIDED`).
 //! - `POST /sandbox/paypal/captures/{id}/settle` `{"outcome": "completed"|"denied",

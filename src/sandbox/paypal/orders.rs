@@ -227,6 +227,14 @@ pub(super) async fn capture(
         // capture of an `intent=CAPTURE` order (Orders v2 capture errors,
         // <https://developer.paypal.com/api/rest/reference/orders/v2/errors/>).
         let elsewhere = plan.capture == "elsewhere";
+        // A refusal that is about the merchant's account, not the buyer's money: the
+        // account requires unique invoice ids (Orders v2 capture errors, same page).
+        if plan.capture == "duplicate_invoice" {
+            return unprocessable(
+                "DUPLICATE_INVOICE_ID",
+                "Duplicate Invoice ID detected. To avoid a potential duplicate transaction your account setting requires that Invoice Id be unique for each transaction.",
+            );
+        }
         if plan.capture == "declined" {
             return unprocessable(
                 "INSTRUMENT_DECLINED",
@@ -341,12 +349,12 @@ pub(super) async fn approve(
     let capture = d.capture.unwrap_or_else(|| "completed".into());
     if !matches!(
         capture.as_str(),
-        "completed" | "pending" | "declined" | "elsewhere"
+        "completed" | "pending" | "declined" | "elsewhere" | "duplicate_invoice"
     ) {
         return invalid_request(
             "INVALID_PARAMETER_VALUE",
             "capture",
-            "capture must be \"completed\", \"pending\", \"declined\" or \"elsewhere\"",
+            "capture must be \"completed\", \"pending\", \"declined\", \"elsewhere\" or \"duplicate_invoice\"",
         );
     }
     let payer_id = pp_id()[..13].to_owned();
