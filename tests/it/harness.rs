@@ -760,6 +760,25 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// An OAuth token from the PayPal sandbox, for calling its API directly.
+    pub async fn paypal_token(&self) -> String {
+        let t: Value = self
+            .http
+            .post(format!("{}/v1/oauth2/token", self.sandbox))
+            .basic_auth(
+                &self.config.providers.paypal.client_id,
+                Some(self.config.providers.paypal.client_secret.expose()),
+            )
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        s(&t["access_token"]).to_owned()
+    }
+
     pub async fn sandbox_post(&self, path: &str, body: Value) -> Value {
         let r = self
             .http

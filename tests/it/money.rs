@@ -62,16 +62,10 @@ async fn asked(app: &TestApp, provider: &str, checkout: &str) -> Asked {
             Asked::Units(sandbox_json(r).await["amount"].as_i64().expect("amount"))
         }
         _ => {
-            let t = app
-                .http
-                .post(format!("{sb}/v1/oauth2/token"))
-                .basic_auth("paypal_client_sandbox", Some("paypal_secret_sandbox"))
-                .form(&[("grant_type", "client_credentials")]);
-            let token = sandbox_json(t).await;
             let r = app
                 .http
                 .get(format!("{sb}/v2/checkout/orders/{checkout}"))
-                .bearer_auth(s(&token["access_token"]));
+                .bearer_auth(app.paypal_token().await);
             let o = sandbox_json(r).await;
             Asked::Decimal(s(&o["purchase_units"][0]["amount"]["value"]).to_owned())
         }
@@ -236,17 +230,7 @@ async fn a_price_or_checkout_a_provider_cannot_take_is_refused_up_front(backend:
         .await
         .expect("razorpay");
     assert_eq!(r.status(), 400, "a three-decimal amount ending in 1");
-    let t: Value = app
-        .http
-        .post(format!("{}/v1/oauth2/token", app.sandbox))
-        .basic_auth("paypal_client_sandbox", Some("paypal_secret_sandbox"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let token = app.paypal_token().await;
     for (currency, value, issue) in [
         ("HUF", "1000.00", "DECIMAL_PRECISION"),
         ("USD", "10.001", "DECIMAL_PRECISION"),
@@ -255,7 +239,7 @@ async fn a_price_or_checkout_a_provider_cannot_take_is_refused_up_front(backend:
         let r = app
             .http
             .post(format!("{}/v2/checkout/orders", app.sandbox))
-            .bearer_auth(s(&t["access_token"]))
+            .bearer_auth(&token)
             .json(&json!({"intent": "CAPTURE", "purchase_units": [
                 {"amount": {"currency_code": currency, "value": value}}
             ]}))

@@ -56,20 +56,9 @@ async fn approve(app: &TestApp, pp_order: &str, opts: Value) -> Value {
 
 /// The sandbox's view of a PayPal order (through the API, as the engine sees it).
 async fn pp_order_state(app: &TestApp, pp_order: &str) -> Value {
-    let token: Value = app
-        .http
-        .post(format!("{}/v1/oauth2/token", app.sandbox))
-        .basic_auth("paypal_client_sandbox", Some("paypal_secret_sandbox"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
     app.http
         .get(format!("{}/v2/checkout/orders/{pp_order}", app.sandbox))
-        .bearer_auth(s(&token["access_token"]))
+        .bearer_auth(app.paypal_token().await)
         .send()
         .await
         .expect("get order")

@@ -169,7 +169,7 @@ async fn paypal_backfill_follows_next_links_to_another_host() {
     let first: serde_json::Value = app
         .http
         .get(format!("{}/v1/notifications/webhooks-events", app.sandbox))
-        .bearer_auth(paypal_token(&app).await)
+        .bearer_auth(app.paypal_token().await)
         .send()
         .await
         .expect("list")
@@ -185,23 +185,4 @@ async fn paypal_backfill_follows_next_links_to_another_host() {
     let paged = ids(paypal.missed_events(since).await.expect("list"));
     assert_eq!(paged, one_page);
     app.finish().await;
-}
-
-/// An OAuth token from the PayPal sandbox, for calling its API directly.
-async fn paypal_token(app: &TestApp) -> String {
-    let t: serde_json::Value = app
-        .http
-        .post(format!("{}/v1/oauth2/token", app.sandbox))
-        .basic_auth(
-            &app.config.providers.paypal.client_id,
-            Some(app.config.providers.paypal.client_secret.expose()),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    s(&t["access_token"]).to_owned()
 }

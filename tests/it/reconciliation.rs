@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use crate::harness::{ADMIN_TOKEN, Backend, TestApp, s, spawn};
 use crate::on_both_stores;
 
-on_both_stores!(reconciliation_repairs_flags_and_backfills_once);
+on_both_stores!(
+    reconciliation_repairs_flags_and_backfills_once,
+    paypal_refund_made_elsewhere_and_unannounced_is_flagged,
+);
 
 async fn reconcile(app: &TestApp) -> Value {
     let (status, r) = app
@@ -199,6 +202,75 @@ async fn reconciliation_repairs_flags_and_backfills_once(backend: Backend) {
     assert_eq!(
         runs["reconciliations"][0]["trigger"], "admin:admin",
         "run by the token named admin"
+    );
+    app.finish().await;
+}
+
+/// A fulfilled PayPal order is refunded from outside the engine (PayPal's dashboard, another
+/// system) and the refund's event is lost: Transaction Search reports the capture `V`
+/// (reversed), and reconciliation stops the order for a person, since its access stands on
+/// money that went back.
+async fn paypal_refund_made_elsewhere_and_unannounced_is_flagged(backend: Backend) {
+    let app = spawn(backend, &[]).await;
+    app.put_sku("SEAT", 50_000, 5).await;
+    let (id, co) = app.seat_checkout("reversed@example.com", 1, "paypal").await;
+    app.sandbox_post(
+        &format!(
+            "/sandbox/paypal/orders/{}/approve",
+            s(&co["provider_order_id"])
+        ),
+        json!({}),
+    )
+    .await;
+    app.wait_for(&id, &["fulfilled"]).await;
+    let capture = app.provider_payment_id(&id).await.expect("capture id");
+    // The refund starts pending, so making it announces nothing; it completes silently.
+    app.sandbox_post("/sandbox/paypal/refunds/mode", json!({"status": "pending"}))
+        .await;
+    let r: Value = app
+        .http
+        .post(format!(
+            "{}/v2/payments/captures/{capture}/refund",
+            app.sandbox
+        ))
+        .bearer_auth(app.paypal_token().await)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("refund")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["status"], "PENDING", "{r}");
+    let settled = app
+        .sandbox_post(
+            &format!("/sandbox/paypal/refunds/{}/settle", s(&r["id"])),
+            json!({"outcome": "completed", "webhook": "none"}),
+        )
+        .await;
+    assert_eq!(settled["deliveries"], json!([]), "{settled}");
+    assert_eq!(
+        app.order(&id).await["status"],
+        "fulfilled",
+        "nothing told us"
+    );
+
+    let report = reconcile(&app).await;
+    let review = findings(&report, "needs_review");
+    assert_eq!(review.len(), 1, "{report:#}");
+    assert_eq!(review[0]["order_id"], id, "{report:#}");
+    assert!(
+        s(&review[0]["detail"]).contains("the money went back to the buyer"),
+        "{report:#}"
+    );
+    assert_eq!(app.order(&id).await["status"], "needs_review");
+    // Asked again, it is still reported, the order already stopped.
+    let again = reconcile(&app).await;
+    let review = findings(&again, "needs_review");
+    assert_eq!(review.len(), 1, "{again:#}");
+    assert!(
+        s(&review[0]["detail"]).contains("already stopped"),
+        "{again:#}"
     );
     app.finish().await;
 }

@@ -31,8 +31,9 @@
 //! - `POST /sandbox/paypal/captures/{id}/dispute` — the buyer disputes a capture:
 //!   `CUSTOMER.DISPUTE.CREATED`.
 //! - `POST /sandbox/paypal/refunds/mode` `{"status": "pending"|"completed"}` — how refunds
-//!   start; `POST /sandbox/paypal/refunds/{id}/settle` `{"outcome": "completed"|"failed"}`
-//!   ends a pending one (a completed one is announced as `PAYMENT.CAPTURE.REFUNDED`).
+//!   start; `POST /sandbox/paypal/refunds/{id}/settle` `{"outcome": "completed"|"failed",
+//!   "webhook"?: "none"}` ends a pending one (a completed one is announced as
+//!   `PAYMENT.CAPTURE.REFUNDED`, unless `none` loses the event).
 //! - `POST /sandbox/paypal/events/paging` `{"page_size": N}` — the event list answers at most
 //!   N a page, whatever the caller asked, so a test needs few events to need many pages.
 //!

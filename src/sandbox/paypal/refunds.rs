@@ -130,6 +130,9 @@ pub(super) struct RefundControl {
     status: Option<String>,
     #[serde(default)]
     outcome: Option<String>,
+    /// `"none"`: a completed refund is not announced (its event is lost).
+    #[serde(default)]
+    webhook: Option<String>,
 }
 
 /// `POST /sandbox/paypal/captures/{id}/dispute`: the buyer opens a dispute on the capture,
@@ -177,9 +180,9 @@ pub(super) async fn refund_mode(State(sb): State<Sandbox>, body: Bytes) -> Respo
     Json(json!({ "refunds_start": d.status })).into_response()
 }
 
-/// `{"outcome": "completed"|"failed"}`: a `PENDING` refund ends; a completed one is
-/// announced with `PAYMENT.CAPTURE.REFUNDED`, and a failed one gives the capture its money
-/// back to refund again.
+/// `{"outcome": "completed"|"failed", "webhook"?: "none"}`: a `PENDING` refund ends; a
+/// completed one is announced with `PAYMENT.CAPTURE.REFUNDED` (unless its event is lost),
+/// and a failed one gives the capture its money back to refund again.
 pub(super) async fn settle_refund(
     State(sb): State<Sandbox>,
     Path(id): Path<String>,
@@ -230,7 +233,7 @@ pub(super) async fn settle_refund(
         }
         refund
     };
-    let deliveries = if status == "COMPLETED" {
+    let deliveries = if status == "COMPLETED" && d.webhook.as_deref() != Some("none") {
         announce_refund(&sb, &refund).await
     } else {
         Vec::new()
