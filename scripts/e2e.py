@@ -188,6 +188,13 @@ def dashboard(browser, app_url, sb_url, token, dead_order, dead_session, merchan
         expect(parked).to_contain_text("parked for review")
         expect(parked).to_contain_text("refund.created")
         page.locator("#events").screenshot(path=os.path.join(shots, "parked-events.png"))
+        # Replay tries it again: still senseless, so the dashboard says what came of it and
+        # the event stays parked.
+        event_id = parked.first.get_attribute("data-event")
+        parked.first.get_by_role("button", name="Replay").click()
+        expect(page.locator("#events-msg")).to_contain_text(f"Event {event_id}:")
+        _, still = call("GET", f"{app_url}/api/admin/events?parked=true", token=token)
+        assert [str(e["id"]) for e in still["events"]] == [event_id], still
         assert not errors, errors
         b.close()
 
